@@ -1,0 +1,47 @@
+//! Configuration, from `AUTH_*` environment variables.
+
+use std::net::SocketAddr;
+
+use service::config::{env_opt, env_or, ConfigError};
+
+pub const DEFAULT_ISSUER: &str = "taskstream-auth";
+pub const DEFAULT_AUDIENCE: &str = "taskstream";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `AUTH_LISTEN_ADDR`, default `127.0.0.1:8081`.
+    pub listen_addr: SocketAddr,
+    /// `AUTH_DATABASE_URL`.
+    pub database_url: String,
+    /// `AUTH_KAFKA_BROKERS`, default `127.0.0.1:9092`.
+    pub kafka_brokers: String,
+    /// `AUTH_KAFKA_TOPIC_PREFIX`, default empty.
+    pub topic_prefix: String,
+    /// `AUTH_SIGNING_KEY_PATH`: Ed25519 PKCS#8 PEM, default `.dev/jwt-signing.pem`.
+    pub signing_key_path: String,
+    /// `AUTH_ISSUER`, default `taskstream-auth`.
+    pub issuer: String,
+    /// `AUTH_AUDIENCE`, default `taskstream`.
+    pub audience: String,
+    /// `AUTH_ADMIN_EMAIL`: the account with this email is made admin at
+    /// registration (bootstrap of the first admin). Unset: nobody.
+    pub admin_email: Option<String>,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(Config {
+            listen_addr: env_or("AUTH_LISTEN_ADDR", SocketAddr::from(([127, 0, 0, 1], 8081)))?,
+            database_url: env_or(
+                "AUTH_DATABASE_URL",
+                "postgres://taskstream:taskstream@127.0.0.1:55432/taskstream".to_owned(),
+            )?,
+            kafka_brokers: env_or("AUTH_KAFKA_BROKERS", "127.0.0.1:9092".to_owned())?,
+            topic_prefix: env_or("AUTH_KAFKA_TOPIC_PREFIX", String::new())?,
+            signing_key_path: env_or("AUTH_SIGNING_KEY_PATH", ".dev/jwt-signing.pem".to_owned())?,
+            issuer: env_or("AUTH_ISSUER", DEFAULT_ISSUER.to_owned())?,
+            audience: env_or("AUTH_AUDIENCE", DEFAULT_AUDIENCE.to_owned())?,
+            admin_email: env_opt("AUTH_ADMIN_EMAIL")?,
+        })
+    }
+}

@@ -1,0 +1,90 @@
+//! Start-up as a value: build binds the port and connects; run serves.
+
+use axum::routing::get;
+use axum::{Json, Router};
+use events::kafka;
+use events::relay::{OutboxRelay, RelayConfig};
+use events::topics::Topics;
+use futures::FutureExt;
+use service::health::Readiness;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::keys::{Jwks, SigningKeys};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub keys: SigningKeys,
+    pub config: Config,
+}
+
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    relay: OutboxRelay,
+}
+
+impl Application {
+    /// Connects to Postgres (and migrates), prepares Kafka, binds the port.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let keys = SigningKeys::from_pem_file(&config.signing_key_path)?;
+        let pool = events::store::connect_and_migrate(&config.database_url, 10)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        let topics = Topics::with_prefix(config.topic_prefix.clone());
+        kafka::ensure_topics(&config.kafka_brokers, &topics)
+            .await
+            .map_err(|e| anyhow::anyhow!("kafka at {}: {e}", config.kafka_brokers))?;
+        let producer = kafka::producer(&config.kafka_brokers)?;
+        let relay = OutboxRelay::new(pool.clone(), producer, topics, RelayConfig::default());
+        let listener = service::http::bind(config.listen_addr).await?;
+        let state = AppState { pool, keys, config };
+        let router = service::http::finish(routes(state));
+        Ok(Application {
+            listener,
+            router,
+            relay,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// Serves and relays events until `shutdown` is cancelled.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        let relay = tokio::spawn(self.relay.run(shutdown.clone()));
+        let served = service::http::serve(self.listener, self.router, shutdown.clone()).await;
+        shutdown.cancel();
+        let _ = relay.await;
+        served
+    }
+}
+
+fn readiness(state: &AppState) -> Readiness {
+    let pool = state.pool.clone();
+    let brokers = state.config.kafka_brokers.clone();
+    Readiness::new()
+        .check("postgres", move || {
+            let pool = pool.clone();
+            async move { events::store::ping(&pool).await }.boxed()
+        })
+        .check("kafka", move || {
+            let brokers = brokers.clone();
+            async move { kafka::ping(&brokers).await }.boxed()
+        })
+}
+
+fn routes(state: AppState) -> Router {
+    Router::new()
+        .route("/.well-known/jwks.json", get(jwks))
+        .merge(service::health::routes(readiness(&state)))
+        .with_state(state)
+}
+
+async fn jwks(axum::extract::State(state): axum::extract::State<AppState>) -> Json<Jwks> {
+    Json(state.keys.jwks())
+}

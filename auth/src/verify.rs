@@ -1,0 +1,259 @@
+//! Local access-token verification for the APIs, and the `AuthUser` extractor.
+//!
+//! Tokens are verified against auth's published public keys (JWKS), fetched
+//! at start and re-fetched when a token names an unknown `kid` (key rotation);
+//! no request ever calls auth. Only EdDSA is accepted: `none`, HS256 (for
+//! instance signed with the public key as secret) and any other algorithm fail.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{FromRef, FromRequestParts};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use events::Role;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::{Deserialize, Serialize};
+use service::Problem;
+use tokio::sync::RwLock;
+use uuid::Uuid;
+
+use crate::keys::Jwks;
+
+/// The access token's claims.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: Uuid,
+    pub email: String,
+    pub role: Role,
+    pub iss: String,
+    pub aud: String,
+    pub iat: i64,
+    pub exp: i64,
+    pub jti: Uuid,
+}
+
+/// The authenticated caller, extracted from `Authorization: Bearer <jwt>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthUser {
+    pub id: Uuid,
+    pub email: String,
+    pub role: Role,
+}
+
+impl AuthUser {
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifierError {
+    #[error("cannot fetch JWKS from {url}: {reason}")]
+    Fetch { url: String, reason: String },
+    #[error("JWKS key {kid} is unusable: {reason}")]
+    BadKey { kid: String, reason: String },
+}
+
+enum KeySource {
+    Static,
+    Jwks {
+        url: String,
+        client: reqwest::Client,
+    },
+}
+
+struct Inner {
+    source: KeySource,
+    issuer: String,
+    audience: String,
+    leeway: u64,
+    keys: RwLock<HashMap<String, DecodingKey>>,
+    last_refresh: RwLock<Option<Instant>>,
+}
+
+/// Verifies access tokens; cheap to clone.
+#[derive(Clone)]
+pub struct TokenVerifier(Arc<Inner>);
+
+/// Re-fetches on unknown `kid` at most this often, so forged kids cannot
+/// turn the APIs into a JWKS request amplifier.
+const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
+
+fn decoding_keys(jwks: &Jwks) -> Result<HashMap<String, DecodingKey>, VerifierError> {
+    let mut keys = HashMap::new();
+    for jwk in &jwks.keys {
+        if jwk.kty != "OKP" || jwk.crv != "Ed25519" {
+            continue;
+        }
+        let key = DecodingKey::from_ed_components(&jwk.x).map_err(|e| VerifierError::BadKey {
+            kid: jwk.kid.clone(),
+            reason: e.to_string(),
+        })?;
+        keys.insert(jwk.kid.clone(), key);
+    }
+    Ok(keys)
+}
+
+impl TokenVerifier {
+    /// Trusts exactly these keys (tests, or a deployment with a public key file).
+    pub fn from_jwks(jwks: &Jwks, issuer: &str, audience: &str) -> Result<Self, VerifierError> {
+        Ok(Self::build(
+            KeySource::Static,
+            decoding_keys(jwks)?,
+            issuer,
+            audience,
+        ))
+    }
+
+    /// Fetches the keys from auth's JWKS endpoint now, and again on unknown `kid`.
+    pub async fn from_jwks_url(
+        url: &str,
+        issuer: &str,
+        audience: &str,
+    ) -> Result<Self, VerifierError> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| VerifierError::Fetch {
+                url: url.to_owned(),
+                reason: e.to_string(),
+            })?;
+        let keys = fetch(&client, url).await?;
+        let v = Self::build(
+            KeySource::Jwks {
+                url: url.to_owned(),
+                client,
+            },
+            keys,
+            issuer,
+            audience,
+        );
+        *v.0.last_refresh.write().await = Some(Instant::now());
+        Ok(v)
+    }
+
+    fn build(
+        source: KeySource,
+        keys: HashMap<String, DecodingKey>,
+        issuer: &str,
+        audience: &str,
+    ) -> Self {
+        TokenVerifier(Arc::new(Inner {
+            source,
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+            leeway: 30,
+            keys: RwLock::new(keys),
+            last_refresh: RwLock::new(None),
+        }))
+    }
+
+    /// Verifies signature (EdDSA only), `iss`, `aud`, `exp` (30 s leeway).
+    pub async fn verify(&self, token: &str) -> Result<Claims, Problem> {
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| Problem::unauthorized("malformed access token"))?;
+        if header.alg != Algorithm::EdDSA {
+            return Err(Problem::unauthorized("access token algorithm not accepted"));
+        }
+        let kid = header
+            .kid
+            .ok_or_else(|| Problem::unauthorized("access token has no key id"))?;
+        let key = match self.key(&kid).await {
+            Some(k) => k,
+            None => {
+                self.refresh().await;
+                self.key(&kid)
+                    .await
+                    .ok_or_else(|| Problem::unauthorized("access token signed by an unknown key"))?
+            }
+        };
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_issuer(&[&self.0.issuer]);
+        validation.set_audience(&[&self.0.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.leeway = self.0.leeway;
+        jsonwebtoken::decode::<Claims>(token, &key, &validation)
+            .map(|d| d.claims)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
+                    Problem::unauthorized("access token expired")
+                }
+                _ => Problem::unauthorized("access token is invalid"),
+            })
+    }
+
+    async fn key(&self, kid: &str) -> Option<DecodingKey> {
+        self.0.keys.read().await.get(kid).cloned()
+    }
+
+    async fn refresh(&self) {
+        let KeySource::Jwks { url, client } = &self.0.source else {
+            return;
+        };
+        {
+            let last = self.0.last_refresh.read().await;
+            if last.is_some_and(|t| t.elapsed() < MIN_REFRESH_INTERVAL) {
+                return;
+            }
+        }
+        *self.0.last_refresh.write().await = Some(Instant::now());
+        match fetch(client, url).await {
+            Ok(keys) => *self.0.keys.write().await = keys,
+            Err(e) => tracing::warn!(error = %e, "JWKS refresh failed; keeping the known keys"),
+        }
+    }
+}
+
+async fn fetch(
+    client: &reqwest::Client,
+    url: &str,
+) -> Result<HashMap<String, DecodingKey>, VerifierError> {
+    let err = |reason: String| VerifierError::Fetch {
+        url: url.to_owned(),
+        reason,
+    };
+    let jwks: Jwks = client
+        .get(url)
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .map_err(|e| err(e.to_string()))?
+        .json()
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    decoding_keys(&jwks)
+}
+
+impl<S> FromRequestParts<S> for AuthUser
+where
+    TokenVerifier: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let verifier = TokenVerifier::from_ref(state);
+        let header = parts
+            .headers
+            .get(AUTHORIZATION)
+            .ok_or_else(|| Problem::unauthorized("missing bearer token"))?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| Problem::unauthorized("expected `Authorization: Bearer <token>`"))?;
+        let claims = verifier.verify(token).await?;
+        Ok(AuthUser {
+            id: claims.sub,
+            email: claims.email,
+            role: claims.role,
+        })
+    }
+}

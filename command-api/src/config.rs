@@ -1,0 +1,52 @@
+//! Configuration, from `COMMAND_API_*` environment variables.
+
+use std::net::SocketAddr;
+
+use service::config::{env_or, ConfigError};
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `COMMAND_API_LISTEN_ADDR`, default `127.0.0.1:8082`.
+    pub listen_addr: SocketAddr,
+    /// `COMMAND_API_DATABASE_URL`.
+    pub database_url: String,
+    /// `COMMAND_API_KAFKA_BROKERS`, default `127.0.0.1:9092`.
+    pub kafka_brokers: String,
+    /// `COMMAND_API_KAFKA_TOPIC_PREFIX`, default empty.
+    pub topic_prefix: String,
+    /// `COMMAND_API_JWKS_URL`, default `http://127.0.0.1:8081/.well-known/jwks.json`.
+    pub jwks_url: String,
+    /// `COMMAND_API_JWT_ISSUER`, default `taskstream-auth`.
+    pub jwt_issuer: String,
+    /// `COMMAND_API_JWT_AUDIENCE`, default `taskstream`.
+    pub jwt_audience: String,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(Config {
+            listen_addr: env_or(
+                "COMMAND_API_LISTEN_ADDR",
+                SocketAddr::from(([127, 0, 0, 1], 8082)),
+            )?,
+            database_url: env_or(
+                "COMMAND_API_DATABASE_URL",
+                "postgres://taskstream:taskstream@127.0.0.1:55432/taskstream".to_owned(),
+            )?,
+            kafka_brokers: env_or("COMMAND_API_KAFKA_BROKERS", "127.0.0.1:9092".to_owned())?,
+            topic_prefix: env_or("COMMAND_API_KAFKA_TOPIC_PREFIX", String::new())?,
+            jwks_url: env_or(
+                "COMMAND_API_JWKS_URL",
+                "http://127.0.0.1:8081/.well-known/jwks.json".to_owned(),
+            )?,
+            jwt_issuer: env_or(
+                "COMMAND_API_JWT_ISSUER",
+                auth::config::DEFAULT_ISSUER.to_owned(),
+            )?,
+            jwt_audience: env_or(
+                "COMMAND_API_JWT_AUDIENCE",
+                auth::config::DEFAULT_AUDIENCE.to_owned(),
+            )?,
+        })
+    }
+}

@@ -1,0 +1,100 @@
+//! Start-up as a value: build binds the port and connects; run serves.
+
+use auth::TokenVerifier;
+use axum::extract::FromRef;
+use axum::Router;
+use events::kafka;
+use events::relay::{OutboxRelay, RelayConfig};
+use events::topics::Topics;
+use futures::FutureExt;
+use service::health::Readiness;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub verifier: TokenVerifier,
+}
+
+impl FromRef<AppState> for TokenVerifier {
+    fn from_ref(state: &AppState) -> Self {
+        state.verifier.clone()
+    }
+}
+
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    relay: OutboxRelay,
+}
+
+impl Application {
+    /// Connects to Postgres (and migrates), prepares Kafka, fetches the
+    /// token keys, binds the port. `verifier` overrides the JWKS fetch (tests).
+    pub async fn build(config: Config, verifier: Option<TokenVerifier>) -> anyhow::Result<Self> {
+        let pool = events::store::connect_and_migrate(&config.database_url, 20)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        let topics = Topics::with_prefix(config.topic_prefix.clone());
+        kafka::ensure_topics(&config.kafka_brokers, &topics)
+            .await
+            .map_err(|e| anyhow::anyhow!("kafka at {}: {e}", config.kafka_brokers))?;
+        let producer = kafka::producer(&config.kafka_brokers)?;
+        let relay = OutboxRelay::new(pool.clone(), producer, topics, RelayConfig::default());
+        let verifier = match verifier {
+            Some(v) => v,
+            None => {
+                TokenVerifier::from_jwks_url(
+                    &config.jwks_url,
+                    &config.jwt_issuer,
+                    &config.jwt_audience,
+                )
+                .await?
+            }
+        };
+        let listener = service::http::bind(config.listen_addr).await?;
+        let readiness = readiness(&pool, &config.kafka_brokers);
+        let state = AppState { pool, verifier };
+        let router = service::http::finish(
+            Router::new()
+                .merge(service::health::routes(readiness))
+                .with_state(state),
+        );
+        Ok(Application {
+            listener,
+            router,
+            relay,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// Serves and relays events until `shutdown` is cancelled.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        let relay = tokio::spawn(self.relay.run(shutdown.clone()));
+        let served = service::http::serve(self.listener, self.router, shutdown.clone()).await;
+        shutdown.cancel();
+        let _ = relay.await;
+        served
+    }
+}
+
+fn readiness(pool: &PgPool, brokers: &str) -> Readiness {
+    let pool = pool.clone();
+    let brokers = brokers.to_owned();
+    Readiness::new()
+        .check("postgres", move || {
+            let pool = pool.clone();
+            async move { events::store::ping(&pool).await }.boxed()
+        })
+        .check("kafka", move || {
+            let brokers = brokers.clone();
+            async move { kafka::ping(&brokers).await }.boxed()
+        })
+}

@@ -1,0 +1,141 @@
+//! Kafka conventions shared by the writers (relay) and readers (projector).
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::ClientConfig;
+
+use crate::envelope::{DecodeError, EventEnvelope};
+use crate::topics::{Topics, EVENT_TOPIC_PARTITIONS, HEADER_SCHEMA, HEADER_TYPE};
+
+/// Producer settings for event publication: idempotent, `acks=all`, so a
+/// retry inside the client never duplicates or reorders a partition.
+pub fn producer_config(brokers: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "2")
+        .set("compression.type", "lz4")
+        .set("message.timeout.ms", "30000");
+    c
+}
+
+pub fn producer(brokers: &str) -> Result<FutureProducer, rdkafka::error::KafkaError> {
+    producer_config(brokers).create()
+}
+
+/// The Kafka record of an envelope: key = stream id, headers = type, schema.
+pub struct EnvelopeRecord {
+    pub topic: String,
+    pub key: String,
+    pub payload: Vec<u8>,
+    pub headers: OwnedHeaders,
+}
+
+impl EnvelopeRecord {
+    pub fn new(topics: &Topics, env: &EventEnvelope) -> Self {
+        let schema = env.schema.to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: HEADER_TYPE,
+                value: Some(env.event_type.as_bytes()),
+            })
+            .insert(Header {
+                key: HEADER_SCHEMA,
+                value: Some(schema.as_bytes()),
+            });
+        EnvelopeRecord {
+            topic: topics.for_stream(env.stream_type),
+            key: env.stream_id.to_string(),
+            payload: env.to_json(),
+            headers,
+        }
+    }
+
+    pub fn as_future_record(&self) -> FutureRecord<'_, String, Vec<u8>> {
+        FutureRecord::to(&self.topic)
+            .key(&self.key)
+            .payload(&self.payload)
+            .headers(self.headers.clone())
+    }
+}
+
+/// Reads a header as UTF-8 text.
+pub fn header_str<'a, M: Message>(msg: &'a M, name: &str) -> Option<&'a str> {
+    let headers = msg.headers()?;
+    headers
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
+        .and_then(|v| std::str::from_utf8(v).ok())
+}
+
+/// Decodes a Kafka message's value as an envelope.
+pub fn envelope_of<M: Message>(msg: &M) -> Result<EventEnvelope, DecodeError> {
+    let payload = msg.payload().unwrap_or_default();
+    EventEnvelope::from_json(payload)
+}
+
+/// Creates the event topics (unlimited retention: they are the replay log)
+/// and the dead-letter topic, if they do not exist yet.
+pub async fn ensure_topics(
+    brokers: &str,
+    topics: &Topics,
+) -> Result<(), rdkafka::error::KafkaError> {
+    let names = topics.all();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    ensure_named_topics(brokers, &names).await
+}
+
+/// Creates the given topics with [`EVENT_TOPIC_PARTITIONS`] and infinite retention.
+pub async fn ensure_named_topics(
+    brokers: &str,
+    names: &[&str],
+) -> Result<(), rdkafka::error::KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    let topics: Vec<NewTopic<'_>> = names
+        .iter()
+        .map(|name| {
+            NewTopic::new(name, EVENT_TOPIC_PARTITIONS, TopicReplication::Fixed(1))
+                .set("retention.ms", "-1")
+        })
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for result in admin.create_topics(&topics, &opts).await? {
+        match result {
+            Ok(_) => {}
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(rdkafka::error::KafkaError::AdminOp(code)).inspect_err(|_| {
+                    tracing::error!(%topic, ?code, "could not create topic");
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A real round trip to the cluster (metadata request), for readiness checks.
+pub async fn ping(brokers: &str) -> Result<(), String> {
+    let brokers = brokers.to_owned();
+    tokio::task::spawn_blocking(move || {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .create()
+            .map_err(|e| e.to_string())?;
+        consumer
+            .fetch_metadata(None, Duration::from_secs(2))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}

@@ -1,0 +1,225 @@
+//! The outbox relay: publishes committed events to Kafka, in order.
+//!
+//! Delivery contract: at-least-once, in per-stream order. A crash between
+//! commit and publish publishes on restart (the outbox row is still there); a
+//! crash after Kafka acked but before the outbox row was deleted publishes
+//! that event again, so consumers deduplicate by `(stream_id, version)`.
+//!
+//! Any number of relays may run (auth and command-api both run one); a
+//! Postgres advisory lock lets exactly one publish at a time, and another
+//! takes over within a poll interval when the holder's connection dies.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use rdkafka::producer::FutureProducer;
+use sqlx::postgres::PgListener;
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::envelope::EventEnvelope;
+use crate::kafka::EnvelopeRecord;
+use crate::store::{envelope_from_row, ENVELOPE_COLUMNS, NOTIFY_CHANNEL};
+use crate::topics::Topics;
+
+/// Advisory lock key held by the publishing relay ("taskstrm" in ASCII).
+pub const RELAY_LOCK_KEY: i64 = 0x7461_736b_7374_726d;
+
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Events fetched and published per round.
+    pub batch_size: i64,
+    /// How long to sleep when idle if no notification arrives.
+    pub poll_interval: Duration,
+    /// Pause after a failed round (Kafka or Postgres down).
+    pub error_backoff: Duration,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            batch_size: 500,
+            poll_interval: Duration::from_millis(500),
+            error_backoff: Duration::from_secs(1),
+        }
+    }
+}
+
+pub struct OutboxRelay {
+    pool: PgPool,
+    producer: FutureProducer,
+    topics: Topics,
+    config: RelayConfig,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum RoundError {
+    #[error("postgres: {0}")]
+    Postgres(#[from] sqlx::Error),
+}
+
+impl OutboxRelay {
+    pub fn new(
+        pool: PgPool,
+        producer: FutureProducer,
+        topics: Topics,
+        config: RelayConfig,
+    ) -> Self {
+        OutboxRelay {
+            pool,
+            producer,
+            topics,
+            config,
+        }
+    }
+
+    /// Runs until `shutdown` is cancelled; never returns an error: failures
+    /// are logged, counted and retried.
+    pub async fn run(self, shutdown: CancellationToken) {
+        while !shutdown.is_cancelled() {
+            match self.lead(&shutdown).await {
+                Ok(()) => {}
+                Err(e) => {
+                    metrics::counter!("relay_errors_total").increment(1);
+                    tracing::warn!(error = %e, "outbox relay round failed; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => {}
+                        _ = tokio::time::sleep(self.config.error_backoff) => {}
+                    }
+                }
+            }
+        }
+        tracing::info!("outbox relay stopped");
+    }
+
+    /// Waits to become the publishing relay, then publishes until shutdown.
+    async fn lead(&self, shutdown: &CancellationToken) -> Result<(), RoundError> {
+        let mut lock_conn = PgConnection::connect_with(&self.pool.connect_options()).await?;
+        loop {
+            let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                .bind(RELAY_LOCK_KEY)
+                .fetch_one(&mut lock_conn)
+                .await?;
+            if got {
+                break;
+            }
+            metrics::gauge!("relay_leader").set(0.0);
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(self.config.poll_interval) => {}
+            }
+        }
+        metrics::gauge!("relay_leader").set(1.0);
+        tracing::info!("outbox relay is publishing");
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(NOTIFY_CHANNEL).await?;
+        let result = self
+            .publish_until_shutdown(&mut listener, &mut lock_conn, shutdown)
+            .await;
+        metrics::gauge!("relay_leader").set(0.0);
+        // Closing the connection releases the advisory lock.
+        let _ = lock_conn.close().await;
+        result
+    }
+
+    async fn publish_until_shutdown(
+        &self,
+        listener: &mut PgListener,
+        lock_conn: &mut PgConnection,
+        shutdown: &CancellationToken,
+    ) -> Result<(), RoundError> {
+        let mut last_lock_check = Instant::now();
+        loop {
+            if shutdown.is_cancelled() {
+                return Ok(());
+            }
+            let published = self.publish_batch().await?;
+            if published as i64 >= self.config.batch_size {
+                continue;
+            }
+            // Prove the lock connection is alive now and then: if it died,
+            // another relay may hold the lock and this one must stop.
+            if last_lock_check.elapsed() > self.config.poll_interval * 4 {
+                sqlx::query("SELECT 1").execute(&mut *lock_conn).await?;
+                last_lock_check = Instant::now();
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                n = listener.recv() => { n?; }
+                _ = tokio::time::sleep(self.config.poll_interval) => {}
+            }
+        }
+    }
+
+    /// Publishes one batch of unpublished events; returns how many were marked published.
+    async fn publish_batch(&self) -> Result<usize, RoundError> {
+        let rows = sqlx::query(&format!(
+            "SELECT o.global_position, {ENVELOPE_COLUMNS}
+               FROM event_outbox o JOIN events e USING (global_position)
+              ORDER BY o.global_position
+              LIMIT $1"
+        ))
+        .bind(self.config.batch_size)
+        .fetch_all(&self.pool)
+        .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let mut batch: Vec<(i64, EventEnvelope)> = Vec::with_capacity(rows.len());
+        for row in &rows {
+            use sqlx::Row;
+            batch.push((row.try_get("global_position")?, envelope_from_row(row)?));
+        }
+        let records: Vec<EnvelopeRecord> = batch
+            .iter()
+            .map(|(_, e)| EnvelopeRecord::new(&self.topics, e))
+            .collect();
+        // Send the whole batch, then await acks in order: the idempotent
+        // producer keeps per-partition order for in-flight messages.
+        let deliveries: Vec<_> = records
+            .iter()
+            .map(|r| self.producer.send_result(r.as_future_record()))
+            .collect();
+        let mut acked = Vec::with_capacity(batch.len());
+        let mut failed_streams: HashSet<Uuid> = HashSet::new();
+        for ((position, env), delivery) in batch.iter().zip(deliveries) {
+            let ok = match delivery {
+                Ok(fut) => match fut.await {
+                    Ok(Ok(_)) => true,
+                    Ok(Err((e, _))) => {
+                        tracing::warn!(error = %e, stream_id = %env.stream_id, version = env.version, "publish failed");
+                        false
+                    }
+                    Err(_) => false,
+                },
+                Err((e, _)) => {
+                    tracing::warn!(error = %e, stream_id = %env.stream_id, version = env.version, "enqueue failed");
+                    false
+                }
+            };
+            // Once a stream had a failure in this batch, its later events stay
+            // in the outbox too, so it is republished from the gap in order.
+            if ok && !failed_streams.contains(&env.stream_id) {
+                acked.push(*position);
+                let lag = chrono::Utc::now() - env.occurred_at;
+                metrics::histogram!("relay_commit_to_publish_seconds")
+                    .record(lag.num_microseconds().unwrap_or(0) as f64 / 1e6);
+            } else {
+                failed_streams.insert(env.stream_id);
+            }
+        }
+        if !acked.is_empty() {
+            sqlx::query("DELETE FROM event_outbox WHERE global_position = ANY($1)")
+                .bind(&acked)
+                .execute(&self.pool)
+                .await?;
+            metrics::counter!("relay_published_total").increment(acked.len() as u64);
+        }
+        if !failed_streams.is_empty() {
+            metrics::counter!("relay_errors_total").increment(1);
+            tokio::time::sleep(self.config.error_backoff).await;
+        }
+        Ok(acked.len())
+    }
+}

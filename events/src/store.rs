@@ -1,0 +1,218 @@
+//! The append-only event store in Postgres (the source of truth).
+//!
+//! Appends run on a caller-supplied connection, usually inside the caller's
+//! transaction, so that a row of the caller's own (a user, an idempotency
+//! record) and its events commit together. Every appended event also gets an
+//! `event_outbox` row in the same transaction; the relay publishes those.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgExecutor, Row};
+use uuid::Uuid;
+
+use crate::envelope::{EventEnvelope, EventMeta, StreamVersion};
+use crate::schema::Event;
+
+/// Postgres channel notified on every append, so the relay wakes at once.
+pub const NOTIFY_CHANNEL: &str = "taskstream_events";
+
+/// The migrations of the whole system (events, outbox, users, tokens, idempotency).
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// What the writer believes the stream's current version is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpectedVersion {
+    /// Append after whatever is there (still atomic: a concurrent append conflicts).
+    Any,
+    /// The stream must be exactly at this version (0 = must not exist yet).
+    Exact(StreamVersion),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// Another writer got there first, or the expected version was wrong.
+    #[error("stream {stream_id} is at version {actual:?}, expected {expected:?}")]
+    Conflict {
+        stream_id: Uuid,
+        expected: ExpectedVersion,
+        /// The version seen, when known (a lost race does not tell).
+        actual: Option<StreamVersion>,
+    },
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// The current version of a stream (0 if it has no events).
+pub async fn stream_version<'e>(
+    db: impl PgExecutor<'e>,
+    stream_id: Uuid,
+) -> Result<StreamVersion, sqlx::Error> {
+    let v: Option<i64> = sqlx::query_scalar("SELECT max(version) FROM events WHERE stream_id = $1")
+        .bind(stream_id)
+        .fetch_one(db)
+        .await?;
+    Ok(v.unwrap_or(0) as StreamVersion)
+}
+
+/// Appends `events` to a stream. Returns the envelopes as stored.
+///
+/// Atomic with respect to other writers: the `(stream_id, version)` unique
+/// constraint makes a concurrent append fail with [`AppendError::Conflict`];
+/// nothing is ever overwritten. The caller commits (or rolls back).
+pub async fn append(
+    conn: &mut PgConnection,
+    stream_id: Uuid,
+    expected: ExpectedVersion,
+    events: &[Event],
+    meta: EventMeta,
+) -> Result<Vec<EventEnvelope>, AppendError> {
+    let current = stream_version(&mut *conn, stream_id).await?;
+    if let ExpectedVersion::Exact(v) = expected {
+        if v != current {
+            return Err(AppendError::Conflict {
+                stream_id,
+                expected,
+                actual: Some(current),
+            });
+        }
+    }
+    let envelopes: Vec<EventEnvelope> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| EventEnvelope::new(stream_id, current + 1 + i as u64, e, meta))
+        .collect();
+    if envelopes.is_empty() {
+        return Ok(envelopes);
+    }
+    insert(conn, &envelopes).await.map_err(|e| match e {
+        sqlx::Error::Database(db) if db.constraint() == Some("events_stream_version_key") => {
+            AppendError::Conflict {
+                stream_id,
+                expected,
+                actual: None,
+            }
+        }
+        other => AppendError::Database(other),
+    })?;
+    Ok(envelopes)
+}
+
+async fn insert(conn: &mut PgConnection, envelopes: &[EventEnvelope]) -> Result<(), sqlx::Error> {
+    let mut event_ids = Vec::with_capacity(envelopes.len());
+    let mut stream_ids = Vec::with_capacity(envelopes.len());
+    let mut stream_types = Vec::with_capacity(envelopes.len());
+    let mut versions = Vec::with_capacity(envelopes.len());
+    let mut types = Vec::with_capacity(envelopes.len());
+    let mut schemas = Vec::with_capacity(envelopes.len());
+    let mut occurred = Vec::with_capacity(envelopes.len());
+    let mut actors = Vec::with_capacity(envelopes.len());
+    let mut correlations = Vec::with_capacity(envelopes.len());
+    let mut causations: Vec<Option<Uuid>> = Vec::with_capacity(envelopes.len());
+    let mut data = Vec::with_capacity(envelopes.len());
+    for e in envelopes {
+        event_ids.push(e.event_id);
+        stream_ids.push(e.stream_id);
+        stream_types.push(e.stream_type.as_str());
+        versions.push(e.version as i64);
+        types.push(e.event_type.as_str());
+        schemas.push(e.schema as i32);
+        occurred.push(e.occurred_at);
+        actors.push(e.actor);
+        correlations.push(e.correlation_id);
+        causations.push(e.causation_id);
+        data.push(e.data.clone());
+    }
+    sqlx::query(
+        "WITH inserted AS (
+           INSERT INTO events (event_id, stream_id, stream_type, version, event_type, schema_version,
+                               occurred_at, actor, correlation_id, causation_id, data)
+           SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::text[], $6::int[],
+                                $7::timestamptz[], $8::uuid[], $9::uuid[], $10::uuid[], $11::jsonb[])
+           RETURNING global_position)
+         INSERT INTO event_outbox (global_position) SELECT global_position FROM inserted",
+    )
+    .bind(&event_ids)
+    .bind(&stream_ids)
+    .bind(&stream_types)
+    .bind(&versions)
+    .bind(&types)
+    .bind(&schemas)
+    .bind(&occurred)
+    .bind(&actors)
+    .bind(&correlations)
+    .bind(&causations)
+    .bind(&data)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(NOTIFY_CHANNEL)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// The columns [`envelope_from_row`] reads, for `SELECT`s over `events`.
+pub const ENVELOPE_COLUMNS: &str =
+    "event_id, stream_id, stream_type, version, event_type, schema_version, \
+     occurred_at, actor, correlation_id, causation_id, data";
+
+/// Maps an `events` row (selected with [`ENVELOPE_COLUMNS`]) to its envelope.
+pub fn envelope_from_row(row: &sqlx::postgres::PgRow) -> Result<EventEnvelope, sqlx::Error> {
+    let stream_type: String = row.try_get("stream_type")?;
+    let version: i64 = row.try_get("version")?;
+    let schema: i32 = row.try_get("schema_version")?;
+    let occurred_at: DateTime<Utc> = row.try_get("occurred_at")?;
+    Ok(EventEnvelope {
+        event_id: row.try_get("event_id")?,
+        stream_id: row.try_get("stream_id")?,
+        stream_type: stream_type
+            .parse()
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+        version: version as StreamVersion,
+        event_type: row.try_get("event_type")?,
+        schema: schema as u32,
+        occurred_at,
+        actor: row.try_get("actor")?,
+        correlation_id: row.try_get("correlation_id")?,
+        causation_id: row.try_get("causation_id")?,
+        data: row.try_get("data")?,
+    })
+}
+
+/// All events of one stream, in version order.
+pub async fn load_stream<'e>(
+    db: impl PgExecutor<'e>,
+    stream_id: Uuid,
+) -> Result<Vec<EventEnvelope>, sqlx::Error> {
+    let rows = sqlx::query(&format!(
+        "SELECT {ENVELOPE_COLUMNS} FROM events WHERE stream_id = $1 ORDER BY version"
+    ))
+    .bind(stream_id)
+    .fetch_all(db)
+    .await?;
+    rows.iter().map(envelope_from_row).collect()
+}
+
+/// Connects with a bounded wait and applies the migrations (idempotent,
+/// safe when several services start at once: sqlx takes a lock).
+pub async fn connect_and_migrate(url: &str, max_connections: u32) -> Result<sqlx::PgPool, String> {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(std::time::Duration::from_secs(5))
+        .connect(url)
+        .await
+        .map_err(|e| format!("postgres: cannot connect: {e}"))?;
+    MIGRATOR
+        .run(&pool)
+        .await
+        .map_err(|e| format!("postgres: migrations failed: {e}"))?;
+    Ok(pool)
+}
+
+/// A real round trip, for readiness checks.
+pub async fn ping(pool: &sqlx::PgPool) -> Result<(), String> {
+    sqlx::query("SELECT 1")
+        .execute(pool)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}

@@ -1,0 +1,55 @@
+//! Configuration, from `QUERY_API_*` environment variables.
+
+use std::net::SocketAddr;
+
+use service::config::{env_or, ConfigError};
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `QUERY_API_LISTEN_ADDR`, default `127.0.0.1:8083`.
+    pub listen_addr: SocketAddr,
+    /// `QUERY_API_MONGODB_URL`, default `mongodb://127.0.0.1:27017/?retryWrites=false`.
+    pub mongodb_url: String,
+    /// `QUERY_API_MONGODB_DATABASE`, default `taskstream`.
+    pub mongodb_database: String,
+    /// `QUERY_API_DATABASE_URL`: Postgres, for task history.
+    pub database_url: String,
+    /// `QUERY_API_JWKS_URL`, default `http://127.0.0.1:8081/.well-known/jwks.json`.
+    pub jwks_url: String,
+    /// `QUERY_API_JWT_ISSUER`, default `taskstream-auth`.
+    pub jwt_issuer: String,
+    /// `QUERY_API_JWT_AUDIENCE`, default `taskstream`.
+    pub jwt_audience: String,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(Config {
+            listen_addr: env_or(
+                "QUERY_API_LISTEN_ADDR",
+                SocketAddr::from(([127, 0, 0, 1], 8083)),
+            )?,
+            mongodb_url: env_or(
+                "QUERY_API_MONGODB_URL",
+                "mongodb://127.0.0.1:27017/?retryWrites=false".to_owned(),
+            )?,
+            mongodb_database: env_or("QUERY_API_MONGODB_DATABASE", "taskstream".to_owned())?,
+            database_url: env_or(
+                "QUERY_API_DATABASE_URL",
+                "postgres://taskstream:taskstream@127.0.0.1:55432/taskstream".to_owned(),
+            )?,
+            jwks_url: env_or(
+                "QUERY_API_JWKS_URL",
+                "http://127.0.0.1:8081/.well-known/jwks.json".to_owned(),
+            )?,
+            jwt_issuer: env_or(
+                "QUERY_API_JWT_ISSUER",
+                auth::config::DEFAULT_ISSUER.to_owned(),
+            )?,
+            jwt_audience: env_or(
+                "QUERY_API_JWT_AUDIENCE",
+                auth::config::DEFAULT_AUDIENCE.to_owned(),
+            )?,
+        })
+    }
+}

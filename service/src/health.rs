@@ -1,0 +1,101 @@
+//! `GET /healthz` (the process is alive), `GET /readyz` (its dependencies
+//! answer), `GET /metrics` (Prometheus text).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use futures::future::{join_all, BoxFuture};
+use serde_json::json;
+
+use crate::problem::Problem;
+
+type CheckFn = dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync;
+
+/// The dependency checks behind `/readyz`.
+#[derive(Clone, Default)]
+pub struct Readiness {
+    checks: Vec<(&'static str, Arc<CheckFn>)>,
+}
+
+/// How long one dependency may take to answer before it counts as down.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl Readiness {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a named check; it should make a real round trip (a query, not a port probe).
+    pub fn check<F>(mut self, name: &'static str, f: F) -> Self
+    where
+        F: Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync + 'static,
+    {
+        self.checks.push((name, Arc::new(f)));
+        self
+    }
+
+    /// Runs every check concurrently, each bounded by [`CHECK_TIMEOUT`].
+    pub async fn run(&self) -> Vec<(&'static str, Result<(), String>)> {
+        let futures = self.checks.iter().map(|(name, f)| {
+            let fut = f();
+            async move {
+                let outcome = match tokio::time::timeout(CHECK_TIMEOUT, fut).await {
+                    Ok(r) => r,
+                    Err(_) => Err(format!("no answer within {CHECK_TIMEOUT:?}")),
+                };
+                (*name, outcome)
+            }
+        });
+        join_all(futures).await
+    }
+}
+
+/// Routes `/healthz`, `/readyz` and `/metrics`.
+pub fn routes<S: Clone + Send + Sync + 'static>(readiness: Readiness) -> Router<S> {
+    Router::new()
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(json!({ "status": "alive" })) }),
+        )
+        .route(
+            "/readyz",
+            get(move || {
+                let readiness = readiness.clone();
+                async move { ready(&readiness).await }
+            }),
+        )
+        .route("/metrics", get(crate::metrics::render))
+}
+
+async fn ready(readiness: &Readiness) -> Response {
+    let results = readiness.run().await;
+    let mut checks = serde_json::Map::new();
+    let mut failed = Vec::new();
+    for (name, outcome) in results {
+        match outcome {
+            Ok(()) => {
+                checks.insert(name.into(), json!("ok"));
+            }
+            Err(e) => {
+                tracing::warn!(dependency = name, error = %e, "readiness check failed");
+                checks.insert(name.into(), json!(e));
+                failed.push(name);
+            }
+        }
+    }
+    if failed.is_empty() {
+        (
+            StatusCode::OK,
+            axum::Json(json!({ "status": "ready", "checks": checks })),
+        )
+            .into_response()
+    } else {
+        Problem::unavailable(format!("not ready: {} did not answer", failed.join(", ")))
+            .with_extension("checks", checks)
+            .into_response()
+    }
+}

@@ -1,0 +1,161 @@
+//! A JSON body extractor whose every rejection is a problem+json:
+//! malformed JSON → 400, wrong shape or unknown field → 422 with a JSON
+//! pointer, wrong content type → 415, too large → 413.
+
+use axum::extract::{FromRequest, Request};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+
+use crate::problem::{FieldError, Problem};
+
+/// Request bodies larger than this are refused with 413.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// Like `axum::Json`, with problem+json rejections and field pointers.
+/// Types should use `#[serde(deny_unknown_fields)]`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Json<T>(pub T);
+
+impl<T, S> FromRequest<S> for Json<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if !is_json(&req) {
+            return Err(Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+                "expected a body with `Content-Type: application/json`",
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                Problem::payload_too_large(BODY_LIMIT)
+            } else {
+                Problem::bad_request(format!("could not read the request body: {rejection}"))
+            }
+        })?;
+        parse(&bytes).map(Json)
+    }
+}
+
+/// Parses a JSON document, mapping errors as the extractor does.
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    match serde_path_to_error::deserialize::<_, T>(&mut *de) {
+        Ok(v) => match de.end() {
+            Ok(()) => Ok(v),
+            // Trailing garbage after the document.
+            Err(e) => Err(Problem::bad_request(format!("malformed JSON: {e}"))),
+        },
+        Err(err) => {
+            let pointer = pointer_of(err.path());
+            let inner = err.into_inner();
+            match inner.classify() {
+                serde_json::error::Category::Data => {
+                    Err(Problem::validation(vec![FieldError::new(
+                        pointer,
+                        strip_position(&inner.to_string()),
+                    )]))
+                }
+                _ => Err(Problem::bad_request(format!("malformed JSON: {inner}"))),
+            }
+        }
+    }
+}
+
+fn is_json(req: &Request) -> bool {
+    let Some(ct) = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+}
+
+/// `a.b[2].c` (serde_path_to_error's form) → `/a/b/2/c`.
+fn pointer_of(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for seg in path.iter() {
+        match seg {
+            Segment::Seq { index } => out.push_str(&format!("/{index}")),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                out.push('/');
+                out.push_str(&key.replace('~', "~0").replace('/', "~1"));
+            }
+            Segment::Unknown => {}
+        }
+    }
+    if out.is_empty() {
+        "/".to_owned()
+    } else {
+        out
+    }
+}
+
+/// serde_json appends " at line 1 column 12"; the pointer already says where.
+fn strip_position(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_owned(),
+        None => msg.to_owned(),
+    }
+}
+
+impl<T: serde::Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        title: String,
+        tags: Option<Vec<String>>,
+    }
+
+    #[test]
+    fn errors_map_to_status_and_pointer() {
+        let cases: &[(&str, u16, Option<&str>)] = &[
+            (r#"{"title": "a"}"#, 0, None),
+            (r#"{"title": 1}"#, 422, Some("/title")),
+            (r#"{"title": "a", "tags": ["x", 2]}"#, 422, Some("/tags/1")),
+            (r#"{"title": "a", "extra": true}"#, 422, Some("/")),
+            (r#"{}"#, 422, Some("/")),
+            (r#"{"title": "#, 400, None),
+            (r#"{"title": "a"} trailing"#, 400, None),
+            ("", 400, None),
+        ];
+        for (body, status, pointer) in cases {
+            match parse::<Body>(body.as_bytes()) {
+                Ok(_) => assert_eq!(*status, 0, "{body} parsed but expected {status}"),
+                Err(p) => {
+                    assert_eq!(p.status, *status, "{body}: {p:?}");
+                    if let Some(ptr) = pointer {
+                        assert_eq!(p.errors[0].pointer, *ptr, "{body}: {p:?}");
+                    }
+                }
+            }
+        }
+    }
+}

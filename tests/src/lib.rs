@@ -1,0 +1,283 @@
+//! The end-to-end test harness: every test gets its own Postgres database,
+//! Kafka topic prefix and MongoDB database, and starts the real services on
+//! port 0 against the real servers `scripts/test` brought up.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Where the servers are; `scripts/test` exports these, defaults match `scripts/infra`.
+pub struct Servers {
+    /// An admin database URL (databases are created from here).
+    pub postgres_admin_url: String,
+    pub kafka_brokers: String,
+    pub mongodb_url: String,
+}
+
+pub fn servers() -> &'static Servers {
+    static S: OnceLock<Servers> = OnceLock::new();
+    S.get_or_init(|| Servers {
+        postgres_admin_url: std::env::var("TASKSTREAM_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://taskstream:taskstream@127.0.0.1:55432/postgres".into()),
+        kafka_brokers: std::env::var("TASKSTREAM_TEST_KAFKA_BROKERS")
+            .unwrap_or_else(|_| "127.0.0.1:9092".into()),
+        mongodb_url: std::env::var("TASKSTREAM_TEST_MONGODB_URL")
+            .unwrap_or_else(|_| "mongodb://127.0.0.1:27017/?retryWrites=false".into()),
+    })
+}
+
+/// A unique, lowercase name for this test's resources.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}{}", Uuid::new_v4().simple())
+}
+
+/// Creates an empty database and returns its URL (migrations are the services' job).
+pub async fn fresh_database() -> String {
+    use sqlx::Connection;
+    let admin = &servers().postgres_admin_url;
+    let name = unique("ts_");
+    let mut conn = sqlx::PgConnection::connect(admin)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("postgres at {admin} (is scripts/test running the servers?): {e}")
+        });
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("create test database");
+    match admin.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{name}"),
+        None => panic!("TASKSTREAM_TEST_DATABASE_URL has no database path: {admin}"),
+    }
+}
+
+/// A fresh Ed25519 signing key written to a temporary PEM file.
+pub fn signing_key_file() -> PathBuf {
+    use ed25519_dalek::pkcs8::EncodePrivateKey;
+    let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+    let pem = key.to_pkcs8_pem(Default::default()).expect("encode key");
+    let path = std::env::temp_dir().join(format!("{}.pem", unique("taskstream-key-")));
+    std::fs::write(&path, pem.as_bytes()).expect("write key");
+    path
+}
+
+fn any_port() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// One running service: its base URL and the token that stops it.
+pub struct Running {
+    pub base: String,
+    pub stop: CancellationToken,
+    pub handle: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// The settings one test's services share.
+#[derive(Clone)]
+pub struct Deployment {
+    pub database_url: String,
+    pub topic_prefix: String,
+    pub mongodb_database: String,
+    pub signing_key_path: PathBuf,
+    pub admin_email: Option<String>,
+}
+
+impl Deployment {
+    pub async fn fresh() -> Self {
+        Deployment {
+            database_url: fresh_database().await,
+            topic_prefix: unique("t") + "-",
+            mongodb_database: unique("ts_"),
+            signing_key_path: signing_key_file(),
+            admin_email: None,
+        }
+    }
+
+    pub fn auth_config(&self) -> auth::Config {
+        auth::Config {
+            listen_addr: any_port(),
+            database_url: self.database_url.clone(),
+            kafka_brokers: servers().kafka_brokers.clone(),
+            topic_prefix: self.topic_prefix.clone(),
+            signing_key_path: self.signing_key_path.display().to_string(),
+            issuer: auth::config::DEFAULT_ISSUER.into(),
+            audience: auth::config::DEFAULT_AUDIENCE.into(),
+            admin_email: self.admin_email.clone(),
+        }
+    }
+
+    pub async fn spawn_auth(&self) -> Running {
+        let app = auth::Application::build(self.auth_config())
+            .await
+            .expect("auth starts");
+        spawn(app.port(), |stop| app.run_until_stopped(stop))
+    }
+
+    pub fn command_api_config(&self, jwks_url: &str) -> command_api::Config {
+        command_api::Config {
+            listen_addr: any_port(),
+            database_url: self.database_url.clone(),
+            kafka_brokers: servers().kafka_brokers.clone(),
+            topic_prefix: self.topic_prefix.clone(),
+            jwks_url: jwks_url.to_owned(),
+            jwt_issuer: auth::config::DEFAULT_ISSUER.into(),
+            jwt_audience: auth::config::DEFAULT_AUDIENCE.into(),
+        }
+    }
+
+    pub async fn spawn_command_api(&self, auth: &Running) -> Running {
+        let config = self.command_api_config(&auth.url("/.well-known/jwks.json"));
+        let app = command_api::Application::build(config, None)
+            .await
+            .expect("command-api starts");
+        spawn(app.port(), |stop| app.run_until_stopped(stop))
+    }
+
+    pub fn projector_config(&self) -> projector::Config {
+        projector::Config {
+            listen_addr: any_port(),
+            kafka_brokers: servers().kafka_brokers.clone(),
+            topic_prefix: self.topic_prefix.clone(),
+            group_id: unique("projector-"),
+            mongodb_url: servers().mongodb_url.clone(),
+            mongodb_database: self.mongodb_database.clone(),
+        }
+    }
+
+    pub async fn spawn_projector(&self) -> Running {
+        let app = projector::Application::build(self.projector_config())
+            .await
+            .expect("projector starts");
+        spawn(app.port(), |stop| app.run_until_stopped(stop))
+    }
+
+    pub fn query_api_config(&self, jwks_url: &str) -> query_api::Config {
+        query_api::Config {
+            listen_addr: any_port(),
+            mongodb_url: servers().mongodb_url.clone(),
+            mongodb_database: self.mongodb_database.clone(),
+            database_url: self.database_url.clone(),
+            jwks_url: jwks_url.to_owned(),
+            jwt_issuer: auth::config::DEFAULT_ISSUER.into(),
+            jwt_audience: auth::config::DEFAULT_AUDIENCE.into(),
+        }
+    }
+
+    pub async fn spawn_query_api(&self, auth: &Running) -> Running {
+        let config = self.query_api_config(&auth.url("/.well-known/jwks.json"));
+        let app = query_api::Application::build(config, None)
+            .await
+            .expect("query-api starts");
+        spawn(app.port(), |stop| app.run_until_stopped(stop))
+    }
+}
+
+fn spawn<F, Fut>(port: u16, run: F) -> Running
+where
+    F: FnOnce(CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<()>> + Send + 'static,
+{
+    let stop = CancellationToken::new();
+    let handle = tokio::spawn(run(stop.clone()));
+    Running {
+        base: format!("http://127.0.0.1:{port}"),
+        stop,
+        handle,
+    }
+}
+
+/// All four services of one deployment.
+pub struct System {
+    pub deployment: Deployment,
+    pub auth: Running,
+    pub command: Running,
+    pub projector: Running,
+    pub query: Running,
+}
+
+impl System {
+    pub async fn start() -> Self {
+        Self::start_with(Deployment::fresh().await).await
+    }
+
+    pub async fn start_with(deployment: Deployment) -> Self {
+        let auth = deployment.spawn_auth().await;
+        let command = deployment.spawn_command_api(&auth).await;
+        let projector = deployment.spawn_projector().await;
+        let query = deployment.spawn_query_api(&auth).await;
+        System {
+            deployment,
+            auth,
+            command,
+            projector,
+            query,
+        }
+    }
+}
+
+/// An HTTP client for tests (no proxy, short timeout).
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("http client")
+}
+
+/// Polls `check` until it returns `Some`, or panics after `timeout` naming `what`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+impl Deployment {
+    /// Signs an access token with this deployment's key, as auth would,
+    /// for tests of the APIs that do not exercise auth's endpoints.
+    pub fn token_for(&self, user_id: Uuid, role: events::Role) -> String {
+        let keys =
+            auth::keys::SigningKeys::from_pem_file(&self.signing_key_path.display().to_string())
+                .expect("test signing key");
+        let email = format!("{}@example.test", user_id.simple());
+        auth::tokens::issue(
+            &keys,
+            &auth::tokens::AccessTokenRequest {
+                user_id,
+                email: &email,
+                role,
+                issuer: auth::config::DEFAULT_ISSUER,
+                audience: auth::config::DEFAULT_AUDIENCE,
+                ttl: auth::tokens::ACCESS_TOKEN_TTL,
+            },
+        )
+        .expect("sign token")
+        .0
+    }
+}
