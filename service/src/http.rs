@@ -32,6 +32,8 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, std::io::Error> {
 
 /// Adds the shared middleware and problem+json fallbacks to a service's router.
 pub fn finish(router: Router) -> Router {
+    // Install the recorder before the first request is counted.
+    crate::metrics::handle();
     router
         .fallback(|| async { Problem::not_found("no such route") })
         .method_not_allowed_fallback(|| async {

@@ -1,0 +1,376 @@
+//! Smoke test of the whole installation: the four real binaries start
+//! against the real Postgres, Kafka and MongoDB-wire servers, report ready,
+//! stop cleanly on SIGTERM; a message produced to the event topic is read
+//! back by a consumer; bad configuration fails start-up fast and says why.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+use tests::{http, servers, unique, Deployment};
+
+/// The directory holding the workspace's binaries (`scripts/test` builds them first).
+fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // .../target/debug/deps/smoke-<hash> → .../target/debug
+    exe.parent()
+        .and_then(|p| p.parent())
+        .expect("target dir")
+        .to_path_buf()
+}
+
+fn binary(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first (`cargo build --workspace --bins`, as scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+struct Service {
+    name: &'static str,
+    child: Child,
+    port: u16,
+}
+
+impl Service {
+    fn start(name: &'static str, port: u16, env: &[(String, String)]) -> Service {
+        let child = Command::new(binary(name))
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        Service { name, child, port }
+    }
+
+    async fn wait_ready(&mut self) {
+        let url = format!("http://127.0.0.1:{}/readyz", self.port);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                panic!("{} exited before it was ready: {status}", self.name);
+            }
+            if let Ok(res) = http().get(&url).send().await {
+                if res.status() == 200 {
+                    let body: serde_json::Value = res.json().await.expect("readyz json");
+                    assert_eq!(body["status"], "ready", "{}: {body}", self.name);
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} not ready at {url} within 60 s",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// SIGTERM, then the process must exit successfully within `within`.
+    fn terminate(mut self, within: Duration) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        assert!(sent.success(), "could not signal {}", self.name);
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                assert!(
+                    status.success(),
+                    "{} exited with {status} after SIGTERM",
+                    self.name
+                );
+                return;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("{} did not stop within {within:?} of SIGTERM", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+fn kv(k: &str, v: impl ToString) -> (String, String) {
+    (k.to_owned(), v.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn four_binaries_start_report_ready_and_stop_on_sigterm() {
+    let d = Deployment::fresh().await;
+    let s = servers();
+    let (auth_port, command_port, query_port, projector_port) =
+        (free_port(), free_port(), free_port(), free_port());
+    let jwks = format!("http://127.0.0.1:{auth_port}/.well-known/jwks.json");
+
+    let mut auth = Service::start(
+        "auth",
+        auth_port,
+        &[
+            kv("AUTH_LISTEN_ADDR", format!("127.0.0.1:{auth_port}")),
+            kv("AUTH_DATABASE_URL", &d.database_url),
+            kv("AUTH_KAFKA_BROKERS", &s.kafka_brokers),
+            kv("AUTH_KAFKA_TOPIC_PREFIX", &d.topic_prefix),
+            kv("AUTH_SIGNING_KEY_PATH", d.signing_key_path.display()),
+        ],
+    );
+    auth.wait_ready().await;
+    let mut command = Service::start(
+        "command-api",
+        command_port,
+        &[
+            kv(
+                "COMMAND_API_LISTEN_ADDR",
+                format!("127.0.0.1:{command_port}"),
+            ),
+            kv("COMMAND_API_DATABASE_URL", &d.database_url),
+            kv("COMMAND_API_KAFKA_BROKERS", &s.kafka_brokers),
+            kv("COMMAND_API_KAFKA_TOPIC_PREFIX", &d.topic_prefix),
+            kv("COMMAND_API_JWKS_URL", &jwks),
+        ],
+    );
+    let mut query = Service::start(
+        "query-api",
+        query_port,
+        &[
+            kv("QUERY_API_LISTEN_ADDR", format!("127.0.0.1:{query_port}")),
+            kv("QUERY_API_DATABASE_URL", &d.database_url),
+            kv("QUERY_API_MONGODB_URL", &s.mongodb_url),
+            kv("QUERY_API_MONGODB_DATABASE", &d.mongodb_database),
+            kv("QUERY_API_JWKS_URL", &jwks),
+        ],
+    );
+    let mut projector = Service::start(
+        "projector",
+        projector_port,
+        &[
+            kv(
+                "PROJECTOR_LISTEN_ADDR",
+                format!("127.0.0.1:{projector_port}"),
+            ),
+            kv("PROJECTOR_KAFKA_BROKERS", &s.kafka_brokers),
+            kv("PROJECTOR_KAFKA_TOPIC_PREFIX", &d.topic_prefix),
+            kv("PROJECTOR_GROUP_ID", unique("smoke-")),
+            kv("PROJECTOR_MONGODB_URL", &s.mongodb_url),
+            kv("PROJECTOR_MONGODB_DATABASE", &d.mongodb_database),
+        ],
+    );
+    command.wait_ready().await;
+    query.wait_ready().await;
+    projector.wait_ready().await;
+
+    for port in [auth_port, command_port, query_port, projector_port] {
+        let healthz = http()
+            .get(format!("http://127.0.0.1:{port}/healthz"))
+            .send()
+            .await
+            .expect("healthz");
+        assert_eq!(healthz.status(), 200, "healthz on {port}");
+        let metrics = http()
+            .get(format!("http://127.0.0.1:{port}/metrics"))
+            .send()
+            .await
+            .expect("metrics");
+        assert_eq!(metrics.status(), 200, "metrics on {port}");
+        let ct = metrics.headers()["content-type"]
+            .to_str()
+            .unwrap_or("")
+            .to_owned();
+        assert!(
+            ct.starts_with("text/plain"),
+            "metrics content type on {port}: {ct}"
+        );
+        // The health requests above are counted by the request metrics.
+        let text = metrics.text().await.expect("metrics body");
+        assert!(
+            text.contains("http_requests_total"),
+            "no request metrics on {port}:\n{text}"
+        );
+    }
+
+    for service in [projector, query, command, auth] {
+        service.terminate(Duration::from_secs(30));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_produced_to_the_task_topic_is_consumed_back() {
+    let d = Deployment::fresh().await;
+    let brokers = &servers().kafka_brokers;
+    let topics = events::topics::Topics::with_prefix(d.topic_prefix.clone());
+    events::kafka::ensure_topics(brokers, &topics)
+        .await
+        .expect("topics");
+
+    let producer: FutureProducer = events::kafka::producer(brokers).expect("producer");
+    let key = uuid::Uuid::new_v4().to_string();
+    let payload = format!("{{\"smoke\":\"{}\"}}", unique(""));
+    producer
+        .send(
+            FutureRecord::to(&topics.task_events())
+                .key(&key)
+                .payload(&payload),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .expect("produce");
+
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("smoke-"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer");
+    consumer
+        .subscribe(&[&topics.task_events()])
+        .expect("subscribe");
+    let msg = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+        .await
+        .expect("a message within 30 s")
+        .expect("kafka message");
+    assert_eq!(msg.key(), Some(key.as_bytes()));
+    assert_eq!(msg.payload(), Some(payload.as_bytes()));
+}
+
+/// Runs `binary` with `env` and expects it to exit non-zero quickly with
+/// `expected` in its error output.
+fn assert_fails_fast(name: &str, env: &[(String, String)], expected: &str) {
+    let started = Instant::now();
+    let mut child = Command::new(binary(name))
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{name} with {env:?} did not exit within 30 s (expected a fast failure naming {expected:?})");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    use std::io::Read;
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut stderr);
+    }
+    assert!(
+        !status.success(),
+        "{name} with {env:?} should fail, exited {status}"
+    );
+    assert!(
+        stderr.contains(expected),
+        "{name} with {env:?}: expected {expected:?} in its error output, got:\n{stderr}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_configuration_fails_start_up_naming_the_cause() {
+    let d = Deployment::fresh().await;
+    let key = kv("AUTH_SIGNING_KEY_PATH", d.signing_key_path.display());
+    let db = kv("AUTH_DATABASE_URL", &d.database_url);
+    let port = free_port();
+    let listen = kv("AUTH_LISTEN_ADDR", format!("127.0.0.1:{port}"));
+
+    assert_fails_fast(
+        "auth",
+        &[kv("AUTH_LISTEN_ADDR", "not-an-address"), key.clone()],
+        "AUTH_LISTEN_ADDR",
+    );
+    assert_fails_fast(
+        "query-api",
+        &[kv("QUERY_API_LISTEN_ADDR", "127.0.0.1:http")],
+        "QUERY_API_LISTEN_ADDR",
+    );
+    assert_fails_fast(
+        "auth",
+        &[
+            listen.clone(),
+            db.clone(),
+            kv("AUTH_SIGNING_KEY_PATH", "/nonexistent/key.pem"),
+        ],
+        "/nonexistent/key.pem",
+    );
+    assert_fails_fast(
+        "auth",
+        &[
+            listen.clone(),
+            key.clone(),
+            kv(
+                "AUTH_DATABASE_URL",
+                "postgres://taskstream:taskstream@127.0.0.1:1/x",
+            ),
+        ],
+        "postgres",
+    );
+    assert_fails_fast(
+        "projector",
+        &[
+            kv(
+                "PROJECTOR_LISTEN_ADDR",
+                format!("127.0.0.1:{}", free_port()),
+            ),
+            kv(
+                "PROJECTOR_MONGODB_URL",
+                "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=2000",
+            ),
+        ],
+        "mongodb",
+    );
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let taken_addr = taken.local_addr().expect("addr");
+    assert_fails_fast(
+        "auth",
+        &[
+            kv("AUTH_LISTEN_ADDR", taken_addr),
+            key,
+            db,
+            kv("AUTH_KAFKA_BROKERS", &servers().kafka_brokers),
+            kv("AUTH_KAFKA_TOPIC_PREFIX", &d.topic_prefix),
+        ],
+        "cannot listen",
+    );
+}
+
+#[test]
+fn compose_sets_only_variables_the_services_read() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = Command::new("bash")
+        .arg(root.join("compose/check-env.sh"))
+        .output()
+        .expect("run compose/check-env.sh");
+    assert!(
+        out.status.success(),
+        "compose/docker-compose.yml sets variables no service reads:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
