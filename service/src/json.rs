@@ -140,7 +140,7 @@ mod tests {
             (r#"{"title": "a"}"#, 0, None),
             (r#"{"title": 1}"#, 422, Some("/title")),
             (r#"{"title": "a", "tags": ["x", 2]}"#, 422, Some("/tags/1")),
-            (r#"{"title": "a", "extra": true}"#, 422, Some("/")),
+            (r#"{"title": "a", "extra": true}"#, 422, Some("/extra")),
             (r#"{}"#, 422, Some("/")),
             (r#"{"title": "#, 400, None),
             (r#"{"title": "a"} trailing"#, 400, None),
