@@ -1,8 +1,13 @@
 //! taskstream projector: Kafka event log → MongoDB views.
+//!
+//! [`views`] holds the view documents and the pure fold (`apply`) shared
+//! with query-api; [`consumer`] is the batch loop around it.
 
 pub mod config;
+pub mod consumer;
 pub mod mongo;
 pub mod startup;
+pub mod views;
 
 pub use config::Config;
 pub use startup::Application;

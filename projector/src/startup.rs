@@ -1,5 +1,5 @@
-//! Start-up as a value: build connects and binds; run consumes and serves
-//! health/metrics until stopped.
+//! Start-up as a value: build connects, prepares the views and subscribes;
+//! run consumes and serves health/metrics until stopped.
 
 use axum::Router;
 use events::kafka;
@@ -11,25 +11,37 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::consumer::{BatchSettings, Projector};
 
 pub struct Application {
     listener: TcpListener,
     router: Router,
-    #[allow(dead_code)]
-    db: Database,
-    #[allow(dead_code)]
-    config: Config,
+    projector: Projector,
 }
 
 impl Application {
+    /// Connects to MongoDB (and creates the views' indexes), prepares the
+    /// Kafka topics, joins the consumer group, binds the port.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let db = crate::mongo::connect(&config.mongodb_url, &config.mongodb_database)
             .await
             .map_err(anyhow::Error::msg)?;
+        crate::views::ensure_indexes(&db)
+            .await
+            .map_err(|e| anyhow::anyhow!("mongodb: cannot create the view indexes: {e}"))?;
         let topics = Topics::with_prefix(config.topic_prefix.clone());
         kafka::ensure_topics(&config.kafka_brokers, &topics)
             .await
             .map_err(|e| anyhow::anyhow!("kafka at {}: {e}", config.kafka_brokers))?;
+        let consumer = crate::consumer::consumer(&config.kafka_brokers, &config.group_id)?;
+        let producer = kafka::producer(&config.kafka_brokers)?;
+        let projector = Projector::new(
+            consumer,
+            producer,
+            db.clone(),
+            topics,
+            BatchSettings::default(),
+        )?;
         let listener = service::http::bind(config.listen_addr).await?;
         let router = service::http::finish(Router::new().merge(service::health::routes(
             readiness(&db, &config.kafka_brokers),
@@ -37,8 +49,7 @@ impl Application {
         Ok(Application {
             listener,
             router,
-            db,
-            config,
+            projector,
         })
     }
 
@@ -46,8 +57,16 @@ impl Application {
         self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
     }
 
+    /// Consumes and serves until `shutdown`; the batch in hand is finished
+    /// and committed before this returns.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
-        service::http::serve(self.listener, self.router, shutdown).await
+        let consuming = tokio::spawn(self.projector.run(shutdown.clone()));
+        let served = service::http::serve(self.listener, self.router, shutdown.clone()).await;
+        shutdown.cancel();
+        if let Err(e) = consuming.await {
+            tracing::error!(error = %e, "the consumer loop panicked");
+        }
+        served
     }
 }
 

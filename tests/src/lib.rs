@@ -154,7 +154,9 @@ impl Deployment {
             listen_addr: any_port(),
             kafka_brokers: servers().kafka_brokers.clone(),
             topic_prefix: self.topic_prefix.clone(),
-            group_id: unique("projector-"),
+            // One group per deployment, so a restarted projector resumes
+            // from the offsets its predecessor committed.
+            group_id: format!("projector-{}", self.mongodb_database),
             mongodb_url: servers().mongodb_url.clone(),
             mongodb_database: self.mongodb_database.clone(),
         }

@@ -1,0 +1,501 @@
+//! The consumer loop: Kafka batches → version-guarded MongoDB bulk writes →
+//! offset commits.
+//!
+//! Delivery contract: Kafka gives each event at least once; the views absorb
+//! the repeats, because [`View::apply`] skips every version at or below the
+//! view's. Offsets are committed only after the batch's MongoDB write (and
+//! its dead-letter publications) succeeded, so a crash at any instant
+//! replays from the last commit and converges to the same views.
+//!
+//! Gaps: an event beyond a view's next version is never applied. It is
+//! counted (`projector_version_gaps_total`), logged, and that stream stops
+//! advancing for the rest of the batch. The outbox relay republishes a
+//! stream from its first unpublished version, in order, so the missing
+//! version arrives again followed by the ones after it, and the stream
+//! catches up then; the gap never becomes a hole in the view.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bson::doc;
+use events::kafka::envelope_of;
+use events::topics::{Topics, HEADER_DLQ_REASON};
+use events::EventEnvelope;
+use futures::TryStreamExt;
+use mongodb::options::ReplaceOneModel;
+use mongodb::Database;
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::statistics::Statistics;
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::views::{Applied, TaskView, UserView, View};
+
+/// Kafka header on dead-lettered messages: `<topic>/<partition>/<offset>` of the original.
+pub const HEADER_DLQ_SOURCE: &str = "dlq-source";
+
+/// How messages are grouped into one MongoDB round trip.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchSettings {
+    /// At most this many messages per batch.
+    pub max_messages: usize,
+    /// Once a batch has its first message, wait at most this long for more.
+    pub max_wait: Duration,
+    /// Pause before retrying a batch whose write failed.
+    pub error_backoff: Duration,
+}
+
+impl Default for BatchSettings {
+    fn default() -> Self {
+        BatchSettings {
+            max_messages: 500,
+            max_wait: Duration::from_millis(20),
+            error_backoff: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Turns librdkafka's periodic statistics into the per-partition lag gauge.
+pub struct LagReporter;
+
+impl ClientContext for LagReporter {
+    fn stats(&self, statistics: Statistics) {
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                // Partition -1 is librdkafka's internal "unassigned" queue;
+                // a negative committed offset means nothing was committed yet.
+                if *partition < 0 || p.committed_offset < 0 || p.hi_offset < 0 {
+                    continue;
+                }
+                metrics::gauge!(
+                    "projector_consumer_lag",
+                    "topic" => topic.clone(),
+                    "partition" => partition.to_string()
+                )
+                .set((p.hi_offset - p.committed_offset).max(0) as f64);
+            }
+        }
+    }
+}
+
+impl ConsumerContext for LagReporter {}
+
+pub type EventConsumer = StreamConsumer<LagReporter>;
+
+/// The consumer settings: a group, manual commits only, from the beginning.
+pub fn consumer(
+    brokers: &str,
+    group_id: &str,
+) -> Result<EventConsumer, rdkafka::error::KafkaError> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "10000")
+        .set("statistics.interval.ms", "5000")
+        .create_with_context(LagReporter)
+}
+
+#[derive(Debug, thiserror::Error)]
+enum BatchError {
+    #[error("mongodb: {0}")]
+    Mongo(#[from] mongodb::error::Error),
+    #[error("views kept changing under this projector (another instance?); retrying")]
+    Contended,
+    #[error("kafka: dead-letter publication failed: {0}")]
+    DeadLetter(String),
+    #[error("a view could not be encoded as BSON: {0}")]
+    Encode(#[from] bson::ser::Error),
+}
+
+/// The projector's consumer loop.
+pub struct Projector {
+    consumer: Arc<EventConsumer>,
+    producer: FutureProducer,
+    db: Database,
+    topics: Topics,
+    settings: BatchSettings,
+}
+
+/// What one stream's events did in a batch.
+#[derive(Default)]
+struct StreamOutcome {
+    applied: u64,
+    duplicates: u64,
+    gaps: u64,
+    poison: Vec<(usize, String)>,
+}
+
+/// What a batch did, for metrics.
+#[derive(Default)]
+struct BatchOutcome {
+    applied: u64,
+    duplicates: u64,
+    gaps: u64,
+    dead_lettered: u64,
+}
+
+impl BatchOutcome {
+    fn add(&mut self, s: &StreamOutcome) {
+        self.applied += s.applied;
+        self.duplicates += s.duplicates;
+        self.gaps += s.gaps;
+    }
+}
+
+impl Projector {
+    /// Subscribes to the task and user event topics.
+    pub fn new(
+        consumer: EventConsumer,
+        producer: FutureProducer,
+        db: Database,
+        topics: Topics,
+        settings: BatchSettings,
+    ) -> Result<Self, rdkafka::error::KafkaError> {
+        let task_events = topics.task_events();
+        let user_events = topics.user_events();
+        consumer.subscribe(&[&task_events, &user_events])?;
+        Ok(Projector {
+            consumer: Arc::new(consumer),
+            producer,
+            db,
+            topics,
+            settings,
+        })
+    }
+
+    /// Consumes until `shutdown`: the batch in hand is finished and
+    /// committed first. Never returns an error: failures are logged,
+    /// counted and retried (the batch is replayed; the views absorb it).
+    pub async fn run(self, shutdown: CancellationToken) {
+        tracing::info!("projector consuming");
+        loop {
+            let batch = self.next_batch(&shutdown).await;
+            if batch.is_empty() {
+                if shutdown.is_cancelled() {
+                    break;
+                }
+                continue;
+            }
+            metrics::histogram!("projector_batch_size").record(batch.len() as f64);
+            let outcome = loop {
+                match self.handle(&batch).await {
+                    Ok(outcome) => break Some(outcome),
+                    Err(e) => {
+                        metrics::counter!("projector_errors_total").increment(1);
+                        tracing::warn!(error = %e, messages = batch.len(), "batch failed; retrying");
+                        tokio::select! {
+                            _ = shutdown.cancelled() => break None,
+                            _ = tokio::time::sleep(self.settings.error_backoff) => {}
+                        }
+                    }
+                }
+            };
+            let Some(outcome) = outcome else {
+                // Stopped while the write kept failing: leave the offsets
+                // uncommitted, so the next start replays this batch.
+                break;
+            };
+            metrics::counter!("projector_events_applied_total").increment(outcome.applied);
+            metrics::counter!("projector_duplicates_total").increment(outcome.duplicates);
+            metrics::counter!("projector_version_gaps_total").increment(outcome.gaps);
+            metrics::counter!("projector_dlq_total").increment(outcome.dead_lettered);
+            self.commit(&batch).await;
+            if shutdown.is_cancelled() {
+                break;
+            }
+        }
+        tracing::info!("projector stopped");
+    }
+
+    /// Waits for a first message (or shutdown), then gathers more for at
+    /// most `max_wait` or until `max_messages`.
+    async fn next_batch(&self, shutdown: &CancellationToken) -> Vec<OwnedMessage> {
+        let mut batch = Vec::new();
+        let first = tokio::select! {
+            _ = shutdown.cancelled() => return batch,
+            m = self.consumer.recv() => m,
+        };
+        match first {
+            Ok(m) => batch.push(m.detach()),
+            Err(e) => {
+                metrics::counter!("projector_kafka_errors_total").increment(1);
+                tracing::warn!(error = %e, "kafka consumer error");
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = tokio::time::sleep(self.settings.error_backoff) => {}
+                }
+                return batch;
+            }
+        }
+        let deadline = tokio::time::Instant::now() + self.settings.max_wait;
+        while batch.len() < self.settings.max_messages {
+            match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
+                Ok(Ok(m)) => batch.push(m.detach()),
+                Ok(Err(e)) => {
+                    metrics::counter!("projector_kafka_errors_total").increment(1);
+                    tracing::warn!(error = %e, "kafka consumer error");
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        batch
+    }
+
+    /// Applies one batch: dead-letters what can never apply, writes the views.
+    async fn handle(&self, batch: &[OwnedMessage]) -> Result<BatchOutcome, BatchError> {
+        let mut tasks = Vec::new();
+        let mut users = Vec::new();
+        let mut poison: Vec<(usize, String)> = Vec::new();
+        let task_topic = self.topics.task_events();
+        let user_topic = self.topics.user_events();
+        for (i, msg) in batch.iter().enumerate() {
+            let env = match envelope_of(msg) {
+                Ok(env) => env,
+                Err(e) => {
+                    poison.push((i, e.to_string()));
+                    continue;
+                }
+            };
+            if msg.topic() == task_topic {
+                tasks.push((i, env));
+            } else if msg.topic() == user_topic {
+                users.push((i, env));
+            } else {
+                poison.push((i, format!("unexpected topic {}", msg.topic())));
+            }
+        }
+        let mut outcome = BatchOutcome::default();
+        for s in self.project::<TaskView>(tasks).await? {
+            outcome.add(&s);
+            poison.extend(s.poison);
+        }
+        for s in self.project::<UserView>(users).await? {
+            outcome.add(&s);
+            poison.extend(s.poison);
+        }
+        poison.sort_by_key(|(i, _)| *i);
+        self.dead_letter(batch, &poison).await?;
+        outcome.dead_lettered = poison.len() as u64;
+        Ok(outcome)
+    }
+
+    /// Folds each stream's events into its view and writes the changed
+    /// views in one bulk round trip, each guarded by the version it was
+    /// read at. A guard that fails (another writer moved the view) re-reads
+    /// and re-folds just those streams.
+    async fn project<V: View>(
+        &self,
+        events: Vec<(usize, EventEnvelope)>,
+    ) -> Result<Vec<StreamOutcome>, BatchError> {
+        let mut pending: HashMap<Uuid, Vec<(usize, EventEnvelope)>> = HashMap::new();
+        for (i, env) in events {
+            pending.entry(env.stream_id).or_default().push((i, env));
+        }
+        for stream in pending.values_mut() {
+            // Offset order within a partition is version order already;
+            // sorting also repairs re-deliveries that landed in one batch.
+            stream.sort_by_key(|(_, env)| env.version);
+        }
+        let collection = self.db.collection::<V>(V::COLLECTION);
+        let namespace = collection.namespace();
+        let mut done = Vec::new();
+        const ATTEMPTS: usize = 5;
+        for _ in 0..ATTEMPTS {
+            if pending.is_empty() {
+                return Ok(done);
+            }
+            let ids: Vec<String> = pending.keys().map(Uuid::to_string).collect();
+            let mut current: HashMap<String, V> = HashMap::with_capacity(ids.len());
+            let mut cursor = collection.find(doc! { "_id": { "$in": &ids } }).await?;
+            while let Some(view) = cursor.try_next().await? {
+                current.insert(view.id().to_owned(), view);
+            }
+            let mut writes = Vec::new();
+            let mut outcomes: Vec<(Uuid, StreamOutcome)> = Vec::new();
+            for (stream_id, stream) in &pending {
+                let start = current.get(&stream_id.to_string());
+                let (view, outcome) = fold(start, stream);
+                let start_version = start.map(View::version).unwrap_or(0);
+                if let Some(view) = view.filter(|v| v.version() > start_version) {
+                    let replacement = bson::to_document(&view)?;
+                    writes.push((
+                        *stream_id,
+                        ReplaceOneModel::builder()
+                            .namespace(namespace.clone())
+                            .filter(doc! { "_id": stream_id.to_string(), "version": start_version as i64 })
+                            .replacement(replacement)
+                            .upsert(true)
+                            .build(),
+                    ));
+                }
+                outcomes.push((*stream_id, outcome));
+            }
+            let conflicts = self.write(&writes).await?;
+            for (stream_id, outcome) in outcomes {
+                if !conflicts.contains(&stream_id) {
+                    pending.remove(&stream_id);
+                    done.push(outcome);
+                }
+            }
+        }
+        if pending.is_empty() {
+            Ok(done)
+        } else {
+            Err(BatchError::Contended)
+        }
+    }
+
+    /// One bulk write; returns the streams whose version guard failed.
+    async fn write(&self, writes: &[(Uuid, ReplaceOneModel)]) -> Result<Vec<Uuid>, BatchError> {
+        if writes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let models: Vec<mongodb::options::WriteModel> =
+            writes.iter().map(|(_, m)| m.clone().into()).collect();
+        match self.db.client().bulk_write(models).ordered(false).await {
+            Ok(_) => Ok(Vec::new()),
+            Err(e) => match *e.kind {
+                mongodb::error::ErrorKind::BulkWrite(ref bulk)
+                    if bulk.write_concern_errors.is_empty()
+                        && !bulk.write_errors.is_empty()
+                        && bulk.write_errors.values().all(|w| w.code == DUPLICATE_KEY) =>
+                {
+                    // The guard `{_id, version: <read>}` matched nothing, so the
+                    // upsert tried to insert an `_id` that exists: the view moved.
+                    Ok(bulk
+                        .write_errors
+                        .keys()
+                        .filter_map(|i| writes.get(*i).map(|(id, _)| *id))
+                        .collect())
+                }
+                _ => Err(e.into()),
+            },
+        }
+    }
+
+    /// Publishes each poison message to the dead-letter topic with its
+    /// reason, and waits for every acknowledgement.
+    async fn dead_letter(
+        &self,
+        batch: &[OwnedMessage],
+        poison: &[(usize, String)],
+    ) -> Result<(), BatchError> {
+        let dlq = self.topics.task_events_dlq();
+        let mut deliveries = Vec::with_capacity(poison.len());
+        for (i, reason) in poison {
+            let Some(msg) = batch.get(*i) else { continue };
+            tracing::warn!(
+                topic = msg.topic(),
+                partition = msg.partition(),
+                offset = msg.offset(),
+                reason = %reason,
+                "poison message sent to the dead-letter topic"
+            );
+            let source = format!("{}/{}/{}", msg.topic(), msg.partition(), msg.offset());
+            let mut headers = OwnedHeaders::new();
+            if let Some(original) = msg.headers() {
+                for h in original.iter() {
+                    headers = headers.insert(Header {
+                        key: h.key,
+                        value: h.value,
+                    });
+                }
+            }
+            headers = headers
+                .insert(Header {
+                    key: HEADER_DLQ_REASON,
+                    value: Some(reason.as_bytes()),
+                })
+                .insert(Header {
+                    key: HEADER_DLQ_SOURCE,
+                    value: Some(source.as_bytes()),
+                });
+            let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&dlq).headers(headers);
+            if let Some(key) = msg.key() {
+                record = record.key(key);
+            }
+            if let Some(payload) = msg.payload() {
+                record = record.payload(payload);
+            }
+            deliveries.push(self.producer.send(record, Duration::from_secs(10)));
+        }
+        for delivery in deliveries {
+            delivery
+                .await
+                .map_err(|(e, _)| BatchError::DeadLetter(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Commits, per partition, the offset after the batch's last message.
+    async fn commit(&self, batch: &[OwnedMessage]) {
+        let mut next: HashMap<(String, i32), i64> = HashMap::new();
+        for msg in batch {
+            let e = next
+                .entry((msg.topic().to_owned(), msg.partition()))
+                .or_insert(0);
+            *e = (*e).max(msg.offset() + 1);
+        }
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), offset) in &next {
+            if let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset)) {
+                tracing::warn!(error = %e, "cannot build the offset commit");
+                return;
+            }
+        }
+        let consumer = Arc::clone(&self.consumer);
+        // A synchronous commit blocks on the broker's answer: keep it off
+        // the async workers.
+        let result =
+            tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync)).await;
+        match result {
+            Ok(Ok(())) => {}
+            // After a rebalance the partitions may belong to another member,
+            // which replays from the last commit; the views absorb that.
+            Ok(Err(e)) => tracing::warn!(error = %e, "offset commit failed"),
+            Err(e) => tracing::warn!(error = %e, "offset commit task failed"),
+        }
+    }
+}
+
+const DUPLICATE_KEY: i32 = 11000;
+
+/// Folds one stream's batch (sorted by version) into its view. Stops at the
+/// first gap: nothing after a missing version is applied.
+fn fold<V: View>(
+    start: Option<&V>,
+    stream: &[(usize, EventEnvelope)],
+) -> (Option<V>, StreamOutcome) {
+    let mut view = start.cloned();
+    let mut outcome = StreamOutcome::default();
+    for (i, env) in stream {
+        match V::apply(view.as_ref(), env) {
+            Ok(Applied::Advanced(v)) => {
+                view = Some(v);
+                outcome.applied += 1;
+            }
+            Ok(Applied::Duplicate) => outcome.duplicates += 1,
+            Ok(Applied::Gap { expected, got }) => {
+                outcome.gaps += 1;
+                tracing::warn!(
+                    stream_id = %env.stream_id,
+                    stream_type = V::STREAM_TYPE.as_str(),
+                    expected,
+                    got,
+                    "version gap: not applying past it until the missing version arrives"
+                );
+                break;
+            }
+            Err(poison) => outcome.poison.push((*i, poison.to_string())),
+        }
+    }
+    (view, outcome)
+}

@@ -1,0 +1,379 @@
+//! The MongoDB views the projector maintains and query-api reads, and the
+//! pure functions that fold events into them.
+//!
+//! # Collections
+//!
+//! - `task_views`: one [`TaskView`] per task, `_id` = task id.
+//! - `users`: one [`UserView`] per user, `_id` = user id.
+//!
+//! # Indexes (created at start by [`ensure_indexes`])
+//!
+//! Every task query is scoped to one owner, so every task index starts with
+//! `owner_id`; each sort order has its own index ending in `_id`, the tie
+//! breaker that makes keyset pagination total:
+//!
+//! | collection | keys | serves |
+//! | --- | --- | --- |
+//! | `task_views` | `{owner_id: 1, created_at: 1, _id: 1}` | `sort=created_at` / `-created_at`, `created_before/after` |
+//! | `task_views` | `{owner_id: 1, due_at: 1, _id: 1}` | `sort=due_at` / `-due_at`, `due_before/after`, `overdue` |
+//! | `task_views` | `{owner_id: 1, updated_at: 1, _id: 1}` | `sort=updated_at` / `-updated_at`, `updated_since` |
+//! | `task_views` | `{owner_id: 1, priority_rank: 1, _id: 1}` | `sort=priority` / `-priority` |
+//! | `task_views` | `{owner_id: 1, status: 1}` | `status` filters |
+//! | `users` | `{email: 1}` | look-ups by email |
+//!
+//! # Why deleted tasks stay in the view
+//!
+//! `task.deleted` flags the view (`deleted: true`) instead of removing the
+//! document: the document carries the stream's version, and without it a
+//! re-delivered `task.created` (at-least-once delivery) would resurrect the
+//! task. query-api never serves a flagged task.
+
+use bson::{doc, Document};
+use chrono::{DateTime, Utc};
+use events::{
+    DecodeError, Event, EventEnvelope, Priority, Role, StreamType, TaskEvent, TaskStatus, UserEvent,
+};
+use mongodb::options::IndexOptions;
+use mongodb::{Database, IndexModel};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// Collection of [`TaskView`]s.
+pub const TASK_VIEWS: &str = "task_views";
+/// Collection of [`UserView`]s.
+pub const USER_VIEWS: &str = "users";
+
+/// The read model of one task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskView {
+    /// The task id (hyphenated UUID).
+    #[serde(rename = "_id")]
+    pub id: String,
+    pub owner_id: String,
+    pub title: String,
+    pub description: String,
+    pub status: TaskStatus,
+    pub priority: Priority,
+    /// [`Priority::rank`], so that sorting by priority sorts by urgency.
+    pub priority_rank: i32,
+    pub due_at: Option<bson::DateTime>,
+    pub tags: Vec<String>,
+    pub created_at: bson::DateTime,
+    /// `occurred_at` of the last applied event.
+    pub updated_at: bson::DateTime,
+    /// When the task last became `done`; cleared if it leaves `done`.
+    pub completed_at: Option<bson::DateTime>,
+    /// The version of the last applied event (BSON has no unsigned integers).
+    pub version: i64,
+    pub deleted: bool,
+}
+
+/// The read model of one user. Never holds a password hash or a token
+/// (the events do not carry them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserView {
+    #[serde(rename = "_id")]
+    pub id: String,
+    pub email: String,
+    pub display_name: String,
+    pub role: Role,
+    pub active: bool,
+    pub created_at: bson::DateTime,
+    pub updated_at: bson::DateTime,
+    pub version: i64,
+}
+
+/// What applying one event to a view did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Applied<V> {
+    /// The event was the next version; here is the new view.
+    Advanced(V),
+    /// The event is at or below the view's version: already applied.
+    Duplicate,
+    /// The event is beyond the next version; applying it would skip
+    /// `expected..got`. The view stays as it is.
+    Gap { expected: u64, got: u64 },
+}
+
+/// An event that can never be applied, whatever arrives later: it goes to
+/// the dead-letter topic.
+#[derive(Debug, thiserror::Error)]
+pub enum Poison {
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error("a {got} event on the {expected} stream")]
+    WrongStreamType {
+        expected: &'static str,
+        got: &'static str,
+    },
+    #[error("version 0 is not a valid event version")]
+    VersionZero,
+    #[error("the stream starts with `{0}` instead of its creation event")]
+    NotCreatedFirst(String),
+    #[error("a creation event at version {0}, after the stream already exists")]
+    CreatedAgain(u64),
+    #[error("`{event_type}` carries schema version {schema}, but the envelope says `{stream}`")]
+    Mismatch {
+        event_type: String,
+        schema: u32,
+        stream: &'static str,
+    },
+}
+
+/// A view that events of one stream type fold into.
+pub trait View: Serialize + DeserializeOwned + Clone + Send + Sync + Unpin + 'static {
+    const COLLECTION: &'static str;
+    const STREAM_TYPE: StreamType;
+    /// The stream id, as stored in `_id`.
+    fn id(&self) -> &str;
+    fn version(&self) -> u64;
+    /// Folds one event into the view (`None`: the stream has no view yet).
+    fn apply(view: Option<&Self>, env: &EventEnvelope) -> Result<Applied<Self>, Poison>;
+}
+
+/// Applies one task event to a task view. Pure: no I/O, no clock.
+///
+/// Versions guard everything: at or below the view's version is a
+/// duplicate (skipped), beyond the next version is a gap (never applied
+/// over). Only the exact next version changes the view.
+pub fn apply(view: Option<&TaskView>, env: &EventEnvelope) -> Result<Applied<TaskView>, Poison> {
+    let event = match decode(env, StreamType::Task)? {
+        Event::Task(e) => e,
+        Event::User(_) => return Err(wrong_stream(StreamType::Task, StreamType::User)),
+    };
+    let have = view.map(|v| v.version()).unwrap_or(0);
+    match check_version(have, env.version) {
+        VersionCheck::Next => {}
+        VersionCheck::Duplicate => return Ok(Applied::Duplicate),
+        VersionCheck::Gap { expected, got } => return Ok(Applied::Gap { expected, got }),
+    }
+    let at = bson::DateTime::from_chrono(env.occurred_at);
+    let next = match (view, event) {
+        (None, TaskEvent::Created(c)) => TaskView {
+            id: env.stream_id.to_string(),
+            owner_id: c.owner_id.to_string(),
+            title: c.title,
+            description: c.description,
+            status: c.status,
+            priority: c.priority,
+            priority_rank: c.priority.rank(),
+            due_at: c.due_at.map(bson::DateTime::from_chrono),
+            tags: c.tags,
+            created_at: at,
+            updated_at: at,
+            completed_at: (c.status == TaskStatus::Done).then_some(at),
+            version: 0,
+            deleted: false,
+        },
+        (None, other) => return Err(Poison::NotCreatedFirst(type_of_task(&other).to_owned())),
+        (Some(v), event) => {
+            let mut v = v.clone();
+            match event {
+                TaskEvent::Created(_) => return Err(Poison::CreatedAgain(env.version)),
+                TaskEvent::Updated(u) => {
+                    if let Some(t) = u.title {
+                        v.title = t;
+                    }
+                    if let Some(d) = u.description {
+                        v.description = d;
+                    }
+                    if let Some(tags) = u.tags {
+                        v.tags = tags;
+                    }
+                }
+                TaskEvent::StatusChanged(s) => {
+                    v.status = s.to;
+                    v.completed_at = match s.to {
+                        TaskStatus::Done => Some(at),
+                        _ => None,
+                    };
+                }
+                TaskEvent::PriorityChanged(p) => {
+                    v.priority = p.to;
+                    v.priority_rank = p.to.rank();
+                }
+                TaskEvent::DueDateChanged(d) => {
+                    v.due_at = d.due_at.map(bson::DateTime::from_chrono);
+                }
+                TaskEvent::Deleted(_) => v.deleted = true,
+            }
+            v.updated_at = at;
+            v
+        }
+    };
+    Ok(Applied::Advanced(TaskView {
+        version: env.version as i64,
+        ..next
+    }))
+}
+
+fn type_of_task(e: &TaskEvent) -> &'static str {
+    Event::Task(e.clone()).event_type()
+}
+
+/// Applies one user event to a user view. Pure, same version rules as [`apply`].
+pub fn apply_user(
+    view: Option<&UserView>,
+    env: &EventEnvelope,
+) -> Result<Applied<UserView>, Poison> {
+    let event = match decode(env, StreamType::User)? {
+        Event::User(e) => e,
+        Event::Task(_) => return Err(wrong_stream(StreamType::User, StreamType::Task)),
+    };
+    let have = view.map(|v| v.version()).unwrap_or(0);
+    match check_version(have, env.version) {
+        VersionCheck::Next => {}
+        VersionCheck::Duplicate => return Ok(Applied::Duplicate),
+        VersionCheck::Gap { expected, got } => return Ok(Applied::Gap { expected, got }),
+    }
+    let at = bson::DateTime::from_chrono(env.occurred_at);
+    let next = match (view, event) {
+        (None, UserEvent::Registered(r)) => UserView {
+            id: env.stream_id.to_string(),
+            email: r.email,
+            display_name: r.display_name,
+            role: r.role,
+            active: true,
+            created_at: at,
+            updated_at: at,
+            version: 0,
+        },
+        (None, other) => {
+            return Err(Poison::NotCreatedFirst(
+                Event::User(other).event_type().to_owned(),
+            ))
+        }
+        (Some(v), event) => {
+            let mut v = v.clone();
+            match event {
+                UserEvent::Registered(_) => return Err(Poison::CreatedAgain(env.version)),
+                UserEvent::RoleChanged(r) => v.role = r.to,
+                UserEvent::Deactivated(_) => v.active = false,
+            }
+            v.updated_at = at;
+            v
+        }
+    };
+    Ok(Applied::Advanced(UserView {
+        version: env.version as i64,
+        ..next
+    }))
+}
+
+fn decode(env: &EventEnvelope, expected: StreamType) -> Result<Event, Poison> {
+    if env.stream_type != expected {
+        return Err(wrong_stream(expected, env.stream_type));
+    }
+    let event = env.decode()?;
+    if event.stream_type() != env.stream_type {
+        return Err(Poison::Mismatch {
+            event_type: env.event_type.clone(),
+            schema: env.schema,
+            stream: env.stream_type.as_str(),
+        });
+    }
+    if env.version == 0 {
+        return Err(Poison::VersionZero);
+    }
+    Ok(event)
+}
+
+fn wrong_stream(expected: StreamType, got: StreamType) -> Poison {
+    Poison::WrongStreamType {
+        expected: expected.as_str(),
+        got: got.as_str(),
+    }
+}
+
+enum VersionCheck {
+    Next,
+    Duplicate,
+    Gap { expected: u64, got: u64 },
+}
+
+fn check_version(have: u64, got: u64) -> VersionCheck {
+    if got <= have {
+        VersionCheck::Duplicate
+    } else if got > have + 1 {
+        VersionCheck::Gap {
+            expected: have + 1,
+            got,
+        }
+    } else {
+        VersionCheck::Next
+    }
+}
+
+impl View for TaskView {
+    const COLLECTION: &'static str = TASK_VIEWS;
+    const STREAM_TYPE: StreamType = StreamType::Task;
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn version(&self) -> u64 {
+        self.version.max(0) as u64
+    }
+    fn apply(view: Option<&Self>, env: &EventEnvelope) -> Result<Applied<Self>, Poison> {
+        apply(view, env)
+    }
+}
+
+impl View for UserView {
+    const COLLECTION: &'static str = USER_VIEWS;
+    const STREAM_TYPE: StreamType = StreamType::User;
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn version(&self) -> u64 {
+        self.version.max(0) as u64
+    }
+    fn apply(view: Option<&Self>, env: &EventEnvelope) -> Result<Applied<Self>, Poison> {
+        apply_user(view, env)
+    }
+}
+
+/// A BSON date as a UTC timestamp.
+pub fn to_chrono(t: bson::DateTime) -> DateTime<Utc> {
+    t.to_chrono()
+}
+
+fn index(keys: Document, name: &str) -> IndexModel {
+    IndexModel::builder()
+        .keys(keys)
+        .options(IndexOptions::builder().name(name.to_owned()).build())
+        .build()
+}
+
+/// The indexes of every view (see the module docs); idempotent.
+pub fn task_indexes() -> Vec<IndexModel> {
+    vec![
+        index(
+            doc! { "owner_id": 1, "created_at": 1, "_id": 1 },
+            "owner_created",
+        ),
+        index(doc! { "owner_id": 1, "due_at": 1, "_id": 1 }, "owner_due"),
+        index(
+            doc! { "owner_id": 1, "updated_at": 1, "_id": 1 },
+            "owner_updated",
+        ),
+        index(
+            doc! { "owner_id": 1, "priority_rank": 1, "_id": 1 },
+            "owner_priority",
+        ),
+        index(doc! { "owner_id": 1, "status": 1 }, "owner_status"),
+    ]
+}
+
+/// Creates the views' indexes if they do not exist yet.
+pub async fn ensure_indexes(db: &Database) -> Result<(), mongodb::error::Error> {
+    db.collection::<Document>(TASK_VIEWS)
+        .create_indexes(task_indexes())
+        .await?;
+    db.collection::<Document>(USER_VIEWS)
+        .create_index(index(doc! { "email": 1 }, "email"))
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
