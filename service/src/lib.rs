@@ -6,6 +6,7 @@ pub mod health;
 pub mod http;
 pub mod json;
 pub mod metrics;
+pub mod openapi;
 pub mod problem;
 pub mod shutdown;
 pub mod telemetry;

@@ -1,0 +1,87 @@
+//! Serving a service's OpenAPI document (`GET /openapi.json`) and a
+//! browsable Swagger UI (`GET /docs`) whose assets are compiled into the
+//! binary: nothing is fetched from the internet at run time.
+
+use std::sync::Arc;
+
+use axum::extract::Path;
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use swagger_ui_redist::{SwaggerUi, SwaggerUiStaticFile};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::OpenApi;
+
+use crate::problem::Problem;
+
+/// Name of the Bearer security scheme in every document.
+pub const BEARER: &str = "bearer";
+
+/// Adds the Bearer (JWT) security scheme and the service's title/version.
+pub fn finish_document(mut doc: OpenApi, title: &str, description: &str) -> OpenApi {
+    doc.info.title = title.to_owned();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    doc.info.description = Some(description.to_owned());
+    let components = doc.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        BEARER,
+        SecurityScheme::Http({
+            let mut http = Http::new(HttpAuthScheme::Bearer);
+            http.bearer_format = Some("JWT".into());
+            http
+        }),
+    );
+    doc
+}
+
+/// Routes `/openapi.json`, `/docs` and the UI's assets under `/docs/`.
+pub fn routes<S: Clone + Send + Sync + 'static>(doc: OpenApi) -> Router<S> {
+    let json: Arc<Vec<u8>> = Arc::new(serde_json::to_vec(&doc).unwrap_or_default());
+    let mut ui = SwaggerUi::new();
+    ui.title(format!("{} API", doc.info.title));
+    ui.config().urls(["/openapi.json"]).persist_authorization(true);
+    for file in SwaggerUiStaticFile::all() {
+        ui.override_file_path(*file, format!("/docs/{}", file.file_name()));
+    }
+    let page: Arc<String> = Arc::new(ui.serve().unwrap_or_else(|e| format!("Swagger UI unavailable: {e}")));
+    Router::new()
+        .route(
+            "/openapi.json",
+            get(move || {
+                let json = json.clone();
+                async move { ([(header::CONTENT_TYPE, "application/json")], json.as_ref().clone()) }
+            }),
+        )
+        .route(
+            "/docs",
+            get(move || {
+                let page = page.clone();
+                async move { Html(page.as_ref().clone()) }
+            }),
+        )
+        .route("/docs/{file}", get(asset))
+}
+
+async fn asset(Path(file): Path<String>) -> Response {
+    let found = SwaggerUi::static_files()
+        .iter()
+        .find(|(f, _)| f.file_name() == file);
+    match found {
+        Some((f, bytes)) => {
+            let content_type = match f.file_name().rsplit('.').next() {
+                Some("css") => "text/css; charset=utf-8",
+                Some("js") => "application/javascript; charset=utf-8",
+                Some("png") => "image/png",
+                _ => "application/octet-stream",
+            };
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "public, max-age=86400")],
+                *bytes,
+            )
+                .into_response()
+        }
+        None => Problem::not_found("no such documentation asset").into_response(),
+    }
+}
