@@ -1,6 +1,7 @@
 //! Configuration, from `AUTH_*` environment variables.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 
 use service::config::{env_opt, env_or, ConfigError};
 
@@ -26,7 +27,16 @@ pub struct Config {
     /// `AUTH_ADMIN_EMAIL`: the account with this email is made admin at
     /// registration (bootstrap of the first admin). Unset: nobody.
     pub admin_email: Option<String>,
+    /// `AUTH_RATE_LIMIT_PER_MINUTE`, default 30: login attempts, and
+    /// separately registrations, one client IP may make per minute.
+    pub rate_limit_per_minute: NonZeroU32,
+    /// `AUTH_RATE_LIMIT_PER_EMAIL_PER_MINUTE`, default 10: login attempts,
+    /// and separately registrations, naming one email per minute (from any IP).
+    pub rate_limit_per_email_per_minute: NonZeroU32,
 }
+
+pub const DEFAULT_RATE_LIMIT_PER_MINUTE: NonZeroU32 = NonZeroU32::new(30).unwrap();
+pub const DEFAULT_RATE_LIMIT_PER_EMAIL_PER_MINUTE: NonZeroU32 = NonZeroU32::new(10).unwrap();
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -42,6 +52,14 @@ impl Config {
             issuer: env_or("AUTH_ISSUER", DEFAULT_ISSUER.to_owned())?,
             audience: env_or("AUTH_AUDIENCE", DEFAULT_AUDIENCE.to_owned())?,
             admin_email: env_opt("AUTH_ADMIN_EMAIL")?,
+            rate_limit_per_minute: env_or(
+                "AUTH_RATE_LIMIT_PER_MINUTE",
+                DEFAULT_RATE_LIMIT_PER_MINUTE,
+            )?,
+            rate_limit_per_email_per_minute: env_or(
+                "AUTH_RATE_LIMIT_PER_EMAIL_PER_MINUTE",
+                DEFAULT_RATE_LIMIT_PER_EMAIL_PER_MINUTE,
+            )?,
         })
     }
 }

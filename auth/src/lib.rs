@@ -1,12 +1,51 @@
 //! taskstream auth: the service (users, login, tokens, roles) and the
 //! library the APIs use to verify access tokens locally ([`verify`]).
+//!
+//! # Endpoints
+//!
+//! `POST /auth/register`, `POST /auth/login`, `POST /auth/refresh`,
+//! `POST /auth/logout`, `GET /auth/me`, `PATCH /admin/users/{id}/role`,
+//! `POST /admin/users/{id}/deactivate`, `GET /.well-known/jwks.json`, and
+//! `GET /openapi.json` describing them all. Errors are problem+json.
+//!
+//! # The first admin (bootstrap)
+//!
+//! Nobody becomes admin by being first. Set `AUTH_ADMIN_EMAIL` to an email
+//! address: when an account with that email (any letter case) registers, it
+//! gets the `admin` role, recorded in its `user.registered` event. That admin
+//! then grants or removes the role with `PATCH /admin/users/{id}/role`.
+//! Accounts that registered before the variable was set are not changed.
+//!
+//! # Abuse limits
+//!
+//! Login and registration are each limited per client IP
+//! (`AUTH_RATE_LIMIT_PER_MINUTE`, default 30) and per email
+//! (`AUTH_RATE_LIMIT_PER_EMAIL_PER_MINUTE`, default 10), in memory per
+//! process; over the limit the answer is 429 with `Retry-After`. The client
+//! IP is the connection's peer: forwarding headers are not trusted. Bodies
+//! over 64 KiB are refused with 413, unknown JSON fields with 422.
+//!
+//! # Secrets
+//!
+//! Passwords are hashed with argon2id (m = 19 MiB, t = 2, p = 1) and refresh
+//! tokens are stored as SHA-256 hashes; neither hash, nor any token, ever
+//! appears in an event, a response other than the one issuing the token, or
+//! a log line.
 
+pub mod api;
 pub mod config;
+pub mod domain;
+pub mod error;
 pub mod keys;
+pub mod password;
+pub mod rate_limit;
+pub mod refresh;
+pub mod request;
 pub mod startup;
 pub mod tokens;
+pub mod users;
 pub mod verify;
 
 pub use config::Config;
 pub use startup::Application;
-pub use verify::{AuthUser, Claims, TokenVerifier};
+pub use verify::{AdminUser, AuthUser, Claims, TokenVerifier};

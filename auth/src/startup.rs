@@ -1,7 +1,9 @@
 //! Start-up as a value: build binds the port and connects; run serves.
 
-use axum::routing::get;
-use axum::{Json, Router};
+use std::sync::Arc;
+
+use axum::extract::FromRef;
+use axum::Router;
 use events::kafka;
 use events::relay::{OutboxRelay, RelayConfig};
 use events::topics::Topics;
@@ -12,13 +14,26 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::keys::{Jwks, SigningKeys};
+use crate::keys::SigningKeys;
+use crate::rate_limit::AttemptLimits;
+use crate::verify::TokenVerifier;
 
 #[derive(Clone)]
 pub struct AppState {
     pub pool: PgPool,
     pub keys: SigningKeys,
     pub config: Config,
+    /// Verifies access tokens against auth's own keys (no JWKS round trip).
+    pub verifier: TokenVerifier,
+    pub limits: Arc<AttemptLimits>,
+    /// What logins for unknown emails verify against (see [`crate::password::dummy_hash`]).
+    pub dummy_hash: Arc<str>,
+}
+
+impl FromRef<AppState> for TokenVerifier {
+    fn from_ref(state: &AppState) -> Self {
+        state.verifier.clone()
+    }
 }
 
 pub struct Application {
@@ -40,8 +55,21 @@ impl Application {
             .map_err(|e| anyhow::anyhow!("kafka at {}: {e}", config.kafka_brokers))?;
         let producer = kafka::producer(&config.kafka_brokers)?;
         let relay = OutboxRelay::new(pool.clone(), producer, topics, RelayConfig::default());
+        let verifier = TokenVerifier::from_jwks(&keys.jwks(), &config.issuer, &config.audience)?;
+        let limits = Arc::new(AttemptLimits::new(
+            config.rate_limit_per_minute,
+            config.rate_limit_per_email_per_minute,
+        ));
+        let dummy_hash = crate::password::dummy_hash().await?.into();
         let listener = service::http::bind(config.listen_addr).await?;
-        let state = AppState { pool, keys, config };
+        let state = AppState {
+            pool,
+            keys,
+            config,
+            verifier,
+            limits,
+            dummy_hash,
+        };
         let router = service::http::finish(routes(state));
         Ok(Application {
             listener,
@@ -79,12 +107,8 @@ fn readiness(state: &AppState) -> Readiness {
 }
 
 fn routes(state: AppState) -> Router {
-    Router::new()
-        .route("/.well-known/jwks.json", get(jwks))
+    let (api, openapi) = crate::api::routes();
+    api.merge(service::openapi::routes(openapi))
         .merge(service::health::routes(readiness(&state)))
         .with_state(state)
-}
-
-async fn jwks(axum::extract::State(state): axum::extract::State<AppState>) -> Json<Jwks> {
-    Json(state.keys.jwks())
 }

@@ -257,3 +257,24 @@ where
         })
     }
 }
+
+/// An authenticated caller whose token carries the admin role; anyone else
+/// is refused with 403 (401 without a valid token).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminUser(pub AuthUser);
+
+impl<S> FromRequestParts<S> for AdminUser
+where
+    TokenVerifier: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let user = AuthUser::from_request_parts(parts, state).await?;
+        if !user.is_admin() {
+            return Err(Problem::forbidden("this needs the admin role"));
+        }
+        Ok(AdminUser(user))
+    }
+}

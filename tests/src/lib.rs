@@ -119,6 +119,9 @@ impl Deployment {
             issuer: auth::config::DEFAULT_ISSUER.into(),
             audience: auth::config::DEFAULT_AUDIENCE.into(),
             admin_email: self.admin_email.clone(),
+            // High enough that no test is throttled unless it lowers them.
+            rate_limit_per_minute: std::num::NonZeroU32::MAX,
+            rate_limit_per_email_per_minute: std::num::NonZeroU32::MAX,
         }
     }
 

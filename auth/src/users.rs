@@ -1,0 +1,299 @@
+//! Users and refresh tokens in Postgres.
+//!
+//! Every change to a user commits together with its user event: the row is
+//! written and the event appended (`events::store::append`, stream id = user
+//! id) on one transaction, so the outbox relay publishes exactly what was
+//! committed.
+
+use chrono::Utc;
+use events::store::{append, ExpectedVersion};
+use events::{
+    EventMeta, Role, StreamVersion, UserDeactivated, UserEvent, UserRegistered, UserRoleChanged,
+};
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, PgExecutor, PgPool, Row};
+use uuid::Uuid;
+
+use crate::domain::{DisplayName, Email};
+use crate::error::{ApiError, OnConstraint};
+use crate::refresh::{self, RefreshToken, REFRESH_TOKEN_TTL};
+
+/// A user as stored (the password hash stays in this module's callers' hands
+/// only for verification).
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: Uuid,
+    pub email: String,
+    pub display_name: String,
+    pub role: Role,
+    pub active: bool,
+    pub password_hash: String,
+}
+
+const USER_COLUMNS: &str = "id, email, display_name, role, active, password_hash";
+
+fn user_from_row(row: &PgRow) -> Result<User, sqlx::Error> {
+    let role: String = row.try_get("role")?;
+    Ok(User {
+        id: row.try_get("id")?,
+        email: row.try_get("email")?,
+        display_name: row.try_get("display_name")?,
+        role: role.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+        active: row.try_get("active")?,
+        password_hash: row.try_get("password_hash")?,
+    })
+}
+
+/// What registration stores.
+pub struct NewUser {
+    pub id: Uuid,
+    pub email: Email,
+    pub display_name: DisplayName,
+    pub password_hash: String,
+    pub role: Role,
+}
+
+/// Who caused a change, for the event envelope.
+#[derive(Debug, Clone, Copy)]
+pub struct Cause {
+    pub actor: Uuid,
+    pub correlation_id: Uuid,
+}
+
+impl Cause {
+    fn meta(self) -> EventMeta {
+        EventMeta {
+            actor: self.actor,
+            correlation_id: self.correlation_id,
+            causation_id: None,
+            occurred_at: Utc::now(),
+        }
+    }
+}
+
+/// Inserts the user and appends `user.registered` (version 1) in one transaction.
+pub async fn register(pool: &PgPool, new: NewUser, cause: Cause) -> Result<User, ApiError> {
+    let mut tx = pool.begin().await?;
+    let row = sqlx::query(&format!(
+        "INSERT INTO users (id, email, display_name, password_hash, role)
+         VALUES ($1, $2, $3, $4, $5)
+         RETURNING {USER_COLUMNS}"
+    ))
+    .bind(new.id)
+    .bind(new.email.as_str())
+    .bind(new.display_name.as_str())
+    .bind(&new.password_hash)
+    .bind(new.role.as_str())
+    .fetch_one(&mut *tx)
+    .await
+    .on_constraint("users_email_key", || ApiError::EmailTaken)?;
+    let user = user_from_row(&row)?;
+    let event = UserEvent::Registered(UserRegistered {
+        email: user.email.clone(),
+        display_name: user.display_name.clone(),
+        role: user.role,
+    });
+    append_one(&mut tx, user.id, Some(0), event, cause).await?;
+    tx.commit().await?;
+    Ok(user)
+}
+
+async fn append_one(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    expected: Option<StreamVersion>,
+    event: UserEvent,
+    cause: Cause,
+) -> Result<(), ApiError> {
+    let expected = expected.map_or(ExpectedVersion::Any, ExpectedVersion::Exact);
+    append(conn, user_id, expected, &[event.into()], cause.meta()).await?;
+    Ok(())
+}
+
+pub async fn find_by_email<'e>(
+    db: impl PgExecutor<'e>,
+    email: &str,
+) -> Result<Option<User>, sqlx::Error> {
+    sqlx::query(&format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE email = $1"
+    ))
+    .bind(email)
+    .fetch_optional(db)
+    .await?
+    .as_ref()
+    .map(user_from_row)
+    .transpose()
+}
+
+pub async fn find<'e>(db: impl PgExecutor<'e>, id: Uuid) -> Result<Option<User>, sqlx::Error> {
+    sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(db)
+        .await?
+        .as_ref()
+        .map(user_from_row)
+        .transpose()
+}
+
+/// Locks the user's row for the rest of the transaction, so changes to one
+/// user (and so its event versions) are serialised.
+async fn lock(conn: &mut PgConnection, id: Uuid) -> Result<User, ApiError> {
+    let row = sqlx::query(&format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE id = $1 FOR UPDATE"
+    ))
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or(ApiError::UserNotFound)?;
+    Ok(user_from_row(&row)?)
+}
+
+/// Sets the role and appends `user.role_changed`; setting the role a user
+/// already has changes nothing and emits nothing.
+pub async fn change_role(
+    pool: &PgPool,
+    id: Uuid,
+    role: Role,
+    cause: Cause,
+) -> Result<User, ApiError> {
+    let mut tx = pool.begin().await?;
+    let mut user = lock(&mut tx, id).await?;
+    if user.role == role {
+        return Ok(user);
+    }
+    sqlx::query("UPDATE users SET role = $2, updated_at = now() WHERE id = $1")
+        .bind(id)
+        .bind(role.as_str())
+        .execute(&mut *tx)
+        .await?;
+    let event = UserEvent::RoleChanged(UserRoleChanged {
+        from: user.role,
+        to: role,
+    });
+    append_one(&mut tx, id, None, event, cause).await?;
+    tx.commit().await?;
+    user.role = role;
+    Ok(user)
+}
+
+/// Deactivates the user, revokes all their refresh tokens and appends
+/// `user.deactivated`; deactivating an inactive user changes nothing.
+pub async fn deactivate(pool: &PgPool, id: Uuid, cause: Cause) -> Result<User, ApiError> {
+    let mut tx = pool.begin().await?;
+    let mut user = lock(&mut tx, id).await?;
+    if !user.active {
+        return Ok(user);
+    }
+    sqlx::query(
+        "UPDATE users SET active = false, deactivated_at = now(), updated_at = now()
+         WHERE id = $1",
+    )
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "UPDATE refresh_tokens SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL",
+    )
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
+    let event = UserEvent::Deactivated(UserDeactivated {});
+    append_one(&mut tx, id, None, event, cause).await?;
+    tx.commit().await?;
+    user.active = false;
+    Ok(user)
+}
+
+/// Starts a new token family for a fresh login.
+pub async fn start_session(pool: &PgPool, user_id: Uuid) -> Result<RefreshToken, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    insert_refresh_token(&mut conn, user_id, Uuid::now_v7()).await
+}
+
+async fn insert_refresh_token(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    family_id: Uuid,
+) -> Result<RefreshToken, sqlx::Error> {
+    let token = RefreshToken::generate();
+    sqlx::query(
+        "INSERT INTO refresh_tokens (id, user_id, family_id, token_hash, expires_at)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(user_id)
+    .bind(family_id)
+    .bind(&token.hash()[..])
+    .bind(Utc::now() + REFRESH_TOKEN_TTL)
+    .execute(&mut *conn)
+    .await?;
+    Ok(token)
+}
+
+/// Exchanges a refresh token for a new one of the same family.
+///
+/// The presented token's row is locked, so of two concurrent uses of one
+/// token exactly one rotates it and the other counts as reuse. Reuse of a
+/// rotated token revokes the family (committed, though the answer is 401):
+/// whoever holds the newest token of a stolen family is logged out too.
+pub async fn rotate(pool: &PgPool, presented: &str) -> Result<(User, RefreshToken), ApiError> {
+    let mut tx = pool.begin().await?;
+    let row = sqlx::query(
+        "SELECT id, user_id, family_id, expires_at < now() AS expired,
+                rotated_at IS NOT NULL AS rotated, revoked_at IS NOT NULL AS revoked
+           FROM refresh_tokens WHERE token_hash = $1 FOR UPDATE",
+    )
+    .bind(&refresh::hash(presented)[..])
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(ApiError::InvalidRefreshToken)?;
+    let token_id: Uuid = row.try_get("id")?;
+    let user_id: Uuid = row.try_get("user_id")?;
+    let family_id: Uuid = row.try_get("family_id")?;
+    if row.try_get::<bool, _>("revoked")? {
+        return Err(ApiError::InvalidRefreshToken);
+    }
+    if row.try_get::<bool, _>("rotated")? {
+        revoke_family_on(&mut tx, family_id).await?;
+        tx.commit().await?;
+        tracing::warn!(%user_id, %family_id, "rotated refresh token reused; family revoked");
+        return Err(ApiError::InvalidRefreshToken);
+    }
+    if row.try_get::<bool, _>("expired")? {
+        return Err(ApiError::InvalidRefreshToken);
+    }
+    let user = find(&mut *tx, user_id)
+        .await?
+        .filter(|u| u.active)
+        .ok_or(ApiError::InvalidRefreshToken)?;
+    sqlx::query("UPDATE refresh_tokens SET rotated_at = now() WHERE id = $1")
+        .bind(token_id)
+        .execute(&mut *tx)
+        .await?;
+    let next = insert_refresh_token(&mut tx, user_id, family_id).await?;
+    tx.commit().await?;
+    Ok((user, next))
+}
+
+async fn revoke_family_on(conn: &mut PgConnection, family_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE refresh_tokens SET revoked_at = now() WHERE family_id = $1 AND revoked_at IS NULL",
+    )
+    .bind(family_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Revokes the family of the presented token, if it names one.
+pub async fn logout(pool: &PgPool, presented: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE refresh_tokens SET revoked_at = now()
+          WHERE family_id = (SELECT family_id FROM refresh_tokens WHERE token_hash = $1)
+            AND revoked_at IS NULL",
+    )
+    .bind(&refresh::hash(presented)[..])
+    .execute(pool)
+    .await?;
+    Ok(())
+}
