@@ -1,7 +1,11 @@
 //! taskstream command side: REST writes → pure domain → Postgres event store.
 
+pub mod api;
 pub mod config;
+pub mod domain;
+pub mod idempotency;
 pub mod startup;
+pub mod tasks;
 
 pub use config::Config;
 pub use startup::Application;

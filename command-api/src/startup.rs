@@ -2,6 +2,7 @@
 
 use auth::TokenVerifier;
 use axum::extract::FromRef;
+use axum::routing::get;
 use axum::Router;
 use events::kafka;
 use events::relay::{OutboxRelay, RelayConfig};
@@ -12,7 +13,9 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::api;
 use crate::config::Config;
+use crate::idempotency;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -30,6 +33,7 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     relay: OutboxRelay,
+    cleanup_pool: PgPool,
 }
 
 impl Application {
@@ -58,16 +62,23 @@ impl Application {
         };
         let listener = service::http::bind(config.listen_addr).await?;
         let readiness = readiness(&pool, &config.kafka_brokers);
+        let cleanup_pool = pool.clone();
         let state = AppState { pool, verifier };
+        let (tasks, openapi) = api::router().with_state(state).split_for_parts();
         let router = service::http::finish(
             Router::new()
-                .merge(service::health::routes(readiness))
-                .with_state(state),
+                .merge(tasks)
+                .route(
+                    "/openapi.json",
+                    get(move || async move { axum::Json(openapi) }),
+                )
+                .merge(service::health::routes(readiness)),
         );
         Ok(Application {
             listener,
             router,
             relay,
+            cleanup_pool,
         })
     }
 
@@ -78,9 +89,14 @@ impl Application {
     /// Serves and relays events until `shutdown` is cancelled.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let relay = tokio::spawn(self.relay.run(shutdown.clone()));
+        let cleanup = tokio::spawn(idempotency::clean_up_until(
+            self.cleanup_pool,
+            shutdown.clone(),
+        ));
         let served = service::http::serve(self.listener, self.router, shutdown.clone()).await;
         shutdown.cancel();
         let _ = relay.await;
+        let _ = cleanup.await;
         served
     }
 }

@@ -1,0 +1,867 @@
+//! The `Task` aggregate: pure business rules, no async, no I/O, no clock.
+//!
+//! `decide(&state, command)` says which events a command produces (or why
+//! it is refused); `evolve(state, &event)` folds an event into the state.
+//! Values arrive already parsed (`TaskTitle`, `Description`, `Tags`), so the
+//! aggregate never holds an invalid task. Time is not a business input of
+//! any rule yet: the adapter stamps events with the moment it read the
+//! clock (`EventMeta::occurred_at`), and the history's timestamps live on
+//! the envelopes, not in this state.
+//!
+//! Deleted tasks: every command on a deleted task is `NotFound` (404), the
+//! same answer as for a task that never existed or belongs to someone else,
+//! so a deleted task is gone for its owner as for everyone else.
+
+use chrono::{DateTime, Utc};
+use events::{
+    Priority, TaskCreated, TaskDeleted, TaskDueDateChanged, TaskEvent, TaskPriorityChanged,
+    TaskStatus, TaskStatusChanged, TaskUpdated,
+};
+use uuid::Uuid;
+
+pub const TITLE_MAX_CHARS: usize = 200;
+pub const DESCRIPTION_MAX_CHARS: usize = 10_000;
+pub const TAGS_MAX: usize = 20;
+pub const TAG_MAX_CHARS: usize = 40;
+
+/// Why a raw value is not a valid part of a task (the message is for humans).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);
+
+/// A title: trimmed, 1 to 200 characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskTitle(String);
+
+impl TaskTitle {
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
+        let t = raw.trim();
+        let n = t.chars().count();
+        if n == 0 {
+            return Err(Invalid("must not be empty or only whitespace".into()));
+        }
+        if n > TITLE_MAX_CHARS {
+            return Err(Invalid(format!(
+                "must be at most {TITLE_MAX_CHARS} characters, got {n}"
+            )));
+        }
+        Ok(TaskTitle(t.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A description: up to 10,000 characters, kept as written (may be empty).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Description(String);
+
+impl Description {
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
+        let n = raw.chars().count();
+        if n > DESCRIPTION_MAX_CHARS {
+            return Err(Invalid(format!(
+                "must be at most {DESCRIPTION_MAX_CHARS} characters, got {n}"
+            )));
+        }
+        Ok(Description(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Tags: at most 20 distinct tags, each trimmed and 1 to 40 characters;
+/// duplicates are dropped, keeping the first occurrence's position.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Tags(Vec<String>);
+
+impl Tags {
+    /// On failure returns every bad tag as `(index, why)`, or `None` as the
+    /// index when the list as a whole is too long.
+    pub fn parse(raw: &[String]) -> Result<Self, Vec<(Option<usize>, Invalid)>> {
+        let mut errors = Vec::new();
+        let mut tags: Vec<String> = Vec::with_capacity(raw.len().min(TAGS_MAX));
+        for (i, tag) in raw.iter().enumerate() {
+            let t = tag.trim();
+            let n = t.chars().count();
+            if n == 0 {
+                errors.push((Some(i), Invalid("a tag must not be empty".into())));
+            } else if n > TAG_MAX_CHARS {
+                errors.push((
+                    Some(i),
+                    Invalid(format!(
+                        "a tag must be at most {TAG_MAX_CHARS} characters, got {n}"
+                    )),
+                ));
+            } else if !tags.iter().any(|existing| existing == t) {
+                tags.push(t.to_owned());
+            }
+        }
+        if tags.len() > TAGS_MAX {
+            errors.push((
+                None,
+                Invalid(format!(
+                    "at most {TAGS_MAX} distinct tags, got {}",
+                    tags.len()
+                )),
+            ));
+        }
+        if errors.is_empty() {
+            Ok(Tags(tags))
+        } else {
+            Err(errors)
+        }
+    }
+
+    pub fn as_slice(&self) -> &[String] {
+        &self.0
+    }
+
+    /// Tags are a set to the user: the same tags in another order change nothing.
+    fn same_set(&self, other: &[String]) -> bool {
+        self.0.len() == other.len() && self.0.iter().all(|t| other.contains(t))
+    }
+}
+
+/// A task as the command side knows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Task {
+    pub owner_id: Uuid,
+    pub title: String,
+    pub description: String,
+    pub status: TaskStatus,
+    pub priority: Priority,
+    pub due_at: Option<DateTime<Utc>>,
+    pub tags: Vec<String>,
+}
+
+/// The aggregate's state: a stream with no events, a live task, or a deleted one.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum TaskState {
+    #[default]
+    Absent,
+    Live(Task),
+    Deleted(Task),
+}
+
+impl TaskState {
+    /// The task, if it exists and is not deleted.
+    pub fn live(&self) -> Option<&Task> {
+        match self {
+            TaskState::Live(t) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreateTask {
+    pub title: TaskTitle,
+    pub description: Description,
+    pub priority: Priority,
+    pub due_at: Option<DateTime<Utc>>,
+    pub tags: Tags,
+}
+
+/// A partial update: `None` leaves a field as it is.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct UpdateTask {
+    pub title: Option<TaskTitle>,
+    pub description: Option<Description>,
+    pub priority: Option<Priority>,
+    /// `Some(None)` clears the due date.
+    pub due_at: Option<Option<DateTime<Utc>>>,
+    pub tags: Option<Tags>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Create(CreateTask),
+    Update(UpdateTask),
+    ChangeStatus(TaskStatus),
+    Delete,
+}
+
+/// A command: what to do, and on whose behalf (tasks belong to their creator).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Command {
+    pub actor: Uuid,
+    pub action: Action,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    /// No such task for this user: never existed, deleted, or someone else's.
+    #[error("no such task")]
+    NotFound,
+    /// Create on a stream that already has events.
+    #[error("the task already exists")]
+    AlreadyExists,
+    #[error("a task cannot go from {} to {}", from.as_str(), to.as_str())]
+    IllegalTransition {
+        from: TaskStatus,
+        to: TaskStatus,
+        allowed: Vec<TaskStatus>,
+    },
+}
+
+/// The status machine: todo → in_progress → done; any open status →
+/// cancelled; done or cancelled → todo (reopen). Nothing else.
+pub fn allowed_transitions(from: TaskStatus) -> Vec<TaskStatus> {
+    use TaskStatus::*;
+    match from {
+        Todo => vec![InProgress, Cancelled],
+        InProgress => vec![Done, Cancelled],
+        Done | Cancelled => vec![Todo],
+    }
+}
+
+/// The events `command` produces on `state`; an empty list means it changes nothing.
+pub fn decide(state: &TaskState, command: Command) -> Result<Vec<TaskEvent>, DomainError> {
+    let Command { actor, action } = command;
+    let task = match (state, &action) {
+        (TaskState::Absent, Action::Create(_)) => None,
+        (_, Action::Create(_)) => return Err(DomainError::AlreadyExists),
+        (TaskState::Live(task), _) if task.owner_id == actor => Some(task),
+        _ => return Err(DomainError::NotFound),
+    };
+    match (task, action) {
+        (None, Action::Create(c)) => Ok(vec![TaskEvent::Created(TaskCreated {
+            owner_id: actor,
+            title: c.title.0,
+            description: c.description.0,
+            status: TaskStatus::Todo,
+            priority: c.priority,
+            due_at: c.due_at,
+            tags: c.tags.0,
+        })]),
+        (Some(task), Action::Update(u)) => Ok(decide_update(task, u)),
+        (Some(task), Action::ChangeStatus(to)) => {
+            if task.status == to {
+                return Ok(vec![]);
+            }
+            let allowed = allowed_transitions(task.status);
+            if !allowed.contains(&to) {
+                return Err(DomainError::IllegalTransition {
+                    from: task.status,
+                    to,
+                    allowed,
+                });
+            }
+            Ok(vec![TaskEvent::StatusChanged(TaskStatusChanged {
+                from: task.status,
+                to,
+            })])
+        }
+        (Some(_), Action::Delete) => Ok(vec![TaskEvent::Deleted(TaskDeleted {})]),
+        // Create was matched above with `None`; a live task never reaches Create.
+        (_, _) => Err(DomainError::AlreadyExists),
+    }
+}
+
+fn decide_update(task: &Task, u: UpdateTask) -> Vec<TaskEvent> {
+    let mut events = Vec::new();
+    let updated = TaskUpdated {
+        title: u.title.map(|t| t.0).filter(|t| *t != task.title),
+        description: u
+            .description
+            .map(|d| d.0)
+            .filter(|d| *d != task.description),
+        tags: u.tags.filter(|t| !t.same_set(&task.tags)).map(|t| t.0),
+    };
+    if updated != TaskUpdated::default() {
+        events.push(TaskEvent::Updated(updated));
+    }
+    if let Some(to) = u.priority.filter(|p| *p != task.priority) {
+        events.push(TaskEvent::PriorityChanged(TaskPriorityChanged {
+            from: task.priority,
+            to,
+        }));
+    }
+    if let Some(due_at) = u.due_at.filter(|d| *d != task.due_at) {
+        events.push(TaskEvent::DueDateChanged(TaskDueDateChanged { due_at }));
+    }
+    events
+}
+
+/// Folds one event into the state. Events are facts: an event that does
+/// not fit the state (which `decide` never produces) leaves it unchanged.
+pub fn evolve(state: TaskState, event: &TaskEvent) -> TaskState {
+    match (state, event) {
+        (TaskState::Absent, TaskEvent::Created(c)) => TaskState::Live(Task {
+            owner_id: c.owner_id,
+            title: c.title.clone(),
+            description: c.description.clone(),
+            status: c.status,
+            priority: c.priority,
+            due_at: c.due_at,
+            tags: c.tags.clone(),
+        }),
+        (TaskState::Live(mut t), TaskEvent::Updated(u)) => {
+            if let Some(title) = &u.title {
+                t.title = title.clone();
+            }
+            if let Some(description) = &u.description {
+                t.description = description.clone();
+            }
+            if let Some(tags) = &u.tags {
+                t.tags = tags.clone();
+            }
+            TaskState::Live(t)
+        }
+        (TaskState::Live(mut t), TaskEvent::StatusChanged(s)) => {
+            t.status = s.to;
+            TaskState::Live(t)
+        }
+        (TaskState::Live(mut t), TaskEvent::PriorityChanged(p)) => {
+            t.priority = p.to;
+            TaskState::Live(t)
+        }
+        (TaskState::Live(mut t), TaskEvent::DueDateChanged(d)) => {
+            t.due_at = d.due_at;
+            TaskState::Live(t)
+        }
+        (TaskState::Live(t), TaskEvent::Deleted(_)) => TaskState::Deleted(t),
+        (state, _) => state,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use TaskStatus::*;
+
+    fn owner() -> Uuid {
+        Uuid::from_u128(1)
+    }
+
+    fn stranger() -> Uuid {
+        Uuid::from_u128(2)
+    }
+
+    fn created() -> TaskEvent {
+        TaskEvent::Created(TaskCreated {
+            owner_id: owner(),
+            title: "Write the report".into(),
+            description: "".into(),
+            status: Todo,
+            priority: Priority::Medium,
+            due_at: None,
+            tags: vec!["work".into()],
+        })
+    }
+
+    fn status(from: TaskStatus, to: TaskStatus) -> TaskEvent {
+        TaskEvent::StatusChanged(TaskStatusChanged { from, to })
+    }
+
+    /// Events that bring a fresh task to `s`.
+    fn at(s: TaskStatus) -> Vec<TaskEvent> {
+        let mut events = vec![created()];
+        match s {
+            Todo => {}
+            InProgress => events.push(status(Todo, InProgress)),
+            Done => {
+                events.push(status(Todo, InProgress));
+                events.push(status(InProgress, Done));
+            }
+            Cancelled => events.push(status(Todo, Cancelled)),
+        }
+        events
+    }
+
+    fn title(s: &str) -> TaskTitle {
+        TaskTitle::parse(s).unwrap()
+    }
+
+    fn tags(ts: &[&str]) -> Tags {
+        Tags::parse(&ts.iter().map(|t| t.to_string()).collect::<Vec<_>>()).unwrap()
+    }
+
+    fn create() -> Action {
+        Action::Create(CreateTask {
+            title: title("  Write the report "),
+            description: Description::default(),
+            priority: Priority::default(),
+            due_at: None,
+            tags: tags(&["work", "work"]),
+        })
+    }
+
+    fn update(u: UpdateTask) -> Action {
+        Action::Update(u)
+    }
+
+    fn due(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn fold(events: &[TaskEvent]) -> TaskState {
+        events.iter().fold(TaskState::Absent, evolve)
+    }
+
+    /// name, given events, actor, action, expected events or error.
+    type Case = (
+        &'static str,
+        Vec<TaskEvent>,
+        Uuid,
+        Action,
+        Result<Vec<TaskEvent>, DomainError>,
+    );
+
+    /// Given `history`, `actor` doing `action` yields `expected`.
+    fn check(
+        name: &str,
+        history: Vec<TaskEvent>,
+        actor: Uuid,
+        action: Action,
+        expected: Result<Vec<TaskEvent>, DomainError>,
+    ) {
+        let state = fold(&history);
+        let got = decide(&state, Command { actor, action });
+        assert_eq!(got, expected, "case `{name}`");
+    }
+
+    #[test]
+    fn decide_follows_the_rules() {
+        let illegal = |from, to| {
+            Err(DomainError::IllegalTransition {
+                from,
+                to,
+                allowed: allowed_transitions(from),
+            })
+        };
+        let deleted = {
+            let mut h = at(Todo);
+            h.push(TaskEvent::Deleted(TaskDeleted {}));
+            h
+        };
+        let cases: Vec<Case> = vec![
+            (
+                "create: todo, medium, trimmed title, deduplicated tags",
+                vec![],
+                owner(),
+                create(),
+                Ok(vec![created()]),
+            ),
+            (
+                "create twice",
+                at(Todo),
+                owner(),
+                create(),
+                Err(DomainError::AlreadyExists),
+            ),
+            (
+                "update a task that does not exist",
+                vec![],
+                owner(),
+                update(UpdateTask::default()),
+                Err(DomainError::NotFound),
+            ),
+            (
+                "someone else's task is not found",
+                at(Todo),
+                stranger(),
+                update(UpdateTask {
+                    title: Some(title("x")),
+                    ..Default::default()
+                }),
+                Err(DomainError::NotFound),
+            ),
+            (
+                "someone else's task cannot be deleted",
+                at(Todo),
+                stranger(),
+                Action::Delete,
+                Err(DomainError::NotFound),
+            ),
+            (
+                "someone else's task status",
+                at(Todo),
+                stranger(),
+                Action::ChangeStatus(InProgress),
+                Err(DomainError::NotFound),
+            ),
+            (
+                "empty update changes nothing",
+                at(Todo),
+                owner(),
+                update(UpdateTask::default()),
+                Ok(vec![]),
+            ),
+            (
+                "same values change nothing",
+                at(Todo),
+                owner(),
+                update(UpdateTask {
+                    title: Some(title("Write the report")),
+                    description: Some(Description::default()),
+                    priority: Some(Priority::Medium),
+                    due_at: Some(None),
+                    tags: Some(tags(&["work"])),
+                }),
+                Ok(vec![]),
+            ),
+            (
+                "title only",
+                at(Todo),
+                owner(),
+                update(UpdateTask {
+                    title: Some(title("New")),
+                    ..Default::default()
+                }),
+                Ok(vec![TaskEvent::Updated(TaskUpdated {
+                    title: Some("New".into()),
+                    ..Default::default()
+                })]),
+            ),
+            (
+                "title, description and tags in one task.updated",
+                at(Todo),
+                owner(),
+                update(UpdateTask {
+                    title: Some(title("New")),
+                    description: Some(Description::parse("details").unwrap()),
+                    tags: Some(tags(&["a", "b"])),
+                    ..Default::default()
+                }),
+                Ok(vec![TaskEvent::Updated(TaskUpdated {
+                    title: Some("New".into()),
+                    description: Some("details".into()),
+                    tags: Some(vec!["a".into(), "b".into()]),
+                })]),
+            ),
+            (
+                "tags in another order change nothing",
+                {
+                    let mut h = at(Todo);
+                    h.push(TaskEvent::Updated(TaskUpdated {
+                        tags: Some(vec!["a".into(), "b".into()]),
+                        ..Default::default()
+                    }));
+                    h
+                },
+                owner(),
+                update(UpdateTask {
+                    tags: Some(tags(&["b", "a"])),
+                    ..Default::default()
+                }),
+                Ok(vec![]),
+            ),
+            (
+                "priority",
+                at(Todo),
+                owner(),
+                update(UpdateTask {
+                    priority: Some(Priority::Urgent),
+                    ..Default::default()
+                }),
+                Ok(vec![TaskEvent::PriorityChanged(TaskPriorityChanged {
+                    from: Priority::Medium,
+                    to: Priority::Urgent,
+                })]),
+            ),
+            (
+                "due date set",
+                at(Todo),
+                owner(),
+                update(UpdateTask {
+                    due_at: Some(Some(due("2030-01-01T00:00:00Z"))),
+                    ..Default::default()
+                }),
+                Ok(vec![TaskEvent::DueDateChanged(TaskDueDateChanged {
+                    due_at: Some(due("2030-01-01T00:00:00Z")),
+                })]),
+            ),
+            (
+                "due date cleared",
+                {
+                    let mut h = at(Todo);
+                    h.push(TaskEvent::DueDateChanged(TaskDueDateChanged {
+                        due_at: Some(due("2030-01-01T00:00:00Z")),
+                    }));
+                    h
+                },
+                owner(),
+                update(UpdateTask {
+                    due_at: Some(None),
+                    ..Default::default()
+                }),
+                Ok(vec![TaskEvent::DueDateChanged(TaskDueDateChanged {
+                    due_at: None,
+                })]),
+            ),
+            (
+                "a patch of everything emits three events",
+                at(Todo),
+                owner(),
+                update(UpdateTask {
+                    title: Some(title("New")),
+                    priority: Some(Priority::Low),
+                    due_at: Some(Some(due("2030-01-01T00:00:00Z"))),
+                    ..Default::default()
+                }),
+                Ok(vec![
+                    TaskEvent::Updated(TaskUpdated {
+                        title: Some("New".into()),
+                        ..Default::default()
+                    }),
+                    TaskEvent::PriorityChanged(TaskPriorityChanged {
+                        from: Priority::Medium,
+                        to: Priority::Low,
+                    }),
+                    TaskEvent::DueDateChanged(TaskDueDateChanged {
+                        due_at: Some(due("2030-01-01T00:00:00Z")),
+                    }),
+                ]),
+            ),
+            (
+                "todo → in_progress",
+                at(Todo),
+                owner(),
+                Action::ChangeStatus(InProgress),
+                Ok(vec![status(Todo, InProgress)]),
+            ),
+            (
+                "in_progress → done",
+                at(InProgress),
+                owner(),
+                Action::ChangeStatus(Done),
+                Ok(vec![status(InProgress, Done)]),
+            ),
+            (
+                "todo → cancelled",
+                at(Todo),
+                owner(),
+                Action::ChangeStatus(Cancelled),
+                Ok(vec![status(Todo, Cancelled)]),
+            ),
+            (
+                "in_progress → cancelled",
+                at(InProgress),
+                owner(),
+                Action::ChangeStatus(Cancelled),
+                Ok(vec![status(InProgress, Cancelled)]),
+            ),
+            (
+                "done → todo (reopen)",
+                at(Done),
+                owner(),
+                Action::ChangeStatus(Todo),
+                Ok(vec![status(Done, Todo)]),
+            ),
+            (
+                "cancelled → todo (reopen)",
+                at(Cancelled),
+                owner(),
+                Action::ChangeStatus(Todo),
+                Ok(vec![status(Cancelled, Todo)]),
+            ),
+            (
+                "same status changes nothing",
+                at(InProgress),
+                owner(),
+                Action::ChangeStatus(InProgress),
+                Ok(vec![]),
+            ),
+            (
+                "todo ↛ done",
+                at(Todo),
+                owner(),
+                Action::ChangeStatus(Done),
+                illegal(Todo, Done),
+            ),
+            (
+                "in_progress ↛ todo",
+                at(InProgress),
+                owner(),
+                Action::ChangeStatus(Todo),
+                illegal(InProgress, Todo),
+            ),
+            (
+                "done ↛ in_progress",
+                at(Done),
+                owner(),
+                Action::ChangeStatus(InProgress),
+                illegal(Done, InProgress),
+            ),
+            (
+                "done ↛ cancelled",
+                at(Done),
+                owner(),
+                Action::ChangeStatus(Cancelled),
+                illegal(Done, Cancelled),
+            ),
+            (
+                "cancelled ↛ in_progress",
+                at(Cancelled),
+                owner(),
+                Action::ChangeStatus(InProgress),
+                illegal(Cancelled, InProgress),
+            ),
+            (
+                "cancelled ↛ done",
+                at(Cancelled),
+                owner(),
+                Action::ChangeStatus(Done),
+                illegal(Cancelled, Done),
+            ),
+            (
+                "delete",
+                at(Done),
+                owner(),
+                Action::Delete,
+                Ok(vec![TaskEvent::Deleted(TaskDeleted {})]),
+            ),
+            (
+                "a deleted task cannot be updated",
+                deleted.clone(),
+                owner(),
+                update(UpdateTask {
+                    title: Some(title("x")),
+                    ..Default::default()
+                }),
+                Err(DomainError::NotFound),
+            ),
+            (
+                "a deleted task cannot change status",
+                deleted.clone(),
+                owner(),
+                Action::ChangeStatus(InProgress),
+                Err(DomainError::NotFound),
+            ),
+            (
+                "a deleted task cannot be deleted again",
+                deleted.clone(),
+                owner(),
+                Action::Delete,
+                Err(DomainError::NotFound),
+            ),
+            (
+                "a deleted task cannot be created again",
+                deleted,
+                owner(),
+                create(),
+                Err(DomainError::AlreadyExists),
+            ),
+        ];
+        for (name, history, actor, action, expected) in cases {
+            check(name, history, actor, action, expected);
+        }
+    }
+
+    #[test]
+    fn the_status_machine_allows_exactly_the_listed_transitions() {
+        let allowed = [
+            (Todo, InProgress),
+            (InProgress, Done),
+            (Todo, Cancelled),
+            (InProgress, Cancelled),
+            (Done, Todo),
+            (Cancelled, Todo),
+        ];
+        for from in TaskStatus::ALL {
+            for to in TaskStatus::ALL {
+                let expected = from == to || allowed.contains(&(from, to));
+                let got = decide(
+                    &fold(&at(from)),
+                    Command {
+                        actor: owner(),
+                        action: Action::ChangeStatus(to),
+                    },
+                )
+                .is_ok();
+                assert_eq!(got, expected, "{from:?} → {to:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn evolve_applies_each_event() {
+        let history = vec![
+            created(),
+            TaskEvent::Updated(TaskUpdated {
+                title: Some("T".into()),
+                description: Some("D".into()),
+                tags: Some(vec!["x".into()]),
+            }),
+            TaskEvent::PriorityChanged(TaskPriorityChanged {
+                from: Priority::Medium,
+                to: Priority::High,
+            }),
+            TaskEvent::DueDateChanged(TaskDueDateChanged {
+                due_at: Some(due("2031-02-03T04:05:06Z")),
+            }),
+            status(Todo, InProgress),
+        ];
+        let expected = Task {
+            owner_id: owner(),
+            title: "T".into(),
+            description: "D".into(),
+            status: InProgress,
+            priority: Priority::High,
+            due_at: Some(due("2031-02-03T04:05:06Z")),
+            tags: vec!["x".into()],
+        };
+        assert_eq!(fold(&history), TaskState::Live(expected.clone()));
+        let mut deleted = history;
+        deleted.push(TaskEvent::Deleted(TaskDeleted {}));
+        assert_eq!(fold(&deleted), TaskState::Deleted(expected));
+    }
+
+    #[test]
+    fn titles_parse() {
+        let cases: &[(&str, Option<&str>)] = &[
+            ("a", Some("a")),
+            ("  padded  ", Some("padded")),
+            ("", None),
+            ("   \t\n", None),
+            (&"é".repeat(200), Some(&"é".repeat(200))),
+            (&"x".repeat(201), None),
+            (&format!("  {}  ", "x".repeat(200)), Some(&"x".repeat(200))),
+        ];
+        for (raw, expected) in cases {
+            let got = TaskTitle::parse(raw).ok();
+            assert_eq!(
+                got.as_ref().map(TaskTitle::as_str),
+                *expected,
+                "title {raw:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn descriptions_parse() {
+        assert!(Description::parse("").is_ok());
+        assert!(Description::parse(&"ü".repeat(10_000)).is_ok());
+        assert!(Description::parse(&"x".repeat(10_001)).is_err());
+    }
+
+    #[test]
+    fn tags_parse() {
+        let s = |v: &[&str]| v.iter().map(|t| t.to_string()).collect::<Vec<_>>();
+        let many: Vec<String> = (0..21).map(|i| format!("t{i}")).collect();
+        let twenty_with_dupes: Vec<String> = (0..40).map(|i| format!("t{}", i % 20)).collect();
+        assert_eq!(
+            Tags::parse(&s(&[" a ", "b", "a", "b"])).unwrap().as_slice(),
+            s(&["a", "b"])
+        );
+        assert_eq!(
+            Tags::parse(&twenty_with_dupes).unwrap().as_slice().len(),
+            20
+        );
+        assert_eq!(Tags::parse(&[]).unwrap().as_slice().len(), 0);
+        assert_eq!(
+            Tags::parse(&many).unwrap_err(),
+            vec![(None, Invalid("at most 20 distinct tags, got 21".into()))]
+        );
+        let errs = Tags::parse(&s(&["ok", " ", &"x".repeat(41), &"y".repeat(40)])).unwrap_err();
+        assert_eq!(
+            errs.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+            vec![Some(1), Some(2)]
+        );
+    }
+}

@@ -1,0 +1,199 @@
+//! The storage adapter around the domain: load a task's stream, decide,
+//! append, all in one transaction with the idempotency record.
+
+use chrono::{DateTime, Utc};
+use events::store::{self, AppendError, ExpectedVersion};
+use events::{Event, EventEnvelope, EventMeta, StreamType, StreamVersion};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::domain::{self, Action, Command, DomainError, Task, TaskState};
+use crate::idempotency::{self, Claim, ClaimError, Scope, StoredResponse};
+
+/// Attempts of a write without `If-Match` that keeps losing the race for the
+/// next version. A loss means another write committed, so each retry
+/// decides on newer state; this only bounds a pathological pile-up.
+pub const MAX_ATTEMPTS: usize = 8;
+
+/// A task stream folded: the aggregate state plus what the envelopes say.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskSnapshot {
+    pub id: Uuid,
+    pub state: TaskState,
+    pub version: StreamVersion,
+    pub created_at: Option<DateTime<Utc>>,
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+impl TaskSnapshot {
+    /// Folds a stream. A stream that is not a task's (a user id sent as a
+    /// task id) reads as absent, and must then never be appended to.
+    pub fn fold(id: Uuid, history: &[EventEnvelope]) -> Result<Self, WriteError> {
+        let mut snapshot = TaskSnapshot {
+            id,
+            state: TaskState::Absent,
+            version: 0,
+            created_at: None,
+            updated_at: None,
+        };
+        if history.iter().any(|e| e.stream_type != StreamType::Task) {
+            return Err(WriteError::Domain(DomainError::NotFound));
+        }
+        snapshot.apply(history)?;
+        Ok(snapshot)
+    }
+
+    fn apply(&mut self, envelopes: &[EventEnvelope]) -> Result<(), WriteError> {
+        for env in envelopes {
+            let event = env
+                .decode()
+                .map_err(|e| WriteError::Internal(anyhow::anyhow!("stream {}: {e}", self.id)))?;
+            let Event::Task(event) = event else {
+                return Err(WriteError::Domain(DomainError::NotFound));
+            };
+            self.state = domain::evolve(std::mem::take(&mut self.state), &event);
+            self.version = env.version;
+            self.created_at.get_or_insert(env.occurred_at);
+            self.updated_at = Some(env.occurred_at);
+        }
+        Ok(())
+    }
+
+    pub fn task(&self) -> Option<&Task> {
+        self.state.live()
+    }
+}
+
+/// A command as the HTTP layer hands it over.
+pub struct Write {
+    pub task_id: Uuid,
+    pub actor: Uuid,
+    pub action: Action,
+    /// `If-Match`: the version the client saw.
+    pub if_match: Option<StreamVersion>,
+    pub correlation_id: Uuid,
+    pub idempotency: Option<Scope>,
+}
+
+/// What a successful write leaves behind, for the response.
+pub struct Written {
+    pub snapshot: TaskSnapshot,
+    /// Events appended by this write (empty for a no-op).
+    pub appended: Vec<EventEnvelope>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    #[error("the task is at version {current}, not the one given in If-Match")]
+    PreconditionFailed { current: StreamVersion },
+    #[error("the idempotency key was used with a different request body")]
+    IdempotencyKeyReused,
+    #[error("the task kept changing concurrently; retry")]
+    Contended,
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for WriteError {
+    fn from(e: sqlx::Error) -> Self {
+        WriteError::Internal(e.into())
+    }
+}
+
+/// What [`execute`] returns: a fresh response, or the replay of the first one.
+pub enum Outcome {
+    Done(StoredResponse),
+    Replayed(StoredResponse),
+}
+
+/// Runs one command: (claim idempotency key) → load → check If-Match →
+/// decide → append → (record response) → commit, as one transaction.
+/// `render` turns the result into the response that is both returned and,
+/// with a key, stored for replay.
+pub async fn execute(
+    pool: &PgPool,
+    write: Write,
+    render: impl Fn(&Written) -> StoredResponse,
+) -> Result<Outcome, WriteError> {
+    let creating = matches!(write.action, Action::Create(_));
+    for _ in 0..MAX_ATTEMPTS {
+        let mut tx = pool.begin().await?;
+        if let Some(scope) = &write.idempotency {
+            match idempotency::claim(&mut tx, scope).await {
+                Ok(Claim::New) => {}
+                Ok(Claim::Replay(stored)) => {
+                    tx.rollback().await?;
+                    return Ok(Outcome::Replayed(stored));
+                }
+                Err(ClaimError::OtherBody) => return Err(WriteError::IdempotencyKeyReused),
+                Err(ClaimError::Database(e)) => return Err(e.into()),
+            }
+        }
+        let history = store::load_stream(&mut *tx, write.task_id).await?;
+        let snapshot = TaskSnapshot::fold(write.task_id, &history)?;
+        // Existence and ownership come before the precondition: a task the
+        // caller cannot see has no version to compare against.
+        let visible = snapshot.task().is_some_and(|t| t.owner_id == write.actor);
+        if !creating && !visible {
+            return Err(DomainError::NotFound.into());
+        }
+        if let Some(expected) = write.if_match.filter(|_| !creating) {
+            if expected != snapshot.version {
+                return Err(WriteError::PreconditionFailed {
+                    current: snapshot.version,
+                });
+            }
+        }
+        let decided = domain::decide(
+            &snapshot.state,
+            Command {
+                actor: write.actor,
+                action: write.action.clone(),
+            },
+        )?;
+        let mut written = Written {
+            snapshot,
+            appended: Vec::new(),
+        };
+        if !decided.is_empty() {
+            let expected = match write.if_match {
+                _ if creating => ExpectedVersion::Exact(0),
+                Some(v) => ExpectedVersion::Exact(v),
+                None => ExpectedVersion::Any,
+            };
+            let events: Vec<Event> = decided.into_iter().map(Event::Task).collect();
+            let meta = EventMeta {
+                actor: write.actor,
+                correlation_id: write.correlation_id,
+                causation_id: None,
+                occurred_at: Utc::now(),
+            };
+            match store::append(&mut tx, write.task_id, expected, &events, meta).await {
+                Ok(envelopes) => {
+                    written.snapshot.apply(&envelopes)?;
+                    written.appended = envelopes;
+                }
+                Err(AppendError::Conflict { .. }) => {
+                    // The failed insert aborted the transaction.
+                    tx.rollback().await?;
+                    if write.if_match.is_some() {
+                        let current = store::stream_version(pool, write.task_id).await?;
+                        return Err(WriteError::PreconditionFailed { current });
+                    }
+                    metrics::counter!("command_append_conflicts_total").increment(1);
+                    continue;
+                }
+                Err(AppendError::Database(e)) => return Err(e.into()),
+            }
+        }
+        let response = render(&written);
+        if let Some(scope) = &write.idempotency {
+            idempotency::record(&mut tx, scope, &response).await?;
+        }
+        tx.commit().await?;
+        return Ok(Outcome::Done(response));
+    }
+    Err(WriteError::Contended)
+}
