@@ -1,10 +1,14 @@
 //! Configuration, from `QUERY_API_*` environment variables.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use service::config::{env_or, ConfigError};
 
-#[derive(Debug, Clone)]
+/// The development default of `QUERY_API_CURSOR_SECRET`; set a real one in production.
+pub const DEV_CURSOR_SECRET: &str = "taskstream-dev-cursor-secret";
+
+#[derive(Clone)]
 pub struct Config {
     /// `QUERY_API_LISTEN_ADDR`, default `127.0.0.1:8083`.
     pub listen_addr: SocketAddr,
@@ -20,6 +24,28 @@ pub struct Config {
     pub jwt_issuer: String,
     /// `QUERY_API_JWT_AUDIENCE`, default `taskstream`.
     pub jwt_audience: String,
+    /// `QUERY_API_CURSOR_SECRET`: HMAC key that makes pagination cursors
+    /// tamper-evident, default [`DEV_CURSOR_SECRET`].
+    pub cursor_secret: String,
+    /// `QUERY_API_CONSISTENCY_TIMEOUT_MS`: how long a read carrying
+    /// `X-Consistency-Token` waits for the projection, default 2000.
+    pub consistency_timeout: Duration,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen_addr", &self.listen_addr)
+            .field("mongodb_url", &self.mongodb_url)
+            .field("mongodb_database", &self.mongodb_database)
+            .field("database_url", &"<redacted>")
+            .field("jwks_url", &self.jwks_url)
+            .field("jwt_issuer", &self.jwt_issuer)
+            .field("jwt_audience", &self.jwt_audience)
+            .field("cursor_secret", &"<redacted>")
+            .field("consistency_timeout", &self.consistency_timeout)
+            .finish()
+    }
 }
 
 impl Config {
@@ -50,6 +76,11 @@ impl Config {
                 "QUERY_API_JWT_AUDIENCE",
                 auth::config::DEFAULT_AUDIENCE.to_owned(),
             )?,
+            cursor_secret: env_or("QUERY_API_CURSOR_SECRET", DEV_CURSOR_SECRET.to_owned())?,
+            consistency_timeout: Duration::from_millis(env_or(
+                "QUERY_API_CONSISTENCY_TIMEOUT_MS",
+                2000u64,
+            )?),
         })
     }
 }

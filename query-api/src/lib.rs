@@ -1,7 +1,12 @@
-//! taskstream query side: filtered, paginated reads over the MongoDB views.
+//! taskstream query side: filtered, paginated reads over the MongoDB views
+//! the projector maintains, with read-your-writes via consistency tokens.
 
 pub mod config;
+pub mod cursor;
+pub mod openapi;
+pub mod params;
 pub mod startup;
+pub mod tasks;
 
 pub use config::Config;
 pub use startup::Application;

@@ -181,7 +181,32 @@ impl Deployment {
             jwks_url: jwks_url.to_owned(),
             jwt_issuer: auth::config::DEFAULT_ISSUER.into(),
             jwt_audience: auth::config::DEFAULT_AUDIENCE.into(),
+            cursor_secret: query_api::config::DEV_CURSOR_SECRET.into(),
+            consistency_timeout: Duration::from_secs(2),
         }
+    }
+
+    /// Trusts this deployment's signing key, exactly as auth's JWKS would,
+    /// for tests of the read side that do not run auth.
+    pub fn token_verifier(&self) -> auth::TokenVerifier {
+        let keys =
+            auth::keys::SigningKeys::from_pem_file(&self.signing_key_path.display().to_string())
+                .expect("test signing key");
+        auth::TokenVerifier::from_jwks(
+            &keys.jwks(),
+            auth::config::DEFAULT_ISSUER,
+            auth::config::DEFAULT_AUDIENCE,
+        )
+        .expect("verifier over the test key")
+    }
+
+    /// query-api verifying tokens with [`Deployment::token_verifier`] (no auth process).
+    pub async fn spawn_query_api_standalone(&self) -> Running {
+        let config = self.query_api_config("http://127.0.0.1:9/unused-jwks");
+        let app = query_api::Application::build(config, Some(self.token_verifier()))
+            .await
+            .expect("query-api starts");
+        spawn(app.port(), |stop| app.run_until_stopped(stop))
     }
 
     pub async fn spawn_query_api(&self, auth: &Running) -> Running {

@@ -1,0 +1,39 @@
+//! The OpenAPI document's frame: schemas and the Bearer scheme. Paths are
+//! added from the handlers' `#[utoipa::path]` by the router.
+
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "taskstream query-api",
+        description = "Filtered, paginated reads over the task views, with read-your-writes via X-Consistency-Token."
+    ),
+    components(schemas(
+        crate::tasks::TaskResource,
+        crate::tasks::TaskPage,
+        crate::tasks::TaskHistory,
+        crate::params::Sort,
+        events::TaskStatus,
+        events::Priority,
+        events::EventEnvelope,
+        service::Problem,
+        service::FieldError,
+    )),
+    modifiers(&BearerAuth),
+    tags((name = "tasks", description = "Reading tasks"))
+)]
+pub struct ApiDoc;
+
+/// Declares the `bearer` scheme the handlers' `security(("bearer" = []))` name.
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let mut http = Http::new(HttpAuthScheme::Bearer);
+        http.bearer_format = Some("JWT".into());
+        components.add_security_scheme("bearer", SecurityScheme::Http(http));
+    }
+}
