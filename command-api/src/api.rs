@@ -14,8 +14,7 @@ use service::http::Path;
 use service::json::{Json, BODY_LIMIT};
 use service::{FieldError, Problem};
 use sha2::{Digest, Sha256};
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -663,40 +662,24 @@ struct IdempotencyKeyHeader {
     idempotency_key: Option<String>,
 }
 
-struct BearerAuth;
-
-impl Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT")
-                    .description(Some("Access token from auth (`POST /auth/login`)"))
-                    .build(),
-            ),
-        );
-    }
-}
-
 #[derive(OpenApi)]
 #[openapi(
-    info(
-        title = "taskstream command-api",
-        description = "REST writes: each accepted command is committed as task events in the Postgres event store before it is answered."
-    ),
-    modifiers(&BearerAuth),
     components(schemas(Problem, FieldError, TaskStatus, Priority)),
     tags((name = "tasks", description = "Task commands"))
 )]
 struct ApiDoc;
 
-/// The task routes with their OpenAPI description.
-pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+/// The task routes and their OpenAPI document (with the Bearer scheme).
+pub fn routes() -> (OpenApiRouter<AppState>, utoipa::openapi::OpenApi) {
+    let mut router = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(create_task))
         .routes(routes!(update_task, delete_task))
-        .routes(routes!(change_status))
+        .routes(routes!(change_status));
+    let doc = service::openapi::finish_document(
+        router.to_openapi(),
+        "taskstream command-api",
+        "REST writes: each accepted command is committed as task events in the \
+         Postgres event store before it is answered.",
+    );
+    (router, doc)
 }

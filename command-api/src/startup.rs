@@ -2,7 +2,6 @@
 
 use auth::TokenVerifier;
 use axum::extract::FromRef;
-use axum::routing::get;
 use axum::Router;
 use events::kafka;
 use events::relay::{OutboxRelay, RelayConfig};
@@ -64,15 +63,12 @@ impl Application {
         let readiness = readiness(&pool, &config.kafka_brokers);
         let cleanup_pool = pool.clone();
         let state = AppState { pool, verifier };
-        let (tasks, openapi) = api::router().with_state(state).split_for_parts();
+        let (tasks, openapi) = api::routes();
         let router = service::http::finish(
-            Router::new()
-                .merge(tasks)
-                .route(
-                    "/openapi.json",
-                    get(move || async move { axum::Json(openapi) }),
-                )
-                .merge(service::health::routes(readiness)),
+            Router::from(tasks)
+                .merge(service::openapi::routes(openapi))
+                .merge(service::health::routes(readiness))
+                .with_state(state),
         );
         Ok(Application {
             listener,

@@ -1,0 +1,1372 @@
+//! The command side end to end: REST writes against real Postgres, the
+//! event store's guarantees, and the outbox relay publishing to real Kafka.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use events::store::{self, AppendError, ExpectedVersion};
+use events::{Event, EventEnvelope, EventMeta, Priority, TaskCreated, TaskEvent, TaskStatus};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use reqwest::header::HeaderMap;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use tests::{eventually, http, servers, unique, Deployment, Running};
+use uuid::Uuid;
+
+// ------------------------------------------------------------------ harness
+
+/// One test's command side: auth (for the JWKS), command-api, a user.
+struct Ctx {
+    dep: Deployment,
+    _auth: Running,
+    cmd: Running,
+    db: PgPool,
+    user: Uuid,
+    token: String,
+}
+
+async fn setup() -> Ctx {
+    let dep = Deployment::fresh().await;
+    let auth = dep.spawn_auth().await;
+    let cmd = dep.spawn_command_api(&auth).await;
+    let db = pool(&dep).await;
+    let user = Uuid::now_v7();
+    let token = dep.token_for(user, events::Role::User);
+    Ctx {
+        dep,
+        _auth: auth,
+        cmd,
+        db,
+        user,
+        token,
+    }
+}
+
+async fn pool(dep: &Deployment) -> PgPool {
+    events::store::connect_and_migrate(&dep.database_url, 20)
+        .await
+        .expect("test database")
+}
+
+/// A command-api with keys taken straight from the deployment's signing key,
+/// so no auth service (and so no second outbox relay) runs: the relay tests
+/// must know exactly which relays are publishing.
+async fn spawn_command_api_alone(dep: &Deployment) -> Running {
+    let keys = auth::keys::SigningKeys::from_pem_file(&dep.signing_key_path.display().to_string())
+        .expect("signing key");
+    let verifier = auth::TokenVerifier::from_jwks(
+        &keys.jwks(),
+        auth::config::DEFAULT_ISSUER,
+        auth::config::DEFAULT_AUDIENCE,
+    )
+    .expect("verifier");
+    let config = dep.command_api_config("http://127.0.0.1:9/unused");
+    let app = command_api::Application::build(config, Some(verifier))
+        .await
+        .expect("command-api starts");
+    let port = app.port();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let handle = tokio::spawn(app.run_until_stopped(stop.clone()));
+    Running {
+        base: format!("http://127.0.0.1:{port}"),
+        stop,
+        handle,
+    }
+}
+
+async fn stop(running: &mut Running) {
+    running.stop.cancel();
+    let _ = (&mut running.handle).await;
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Value,
+    raw: Vec<u8>,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    fn etag(&self) -> &str {
+        self.header("etag").unwrap_or("")
+    }
+
+    fn pointers(&self) -> Vec<String> {
+        self.body["errors"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|e| e["pointer"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.status, String::from_utf8_lossy(&self.raw))
+    }
+}
+
+/// A request to the command-api; every answer must be below 500.
+struct Call<'a> {
+    ctx: &'a Ctx,
+    method: Method,
+    path: String,
+    token: Option<String>,
+    headers: Vec<(String, String)>,
+    body: Option<Vec<u8>>,
+}
+
+impl Ctx {
+    fn call(&self, method: Method, path: impl Into<String>) -> Call<'_> {
+        Call {
+            ctx: self,
+            method,
+            path: path.into(),
+            token: Some(self.token.clone()),
+            headers: Vec::new(),
+            body: None,
+        }
+    }
+
+    async fn create(&self, body: Value) -> Reply {
+        self.call(Method::POST, "/tasks").json(body).send().await
+    }
+
+    async fn created(&self, body: Value) -> (Uuid, Reply) {
+        let r = self.create(body).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+        let id = r.body["id"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .expect("id");
+        (id, r)
+    }
+
+    async fn events_of(&self, stream: Uuid) -> Vec<EventEnvelope> {
+        store::load_stream(&self.db, stream).await.expect("load")
+    }
+
+    async fn event_count(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM events")
+            .fetch_one(&self.db)
+            .await
+            .expect("count")
+    }
+}
+
+impl Call<'_> {
+    fn json(mut self, body: Value) -> Self {
+        self.body = Some(serde_json::to_vec(&body).expect("json"));
+        self.header("content-type", "application/json")
+    }
+
+    fn raw(mut self, content_type: &str, body: Vec<u8>) -> Self {
+        self.body = Some(body);
+        self.header("content-type", content_type)
+    }
+
+    fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    fn token(mut self, token: Option<String>) -> Self {
+        self.token = token;
+        self
+    }
+
+    async fn send(self) -> Reply {
+        let mut req = http().request(self.method.clone(), self.ctx.cmd.url(&self.path));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        for (n, v) in &self.headers {
+            req = req.header(n, v);
+        }
+        if let Some(b) = self.body {
+            req = req.body(b);
+        }
+        let res = req.send().await.expect("command-api answers");
+        let status = res.status();
+        let headers = res.headers().clone();
+        let raw = res.bytes().await.expect("body").to_vec();
+        let body = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+        let reply = Reply {
+            status,
+            headers,
+            body,
+            raw,
+        };
+        assert!(
+            !status.is_server_error(),
+            "{} {} answered {reply:?}",
+            self.method,
+            self.path
+        );
+        reply
+    }
+}
+
+fn problem_type(r: &Reply) -> &str {
+    r.body["type"].as_str().unwrap_or("")
+}
+
+// --------------------------------------------------------------- REST: happy
+
+#[tokio::test]
+async fn create_patch_status_delete_with_headers() {
+    let ctx = setup().await;
+
+    let r = ctx
+        .create(json!({
+            "title": "  Write the report  ",
+            "tags": ["work", "q3", "work"],
+            "due_at": "2030-01-02T03:04:05Z"
+        }))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+    let id: Uuid = r.body["id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(r.header("location"), Some(format!("/tasks/{id}").as_str()));
+    assert_eq!(r.etag(), "\"1\"");
+    assert_eq!(
+        r.header("x-consistency-token"),
+        Some(
+            events::ConsistencyToken {
+                stream_id: id,
+                version: 1
+            }
+            .to_string()
+            .as_str()
+        )
+    );
+    assert_eq!(r.body["owner_id"], json!(ctx.user.to_string()));
+    assert_eq!(r.body["title"], "Write the report");
+    assert_eq!(r.body["description"], "");
+    assert_eq!(r.body["status"], "todo");
+    assert_eq!(r.body["priority"], "medium");
+    assert_eq!(r.body["tags"], json!(["work", "q3"]));
+    assert_eq!(r.body["due_at"], "2030-01-02T03:04:05.000000Z");
+    assert_eq!(r.body["version"], 1);
+    assert_eq!(r.body["created_at"], r.body["updated_at"]);
+
+    // The envelope metadata: actor, correlation id from X-Request-Id.
+    let request_id = Uuid::new_v4();
+    let r = ctx
+        .call(Method::PATCH, format!("/tasks/{id}"))
+        .header("x-request-id", &request_id.to_string())
+        .json(json!({"title": "Write the final report", "priority": "high", "due_at": null}))
+        .send()
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert_eq!(
+        r.etag(),
+        "\"4\"",
+        "title, priority and due date: three events"
+    );
+    assert_eq!(r.body["title"], "Write the final report");
+    assert_eq!(r.body["priority"], "high");
+    assert_eq!(r.body["due_at"], Value::Null);
+    assert_eq!(r.body["version"], 4);
+    assert_eq!(
+        r.header("x-consistency-token"),
+        Some(format!("{}.4", id.simple()).as_str())
+    );
+    let history = ctx.events_of(id).await;
+    let types: Vec<&str> = history.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "task.created",
+            "task.updated",
+            "task.priority_changed",
+            "task.due_date_changed"
+        ]
+    );
+    for e in &history {
+        assert_eq!(e.actor, ctx.user);
+        assert_eq!(e.causation_id, None);
+    }
+    assert!(history[1..].iter().all(|e| e.correlation_id == request_id));
+
+    let r = ctx
+        .call(Method::POST, format!("/tasks/{id}/status"))
+        .header("if-match", "\"4\"")
+        .json(json!({"status": "in_progress"}))
+        .send()
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert_eq!(r.body["status"], "in_progress");
+    assert_eq!(r.etag(), "\"5\"");
+    assert_ne!(r.body["updated_at"], r.body["created_at"]);
+
+    let r = ctx
+        .call(Method::DELETE, format!("/tasks/{id}"))
+        .header("if-match", "\"5\"")
+        .send()
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{r:?}");
+    assert_eq!(r.etag(), "\"6\"");
+    assert_eq!(
+        r.header("x-consistency-token"),
+        Some(format!("{}.6", id.simple()).as_str())
+    );
+    assert!(r.raw.is_empty());
+    let last = ctx.events_of(id).await.pop().unwrap();
+    assert_eq!(last.event_type, "task.deleted");
+    assert_eq!(last.version, 6);
+}
+
+#[tokio::test]
+async fn a_command_that_changes_nothing_appends_nothing() {
+    let ctx = setup().await;
+    let (id, _) = ctx
+        .created(json!({"title": "t", "priority": "low", "tags": ["a", "b"]}))
+        .await;
+    for body in [
+        json!({}),
+        json!({"title": " t ", "priority": "low", "tags": ["b", "a"], "due_at": null, "description": ""}),
+    ] {
+        let r = ctx
+            .call(Method::PATCH, format!("/tasks/{id}"))
+            .json(body.clone())
+            .send()
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{body}: {r:?}");
+        assert_eq!(r.etag(), "\"1\"", "{body}");
+        assert_eq!(r.body["version"], 1);
+    }
+    let r = ctx
+        .call(Method::POST, format!("/tasks/{id}/status"))
+        .json(json!({"status": "todo"}))
+        .send()
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert_eq!(r.etag(), "\"1\"");
+    assert_eq!(ctx.events_of(id).await.len(), 1);
+}
+
+// ---------------------------------------------------------- REST: refusals
+
+#[tokio::test]
+async fn invalid_fields_are_422_with_pointers_and_append_nothing() {
+    let ctx = setup().await;
+    let (id, _) = ctx.created(json!({"title": "t"})).await;
+    let long = |n: usize| "x".repeat(n);
+    let many_tags: Vec<String> = (0..21).map(|i| format!("t{i}")).collect();
+    let create_cases: Vec<(Value, Vec<&str>)> = vec![
+        (json!({}), vec!["/title"]),
+        (json!({"title": ""}), vec!["/title"]),
+        (json!({"title": "   "}), vec!["/title"]),
+        (json!({"title": long(201)}), vec!["/title"]),
+        (
+            json!({"title": "t", "description": long(10_001)}),
+            vec!["/description"],
+        ),
+        (json!({"title": "t", "priority": "asap"}), vec!["/priority"]),
+        (json!({"title": "t", "due_at": "tomorrow"}), vec!["/due_at"]),
+        (json!({"title": "t", "due_at": 17}), vec!["/due_at"]),
+        (json!({"title": "t", "tags": many_tags}), vec!["/tags"]),
+        (
+            json!({"title": "t", "tags": ["ok", "", long(41)]}),
+            vec!["/tags/1", "/tags/2"],
+        ),
+        (json!({"title": "t", "tags": "work"}), vec!["/tags"]),
+        (
+            json!({"title": "", "description": long(10_001)}),
+            vec!["/title", "/description"],
+        ),
+        (json!({"title": 5}), vec!["/title"]),
+    ];
+    for (body, pointers) in create_cases {
+        let r = ctx.create(body.clone()).await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {r:?}");
+        assert_eq!(r.header("content-type"), Some("application/problem+json"));
+        assert_eq!(r.pointers(), pointers, "{body}: {r:?}");
+    }
+    let patch_cases: Vec<(Value, Vec<&str>)> = vec![
+        (json!({"title": null}), vec!["/title"]),
+        (json!({"title": long(201)}), vec!["/title"]),
+        (json!({"priority": null}), vec!["/priority"]),
+        (json!({"priority": "urgentest"}), vec!["/priority"]),
+        (json!({"tags": [" "]}), vec!["/tags/0"]),
+        (json!({"description": long(10_001)}), vec!["/description"]),
+    ];
+    for (body, pointers) in patch_cases {
+        let r = ctx
+            .call(Method::PATCH, format!("/tasks/{id}"))
+            .json(body.clone())
+            .send()
+            .await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {r:?}");
+        assert_eq!(r.pointers(), pointers, "{body}: {r:?}");
+    }
+    let r = ctx
+        .call(Method::POST, format!("/tasks/{id}/status"))
+        .json(json!({"status": "finished"}))
+        .send()
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{r:?}");
+    assert_eq!(r.pointers(), ["/status"]);
+    assert_eq!(
+        ctx.event_count().await,
+        1,
+        "only the first create was recorded"
+    );
+}
+
+#[tokio::test]
+async fn malformed_oversized_and_unknown_bodies_are_refused() {
+    let ctx = setup().await;
+    let (id, _) = ctx.created(json!({"title": "t"})).await;
+
+    let r = ctx
+        .call(Method::POST, "/tasks")
+        .raw("application/json", b"{\"title\": ".to_vec())
+        .send()
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{r:?}");
+
+    let r = ctx.create(json!({"title": "t", "colour": "red"})).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{r:?}");
+    assert!(
+        r.body["detail"].as_str().unwrap_or("").contains("colour"),
+        "{r:?}"
+    );
+    assert_eq!(r.pointers(), ["/colour"]);
+
+    let r = ctx
+        .call(Method::PATCH, format!("/tasks/{id}"))
+        .json(json!({"status": "done"}))
+        .send()
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{r:?}");
+    assert_eq!(r.pointers(), ["/status"]);
+
+    let big = json!({"title": "t", "description": "x".repeat(70 * 1024)});
+    let r = ctx.create(big).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{r:?}");
+
+    let r = ctx
+        .call(Method::POST, "/tasks")
+        .raw("text/plain", b"{\"title\": \"t\"}".to_vec())
+        .send()
+        .await;
+    assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{r:?}");
+
+    for bad in ["3", "\"x\"", "W/\"1\"", "\"1\", \"2\""] {
+        let r = ctx
+            .call(Method::PATCH, format!("/tasks/{id}"))
+            .header("if-match", bad)
+            .json(json!({"title": "u"}))
+            .send()
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "If-Match {bad}: {r:?}");
+    }
+
+    let r = ctx
+        .call(Method::POST, "/tasks")
+        .token(None)
+        .json(json!({"title": "t"}))
+        .send()
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{r:?}");
+    let r = ctx
+        .call(Method::POST, "/tasks")
+        .token(Some("not-a-jwt".into()))
+        .json(json!({"title": "t"}))
+        .send()
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{r:?}");
+    assert_eq!(ctx.event_count().await, 1);
+}
+
+#[tokio::test]
+async fn illegal_transition_is_409_listing_the_allowed_ones() {
+    let ctx = setup().await;
+    let (id, _) = ctx.created(json!({"title": "t"})).await;
+    let status = |s: &'static str| {
+        ctx.call(Method::POST, format!("/tasks/{id}/status"))
+            .json(json!({ "status": s }))
+            .send()
+    };
+    let r = status("done").await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{r:?}");
+    assert!(problem_type(&r).ends_with("/illegal-transition"), "{r:?}");
+    assert_eq!(r.body["from"], "todo");
+    assert_eq!(r.body["to"], "done");
+    assert_eq!(r.body["allowed"], json!(["in_progress", "cancelled"]));
+
+    assert_eq!(status("cancelled").await.status, StatusCode::OK);
+    let r = status("in_progress").await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{r:?}");
+    assert_eq!(r.body["allowed"], json!(["todo"]));
+    assert_eq!(status("todo").await.status, StatusCode::OK);
+    assert_eq!(status("in_progress").await.status, StatusCode::OK);
+    assert_eq!(status("done").await.status, StatusCode::OK);
+    let r = status("cancelled").await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{r:?}");
+    assert_eq!(r.body["allowed"], json!(["todo"]));
+
+    let to: Vec<TaskStatus> = ctx
+        .events_of(id)
+        .await
+        .iter()
+        .filter_map(|e| match e.decode() {
+            Ok(Event::Task(TaskEvent::StatusChanged(s))) => Some(s.to),
+            _ => None,
+        })
+        .collect();
+    use TaskStatus::*;
+    assert_eq!(to, [Cancelled, Todo, InProgress, Done]);
+}
+
+#[tokio::test]
+async fn other_users_deleted_and_malformed_tasks_are_404() {
+    let ctx = setup().await;
+    let (id, _) = ctx.created(json!({"title": "mine"})).await;
+    let stranger = ctx.dep.token_for(Uuid::now_v7(), events::Role::User);
+    let admin = ctx.dep.token_for(Uuid::now_v7(), events::Role::Admin);
+    for token in [stranger, admin] {
+        let as_other = |m: Method, p: String| ctx.call(m, p).token(Some(token.clone()));
+        let r = as_other(Method::PATCH, format!("/tasks/{id}"))
+            .json(json!({"title": "theirs"}))
+            .send()
+            .await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{r:?}");
+        let r = as_other(Method::PATCH, format!("/tasks/{id}"))
+            .header("if-match", "\"1\"")
+            .json(json!({"title": "theirs"}))
+            .send()
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::NOT_FOUND,
+            "If-Match must not reveal it: {r:?}"
+        );
+        let r = as_other(Method::POST, format!("/tasks/{id}/status"))
+            .json(json!({"status": "in_progress"}))
+            .send()
+            .await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{r:?}");
+        let r = as_other(Method::DELETE, format!("/tasks/{id}"))
+            .send()
+            .await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{r:?}");
+    }
+    assert_eq!(ctx.events_of(id).await.len(), 1);
+
+    for path in [
+        "/tasks/not-a-uuid",
+        "/tasks/123",
+        &format!("/tasks/{}", Uuid::now_v7()),
+    ] {
+        let r = ctx
+            .call(Method::PATCH, path)
+            .json(json!({"title": "x"}))
+            .send()
+            .await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}: {r:?}");
+        let r = ctx.call(Method::DELETE, path).send().await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}: {r:?}");
+    }
+
+    // A user stream is not a task, even for that user.
+    let user_stream = Uuid::now_v7();
+    let mut conn = ctx.db.acquire().await.unwrap();
+    store::append(
+        &mut conn,
+        user_stream,
+        ExpectedVersion::Exact(0),
+        &[Event::User(events::UserEvent::Registered(
+            events::UserRegistered {
+                email: "u@example.test".into(),
+                display_name: "U".into(),
+                role: events::Role::User,
+            },
+        ))],
+        meta(user_stream),
+    )
+    .await
+    .unwrap();
+    let own = ctx.dep.token_for(user_stream, events::Role::User);
+    let r = ctx
+        .call(Method::DELETE, format!("/tasks/{user_stream}"))
+        .token(Some(own))
+        .send()
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{r:?}");
+
+    // Deleted: every write is 404 from then on (documented choice).
+    assert_eq!(
+        ctx.call(Method::DELETE, format!("/tasks/{id}"))
+            .send()
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    let r = ctx
+        .call(Method::DELETE, format!("/tasks/{id}"))
+        .send()
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{r:?}");
+    let r = ctx
+        .call(Method::PATCH, format!("/tasks/{id}"))
+        .json(json!({"title": "again"}))
+        .send()
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{r:?}");
+    let r = ctx
+        .call(Method::POST, format!("/tasks/{id}/status"))
+        .json(json!({"status": "in_progress"}))
+        .send()
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{r:?}");
+    assert_eq!(ctx.events_of(id).await.len(), 2);
+}
+
+// ------------------------------------------------------------- concurrency
+
+#[tokio::test]
+async fn if_match_mismatch_is_412_and_appends_nothing() {
+    let ctx = setup().await;
+    let (id, _) = ctx.created(json!({"title": "t"})).await;
+    let r = ctx
+        .call(Method::PATCH, format!("/tasks/{id}"))
+        .json(json!({"title": "u"}))
+        .send()
+        .await;
+    assert_eq!(r.etag(), "\"2\"");
+    for (method, path, body) in [
+        (
+            Method::PATCH,
+            format!("/tasks/{id}"),
+            Some(json!({"title": "stale"})),
+        ),
+        (
+            Method::POST,
+            format!("/tasks/{id}/status"),
+            Some(json!({"status": "in_progress"})),
+        ),
+        (Method::DELETE, format!("/tasks/{id}"), None),
+    ] {
+        let mut call = ctx
+            .call(method.clone(), path.clone())
+            .header("if-match", "\"1\"");
+        if let Some(b) = body {
+            call = call.json(b);
+        }
+        let r = call.send().await;
+        assert_eq!(
+            r.status,
+            StatusCode::PRECONDITION_FAILED,
+            "{method} {path}: {r:?}"
+        );
+        assert_eq!(r.body["current_version"], 2, "{r:?}");
+        assert!(problem_type(&r).ends_with("/precondition-failed"));
+    }
+    assert_eq!(ctx.events_of(id).await.len(), 2);
+    let r = ctx
+        .call(Method::PATCH, format!("/tasks/{id}"))
+        .header("if-match", "\"2\"")
+        .json(json!({"title": "fresh"}))
+        .send()
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert_eq!(r.etag(), "\"3\"");
+}
+
+#[tokio::test]
+async fn concurrent_writers_with_the_same_if_match_exactly_one_wins() {
+    let ctx = setup().await;
+    let (id, _) = ctx.created(json!({"title": "t"})).await;
+    let writers = (0..50).map(|i| {
+        ctx.call(Method::PATCH, format!("/tasks/{id}"))
+            .header("if-match", "\"1\"")
+            .json(json!({ "title": format!("writer {i}") }))
+            .send()
+    });
+    let replies = futures::future::join_all(writers).await;
+    let mut by_status: BTreeMap<u16, usize> = BTreeMap::new();
+    for r in &replies {
+        *by_status.entry(r.status.as_u16()).or_default() += 1;
+        if r.status == StatusCode::PRECONDITION_FAILED {
+            assert_eq!(r.body["current_version"], 2, "{r:?}");
+        }
+    }
+    assert_eq!(by_status, BTreeMap::from([(200, 1), (412, 49)]));
+    let versions: Vec<u64> = ctx.events_of(id).await.iter().map(|e| e.version).collect();
+    assert_eq!(versions, [1, 2], "no gap, no duplicate");
+
+    // Without If-Match every writer applies, one after the other.
+    let writers = (0..10).map(|i| {
+        ctx.call(Method::PATCH, format!("/tasks/{id}"))
+            .json(json!({ "title": format!("last writer {i}") }))
+            .send()
+    });
+    let replies = futures::future::join_all(writers).await;
+    assert!(
+        replies.iter().all(|r| r.status == StatusCode::OK),
+        "{replies:?}"
+    );
+    let versions: Vec<u64> = ctx.events_of(id).await.iter().map(|e| e.version).collect();
+    assert_eq!(versions, (1..=12).collect::<Vec<_>>());
+}
+
+// -------------------------------------------------------------- idempotency
+
+#[tokio::test]
+async fn idempotent_retry_replays_the_first_response_and_appends_nothing() {
+    let ctx = setup().await;
+    let key = Uuid::new_v4().to_string();
+    let create = || {
+        ctx.call(Method::POST, "/tasks")
+            .header("idempotency-key", &key)
+            .json(json!({"title": "once", "tags": ["a"]}))
+            .send()
+    };
+    let first = create().await;
+    assert_eq!(first.status, StatusCode::CREATED, "{first:?}");
+    assert_eq!(ctx.event_count().await, 1);
+    let again = create().await;
+    assert_eq!(again.status, StatusCode::CREATED, "{again:?}");
+    assert_eq!(again.raw, first.raw, "same body, byte for byte");
+    for h in ["location", "etag", "x-consistency-token", "content-type"] {
+        assert_eq!(again.header(h), first.header(h), "header {h}");
+    }
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(first.header("idempotent-replayed"), None);
+    assert_eq!(ctx.event_count().await, 1, "the retry appended nothing");
+
+    let id = first.body["id"].as_str().unwrap().to_owned();
+    // The same key on another path is another key.
+    let patch = || {
+        ctx.call(Method::PATCH, format!("/tasks/{id}"))
+            .header("idempotency-key", &key)
+            .json(json!({"title": "twice"}))
+            .send()
+    };
+    let p1 = patch().await;
+    assert_eq!(p1.status, StatusCode::OK, "{p1:?}");
+    // Someone else changes the task; the retry still replays the first answer.
+    let other = ctx
+        .call(Method::PATCH, format!("/tasks/{id}"))
+        .json(json!({"title": "thrice"}))
+        .send()
+        .await;
+    assert_eq!(other.etag(), "\"3\"");
+    let p2 = patch().await;
+    assert_eq!(p2.status, StatusCode::OK);
+    assert_eq!(p2.raw, p1.raw);
+    assert_eq!(p2.etag(), "\"2\"");
+
+    let delete = || {
+        ctx.call(Method::DELETE, format!("/tasks/{id}"))
+            .header("idempotency-key", "delete-1")
+            .send()
+    };
+    let d1 = delete().await;
+    assert_eq!(d1.status, StatusCode::NO_CONTENT, "{d1:?}");
+    let d2 = delete().await;
+    assert_eq!(
+        d2.status,
+        StatusCode::NO_CONTENT,
+        "a retried delete is not a 404: {d2:?}"
+    );
+    assert_eq!(d2.etag(), d1.etag());
+    assert_eq!(ctx.event_count().await, 4);
+
+    // Keys are per user.
+    let other_user = ctx.dep.token_for(Uuid::now_v7(), events::Role::User);
+    let r = ctx
+        .call(Method::POST, "/tasks")
+        .token(Some(other_user))
+        .header("idempotency-key", &key)
+        .json(json!({"title": "once", "tags": ["a"]}))
+        .send()
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_ne!(r.body["id"], first.body["id"]);
+    assert_eq!(ctx.event_count().await, 5);
+}
+
+#[tokio::test]
+async fn the_same_key_with_another_body_is_422() {
+    let ctx = setup().await;
+    let first = ctx
+        .call(Method::POST, "/tasks")
+        .header("idempotency-key", "k-1")
+        .json(json!({"title": "one"}))
+        .send()
+        .await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    let r = ctx
+        .call(Method::POST, "/tasks")
+        .header("idempotency-key", "k-1")
+        .json(json!({"title": "two"}))
+        .send()
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{r:?}");
+    assert!(
+        problem_type(&r).ends_with("/idempotency-key-reused"),
+        "{r:?}"
+    );
+    assert_eq!(ctx.event_count().await, 1);
+
+    let r = ctx
+        .call(Method::POST, "/tasks")
+        .header("idempotency-key", &"k".repeat(256))
+        .json(json!({"title": "one"}))
+        .send()
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{r:?}");
+    let r = ctx
+        .call(Method::POST, "/tasks")
+        .header("idempotency-key", &"k".repeat(255))
+        .json(json!({"title": "one"}))
+        .send()
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+    assert_eq!(ctx.event_count().await, 2);
+}
+
+#[tokio::test]
+async fn concurrent_requests_with_one_key_append_once() {
+    let ctx = setup().await;
+    let calls = (0..20).map(|_| {
+        ctx.call(Method::POST, "/tasks")
+            .header("idempotency-key", "race")
+            .json(json!({"title": "raced"}))
+            .send()
+    });
+    let replies = futures::future::join_all(calls).await;
+    assert!(
+        replies.iter().all(|r| r.status == StatusCode::CREATED),
+        "{replies:?}"
+    );
+    let bodies: HashSet<&[u8]> = replies.iter().map(|r| r.raw.as_slice()).collect();
+    assert_eq!(bodies.len(), 1, "every caller sees the one response");
+    assert_eq!(ctx.event_count().await, 1);
+}
+
+// ----------------------------------------------------------------- OpenAPI
+
+#[tokio::test]
+async fn openapi_document_describes_the_commands() {
+    let ctx = setup().await;
+    let r = ctx
+        .call(Method::GET, "/openapi.json")
+        .token(None)
+        .send()
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    let doc = &r.body;
+    for (path, method) in [
+        ("/tasks", "post"),
+        ("/tasks/{id}", "patch"),
+        ("/tasks/{id}", "delete"),
+        ("/tasks/{id}/status", "post"),
+    ] {
+        let op = &doc["paths"][path][method];
+        assert!(op.is_object(), "{method} {path} missing");
+        assert_eq!(op["security"][0]["bearer"], json!([]), "{method} {path}");
+        let params: Vec<&str> = op["parameters"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|p| p["name"].as_str()).collect())
+            .unwrap_or_default();
+        assert!(
+            params.contains(&"Idempotency-Key"),
+            "{method} {path}: {params:?}"
+        );
+        if path != "/tasks" {
+            assert!(params.contains(&"If-Match"), "{method} {path}: {params:?}");
+        }
+        let ok = op["responses"]
+            .as_object()
+            .and_then(|m| {
+                m.iter()
+                    .find(|(k, _)| k.starts_with('2'))
+                    .map(|(_, v)| v.clone())
+            })
+            .unwrap_or(Value::Null);
+        assert!(ok["headers"]["ETag"].is_object(), "{method} {path}");
+        assert!(
+            ok["headers"]["X-Consistency-Token"].is_object(),
+            "{method} {path}"
+        );
+        assert!(op["responses"]["404"].is_object() || path == "/tasks");
+    }
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    for schema in [
+        "Problem",
+        "TaskResponse",
+        "CreateTaskRequest",
+        "UpdateTaskRequest",
+    ] {
+        assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
+    }
+}
+
+// ------------------------------------------------------------- event store
+
+fn meta(actor: Uuid) -> EventMeta {
+    EventMeta {
+        actor,
+        correlation_id: Uuid::now_v7(),
+        causation_id: None,
+        occurred_at: chrono::Utc::now(),
+    }
+}
+
+fn task_created(owner: Uuid, title: &str) -> Event {
+    Event::Task(TaskEvent::Created(TaskCreated {
+        owner_id: owner,
+        title: title.into(),
+        description: String::new(),
+        status: TaskStatus::Todo,
+        priority: Priority::Medium,
+        due_at: None,
+        tags: vec![],
+    }))
+}
+
+fn task_renamed(title: &str) -> Event {
+    Event::Task(TaskEvent::Updated(events::TaskUpdated {
+        title: Some(title.into()),
+        ..Default::default()
+    }))
+}
+
+#[tokio::test]
+async fn concurrent_appends_at_one_expected_version_conflict() {
+    let dep = Deployment::fresh().await;
+    let db = pool(&dep).await;
+    let stream = Uuid::now_v7();
+    let owner = Uuid::now_v7();
+    let mut conn = db.acquire().await.unwrap();
+    store::append(
+        &mut conn,
+        stream,
+        ExpectedVersion::Exact(0),
+        &[task_created(owner, "t")],
+        meta(owner),
+    )
+    .await
+    .unwrap();
+    drop(conn);
+
+    let writers = (0..10).map(|i| {
+        let db = db.clone();
+        async move {
+            let mut tx = db.begin().await.unwrap();
+            let r = store::append(
+                &mut tx,
+                stream,
+                ExpectedVersion::Exact(1),
+                &[task_renamed(&format!("w{i}"))],
+                meta(owner),
+            )
+            .await;
+            // Hold the transaction open a little so the writers overlap.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            match r {
+                Ok(_) => tx.commit().await.map(|_| true).unwrap(),
+                Err(AppendError::Conflict { .. }) => false,
+                Err(e) => panic!("append failed: {e}"),
+            }
+        }
+    });
+    let outcomes = futures::future::join_all(writers).await;
+    assert_eq!(
+        outcomes.iter().filter(|won| **won).count(),
+        1,
+        "{outcomes:?}"
+    );
+    let versions: Vec<u64> = store::load_stream(&db, stream)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.version)
+        .collect();
+    assert_eq!(versions, [1, 2]);
+
+    let mut conn = db.acquire().await.unwrap();
+    let stale = store::append(
+        &mut conn,
+        stream,
+        ExpectedVersion::Exact(1),
+        &[task_renamed("x")],
+        meta(owner),
+    )
+    .await;
+    assert!(
+        matches!(
+            stale,
+            Err(AppendError::Conflict {
+                actual: Some(2),
+                ..
+            })
+        ),
+        "{stale:?}"
+    );
+}
+
+#[tokio::test]
+async fn events_are_immutable() {
+    let dep = Deployment::fresh().await;
+    let db = pool(&dep).await;
+    let stream = Uuid::now_v7();
+    let mut conn = db.acquire().await.unwrap();
+    store::append(
+        &mut conn,
+        stream,
+        ExpectedVersion::Exact(0),
+        &[task_created(stream, "t")],
+        meta(stream),
+    )
+    .await
+    .unwrap();
+    for sql in [
+        "UPDATE events SET data = '{}'::jsonb",
+        "UPDATE events SET version = 7",
+        "DELETE FROM events",
+        "TRUNCATE events CASCADE",
+    ] {
+        let r = sqlx::query(sql).execute(&db).await;
+        assert!(r.is_err(), "{sql} succeeded");
+    }
+    let history = store::load_stream(&db, stream).await.unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].data["title"], "t");
+}
+
+// -------------------------------------------------------------------- relay
+
+/// One message as a consumer sees it.
+#[derive(Debug, Clone)]
+struct Published {
+    partition: i32,
+    offset: i64,
+    key: String,
+    type_header: Option<String>,
+    schema_header: Option<String>,
+    timestamp_ms: Option<i64>,
+    envelope: EventEnvelope,
+}
+
+/// Reads `topic` from the beginning until `enough` holds, then `linger`
+/// longer (to catch duplicates), or panics after `timeout`.
+async fn read_topic(
+    topic: &str,
+    enough: impl Fn(&[Published]) -> bool,
+    linger: Duration,
+    timeout: Duration,
+) -> Vec<Published> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &servers().kafka_brokers)
+        .set("group.id", unique("commands-test-"))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..events::topics::EVENT_TOPIC_PARTITIONS {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).expect("assign");
+    let deadline = Instant::now() + timeout;
+    let mut out: Vec<Published> = Vec::new();
+    let mut satisfied_at: Option<Instant> = None;
+    loop {
+        if satisfied_at.is_none() && enough(&out) {
+            satisfied_at = Some(Instant::now());
+        }
+        if satisfied_at.is_some_and(|t| t.elapsed() >= linger) {
+            return out;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} reading {topic}: got {} messages",
+            out.len()
+        );
+        if let Ok(Ok(m)) = tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await {
+            out.push(Published {
+                partition: m.partition(),
+                offset: m.offset(),
+                key: m
+                    .key()
+                    .map(|k| String::from_utf8_lossy(k).into_owned())
+                    .unwrap_or_default(),
+                type_header: events::kafka::header_str(&m, "type").map(str::to_owned),
+                schema_header: events::kafka::header_str(&m, "schema").map(str::to_owned),
+                timestamp_ms: m.timestamp().to_millis(),
+                envelope: events::kafka::envelope_of(&m).expect("envelope"),
+            });
+        }
+    }
+}
+
+async fn all_events(db: &PgPool) -> Vec<EventEnvelope> {
+    let rows = sqlx::query(&format!(
+        "SELECT {} FROM events ORDER BY global_position",
+        store::ENVELOPE_COLUMNS
+    ))
+    .fetch_all(db)
+    .await
+    .unwrap();
+    rows.iter()
+        .map(|r| store::envelope_from_row(r).unwrap())
+        .collect()
+}
+
+async fn outbox_len(db: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM event_outbox")
+        .fetch_one(db)
+        .await
+        .unwrap()
+}
+
+/// Every event of the table is on the topic exactly once, keyed by its
+/// stream, with type/schema headers, in version order per stream.
+fn assert_published_once_in_order(stored: &[EventEnvelope], published: &[Published]) {
+    let mut seen: HashMap<Uuid, usize> = HashMap::new();
+    for p in published {
+        *seen.entry(p.envelope.event_id).or_default() += 1;
+        assert_eq!(p.key, p.envelope.stream_id.to_string(), "key = stream id");
+        assert_eq!(
+            p.type_header.as_deref(),
+            Some(p.envelope.event_type.as_str())
+        );
+        assert_eq!(p.schema_header, Some(p.envelope.schema.to_string()));
+    }
+    let dupes: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(dupes.is_empty(), "published more than once: {dupes:?}");
+    for e in stored {
+        assert_eq!(
+            seen.get(&e.event_id),
+            Some(&1),
+            "event {} v{} missing",
+            e.stream_id,
+            e.version
+        );
+        let on_topic = published
+            .iter()
+            .find(|p| p.envelope.event_id == e.event_id)
+            .unwrap();
+        assert_eq!(
+            &on_topic.envelope, e,
+            "the topic carries the stored envelope"
+        );
+    }
+    assert_eq!(published.len(), stored.len());
+    // Per stream: one partition, offsets increase with versions 1, 2, 3...
+    let mut streams: HashMap<Uuid, Vec<&Published>> = HashMap::new();
+    for p in published {
+        streams.entry(p.envelope.stream_id).or_default().push(p);
+    }
+    for (stream, mut msgs) in streams {
+        let partitions: HashSet<i32> = msgs.iter().map(|p| p.partition).collect();
+        assert_eq!(
+            partitions.len(),
+            1,
+            "stream {stream} spread over {partitions:?}"
+        );
+        msgs.sort_by_key(|p| p.offset);
+        let versions: Vec<u64> = msgs.iter().map(|p| p.envelope.version).collect();
+        assert_eq!(
+            versions,
+            (1..=msgs.len() as u64).collect::<Vec<_>>(),
+            "stream {stream}"
+        );
+    }
+}
+
+/// Writes a few tasks with several events each through `cmd`.
+async fn write_tasks(cmd: &Running, token: &str, tasks: usize) {
+    for i in 0..tasks {
+        let r = http()
+            .post(cmd.url("/tasks"))
+            .bearer_auth(token)
+            .json(&json!({"title": format!("task {i}")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let id = r.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        for (j, status) in ["in_progress", "done"].iter().enumerate() {
+            let r = http()
+                .patch(cmd.url(&format!("/tasks/{id}")))
+                .bearer_auth(token)
+                .json(&json!({"title": format!("task {i}.{j}")}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+            let r = http()
+                .post(cmd.url(&format!("/tasks/{id}/status")))
+                .bearer_auth(token)
+                .json(&json!({ "status": status }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+        }
+    }
+}
+
+#[tokio::test]
+async fn relay_publishes_every_event_keyed_with_headers_in_stream_order() {
+    let dep = Deployment::fresh().await;
+    let cmd = spawn_command_api_alone(&dep).await;
+    let db = pool(&dep).await;
+    let token = dep.token_for(Uuid::now_v7(), events::Role::User);
+    write_tasks(&cmd, &token, 6).await;
+    let stored = all_events(&db).await;
+    assert_eq!(stored.len(), 6 * 5);
+    let topic = events::topics::Topics::with_prefix(dep.topic_prefix.clone()).task_events();
+    let n = stored.len();
+    let published = read_topic(
+        &topic,
+        |p| p.len() >= n,
+        Duration::from_secs(1),
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_published_once_in_order(&stored, &published);
+    eventually("outbox drained", Duration::from_secs(10), || async {
+        (outbox_len(&db).await == 0).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn relay_restart_publishes_what_was_committed_while_it_was_down() {
+    let dep = Deployment::fresh().await;
+    let mut cmd = spawn_command_api_alone(&dep).await;
+    let db = pool(&dep).await;
+    let token = dep.token_for(Uuid::now_v7(), events::Role::User);
+    write_tasks(&cmd, &token, 1).await;
+    eventually("outbox drained", Duration::from_secs(10), || async {
+        (outbox_len(&db).await == 0).then_some(())
+    })
+    .await;
+    stop(&mut cmd).await;
+
+    // Committed while no relay runs: it waits in the outbox.
+    let stream = Uuid::now_v7();
+    let mut tx = db.begin().await.unwrap();
+    store::append(
+        &mut tx,
+        stream,
+        ExpectedVersion::Exact(0),
+        &[
+            task_created(stream, "while down"),
+            task_renamed("still down"),
+        ],
+        meta(stream),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        outbox_len(&db).await,
+        2,
+        "nothing published without a relay"
+    );
+
+    let _cmd = spawn_command_api_alone(&dep).await;
+    let topic = events::topics::Topics::with_prefix(dep.topic_prefix.clone()).task_events();
+    let stored = all_events(&db).await;
+    let n = stored.len();
+    let published = read_topic(
+        &topic,
+        |p| p.len() >= n,
+        Duration::from_secs(1),
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_published_once_in_order(&stored, &published);
+    assert!(published.iter().any(|p| p.envelope.stream_id == stream));
+}
+
+#[tokio::test]
+async fn two_relays_publish_each_event_once_in_order() {
+    let dep = Deployment::fresh().await;
+    let mut first = spawn_command_api_alone(&dep).await;
+    let second = spawn_command_api_alone(&dep).await;
+    let db = pool(&dep).await;
+    let token = dep.token_for(Uuid::now_v7(), events::Role::User);
+    // Both instances take writes; both relays compete for the outbox.
+    tokio::join!(
+        write_tasks(&first, &token, 4),
+        write_tasks(&second, &token, 4)
+    );
+    // The publishing one stops; the other takes over for what follows.
+    stop(&mut first).await;
+    write_tasks(&second, &token, 3).await;
+    let stored = all_events(&db).await;
+    assert_eq!(stored.len(), 11 * 5);
+    let topic = events::topics::Topics::with_prefix(dep.topic_prefix.clone()).task_events();
+    let n = stored.len();
+    let published = read_topic(
+        &topic,
+        |p| p.len() >= n,
+        Duration::from_secs(2),
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_published_once_in_order(&stored, &published);
+}
+
+#[tokio::test]
+async fn commit_to_kafka_latency_is_well_under_a_second_when_idle() {
+    let dep = Deployment::fresh().await;
+    let cmd = spawn_command_api_alone(&dep).await;
+    let token = dep.token_for(Uuid::now_v7(), events::Role::User);
+    let topic = events::topics::Topics::with_prefix(dep.topic_prefix.clone()).task_events();
+    let samples = 5;
+    for i in 0..samples {
+        // Idle: the relay is parked, waiting for a notification.
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let r = http()
+            .post(cmd.url("/tasks"))
+            .bearer_auth(&token)
+            .json(&json!({ "title": format!("latency {i}") }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    let published = read_topic(
+        &topic,
+        |p| p.len() >= samples,
+        Duration::ZERO,
+        Duration::from_secs(30),
+    )
+    .await;
+    // Producer timestamp minus the moment the command was stamped (just
+    // before its transaction): an upper bound of commit → Kafka.
+    let mut lags: Vec<i64> = published
+        .iter()
+        .map(|p| p.timestamp_ms.expect("timestamp") - p.envelope.occurred_at.timestamp_millis())
+        .collect();
+    lags.sort();
+    eprintln!("command → Kafka lag (ms), sorted: {lags:?}");
+    assert!(lags.iter().all(|l| *l < 2_000), "lags {lags:?}");
+}
