@@ -6,6 +6,7 @@
 pub mod config;
 pub mod consumer;
 pub mod mongo;
+pub mod replay;
 pub mod startup;
 pub mod views;
 

@@ -14,14 +14,53 @@ struct Cli {
 enum Command {
     /// Consume the event topics and keep the views up to date (the default).
     Run,
+    /// Stream events from the Kafka log as NDJSON, for ad-hoc analysis.
+    ///
+    /// Reads up to the log's end as of the start, without joining any
+    /// consumer group; progress (events/s, ETA) and a summary go to stderr.
+    Replay(ReplayArgs),
+}
+
+#[derive(clap::Args)]
+struct ReplayArgs {
+    /// `beginning`, or an RFC 3339 time (found with Kafka's offsets-for-times).
+    #[arg(long, default_value = "beginning")]
+    from: projector::replay::ReplayFrom,
+    /// Only these event types, comma-separated (e.g. `task.status_changed,task.created`).
+    #[arg(long = "type", value_delimiter = ',')]
+    types: Vec<String>,
+    /// Output format (NDJSON: one event envelope per line).
+    #[arg(long, value_enum, default_value_t = Format::Ndjson)]
+    format: Format,
+    /// Write to this file instead of stdout.
+    #[arg(long)]
+    output: Option<std::path::PathBuf>,
+    /// Which logs to read.
+    #[arg(long, value_enum, default_value_t = Streams::All)]
+    streams: Streams,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Format {
+    Ndjson,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Streams {
+    All,
+    Tasks,
+    Users,
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    service::telemetry::init();
     let result = match cli.command.unwrap_or(Command::Run) {
         Command::Run => run().await,
+        Command::Replay(args) => replay(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -34,10 +73,54 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run() -> anyhow::Result<()> {
+    // Logs go to stdout as JSON; the offline subcommands keep stdout for data.
+    service::telemetry::init();
     let config = Config::from_env()?;
     let app = Application::build(config).await?;
     tracing::info!(port = app.port(), "projector listening");
     app.run_until_stopped(service::shutdown::on_signal())
         .await?;
+    Ok(())
+}
+
+fn replay(args: ReplayArgs) -> anyhow::Result<()> {
+    use std::io::{IsTerminal, Write};
+    let config = Config::from_env()?;
+    let topics = events::topics::Topics::with_prefix(config.topic_prefix.clone());
+    let Format::Ndjson = args.format;
+    let options = projector::replay::ReplayOptions {
+        brokers: config.kafka_brokers.clone(),
+        topics: match args.streams {
+            Streams::All => vec![topics.task_events(), topics.user_events()],
+            Streams::Tasks => vec![topics.task_events()],
+            Streams::Users => vec![topics.user_events()],
+        },
+        from: args.from,
+        types: (!args.types.is_empty())
+            .then(|| args.types.iter().map(|t| t.trim().to_owned()).collect()),
+        progress: !args.quiet && std::io::stderr().is_terminal(),
+    };
+    let summary = match &args.output {
+        Some(path) => {
+            let file = std::fs::File::create(path)
+                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+            let mut out = std::io::BufWriter::new(file);
+            projector::replay::replay(&options, &mut out)?
+        }
+        None => {
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            let s = projector::replay::replay(&options, &mut out)?;
+            out.flush()?;
+            s
+        }
+    };
+    eprintln!(
+        "replay: {} events read, {} written in {:.2?} ({:.0} events/s)",
+        summary.read,
+        summary.written,
+        summary.elapsed,
+        summary.rate()
+    );
     Ok(())
 }

@@ -162,11 +162,16 @@ impl Deployment {
             group_id: format!("projector-{}", self.mongodb_database),
             mongodb_url: servers().mongodb_url.clone(),
             mongodb_database: self.mongodb_database.clone(),
+            batch_max_messages: 500,
         }
     }
 
     pub async fn spawn_projector(&self) -> Running {
-        let app = projector::Application::build(self.projector_config())
+        self.spawn_projector_with(self.projector_config()).await
+    }
+
+    pub async fn spawn_projector_with(&self, config: projector::Config) -> Running {
+        let app = projector::Application::build(config)
             .await
             .expect("projector starts");
         spawn(app.port(), |stop| app.run_until_stopped(stop))
@@ -310,4 +315,21 @@ impl Deployment {
         .expect("sign token")
         .0
     }
+}
+
+/// Path of one of the workspace's binaries (`scripts/test` builds them first).
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // .../target/debug/deps/<test>-<hash> → .../target/debug/<name>
+    let path = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .expect("target dir")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first (`cargo build --workspace --bins`, as scripts/test does)",
+        path.display()
+    );
+    path
 }

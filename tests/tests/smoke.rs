@@ -11,27 +11,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
-use tests::{http, servers, unique, Deployment};
-
-/// The directory holding the workspace's binaries (`scripts/test` builds them first).
-fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // .../target/debug/deps/smoke-<hash> → .../target/debug
-    exe.parent()
-        .and_then(|p| p.parent())
-        .expect("target dir")
-        .to_path_buf()
-}
-
-fn binary(name: &str) -> PathBuf {
-    let path = bin_dir().join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: build the binaries first (`cargo build --workspace --bins`, as scripts/test does)",
-        path.display()
-    );
-    path
-}
+use tests::{binary, http, servers, unique, Deployment};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
