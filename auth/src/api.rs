@@ -1,5 +1,7 @@
 //! Auth's REST endpoints and their OpenAPI document.
 
+use std::net::IpAddr;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Router;
@@ -150,10 +152,7 @@ async fn register(
     CorrelationId(correlation_id): CorrelationId,
     Json(body): Json<RegisterRequest>,
 ) -> Result<(StatusCode, Json<UserResponse>), ApiError> {
-    state
-        .limits
-        .check(Attempt::Register, ip, &normalise_email(&body.email))
-        .map_err(ApiError::RateLimited)?;
+    limit(&state, Attempt::Register, ip, &normalise_email(&body.email))?;
 
     let mut errors = Vec::new();
     let email = Email::parse(&body.email)
@@ -200,6 +199,7 @@ async fn register(
         },
     )
     .await?;
+    metrics::counter!("auth_registrations_total").increment(1);
     tracing::info!(user_id = %user.id, role = user.role.as_str(), "user registered");
     Ok((StatusCode::CREATED, Json(UserResponse::from(&user))))
 }
@@ -223,10 +223,7 @@ async fn login(
     Json(body): Json<LoginRequest>,
 ) -> Result<Json<TokenResponse>, ApiError> {
     let email = normalise_email(&body.email);
-    state
-        .limits
-        .check(Attempt::Login, ip, &email)
-        .map_err(ApiError::RateLimited)?;
+    limit(&state, Attempt::Login, ip, &email)?;
     let user = users::find_by_email(&state.pool, &email).await?;
     // Unknown emails verify against a dummy hash: the same argon2 work, so
     // the answer's timing does not tell which emails have accounts.
@@ -236,10 +233,26 @@ async fn login(
     let matches = password::verify(body.password.0, hash).await?;
     let user = match user {
         Some(u) if matches && u.active => u,
-        _ => return Err(ApiError::InvalidCredentials),
+        _ => {
+            metrics::counter!("auth_logins_total", "outcome" => "failure").increment(1);
+            return Err(ApiError::InvalidCredentials);
+        }
     };
+    metrics::counter!("auth_logins_total", "outcome" => "success").increment(1);
     let refresh = users::start_session(&state.pool, user.id).await?;
     Ok(Json(token_response(&state, &user, refresh)?))
+}
+
+/// Counts an attempt against the per-IP and per-email limits.
+fn limit(state: &AppState, attempt: Attempt, ip: IpAddr, email: &str) -> Result<(), ApiError> {
+    state.limits.check(attempt, ip, email).map_err(|retry| {
+        let attempt = match attempt {
+            Attempt::Login => "login",
+            Attempt::Register => "register",
+        };
+        metrics::counter!("auth_rate_limited_total", "attempt" => attempt).increment(1);
+        ApiError::RateLimited(retry)
+    })
 }
 
 fn token_response(

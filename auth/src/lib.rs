@@ -25,6 +25,13 @@
 //! IP is the connection's peer: forwarding headers are not trusted. Bodies
 //! over 64 KiB are refused with 413, unknown JSON fields with 422.
 //!
+//! # Deactivation
+//!
+//! A deactivated user cannot log in or refresh, and their refresh tokens are
+//! revoked at once; auth's own endpoints refuse their access tokens too. The
+//! APIs verify tokens locally, so an access token issued before deactivation
+//! works there until it expires (15 minutes at most).
+//!
 //! # Secrets
 //!
 //! Passwords are hashed with argon2id (m = 19 MiB, t = 2, p = 1) and refresh

@@ -93,8 +93,21 @@ impl AttemptLimits {
     /// Counts one attempt from `ip` naming `email` (already normalised, so
     /// letter case cannot dodge the limit).
     pub fn check(&self, attempt: Attempt, ip: IpAddr, email: &str) -> Result<(), RetryAfter> {
-        self.per_ip.check((attempt, ip))?;
+        self.per_ip.check((attempt, client_bucket(ip)))?;
         self.per_email.check((attempt, email.to_owned()))
+    }
+}
+
+/// The key one client is limited under. An IPv6 client usually holds a whole
+/// /64, so it is limited as one; an IPv4-mapped address counts as the IPv4 one.
+fn client_bucket(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let mut segments = v6.segments();
+            segments[4..].fill(0);
+            IpAddr::V6(segments.into())
+        }
+        v4 => v4,
     }
 }
 
@@ -137,6 +150,25 @@ mod tests {
         assert_eq!(l.check_at("a", t0), Ok(()));
         assert_eq!(l.check_at("a", t0), Err(RetryAfter(PERIOD)));
         assert_eq!(l.check_at("a", t0 + PERIOD), Ok(()));
+    }
+
+    #[test]
+    fn ipv6_clients_are_limited_per_64_and_mapped_ipv4_as_ipv4() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            client_bucket(ip("2001:db8:1:2:aaaa::1")),
+            ip("2001:db8:1:2::")
+        );
+        assert_eq!(client_bucket(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(client_bucket(ip("192.0.2.7")), ip("192.0.2.7"));
+        let limits = AttemptLimits::new(NonZeroU32::MIN, NonZeroU32::MAX);
+        assert!(limits.check(Attempt::Login, ip("2001:db8::1"), "a").is_ok());
+        assert!(limits
+            .check(Attempt::Login, ip("2001:db8::2"), "b")
+            .is_err());
+        assert!(limits
+            .check(Attempt::Register, ip("2001:db8::2"), "b")
+            .is_ok());
     }
 
     #[test]

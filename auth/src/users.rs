@@ -256,6 +256,7 @@ pub async fn rotate(pool: &PgPool, presented: &str) -> Result<(User, RefreshToke
     if row.try_get::<bool, _>("rotated")? {
         revoke_family_on(&mut tx, family_id).await?;
         tx.commit().await?;
+        metrics::counter!("auth_refresh_token_reuse_total").increment(1);
         tracing::warn!(%user_id, %family_id, "rotated refresh token reused; family revoked");
         return Err(ApiError::InvalidRefreshToken);
     }
