@@ -18,6 +18,8 @@ pub struct Config {
     pub mongodb_url: String,
     /// `PROJECTOR_MONGODB_DATABASE`, default `taskstream`.
     pub mongodb_database: String,
+    /// `PROJECTOR_BATCH_MAX_MESSAGES`: events applied per MongoDB round trip, default 500.
+    pub batch_max_messages: usize,
 }
 
 impl Config {
@@ -35,6 +37,15 @@ impl Config {
                 "mongodb://127.0.0.1:27017/?retryWrites=false".to_owned(),
             )?,
             mongodb_database: env_or("PROJECTOR_MONGODB_DATABASE", "taskstream".to_owned())?,
+            batch_max_messages: match env_or("PROJECTOR_BATCH_MAX_MESSAGES", 500usize)? {
+                0 => {
+                    return Err(ConfigError {
+                        var: "PROJECTOR_BATCH_MAX_MESSAGES".into(),
+                        reason: "must be at least 1".into(),
+                    })
+                }
+                n => n,
+            },
         })
     }
 }

@@ -40,7 +40,10 @@ impl Application {
             producer,
             db.clone(),
             topics,
-            BatchSettings::default(),
+            BatchSettings {
+                max_messages: config.batch_max_messages.max(1),
+                ..BatchSettings::default()
+            },
         )?;
         let listener = service::http::bind(config.listen_addr).await?;
         let router = service::http::finish(Router::new().merge(service::health::routes(
