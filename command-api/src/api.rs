@@ -20,7 +20,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::domain::{
-    Action, CreateTask, Description, DomainError, Invalid, Tags, TaskTitle, UpdateTask,
+    Action, Command, CreateTask, Description, DomainError, Invalid, Tags, TaskTitle, UpdateTask,
 };
 use crate::idempotency::{IdempotencyKey, Scope, StoredResponse, REPLAYED_HEADER};
 use crate::startup::AppState;
@@ -463,8 +463,12 @@ pub async fn create_task(
     };
     let write = tasks::Write {
         task_id: Uuid::now_v7(),
-        actor: user.id,
-        action,
+        command: Command {
+            actor: user.id,
+            // The one clock read of a command: it becomes the events' occurred_at.
+            at: Utc::now(),
+            action,
+        },
         if_match: None,
         correlation_id: correlation_id(&headers),
         idempotency: scope,
@@ -520,8 +524,12 @@ pub async fn update_task(
     };
     let write = tasks::Write {
         task_id: id,
-        actor: user.id,
-        action,
+        command: Command {
+            actor: user.id,
+            // The one clock read of a command: it becomes the events' occurred_at.
+            at: Utc::now(),
+            action,
+        },
         if_match,
         correlation_id: correlation_id(&headers),
         idempotency: scope,
@@ -575,8 +583,12 @@ pub async fn change_status(
     };
     let write = tasks::Write {
         task_id: id,
-        actor: user.id,
-        action: Action::ChangeStatus(body.value.status),
+        command: Command {
+            actor: user.id,
+            // The one clock read of a command: it becomes the events' occurred_at.
+            at: Utc::now(),
+            action: Action::ChangeStatus(body.value.status),
+        },
         if_match,
         correlation_id: correlation_id(&headers),
         idempotency: scope,
@@ -624,8 +636,12 @@ pub async fn delete_task(
     };
     let write = tasks::Write {
         task_id: id,
-        actor: user.id,
-        action: Action::Delete,
+        command: Command {
+            actor: user.id,
+            // The one clock read of a command: it becomes the events' occurred_at.
+            at: Utc::now(),
+            action: Action::Delete,
+        },
         if_match,
         correlation_id: correlation_id(&headers),
         idempotency: scope,

@@ -3,10 +3,10 @@
 //! `decide(&state, command)` says which events a command produces (or why
 //! it is refused); `evolve(state, &event)` folds an event into the state.
 //! Values arrive already parsed (`TaskTitle`, `Description`, `Tags`), so the
-//! aggregate never holds an invalid task. Time is not a business input of
-//! any rule yet: the adapter stamps events with the moment it read the
-//! clock (`EventMeta::occurred_at`), and the history's timestamps live on
-//! the envelopes, not in this state.
+//! aggregate never holds an invalid task. Time comes in with the command
+//! (`Command::at`, read once at the edge); no rule depends on it yet, and
+//! it becomes the events' `occurred_at`, so a task's timestamps live on its
+//! envelopes rather than in this state.
 //!
 //! Deleted tasks: every command on a deleted task is `NotFound` (404), the
 //! same answer as for a task that never existed or belongs to someone else,
@@ -185,10 +185,12 @@ pub enum Action {
     Delete,
 }
 
-/// A command: what to do, and on whose behalf (tasks belong to their creator).
+/// A command: what to do, on whose behalf (tasks belong to their creator),
+/// and when it was issued.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Command {
     pub actor: Uuid,
+    pub at: DateTime<Utc>,
     pub action: Action,
 }
 
@@ -221,7 +223,7 @@ pub fn allowed_transitions(from: TaskStatus) -> Vec<TaskStatus> {
 
 /// The events `command` produces on `state`; an empty list means it changes nothing.
 pub fn decide(state: &TaskState, command: Command) -> Result<Vec<TaskEvent>, DomainError> {
-    let Command { actor, action } = command;
+    let Command { actor, action, .. } = command;
     let task = match (state, &action) {
         (TaskState::Absent, Action::Create(_)) => None,
         (_, Action::Create(_)) => return Err(DomainError::AlreadyExists),
@@ -421,7 +423,14 @@ mod tests {
         expected: Result<Vec<TaskEvent>, DomainError>,
     ) {
         let state = fold(&history);
-        let got = decide(&state, Command { actor, action });
+        let got = decide(
+            &state,
+            Command {
+                actor,
+                at: due("2026-11-25T00:00:00Z"),
+                action,
+            },
+        );
         assert_eq!(got, expected, "case `{name}`");
     }
 
@@ -770,6 +779,7 @@ mod tests {
                     &fold(&at(from)),
                     Command {
                         actor: owner(),
+                        at: due("2026-11-25T00:00:00Z"),
                         action: Action::ChangeStatus(to),
                     },
                 )

@@ -16,6 +16,9 @@ use crate::api;
 use crate::config::Config;
 use crate::idempotency;
 
+/// Postgres connections per command-api process (the relay takes two more).
+pub const POOL_SIZE: u32 = 20;
+
 #[derive(Clone)]
 pub struct AppState {
     pub pool: PgPool,
@@ -39,7 +42,7 @@ impl Application {
     /// Connects to Postgres (and migrates), prepares Kafka, fetches the
     /// token keys, binds the port. `verifier` overrides the JWKS fetch (tests).
     pub async fn build(config: Config, verifier: Option<TokenVerifier>) -> anyhow::Result<Self> {
-        let pool = events::store::connect_and_migrate(&config.database_url, 20)
+        let pool = events::store::connect_and_migrate(&config.database_url, POOL_SIZE)
             .await
             .map_err(anyhow::Error::msg)?;
         let topics = Topics::with_prefix(config.topic_prefix.clone());

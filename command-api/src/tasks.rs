@@ -67,8 +67,7 @@ impl TaskSnapshot {
 /// A command as the HTTP layer hands it over.
 pub struct Write {
     pub task_id: Uuid,
-    pub actor: Uuid,
-    pub action: Action,
+    pub command: Command,
     /// `If-Match`: the version the client saw.
     pub if_match: Option<StreamVersion>,
     pub correlation_id: Uuid,
@@ -117,7 +116,8 @@ pub async fn execute(
     write: Write,
     render: impl Fn(&Written) -> StoredResponse,
 ) -> Result<Outcome, WriteError> {
-    let creating = matches!(write.action, Action::Create(_));
+    let creating = matches!(write.command.action, Action::Create(_));
+    let actor = write.command.actor;
     for _ in 0..MAX_ATTEMPTS {
         let mut tx = pool.begin().await?;
         if let Some(scope) = &write.idempotency {
@@ -135,7 +135,7 @@ pub async fn execute(
         let snapshot = TaskSnapshot::fold(write.task_id, &history)?;
         // Existence and ownership come before the precondition: a task the
         // caller cannot see has no version to compare against.
-        let visible = snapshot.task().is_some_and(|t| t.owner_id == write.actor);
+        let visible = snapshot.task().is_some_and(|t| t.owner_id == actor);
         if !creating && !visible {
             return Err(DomainError::NotFound.into());
         }
@@ -146,13 +146,7 @@ pub async fn execute(
                 });
             }
         }
-        let decided = domain::decide(
-            &snapshot.state,
-            Command {
-                actor: write.actor,
-                action: write.action.clone(),
-            },
-        )?;
+        let decided = domain::decide(&snapshot.state, write.command.clone())?;
         let mut written = Written {
             snapshot,
             appended: Vec::new(),
@@ -165,10 +159,10 @@ pub async fn execute(
             };
             let events: Vec<Event> = decided.into_iter().map(Event::Task).collect();
             let meta = EventMeta {
-                actor: write.actor,
+                actor,
                 correlation_id: write.correlation_id,
                 causation_id: None,
-                occurred_at: Utc::now(),
+                occurred_at: write.command.at,
             };
             match store::append(&mut tx, write.task_id, expected, &events, meta).await {
                 Ok(envelopes) => {

@@ -1,0 +1,282 @@
+//! Benchmark of the command side (see `bench/README.md` for figures).
+//!
+//! Starts command-api in this process against a fresh database and topic
+//! prefix on the local servers, then measures:
+//! 1. create-task commands per second over HTTP at each concurrency, p50/p99;
+//! 2. raw Postgres single-row-insert transactions per second through sqlx
+//!    with the service's pool size and the same concurrency (the ceiling);
+//! 3. command → Kafka publication lag p50/p99 with commands paced at half
+//!    the peak rate, measured from the event's `occurred_at` (stamped just
+//!    before its transaction) to its arrival at a Kafka consumer.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use command_api::{Application, Config};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use sqlx::Connection;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+#[derive(Parser, Debug)]
+#[command(about = "taskstream command-side benchmark")]
+struct Args {
+    /// Admin database URL; a fresh database is created next to it.
+    #[arg(
+        long,
+        env = "BENCH_DATABASE_URL",
+        default_value = "postgres://taskstream:taskstream@127.0.0.1:55432/postgres"
+    )]
+    database_url: String,
+    #[arg(long, env = "BENCH_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    kafka_brokers: String,
+    /// Client concurrencies to measure.
+    #[arg(long, value_delimiter = ',', default_value = "16,64")]
+    concurrency: Vec<usize>,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let run = Uuid::new_v4().simple().to_string();
+    let db_url = fresh_database(&args.database_url, &format!("bench_{run}")).await?;
+    let prefix = format!("bench-{run}-");
+
+    let keys = auth::keys::SigningKeys::generate();
+    let verifier = auth::TokenVerifier::from_jwks(
+        &keys.jwks(),
+        auth::config::DEFAULT_ISSUER,
+        auth::config::DEFAULT_AUDIENCE,
+    )?;
+    let user = Uuid::now_v7();
+    let (token, _) = auth::tokens::issue(
+        &keys,
+        &auth::tokens::AccessTokenRequest {
+            user_id: user,
+            email: "bench@example.test",
+            role: events::Role::User,
+            issuer: auth::config::DEFAULT_ISSUER,
+            audience: auth::config::DEFAULT_AUDIENCE,
+            ttl: chrono::Duration::hours(2),
+        },
+    )?;
+    let config = Config {
+        listen_addr: ([127, 0, 0, 1], 0).into(),
+        database_url: db_url.clone(),
+        kafka_brokers: args.kafka_brokers.clone(),
+        topic_prefix: prefix.clone(),
+        jwks_url: "http://127.0.0.1:9/unused".into(),
+        jwt_issuer: auth::config::DEFAULT_ISSUER.into(),
+        jwt_audience: auth::config::DEFAULT_AUDIENCE.into(),
+    };
+    let app = Application::build(config, Some(verifier)).await?;
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(app.run_until_stopped(stop.clone()));
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(256)
+        .build()?;
+    let duration = Duration::from_secs(args.seconds);
+
+    println!(
+        "pool size {}, {} s per measurement",
+        command_api::startup::POOL_SIZE,
+        args.seconds
+    );
+    let raw_pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(command_api::startup::POOL_SIZE)
+        .connect(&db_url)
+        .await?;
+    sqlx::query("CREATE TABLE bench_rows (id UUID PRIMARY KEY, body JSONB NOT NULL, at TIMESTAMPTZ NOT NULL DEFAULT now())")
+        .execute(&raw_pool)
+        .await?;
+
+    let mut peak: f64 = 0.0;
+    println!("| clients | create/s (HTTP) | p50 ms | p99 ms | raw insert tx/s | ratio |");
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: |");
+    for &c in &args.concurrency {
+        // Warm up connections and caches.
+        http_load(&client, &base, &token, c, Duration::from_secs(1), None).await;
+        let (http_rate, lat) = http_load(&client, &base, &token, c, duration, None).await;
+        let raw_rate = raw_inserts(&raw_pool, c, duration).await;
+        peak = peak.max(http_rate);
+        println!(
+            "| {c} | {http_rate:.0} | {:.1} | {:.1} | {raw_rate:.0} | {:.2} |",
+            pct(&lat, 0.50),
+            pct(&lat, 0.99),
+            http_rate / raw_rate
+        );
+    }
+
+    // Lag at half the peak rate: the consumer is assigned first, so what it
+    // measures is the write path, not a consumer-group join.
+    let topic = events::topics::Topics::with_prefix(prefix).task_events();
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &args.kafka_brokers)
+        .set("group.id", format!("bench-{run}"))
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "5")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..events::topics::EVENT_TOPIC_PARTITIONS {
+        tpl.add_partition_offset(&topic, p, Offset::End)?;
+    }
+    consumer.assign(&tpl)?;
+    // Let the consumer reach the end offsets before writing.
+    let _ = tokio::time::timeout(Duration::from_secs(2), consumer.recv()).await;
+    let rate = (peak / 2.0).max(1.0);
+    let done = Arc::new(AtomicBool::new(false));
+    let collector = {
+        let done = done.clone();
+        tokio::spawn(async move {
+            let mut lags = Vec::new();
+            loop {
+                match tokio::time::timeout(Duration::from_millis(500), consumer.recv()).await {
+                    Ok(Ok(m)) => {
+                        if let Ok(env) = events::kafka::envelope_of(&m) {
+                            let lag = chrono::Utc::now() - env.occurred_at;
+                            lags.push(lag.num_microseconds().unwrap_or(0) as f64 / 1000.0);
+                        }
+                    }
+                    Ok(Err(_)) => {}
+                    Err(_) if done.load(Ordering::Relaxed) => return lags,
+                    Err(_) => {}
+                }
+            }
+        })
+    };
+    http_load(&client, &base, &token, 64, duration, Some(rate)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    done.store(true, Ordering::Relaxed);
+    let mut lags = collector.await?;
+    lags.sort_by(f64::total_cmp);
+    println!();
+    println!(
+        "publication lag at {rate:.0} commands/s (half the peak): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} events",
+        pct(&lags, 0.50),
+        pct(&lags, 0.99),
+        lags.last().copied().unwrap_or(0.0),
+        lags.len()
+    );
+
+    stop.cancel();
+    let _ = server.await;
+    Ok(())
+}
+
+async fn fresh_database(admin: &str, name: &str) -> anyhow::Result<String> {
+    let mut conn = sqlx::PgConnection::connect(admin).await?;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await?;
+    let (base, _) = admin
+        .rsplit_once('/')
+        .ok_or_else(|| anyhow::anyhow!("database URL has no database path: {admin}"))?;
+    Ok(format!("{base}/{name}"))
+}
+
+/// `clients` loops posting creates for `duration`; with `rate`, the whole
+/// load is paced to that many requests per second. Returns (rate, sorted ms).
+async fn http_load(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    clients: usize,
+    duration: Duration,
+    rate: Option<f64>,
+) -> (f64, Vec<f64>) {
+    let start = Instant::now();
+    let interval = rate.map(|r| Duration::from_secs_f64(clients as f64 / r));
+    let workers = (0..clients).map(|i| {
+        let client = client.clone();
+        let url = format!("{base}/tasks");
+        let token = token.to_owned();
+        async move {
+            let mut lat = Vec::new();
+            let mut errors = 0usize;
+            let mut n = 0u64;
+            if let Some(iv) = interval {
+                // Spread the paced clients over one interval.
+                tokio::time::sleep(iv.mul_f64(i as f64 / clients as f64)).await;
+            }
+            let begun = Instant::now();
+            while start.elapsed() < duration {
+                let t = Instant::now();
+                let ok = client
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .json(
+                        &serde_json::json!({"title": format!("bench {i}.{n}"), "tags": ["bench"]}),
+                    )
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == reqwest::StatusCode::CREATED);
+                if ok {
+                    lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                } else {
+                    errors += 1;
+                }
+                n += 1;
+                if let Some(iv) = interval {
+                    let next = begun + iv.mul_f64(n as f64);
+                    tokio::time::sleep_until(next.into()).await;
+                }
+            }
+            (lat, errors)
+        }
+    });
+    let results = futures::future::join_all(workers).await;
+    let elapsed = start.elapsed().as_secs_f64();
+    let errors: usize = results.iter().map(|(_, e)| e).sum();
+    if errors > 0 {
+        eprintln!("{errors} requests failed");
+    }
+    let mut lat: Vec<f64> = results.into_iter().flat_map(|(l, _)| l).collect();
+    lat.sort_by(f64::total_cmp);
+    (lat.len() as f64 / elapsed, lat)
+}
+
+/// `clients` loops of one-row INSERT transactions for `duration`; returns tx/s.
+async fn raw_inserts(pool: &sqlx::PgPool, clients: usize, duration: Duration) -> f64 {
+    let start = Instant::now();
+    let workers = (0..clients).map(|_| {
+        let pool = pool.clone();
+        async move {
+            let mut n = 0u64;
+            while start.elapsed() < duration {
+                let ok = async {
+                    let mut tx = pool.begin().await?;
+                    sqlx::query("INSERT INTO bench_rows (id, body) VALUES ($1, $2)")
+                        .bind(Uuid::now_v7())
+                        .bind(serde_json::json!({"title": "bench", "tags": ["bench"]}))
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await
+                }
+                .await
+                .is_ok();
+                if ok {
+                    n += 1;
+                }
+            }
+            n
+        }
+    });
+    let total: u64 = futures::future::join_all(workers).await.into_iter().sum();
+    total as f64 / start.elapsed().as_secs_f64()
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
