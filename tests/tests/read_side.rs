@@ -1,0 +1,1421 @@
+//! The read side end to end: events appended to the real Postgres event
+//! store are published by the outbox relay (the same relay command-api and
+//! auth run) to real Kafka, projected by the projector into the
+//! MongoDB-wire server, and read through query-api over HTTP.
+//!
+//! Events are appended with `events::store::append`, so these tests pin
+//! every timestamp and do not depend on the command handlers.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use events::kafka::EnvelopeRecord;
+use events::relay::{OutboxRelay, RelayConfig};
+use events::store::ExpectedVersion;
+use events::topics::{Topics, HEADER_DLQ_REASON};
+use events::{
+    Event, EventEnvelope, EventMeta, Priority, Role, TaskCreated, TaskDeleted, TaskDueDateChanged,
+    TaskEvent, TaskPriorityChanged, TaskStatus, TaskStatusChanged, TaskUpdated, UserEvent,
+    UserRegistered,
+};
+use futures::TryStreamExt;
+use mongodb::bson::{self, doc};
+use projector::views::{Applied, TaskView, UserView, TASK_VIEWS, USER_VIEWS};
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use tests::{eventually, http, servers, unique, Deployment, Running};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// One test's read side: event store + relay, projector, query-api.
+struct ReadSide {
+    d: Deployment,
+    pool: PgPool,
+    topics: Topics,
+    relay_stop: CancellationToken,
+    projector: Option<Running>,
+    query: Running,
+    http: reqwest::Client,
+}
+
+impl Drop for ReadSide {
+    fn drop(&mut self) {
+        self.relay_stop.cancel();
+    }
+}
+
+impl ReadSide {
+    async fn start() -> Self {
+        let mut rs = Self::start_without_projector().await;
+        rs.projector = Some(rs.d.spawn_projector().await);
+        rs
+    }
+
+    async fn start_without_projector() -> Self {
+        let d = Deployment::fresh().await;
+        let pool = events::store::connect_and_migrate(&d.database_url, 5)
+            .await
+            .expect("postgres");
+        let topics = Topics::with_prefix(d.topic_prefix.clone());
+        let brokers = &servers().kafka_brokers;
+        events::kafka::ensure_topics(brokers, &topics)
+            .await
+            .expect("topics");
+        let relay = OutboxRelay::new(
+            pool.clone(),
+            events::kafka::producer(brokers).expect("producer"),
+            topics.clone(),
+            RelayConfig {
+                poll_interval: Duration::from_millis(100),
+                ..RelayConfig::default()
+            },
+        );
+        let relay_stop = CancellationToken::new();
+        tokio::spawn(relay.run(relay_stop.clone()));
+        let query = d.spawn_query_api_standalone().await;
+        ReadSide {
+            d,
+            pool,
+            topics,
+            relay_stop,
+            projector: None,
+            query,
+            http: http(),
+        }
+    }
+
+    async fn stop_projector(&mut self) {
+        if let Some(p) = self.projector.take() {
+            p.stop.cancel();
+            let mut p = p;
+            let _ = tokio::time::timeout(Duration::from_secs(30), &mut p.handle)
+                .await
+                .expect("the projector stops within 30 s");
+        }
+    }
+
+    /// Appends to a stream, as command-api would, at a pinned time.
+    async fn append(
+        &self,
+        stream: Uuid,
+        events: &[Event],
+        at: DateTime<Utc>,
+    ) -> Vec<EventEnvelope> {
+        let mut tx = self.pool.begin().await.expect("begin");
+        let envs = events::store::append(
+            &mut tx,
+            stream,
+            ExpectedVersion::Any,
+            events,
+            EventMeta {
+                actor: stream,
+                correlation_id: Uuid::now_v7(),
+                causation_id: None,
+                occurred_at: at,
+            },
+        )
+        .await
+        .expect("append");
+        tx.commit().await.expect("commit");
+        envs
+    }
+
+    fn token(&self, user: Uuid) -> String {
+        self.d.token_for(user, Role::User)
+    }
+
+    async fn get(&self, token: &str, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+        let mut req = self.http.get(self.query.url(path)).bearer_auth(token);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.send().await.expect("query-api answers")
+    }
+
+    async fn get_json(&self, token: &str, path: &str) -> Value {
+        let res = self.get(token, path, &[]).await;
+        let status = res.status();
+        let body: Value = res.json().await.expect("json body");
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body
+    }
+
+    /// Waits until the view of `env`'s stream reflects it (through the API).
+    async fn visible(&self, owner: Uuid, env: &EventEnvelope) {
+        let token = self.token(owner);
+        let ct = env.consistency_token().to_string();
+        eventually("the view to reflect the write", WAIT, || async {
+            let res = self
+                .get(&token, "/tasks?limit=1", &[("X-Consistency-Token", &ct)])
+                .await;
+            (res.status() == 200).then_some(())
+        })
+        .await;
+    }
+
+    /// Waits until the projector's group has committed every partition up
+    /// to its high watermark (everything published has been applied).
+    async fn caught_up(&self) {
+        let group = self.d.projector_config().group_id;
+        let topics = [self.topics.task_events(), self.topics.user_events()];
+        eventually("the projector to commit everything", WAIT, || {
+            let group = group.clone();
+            let topics = topics.clone();
+            async move {
+                tokio::task::spawn_blocking(move || committed_everything(&group, &topics))
+                    .await
+                    .ok()
+                    .flatten()
+            }
+        })
+        .await;
+    }
+
+    async fn views(&self) -> BTreeMap<String, TaskView> {
+        mongo(&self.d)
+            .await
+            .collection::<TaskView>(TASK_VIEWS)
+            .find(doc! {})
+            .await
+            .expect("find")
+            .try_collect::<Vec<_>>()
+            .await
+            .expect("views")
+            .into_iter()
+            .map(|v| (v.id.clone(), v))
+            .collect()
+    }
+}
+
+fn committed_everything(group: &str, topics: &[String]) -> Option<()> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &servers().kafka_brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .ok()?;
+    let mut tpl = TopicPartitionList::new();
+    for t in topics {
+        for p in 0..events::topics::EVENT_TOPIC_PARTITIONS {
+            tpl.add_partition(t, p);
+        }
+    }
+    let committed = consumer
+        .committed_offsets(tpl, Duration::from_secs(5))
+        .ok()?;
+    for t in topics {
+        for p in 0..events::topics::EVENT_TOPIC_PARTITIONS {
+            let (_, high) = consumer
+                .fetch_watermarks(t, p, Duration::from_secs(5))
+                .ok()?;
+            let at = match committed.find_partition(t, p)?.offset() {
+                Offset::Offset(o) => o,
+                _ => 0,
+            };
+            if at < high {
+                return None;
+            }
+        }
+    }
+    Some(())
+}
+
+async fn mongo(d: &Deployment) -> mongodb::Database {
+    mongodb::Client::with_uri_str(&servers().mongodb_url)
+        .await
+        .expect("mongodb")
+        .database(&d.mongodb_database)
+}
+
+/// Now, to the millisecond (the precision the views keep).
+fn now_ms() -> DateTime<Utc> {
+    Utc::now()
+        .duration_trunc(TimeDelta::milliseconds(1))
+        .expect("truncate")
+}
+
+// ------------------------------------------------------------ the test model
+
+/// What the test created: the expected state of one task.
+#[derive(Debug, Clone)]
+struct Spec {
+    id: Uuid,
+    title: String,
+    status: TaskStatus,
+    priority: Priority,
+    due_at: Option<DateTime<Utc>>,
+    tags: Vec<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    deleted: bool,
+    last: Option<EventEnvelope>,
+}
+
+fn created(
+    owner: Uuid,
+    title: &str,
+    priority: Priority,
+    due_at: Option<DateTime<Utc>>,
+    tags: &[&str],
+) -> Event {
+    TaskEvent::Created(TaskCreated {
+        owner_id: owner,
+        title: title.into(),
+        description: format!("about {title}"),
+        status: TaskStatus::Todo,
+        priority,
+        due_at,
+        tags: tags.iter().map(|t| t.to_string()).collect(),
+    })
+    .into()
+}
+
+fn status(from: TaskStatus, to: TaskStatus) -> Event {
+    TaskEvent::StatusChanged(TaskStatusChanged { from, to }).into()
+}
+
+/// A varied task `i` of `owner`: every status, priority, tag mix, past and
+/// future due dates, some without one, some deleted, a title with regex
+/// metacharacters. Created at `t0 + i s`, changed 500 ms later.
+async fn create_varied(rs: &ReadSide, owner: Uuid, i: usize, t0: DateTime<Utc>) -> Spec {
+    let now = now_ms();
+    let id = Uuid::new_v4();
+    let title = match i % 5 {
+        0 => format!("Write report {i}"),
+        1 => format!("review PR {i}"),
+        2 => format!("PLAN the week {i}"),
+        3 => format!("call mum {i}"),
+        _ => format!("sale 50% off (a.b*) {i}"),
+    };
+    let priority = Priority::ALL[(i + i / 4) % 4];
+    let due_at = (i % 6 != 0).then(|| now + TimeDelta::hours(i as i64 * 7 - 100));
+    let tags: &[&str] = match i % 3 {
+        0 => &["work"],
+        1 => &["home", "urgent"],
+        _ => &[],
+    };
+    let created_at = t0 + TimeDelta::seconds(i as i64);
+    let mut envs = rs
+        .append(
+            id,
+            &[created(owner, &title, priority, due_at, tags)],
+            created_at,
+        )
+        .await;
+    let target = TaskStatus::ALL[i % 4];
+    let mut updated_at = created_at;
+    let mut later: Vec<Event> = Vec::new();
+    match target {
+        TaskStatus::Todo => {}
+        TaskStatus::InProgress => later.push(status(TaskStatus::Todo, TaskStatus::InProgress)),
+        TaskStatus::Done => {
+            later.push(status(TaskStatus::Todo, TaskStatus::InProgress));
+            later.push(status(TaskStatus::InProgress, TaskStatus::Done));
+        }
+        TaskStatus::Cancelled => later.push(status(TaskStatus::Todo, TaskStatus::Cancelled)),
+    }
+    let deleted = i % 13 == 7;
+    if deleted {
+        later.push(TaskEvent::Deleted(TaskDeleted {}).into());
+    }
+    if !later.is_empty() {
+        updated_at = created_at + TimeDelta::milliseconds(500);
+        envs = rs.append(id, &later, updated_at).await;
+    }
+    Spec {
+        id,
+
+        title,
+        status: target,
+        priority,
+        due_at,
+        tags: tags.iter().map(|t| t.to_string()).collect(),
+        created_at,
+        updated_at,
+        deleted,
+        last: envs.pop(),
+    }
+}
+
+async fn create_many(rs: &ReadSide, owner: Uuid, n: usize, t0: DateTime<Utc>) -> Vec<Spec> {
+    let mut specs = Vec::with_capacity(n);
+    for i in 0..n {
+        specs.push(create_varied(rs, owner, i, t0).await);
+    }
+    // The last write of every task is visible once each task's is.
+    for s in &specs {
+        if let Some(env) = &s.last {
+            rs.visible(owner, env).await;
+        }
+    }
+    specs
+}
+
+fn ids(items: &Value) -> Vec<String> {
+    items["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| i["id"].as_str().expect("id").to_owned())
+        .collect()
+}
+
+fn time(v: &Value) -> Option<DateTime<Utc>> {
+    v.as_str().map(|s| {
+        DateTime::parse_from_rfc3339(s)
+            .expect("RFC 3339")
+            .with_timezone(&Utc)
+    })
+}
+
+fn rfc(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+// ------------------------------------------------------------------- tests
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_projector_builds_views_that_query_api_serves_with_etags_and_history() {
+    let rs = ReadSide::start().await;
+    let owner = Uuid::new_v4();
+    let token = rs.token(owner);
+    let id = Uuid::new_v4();
+    let t0 = now_ms() - TimeDelta::minutes(10);
+    let due = t0 + TimeDelta::days(3);
+    rs.append(
+        id,
+        &[created(owner, "Buy milk", Priority::Low, None, &["home"])],
+        t0,
+    )
+    .await;
+    let changes: Vec<Event> = vec![
+        TaskEvent::Updated(TaskUpdated {
+            title: Some("Buy oat milk".into()),
+            description: None,
+            tags: Some(vec!["home".into(), "shop".into()]),
+        })
+        .into(),
+        TaskEvent::PriorityChanged(TaskPriorityChanged {
+            from: Priority::Low,
+            to: Priority::High,
+        })
+        .into(),
+        TaskEvent::DueDateChanged(TaskDueDateChanged { due_at: Some(due) }).into(),
+        status(TaskStatus::Todo, TaskStatus::InProgress),
+        status(TaskStatus::InProgress, TaskStatus::Done),
+    ];
+    let t1 = t0 + TimeDelta::seconds(5);
+    let last = rs.append(id, &changes, t1).await.pop().unwrap();
+    let ct = last.consistency_token().to_string();
+
+    // Read-your-writes on the single task: the first read already sees version 6.
+    let res = rs
+        .get(
+            &token,
+            &format!("/tasks/{id}"),
+            &[("X-Consistency-Token", &ct)],
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["etag"], "\"6\"");
+    let task: Value = res.json().await.unwrap();
+    assert_eq!(task["id"], id.to_string());
+    assert_eq!(task["owner_id"], owner.to_string());
+    assert_eq!(task["title"], "Buy oat milk");
+    assert_eq!(task["description"], "about Buy milk");
+    assert_eq!(task["status"], "done");
+    assert_eq!(task["priority"], "high");
+    assert_eq!(task["tags"], json!(["home", "shop"]));
+    assert_eq!(task["version"], 6);
+    assert_eq!(time(&task["due_at"]), Some(due));
+    assert_eq!(time(&task["created_at"]), Some(t0));
+    assert_eq!(time(&task["updated_at"]), Some(t1));
+    assert_eq!(time(&task["completed_at"]), Some(t1));
+    assert!(task.get("priority_rank").is_none() && task.get("deleted").is_none());
+
+    // If-None-Match with the current version → 304; an older one → 200.
+    let res = rs
+        .get(
+            &token,
+            &format!("/tasks/{id}"),
+            &[("If-None-Match", "\"6\"")],
+        )
+        .await;
+    assert_eq!(res.status(), 304);
+    assert_eq!(res.headers()["etag"], "\"6\"");
+    let res = rs
+        .get(
+            &token,
+            &format!("/tasks/{id}"),
+            &[("If-None-Match", "\"5\"")],
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+
+    // History: every event, in order, from the event store.
+    let history = rs.get_json(&token, &format!("/tasks/{id}/history")).await;
+    let items = history["items"].as_array().unwrap();
+    let got: Vec<(u64, &str)> = items
+        .iter()
+        .map(|e| (e["version"].as_u64().unwrap(), e["type"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (1, "task.created"),
+            (2, "task.updated"),
+            (3, "task.priority_changed"),
+            (4, "task.due_date_changed"),
+            (5, "task.status_changed"),
+            (6, "task.status_changed"),
+        ]
+    );
+
+    // Deleted: gone from the single read and the list, history stays.
+    let gone = rs
+        .append(
+            id,
+            &[TaskEvent::Deleted(TaskDeleted {}).into()],
+            t1 + TimeDelta::seconds(1),
+        )
+        .await
+        .pop()
+        .unwrap();
+    let ct = gone.consistency_token().to_string();
+    let res = rs
+        .get(
+            &token,
+            &format!("/tasks/{id}"),
+            &[("X-Consistency-Token", &ct)],
+        )
+        .await;
+    assert_eq!(res.status(), 404);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["status"], 404);
+    let list = rs.get_json(&token, "/tasks").await;
+    assert_eq!(ids(&list), Vec::<String>::new());
+    assert_eq!(
+        rs.get_json(&token, &format!("/tasks/{id}/history")).await["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        7
+    );
+
+    // The users view from user events.
+    let user = Uuid::new_v4();
+    let env = rs
+        .append(
+            user,
+            &[UserEvent::Registered(UserRegistered {
+                email: "ada@example.test".into(),
+                display_name: "Ada".into(),
+                role: Role::User,
+            })
+            .into()],
+            t0,
+        )
+        .await
+        .pop()
+        .unwrap();
+    let users = mongo(&rs.d).await.collection::<UserView>(USER_VIEWS);
+    let view = eventually("the users view", WAIT, || async {
+        users
+            .find_one(doc! { "_id": env.stream_id.to_string() })
+            .await
+            .ok()
+            .flatten()
+    })
+    .await;
+    assert_eq!(
+        (
+            view.email.as_str(),
+            view.display_name.as_str(),
+            view.role,
+            view.active,
+            view.version
+        ),
+        ("ada@example.test", "Ada", Role::User, true, 1)
+    );
+
+    // The OpenAPI document names every route, its parameters and the scheme.
+    let doc: Value = rs
+        .http
+        .get(rs.query.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for path in ["/tasks", "/tasks/{id}", "/tasks/{id}/history"] {
+        assert!(
+            doc["paths"][path]["get"].is_object(),
+            "{path} missing: {doc}"
+        );
+        assert!(
+            doc["paths"][path]["get"]["security"].is_array(),
+            "{path} unsecured"
+        );
+    }
+    let params: Vec<&str> = doc["paths"]["/tasks"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    for p in [
+        "status",
+        "priority",
+        "sort",
+        "cursor",
+        "limit",
+        "q",
+        "overdue",
+        "X-Consistency-Token",
+    ] {
+        assert!(
+            params.contains(&p),
+            "parameter {p} undocumented: {params:?}"
+        );
+    }
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_filter_returns_what_the_same_filter_over_the_created_tasks_returns() {
+    let rs = ReadSide::start().await;
+    let owner = Uuid::new_v4();
+    let token = rs.token(owner);
+    let t0 = now_ms() - TimeDelta::hours(1);
+    let specs = create_many(&rs, owner, 40, t0).await;
+    let live: Vec<&Spec> = specs.iter().filter(|s| !s.deleted).collect();
+    let now = Utc::now();
+    let at = |i: usize| specs[i].created_at;
+    let due_mid = now + TimeDelta::hours(10);
+    let due_lo = now - TimeDelta::hours(50);
+
+    type Pred<'a> = Box<dyn Fn(&Spec) -> bool + 'a>;
+    fn open(s: &Spec) -> bool {
+        matches!(s.status, TaskStatus::Todo | TaskStatus::InProgress)
+    }
+    let cases: Vec<(String, Pred<'_>)> = vec![
+        (
+            "status=done".into(),
+            Box::new(|s| s.status == TaskStatus::Done),
+        ),
+        (
+            "status=todo,in_progress".into(),
+            Box::new(|s| matches!(s.status, TaskStatus::Todo | TaskStatus::InProgress)),
+        ),
+        (
+            "status=cancelled&status=done".into(),
+            Box::new(|s| matches!(s.status, TaskStatus::Cancelled | TaskStatus::Done)),
+        ),
+        (
+            "priority=urgent".into(),
+            Box::new(|s| s.priority == Priority::Urgent),
+        ),
+        (
+            "priority=low,high".into(),
+            Box::new(|s| matches!(s.priority, Priority::Low | Priority::High)),
+        ),
+        (
+            format!("due_before={}", rfc(due_mid)),
+            Box::new(move |s| s.due_at.is_some_and(|d| d < due_mid)),
+        ),
+        (
+            format!("due_after={}", rfc(due_mid)),
+            Box::new(move |s| s.due_at.is_some_and(|d| d > due_mid)),
+        ),
+        (
+            format!("due_after={}&due_before={}", rfc(due_lo), rfc(due_mid)),
+            Box::new(move |s| s.due_at.is_some_and(|d| d > due_lo && d < due_mid)),
+        ),
+        (
+            format!("created_before={}", rfc(at(17))),
+            Box::new(move |s| s.created_at < at(17)),
+        ),
+        (
+            format!("created_after={}", rfc(at(17))),
+            Box::new(move |s| s.created_at > at(17)),
+        ),
+        (
+            format!(
+                "created_after={}&created_before={}",
+                rfc(at(5)),
+                rfc(at(30))
+            ),
+            Box::new(move |s| s.created_at > at(5) && s.created_at < at(30)),
+        ),
+        (
+            format!(
+                "updated_since={}",
+                rfc(at(20) + TimeDelta::milliseconds(500))
+            ),
+            Box::new(move |s| s.updated_at >= at(20) + TimeDelta::milliseconds(500)),
+        ),
+        (
+            "tag=work".into(),
+            Box::new(|s| s.tags.iter().any(|t| t == "work")),
+        ),
+        (
+            "tag=urgent".into(),
+            Box::new(|s| s.tags.iter().any(|t| t == "urgent")),
+        ),
+        (
+            "q=REVIEW".into(),
+            Box::new(|s| s.title.to_lowercase().contains("review")),
+        ),
+        (
+            "q=plan%20the".into(),
+            Box::new(|s| s.title.to_lowercase().contains("plan the")),
+        ),
+        (
+            "q=50%25%20off%20(a.b*)".into(),
+            Box::new(|s| s.title.contains("50% off (a.b*)")),
+        ),
+        ("q=a.b".into(), Box::new(|s| s.title.contains("a.b"))),
+        ("q=nothing-like-this".into(), Box::new(|_| false)),
+        (
+            "overdue=true".into(),
+            Box::new(move |s| open(s) && s.due_at.is_some_and(|d| d < now)),
+        ),
+        // Combined.
+        (
+            "status=todo,in_progress&priority=high,urgent&tag=work".into(),
+            Box::new(|s| {
+                open(s)
+                    && matches!(s.priority, Priority::High | Priority::Urgent)
+                    && s.tags.iter().any(|t| t == "work")
+            }),
+        ),
+        (
+            format!(
+                "overdue=true&priority=low,medium&created_after={}",
+                rfc(at(3))
+            ),
+            Box::new(move |s| {
+                open(s)
+                    && s.due_at.is_some_and(|d| d < now)
+                    && matches!(s.priority, Priority::Low | Priority::Medium)
+                    && s.created_at > at(3)
+            }),
+        ),
+        (
+            format!("q=task&due_before={}&status=done", rfc(due_mid)),
+            Box::new(|_| false),
+        ),
+        (
+            format!("q=r&status=done,cancelled&due_before={}", rfc(due_mid)),
+            Box::new(move |s| {
+                s.title.to_lowercase().contains('r')
+                    && matches!(s.status, TaskStatus::Done | TaskStatus::Cancelled)
+                    && s.due_at.is_some_and(|d| d < due_mid)
+            }),
+        ),
+    ];
+    let mut nonempty = 0;
+    for (query, pred) in &cases {
+        let mut expected: Vec<&Spec> = live.iter().copied().filter(|s| pred(s)).collect();
+        expected.sort_by_key(|s| (s.created_at, s.id.to_string()));
+        let expected: Vec<String> = expected.iter().map(|s| s.id.to_string()).collect();
+        let got = ids(&rs
+            .get_json(&token, &format!("/tasks?{query}&sort=created_at&limit=200"))
+            .await);
+        assert_eq!(got, expected, "GET /tasks?{query}");
+        nonempty += usize::from(!expected.is_empty());
+    }
+    assert!(
+        nonempty >= cases.len() - 3,
+        "the data should exercise the filters"
+    );
+}
+
+/// Sort value of an API item, for checking order: (absent?, value).
+fn key(item: &Value, sort: &str) -> (bool, i64) {
+    let field = sort.trim_start_matches('-');
+    match field {
+        "priority" => {
+            let rank = match item["priority"].as_str().unwrap() {
+                "low" => 1,
+                "medium" => 2,
+                "high" => 3,
+                _ => 4,
+            };
+            (false, rank)
+        }
+        _ => match time(&item[field]) {
+            Some(t) => (false, t.timestamp_millis()),
+            None => (true, 0),
+        },
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_sort_pages_through_each_task_exactly_once_in_order_while_tasks_are_created() {
+    let rs = ReadSide::start().await;
+    let owner = Uuid::new_v4();
+    let token = rs.token(owner);
+    let t0 = now_ms() - TimeDelta::hours(2);
+    let specs = create_many(&rs, owner, 45, t0).await;
+    let originals: HashSet<String> = specs
+        .iter()
+        .filter(|s| !s.deleted)
+        .map(|s| s.id.to_string())
+        .collect();
+    let sorts = [
+        "due_at",
+        "-due_at",
+        "created_at",
+        "-created_at",
+        "updated_at",
+        "-updated_at",
+        "priority",
+        "-priority",
+    ];
+    let mut extra = 1000;
+    for sort in sorts {
+        let mut seen: Vec<Value> = Vec::new();
+        let mut cursor: Option<String> = None;
+        let mut pages = 0;
+        loop {
+            let mut path = format!("/tasks?sort={sort}&limit=7");
+            if let Some(c) = &cursor {
+                path.push_str(&format!("&cursor={c}"));
+            }
+            let page = rs.get_json(&token, &path).await;
+            seen.extend(page["items"].as_array().unwrap().iter().cloned());
+            pages += 1;
+            // New tasks arrive between pages.
+            if pages <= 2 {
+                let s = create_varied(&rs, owner, extra, now_ms()).await;
+                extra += 1;
+                rs.visible(owner, s.last.as_ref().unwrap()).await;
+            }
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => break,
+            }
+            assert!(pages < 100, "{sort}: pagination does not end");
+        }
+        let got: Vec<String> = seen
+            .iter()
+            .map(|i| i["id"].as_str().unwrap().to_owned())
+            .collect();
+        let unique: HashSet<&String> = got.iter().collect();
+        assert_eq!(
+            unique.len(),
+            got.len(),
+            "{sort}: a task came twice: {got:?}"
+        );
+        for id in &originals {
+            assert!(unique.contains(id), "{sort}: task {id} was skipped");
+        }
+        let desc = sort.starts_with('-');
+        for pair in seen.windows(2) {
+            let (a, b) = (&pair[0], &pair[1]);
+            let (ka, kb) = (key(a, sort), key(b, sort));
+            let (ia, ib) = (a["id"].as_str().unwrap(), b["id"].as_str().unwrap());
+            let in_order = if ka.0 != kb.0 {
+                // Absent due dates come last in both directions.
+                !ka.0
+            } else if ka.1 != kb.1 && !ka.0 {
+                (ka.1 < kb.1) != desc
+            } else {
+                (ia < ib) != desc
+            };
+            assert!(in_order, "{sort}: {a} before {b}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_requests_are_400s_that_name_the_parameter() {
+    let rs = ReadSide::start().await;
+    let owner = Uuid::new_v4();
+    let token = rs.token(owner);
+    let specs = create_many(&rs, owner, 6, now_ms() - TimeDelta::hours(1)).await;
+    assert!(!specs.is_empty());
+
+    for (query, named) in [
+        ("colour=red", vec!["colour"]),
+        ("status=finished", vec!["status"]),
+        ("status=todo,nope", vec!["status"]),
+        ("priority=critical", vec!["priority"]),
+        ("sort=title", vec!["sort"]),
+        ("limit=0", vec!["limit"]),
+        ("limit=500", vec!["limit"]),
+        ("due_before=tomorrow", vec!["due_before"]),
+        ("created_after=2026-13-01T00:00:00Z", vec!["created_after"]),
+        ("updated_since=1700000000", vec!["updated_since"]),
+        ("overdue=maybe", vec!["overdue"]),
+        ("owner_id=42", vec!["owner_id"]),
+        ("cursor=abc", vec!["cursor"]),
+        ("limit=x&sort=y&foo=1", vec!["limit", "sort", "foo"]),
+    ] {
+        let res = rs.get(&token, &format!("/tasks?{query}"), &[]).await;
+        assert_eq!(res.status(), 400, "{query}");
+        assert_eq!(res.headers()["content-type"], "application/problem+json");
+        let body: Value = res.json().await.unwrap();
+        let pointers: Vec<&str> = body["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["pointer"].as_str().unwrap())
+            .collect();
+        assert_eq!(pointers, named, "{query}: {body}");
+        assert!(
+            body["detail"].as_str().unwrap().contains(named[0]),
+            "{body}"
+        );
+    }
+
+    // A tampered cursor, and a cursor replayed with other filters.
+    let page = rs.get_json(&token, "/tasks?limit=2&sort=priority").await;
+    let cursor = page["next_cursor"].as_str().unwrap().to_owned();
+    let mut chars: Vec<char> = cursor.chars().collect();
+    chars[3] = if chars[3] == 'A' { 'B' } else { 'A' };
+    let tampered: String = chars.into_iter().collect();
+    for path in [
+        format!("/tasks?limit=2&sort=priority&cursor={tampered}"),
+        format!("/tasks?limit=2&sort=-priority&cursor={cursor}"),
+        format!("/tasks?limit=2&sort=priority&status=done&cursor={cursor}"),
+    ] {
+        let res = rs.get(&token, &path, &[]).await;
+        assert_eq!(res.status(), 400, "{path}");
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["errors"][0]["pointer"], "cursor", "{body}");
+    }
+    // The genuine cursor still works, with another page size too.
+    let res = rs
+        .get(
+            &token,
+            &format!("/tasks?limit=3&sort=priority&cursor={cursor}"),
+            &[],
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+
+    // A malformed consistency token.
+    for bad in [
+        "nonsense",
+        "123.4",
+        &format!("{}.0", Uuid::new_v4().simple()),
+    ] {
+        for path in ["/tasks".to_owned(), format!("/tasks/{}", specs[0].id)] {
+            let res = rs.get(&token, &path, &[("X-Consistency-Token", bad)]).await;
+            assert_eq!(res.status(), 400, "{path} with token {bad}");
+        }
+    }
+    // No token, a bad token: 401.
+    let res = rs.http.get(rs.query.url("/tasks")).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    let res = rs.get("not-a-jwt", "/tasks", &[]).await;
+    assert_eq!(res.status(), 401);
+    // An id that is not a UUID names nothing: 404.
+    let res = rs.get(&token, "/tasks/not-a-uuid", &[]).await;
+    assert_eq!(res.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn users_never_see_each_others_tasks_but_admins_may_ask_by_owner() {
+    let rs = ReadSide::start().await;
+    let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
+    let t0 = now_ms() - TimeDelta::hours(1);
+    let a = create_many(&rs, alice, 12, t0).await;
+    let b = create_many(&rs, bob, 12, t0).await;
+    let live = |specs: &[Spec]| -> HashSet<String> {
+        specs
+            .iter()
+            .filter(|s| !s.deleted)
+            .map(|s| s.id.to_string())
+            .collect()
+    };
+    let (alice_ids, bob_ids) = (live(&a), live(&b));
+    for (user, own, other, other_specs) in [
+        (alice, &alice_ids, &bob_ids, &b),
+        (bob, &bob_ids, &alice_ids, &a),
+    ] {
+        let token = rs.token(user);
+        for query in [
+            "limit=200",
+            "status=todo,in_progress,done,cancelled",
+            "priority=low,medium,high,urgent",
+            "tag=work",
+            "q=e",
+            "overdue=true",
+            "sort=due_at",
+            "sort=-priority",
+        ] {
+            let got: HashSet<String> = ids(&rs.get_json(&token, &format!("/tasks?{query}")).await)
+                .into_iter()
+                .collect();
+            assert!(got.is_subset(own), "{query}: saw tasks that are not theirs");
+            assert!(
+                got.is_disjoint(other),
+                "{query}: saw the other user's tasks"
+            );
+        }
+        for s in other_specs {
+            for path in [
+                format!("/tasks/{}", s.id),
+                format!("/tasks/{}/history", s.id),
+            ] {
+                let res = rs.get(&token, &path, &[]).await;
+                assert_eq!(res.status(), 404, "{path} of another user");
+            }
+        }
+        // A non-admin cannot ask for someone else's list.
+        let other_owner = if user == alice { bob } else { alice };
+        let res = rs
+            .get(&token, &format!("/tasks?owner_id={other_owner}"), &[])
+            .await;
+        assert_eq!(res.status(), 403);
+        // Asking for one's own is fine.
+        let res = rs
+            .get(&token, &format!("/tasks?owner_id={user}&limit=200"), &[])
+            .await;
+        assert_eq!(res.status(), 200);
+    }
+    let admin = rs.d.token_for(Uuid::new_v4(), Role::Admin);
+    let got: HashSet<String> = ids(&rs
+        .get_json(&admin, &format!("/tasks?owner_id={alice}&limit=200"))
+        .await)
+    .into_iter()
+    .collect();
+    assert_eq!(got, alice_ids);
+    assert_eq!(
+        ids(&rs.get_json(&admin, "/tasks").await),
+        Vec::<String>::new()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_consistency_token_waits_for_the_projection_and_504s_when_it_is_stopped() {
+    let mut rs = ReadSide::start().await;
+    let owner = Uuid::new_v4();
+    let token = rs.token(owner);
+    let id = Uuid::new_v4();
+    let t0 = now_ms();
+    // Warm up: the projector has joined its group and applied something.
+    let first = rs
+        .append(
+            id,
+            &[created(owner, "first", Priority::Medium, None, &[])],
+            t0,
+        )
+        .await
+        .pop()
+        .unwrap();
+    rs.visible(owner, &first).await;
+
+    // Each write is visible to the very next read that carries its token.
+    for (i, to) in [TaskStatus::InProgress, TaskStatus::Done]
+        .into_iter()
+        .enumerate()
+    {
+        let from = if i == 0 {
+            TaskStatus::Todo
+        } else {
+            TaskStatus::InProgress
+        };
+        let env = rs
+            .append(
+                id,
+                &[status(from, to)],
+                t0 + TimeDelta::seconds(i as i64 + 1),
+            )
+            .await
+            .pop()
+            .unwrap();
+        let ct = env.consistency_token().to_string();
+        let res = rs
+            .get(
+                &token,
+                &format!("/tasks/{id}"),
+                &[("X-Consistency-Token", &ct)],
+            )
+            .await;
+        assert_eq!(res.status(), 200);
+        let task: Value = res.json().await.unwrap();
+        assert_eq!(task["version"], env.version);
+        assert_eq!(task["status"], to.as_str());
+        let new = Uuid::new_v4();
+        let env = rs
+            .append(
+                new,
+                &[created(owner, "listed", Priority::Low, None, &[])],
+                t0,
+            )
+            .await
+            .pop()
+            .unwrap();
+        let ct = env.consistency_token().to_string();
+        let res = rs
+            .get(&token, "/tasks?limit=200", &[("X-Consistency-Token", &ct)])
+            .await;
+        assert_eq!(res.status(), 200);
+        let list: Value = res.json().await.unwrap();
+        assert!(
+            ids(&list).contains(&new.to_string()),
+            "the list reflects the write"
+        );
+    }
+
+    // With the projector stopped the token cannot be met: 504 after the bound.
+    rs.stop_projector().await;
+    let env = rs
+        .append(
+            id,
+            &[TaskEvent::Updated(TaskUpdated {
+                title: Some("renamed".into()),
+                ..TaskUpdated::default()
+            })
+            .into()],
+            t0 + TimeDelta::seconds(9),
+        )
+        .await
+        .pop()
+        .unwrap();
+    let ct = env.consistency_token().to_string();
+    for path in [format!("/tasks/{id}"), "/tasks".to_owned()] {
+        let started = std::time::Instant::now();
+        let res = rs.get(&token, &path, &[("X-Consistency-Token", &ct)]).await;
+        let waited = started.elapsed();
+        assert_eq!(res.status(), 504, "{path}");
+        assert_eq!(res.headers()["content-type"], "application/problem+json");
+        let body: Value = res.json().await.unwrap();
+        assert!(
+            body["type"]
+                .as_str()
+                .unwrap()
+                .ends_with("/projection-behind"),
+            "{body}"
+        );
+        assert!(
+            body["detail"].as_str().unwrap().contains("not caught up"),
+            "{body}"
+        );
+        assert!(
+            waited >= Duration::from_millis(1500) && waited < Duration::from_secs(10),
+            "waited {waited:?}"
+        );
+    }
+    // Without the token the (older) view is served as before.
+    let task = rs.get_json(&token, &format!("/tasks/{id}")).await;
+    assert_eq!(task["version"], 3);
+
+    // Restarted, it resumes from its committed offsets and meets the token.
+    rs.projector = Some(rs.d.spawn_projector().await);
+    let task: Value = eventually("the restarted projector to catch up", WAIT, || async {
+        let res = rs
+            .get(
+                &token,
+                &format!("/tasks/{id}"),
+                &[("X-Consistency-Token", &ct)],
+            )
+            .await;
+        if res.status() == 200 {
+            res.json().await.ok()
+        } else {
+            None
+        }
+    })
+    .await;
+    assert_eq!(
+        (task["title"].as_str(), task["version"].as_u64()),
+        (Some("renamed"), Some(4))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn poison_messages_land_on_the_dead_letter_topic_and_the_projector_moves_on() {
+    let rs = ReadSide::start().await;
+    let owner = Uuid::new_v4();
+    let good = Uuid::new_v4();
+    let key = good.to_string();
+    // Same key as the good task, so the poison sits before it in its partition.
+    let template = EventEnvelope::new(
+        Uuid::new_v4(),
+        1,
+        &created(owner, "poison", Priority::Low, None, &[]),
+        EventMeta {
+            actor: owner,
+            correlation_id: Uuid::now_v7(),
+            causation_id: None,
+            occurred_at: Utc::now(),
+        },
+    );
+    let poisons: Vec<(Vec<u8>, &str)> = vec![
+        (b"{not json".to_vec(), "not an event envelope"),
+        (
+            EventEnvelope {
+                event_type: "task.exploded".into(),
+                ..template.clone()
+            }
+            .to_json(),
+            "unknown event type",
+        ),
+        (
+            EventEnvelope {
+                schema: 99,
+                ..template.clone()
+            }
+            .to_json(),
+            "newer than this code knows",
+        ),
+        (
+            EventEnvelope {
+                data: json!({ "title": 5 }),
+                ..template.clone()
+            }
+            .to_json(),
+            "does not match its schema",
+        ),
+    ];
+    let producer: FutureProducer = events::kafka::producer(&servers().kafka_brokers).unwrap();
+    let topic = rs.topics.task_events();
+    for (payload, _) in &poisons {
+        producer
+            .send(
+                FutureRecord::to(&topic).key(&key).payload(payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .expect("produce poison");
+    }
+    let env = rs
+        .append(
+            good,
+            &[created(
+                owner,
+                "after the poison",
+                Priority::High,
+                None,
+                &[],
+            )],
+            now_ms(),
+        )
+        .await
+        .pop()
+        .unwrap();
+    rs.visible(owner, &env).await;
+    let task = rs
+        .get_json(&rs.token(owner), &format!("/tasks/{good}"))
+        .await;
+    assert_eq!(task["title"], "after the poison");
+
+    // Everything poisonous is on the DLQ, with the original key, payload and a reason.
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &servers().kafka_brokers)
+        .set("group.id", unique("dlq-reader-"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&rs.topics.task_events_dlq()]).unwrap();
+    let mut dead: Vec<(Vec<u8>, String)> = Vec::new();
+    while dead.len() < poisons.len() {
+        let msg = tokio::time::timeout(WAIT, consumer.recv())
+            .await
+            .expect("dead letters within the wait")
+            .expect("kafka");
+        assert_eq!(msg.key(), Some(key.as_bytes()));
+        let reason = msg
+            .headers()
+            .and_then(|h| h.iter().find(|h| h.key == HEADER_DLQ_REASON))
+            .and_then(|h| h.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .expect("a dlq-reason header");
+        dead.push((msg.payload().unwrap_or_default().to_vec(), reason));
+    }
+    for (payload, why) in &poisons {
+        let found = dead.iter().find(|(p, _)| p == payload);
+        let (_, reason) = found.unwrap_or_else(|| panic!("{why}: not on the DLQ"));
+        assert!(reason.contains(why), "reason {reason:?} should say {why:?}");
+    }
+    // None of them made a view.
+    assert_eq!(rs.views().await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn duplicate_and_redelivered_events_leave_the_views_unchanged() {
+    let rs = ReadSide::start().await;
+    let owner = Uuid::new_v4();
+    let specs = create_many(&rs, owner, 15, now_ms() - TimeDelta::hours(1)).await;
+    assert_eq!(specs.len(), 15);
+    rs.caught_up().await;
+    let before = rs.views().await;
+    assert_eq!(before.len(), 15);
+
+    // Publish the whole log again, forwards and then backwards.
+    let log = all_events(&rs.pool).await;
+    let producer: FutureProducer = events::kafka::producer(&servers().kafka_brokers).unwrap();
+    for env in log.iter().chain(log.iter().rev()) {
+        let record = EnvelopeRecord::new(&rs.topics, env);
+        producer
+            .send(record.as_future_record(), Duration::from_secs(10))
+            .await
+            .map_err(|(e, _)| e)
+            .expect("republish");
+    }
+    rs.caught_up().await;
+    assert_eq!(rs.views().await, before);
+}
+
+async fn all_events(pool: &PgPool) -> Vec<EventEnvelope> {
+    let rows = sqlx::query(&format!(
+        "SELECT {} FROM events ORDER BY global_position",
+        events::store::ENVELOPE_COLUMNS
+    ))
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    rows.iter()
+        .map(|r| events::store::envelope_from_row(r).unwrap())
+        .collect()
+}
+
+/// The views a fold of the event log gives, with the projector's own `apply`.
+fn fold(log: &[EventEnvelope]) -> (BTreeMap<String, TaskView>, BTreeMap<String, UserView>) {
+    let mut tasks: BTreeMap<String, TaskView> = BTreeMap::new();
+    let mut users: BTreeMap<String, UserView> = BTreeMap::new();
+    let mut streams: HashMap<Uuid, Vec<&EventEnvelope>> = HashMap::new();
+    for env in log {
+        streams.entry(env.stream_id).or_default().push(env);
+    }
+    for (id, mut envs) in streams {
+        envs.sort_by_key(|e| e.version);
+        let id = id.to_string();
+        for env in envs {
+            match env.stream_type {
+                events::StreamType::Task => {
+                    if let Ok(Applied::Advanced(v)) = projector::views::apply(tasks.get(&id), env) {
+                        tasks.insert(id.clone(), v);
+                    }
+                }
+                events::StreamType::User => {
+                    if let Ok(Applied::Advanced(v)) =
+                        projector::views::apply_user(users.get(&id), env)
+                    {
+                        users.insert(id.clone(), v);
+                    }
+                }
+            }
+        }
+    }
+    (tasks, users)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_projector_stopped_mid_stream_and_restarted_converges_to_the_fold_of_the_event_log() {
+    let mut rs = ReadSide::start_without_projector().await;
+    let t0 = now_ms() - TimeDelta::hours(1);
+    let owners = [Uuid::new_v4(), Uuid::new_v4()];
+    // 50 tasks × ~8 events, plus users, all published before the projector starts.
+    for i in 0..50usize {
+        let id = Uuid::new_v4();
+        let owner = owners[i % 2];
+        let at = t0 + TimeDelta::seconds(i as i64);
+        let mut evs = vec![created(
+            owner,
+            &format!("task {i}"),
+            Priority::ALL[i % 4],
+            None,
+            &["x"],
+        )];
+        for k in 0..3u32 {
+            evs.push(
+                TaskEvent::Updated(TaskUpdated {
+                    title: Some(format!("task {i} rev {k}")),
+                    description: None,
+                    tags: Some(vec![format!("t{k}")]),
+                })
+                .into(),
+            );
+            evs.push(
+                TaskEvent::DueDateChanged(TaskDueDateChanged {
+                    due_at: Some(at + TimeDelta::days(i64::from(k) + 1)),
+                })
+                .into(),
+            );
+        }
+        evs.push(status(TaskStatus::Todo, TaskStatus::InProgress));
+        if i % 3 == 0 {
+            evs.push(status(TaskStatus::InProgress, TaskStatus::Done));
+        }
+        if i % 7 == 0 {
+            evs.push(TaskEvent::Deleted(TaskDeleted {}).into());
+        }
+        // Several appends per task, so the log interleaves streams.
+        let (head, tail) = evs.split_at(evs.len() / 2);
+        rs.append(id, head, at).await;
+        rs.append(id, tail, at + TimeDelta::milliseconds(250)).await;
+    }
+    for owner in owners {
+        rs.append(
+            owner,
+            &[UserEvent::Registered(UserRegistered {
+                email: format!("{}@example.test", owner.simple()),
+                display_name: "someone".into(),
+                role: Role::User,
+            })
+            .into()],
+            t0,
+        )
+        .await;
+    }
+    let log = all_events(&rs.pool).await;
+    assert!(log.len() >= 400, "{} events", log.len());
+
+    // Small batches, so there are many commits to stop between.
+    let config = projector::Config {
+        batch_max_messages: 10,
+        ..rs.d.projector_config()
+    };
+    rs.projector = Some(rs.d.spawn_projector_with(config.clone()).await);
+    let views = mongo(&rs.d).await.collection::<bson::Document>(TASK_VIEWS);
+    eventually("the projector to start applying", WAIT, || async {
+        let n = views.count_documents(doc! {}).await.ok()?;
+        (n > 0).then_some(())
+    })
+    .await;
+    rs.stop_projector().await;
+    let partial = views.count_documents(doc! {}).await.unwrap();
+    eprintln!("stopped the projector with {partial} of 50 task views written");
+
+    rs.projector = Some(rs.d.spawn_projector_with(config).await);
+    rs.caught_up().await;
+    let (tasks, users) = fold(&log);
+    assert_eq!(tasks.len(), 50);
+    let got = rs.views().await;
+    assert_eq!(got.len(), tasks.len());
+    for (id, expected) in &tasks {
+        assert_eq!(got.get(id), Some(expected), "task {id}");
+    }
+    let got_users: BTreeMap<String, UserView> = mongo(&rs.d)
+        .await
+        .collection::<UserView>(USER_VIEWS)
+        .find(doc! {})
+        .await
+        .unwrap()
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| (u.id.clone(), u))
+        .collect();
+    assert_eq!(got_users, users);
+}
