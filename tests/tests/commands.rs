@@ -857,6 +857,53 @@ async fn concurrent_requests_with_one_key_append_once() {
     assert_eq!(ctx.event_count().await, 1);
 }
 
+#[tokio::test]
+async fn expired_keys_are_cleaned_up_and_free_again() {
+    let ctx = setup().await;
+    let send = |title: &'static str| {
+        ctx.call(Method::POST, "/tasks")
+            .header("idempotency-key", "old")
+            .json(json!({ "title": title }))
+            .send()
+    };
+    assert_eq!(send("first").await.status, StatusCode::CREATED);
+    // Age the key past the retention.
+    sqlx::query("UPDATE idempotency_keys SET created_at = now() - interval '25 hours'")
+        .execute(&ctx.db)
+        .await
+        .unwrap();
+    let r = send("second").await;
+    assert_eq!(
+        r.status,
+        StatusCode::CREATED,
+        "an expired key is free: {r:?}"
+    );
+    assert_eq!(r.body["title"], "second");
+    assert!(r.header("idempotent-replayed").is_none());
+    assert_eq!(ctx.event_count().await, 2);
+
+    sqlx::query("UPDATE idempotency_keys SET created_at = now() - interval '25 hours'")
+        .execute(&ctx.db)
+        .await
+        .unwrap();
+    let fresh = ctx
+        .call(Method::POST, "/tasks")
+        .header("idempotency-key", "fresh")
+        .json(json!({"title": "kept"}))
+        .send()
+        .await;
+    assert_eq!(fresh.status, StatusCode::CREATED);
+    let deleted = command_api::idempotency::delete_expired(&ctx.db)
+        .await
+        .unwrap();
+    assert_eq!(deleted, 1);
+    let keys: Vec<String> = sqlx::query_scalar("SELECT idempotency_key FROM idempotency_keys")
+        .fetch_all(&ctx.db)
+        .await
+        .unwrap();
+    assert_eq!(keys, ["fresh"]);
+}
+
 // ----------------------------------------------------------------- OpenAPI
 
 #[tokio::test]
