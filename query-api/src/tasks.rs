@@ -4,6 +4,11 @@
 //! Postgres event store (the source of truth), so it is complete and exact
 //! even while the projection lags, and no second view has to be kept.
 //! Ownership of a history is decided by its `task.created` event.
+//!
+//! Visibility: a task, its history and its place in a list belong to its
+//! owner; anyone else gets 404 (existence is not revealed). Admins read
+//! another user's tasks only through `GET /tasks?owner_id=` (issue 5); the
+//! single-task and history endpoints are owner-only for everyone.
 
 use std::time::Duration;
 
@@ -202,7 +207,7 @@ pub async fn get_task(
         .find_one(doc! { "_id": id.to_string() })
         .await
         .map_err(|e| internal("reading a task failed", e))?
-        .filter(|v| !v.deleted && (v.owner_id == user.id.to_string() || user.is_admin()))
+        .filter(|v| !v.deleted && v.owner_id == user.id.to_string())
         .ok_or_else(no_such_task)?;
     let etag = format!("\"{}\"", view.version);
     let etag_value = HeaderValue::from_str(&etag).map_err(|e| internal("bad ETag", e))?;
@@ -239,7 +244,7 @@ pub async fn task_history(
         _ => None,
     });
     match owner {
-        Some(owner) if owner == user.id || user.is_admin() => {
+        Some(owner) if owner == user.id => {
             Ok(axum::Json(TaskHistory { items: events }).into_response())
         }
         _ => Err(no_such_task()),

@@ -295,7 +295,7 @@ async fn create_varied(rs: &ReadSide, owner: Uuid, i: usize, t0: DateTime<Utc>) 
         _ => format!("sale 50% off (a.b*) {i}"),
     };
     let priority = Priority::ALL[(i + i / 4) % 4];
-    let due_at = (i % 6 != 0).then(|| now + TimeDelta::hours(i as i64 * 7 - 100));
+    let due_at = (!i.is_multiple_of(6)).then(|| now + TimeDelta::hours(i as i64 * 7 - 100));
     let tags: &[&str] = match i % 3 {
         0 => &["work"],
         1 => &["home", "urgent"],
@@ -1319,6 +1319,70 @@ fn fold(log: &[EventEnvelope]) -> (BTreeMap<String, TaskView>, BTreeMap<String, 
     (tasks, users)
 }
 
+/// Appends `n` tasks of a few events each, interleaving streams in the log.
+async fn append_backlog(rs: &ReadSide, n: usize, t0: DateTime<Utc>) {
+    let owner = Uuid::new_v4();
+    for i in 0..n {
+        let id = Uuid::new_v4();
+        let at = t0 + TimeDelta::seconds(i as i64);
+        rs.append(
+            id,
+            &[created(
+                owner,
+                &format!("task {i}"),
+                Priority::ALL[i % 4],
+                None,
+                &[],
+            )],
+            at,
+        )
+        .await;
+        rs.append(
+            id,
+            &[
+                status(TaskStatus::Todo, TaskStatus::InProgress),
+                TaskEvent::DueDateChanged(TaskDueDateChanged {
+                    due_at: Some(at + TimeDelta::days(2)),
+                })
+                .into(),
+                TaskEvent::PriorityChanged(TaskPriorityChanged {
+                    from: Priority::ALL[i % 4],
+                    to: Priority::Urgent,
+                })
+                .into(),
+            ],
+            at + TimeDelta::milliseconds(100),
+        )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_projectors_in_one_group_share_the_work_and_converge_when_one_leaves() {
+    let mut rs = ReadSide::start_without_projector().await;
+    let config = projector::Config {
+        batch_max_messages: 10,
+        ..rs.d.projector_config()
+    };
+    rs.projector = Some(rs.d.spawn_projector_with(config.clone()).await);
+    let second = rs.d.spawn_projector_with(config).await;
+    let t0 = now_ms() - TimeDelta::hours(1);
+    append_backlog(&rs, 30, t0).await;
+    // One member leaves mid-stream: the other takes its partitions over.
+    let views = mongo(&rs.d).await.collection::<bson::Document>(TASK_VIEWS);
+    eventually("the projectors to start applying", WAIT, || async {
+        let n = views.count_documents(doc! {}).await.ok()?;
+        (n > 0).then_some(())
+    })
+    .await;
+    second.stop.cancel();
+    append_backlog(&rs, 20, t0 + TimeDelta::minutes(5)).await;
+    rs.caught_up().await;
+    let (tasks, _) = fold(&all_events(&rs.pool).await);
+    assert_eq!(tasks.len(), 50);
+    assert_eq!(rs.views().await, tasks);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_projector_stopped_mid_stream_and_restarted_converges_to_the_fold_of_the_event_log() {
     let mut rs = ReadSide::start_without_projector().await;
@@ -1353,10 +1417,10 @@ async fn a_projector_stopped_mid_stream_and_restarted_converges_to_the_fold_of_t
             );
         }
         evs.push(status(TaskStatus::Todo, TaskStatus::InProgress));
-        if i % 3 == 0 {
+        if i.is_multiple_of(3) {
             evs.push(status(TaskStatus::InProgress, TaskStatus::Done));
         }
-        if i % 7 == 0 {
+        if i.is_multiple_of(7) {
             evs.push(TaskEvent::Deleted(TaskDeleted {}).into());
         }
         // Several appends per task, so the log interleaves streams.
@@ -1418,4 +1482,58 @@ async fn a_projector_stopped_mid_stream_and_restarted_converges_to_the_fold_of_t
         .map(|u| (u.id.clone(), u))
         .collect();
     assert_eq!(got_users, users);
+}
+
+/// The projector's write guard, on the server itself: a bulk replace
+/// filtered on `{_id, version: <read>}` with upsert applies when the view
+/// is still at the version read, and fails with a duplicate key (11000),
+/// changing nothing, when another writer moved the view meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_version_guarded_bulk_write_detects_a_moved_view() {
+    use mongodb::options::{ReplaceOneModel, WriteModel};
+    let db = mongodb::Client::with_uri_str(&servers().mongodb_url)
+        .await
+        .expect("mongodb")
+        .database(&unique("ts_"));
+    let coll = db.collection::<bson::Document>("guard");
+    coll.insert_one(doc! { "_id": "a", "version": 2_i64, "v": "second" })
+        .await
+        .unwrap();
+    let model = |id: &str, read: i64, v: &str| -> WriteModel {
+        ReplaceOneModel::builder()
+            .namespace(coll.namespace())
+            .filter(doc! { "_id": id, "version": read })
+            .replacement(doc! { "_id": id, "version": read + 1, "v": v })
+            .upsert(true)
+            .build()
+            .into()
+    };
+    let err = db
+        .client()
+        .bulk_write(vec![
+            model("a", 1, "stale"),   // read at 1, but the view is at 2
+            model("a", 2, "third"),   // read at 2: applies
+            model("b", 0, "created"), // new view
+        ])
+        .ordered(false)
+        .await
+        .expect_err("the stale write conflicts");
+    match *err.kind {
+        mongodb::error::ErrorKind::BulkWrite(ref bulk) => {
+            let codes: Vec<(usize, i32)> = bulk
+                .write_errors
+                .iter()
+                .map(|(i, e)| (*i, e.code))
+                .collect();
+            assert_eq!(codes, vec![(0, 11000)], "{bulk:?}");
+        }
+        ref other => panic!("expected a bulk write error, got {other:?}"),
+    }
+    let a = coll.find_one(doc! { "_id": "a" }).await.unwrap().unwrap();
+    assert_eq!(
+        (a.get_i64("version").unwrap(), a.get_str("v").unwrap()),
+        (3, "third")
+    );
+    let b = coll.find_one(doc! { "_id": "b" }).await.unwrap().unwrap();
+    assert_eq!(b.get_i64("version").unwrap(), 1);
 }
