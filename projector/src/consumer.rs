@@ -13,6 +13,13 @@
 //! stream from its first unpublished version, in order, so the missing
 //! version arrives again followed by the ones after it, and the stream
 //! catches up then; the gap never becomes a hole in the view.
+//!
+//! Poison (a message that can never apply: not an envelope, an unknown type
+//! or a newer schema, a payload that does not match, a stream that does not
+//! start with its creation) goes to `task-events.dlq` with its original key,
+//! payload and headers plus `dlq-reason` and `dlq-source`
+//! (`<topic>/<partition>/<offset>`, which also tells the rare poisoned user
+//! event apart), and the partition moves on.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -29,7 +29,6 @@
 //! task. query-api never serves a flagged task.
 
 use bson::{doc, Document};
-use chrono::{DateTime, Utc};
 use events::{
     DecodeError, Event, EventEnvelope, Priority, Role, StreamType, TaskEvent, TaskStatus, UserEvent,
 };
@@ -112,10 +111,9 @@ pub enum Poison {
     NotCreatedFirst(String),
     #[error("a creation event at version {0}, after the stream already exists")]
     CreatedAgain(u64),
-    #[error("`{event_type}` carries schema version {schema}, but the envelope says `{stream}`")]
+    #[error("`{event_type}` is not an event of a {stream} stream, as its envelope says")]
     Mismatch {
         event_type: String,
-        schema: u32,
         stream: &'static str,
     },
 }
@@ -268,7 +266,6 @@ fn decode(env: &EventEnvelope, expected: StreamType) -> Result<Event, Poison> {
     if event.stream_type() != env.stream_type {
         return Err(Poison::Mismatch {
             event_type: env.event_type.clone(),
-            schema: env.schema,
             stream: env.stream_type.as_str(),
         });
     }
@@ -330,11 +327,6 @@ impl View for UserView {
     fn apply(view: Option<&Self>, env: &EventEnvelope) -> Result<Applied<Self>, Poison> {
         apply_user(view, env)
     }
-}
-
-/// A BSON date as a UTC timestamp.
-pub fn to_chrono(t: bson::DateTime) -> DateTime<Utc> {
-    t.to_chrono()
 }
 
 fn index(keys: Document, name: &str) -> IndexModel {

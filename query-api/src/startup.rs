@@ -91,11 +91,7 @@ impl Application {
 /// The API routes (documented in the OpenAPI document), `/openapi.json`,
 /// and health.
 pub fn routes(state: AppState, readiness: Readiness) -> Router {
-    let (api, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .routes(routes!(crate::tasks::list_tasks))
-        .routes(routes!(crate::tasks::get_task))
-        .routes(routes!(crate::tasks::task_history))
-        .split_for_parts();
+    let (api, doc) = api_routes().split_for_parts();
     let doc = std::sync::Arc::new(doc);
     api.route(
         "/openapi.json",
@@ -120,4 +116,55 @@ fn readiness(db: &Database, pool: &PgPool) -> Readiness {
             let pool = pool.clone();
             async move { events::store::ping(&pool).await }.boxed()
         })
+}
+
+/// The documented API routes; their `#[utoipa::path]`s make the document.
+fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(crate::tasks::list_tasks))
+        .routes(routes!(crate::tasks::get_task))
+        .routes(routes!(crate::tasks::task_history))
+}
+
+/// The OpenAPI document alone (what `/openapi.json` serves).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_routes().into_openapi()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_document_describes_the_list_parameters_with_their_values() {
+        let doc = serde_json::to_value(super::openapi()).unwrap();
+        let params = doc["paths"]["/tasks"]["get"]["parameters"]
+            .as_array()
+            .unwrap();
+        let param = |name: &str| {
+            params
+                .iter()
+                .find(|p| p["name"] == name)
+                .unwrap_or_else(|| panic!("{name} undocumented"))
+                .clone()
+        };
+        let text = |v: serde_json::Value| v.to_string();
+        assert!(
+            text(param("status")).contains("in_progress"),
+            "{}",
+            param("status")
+        );
+        assert!(
+            text(param("priority")).contains("urgent"),
+            "{}",
+            param("priority")
+        );
+        assert!(text(param("sort")).contains("-due_at"), "{}", param("sort"));
+        assert_eq!(param("status")["explode"], false);
+        for code in ["200", "400", "401", "504"] {
+            assert!(
+                doc["paths"]["/tasks"]["get"]["responses"][code].is_object(),
+                "{code}"
+            );
+        }
+        assert!(doc["paths"]["/tasks/{id}"]["get"]["responses"]["304"].is_object());
+    }
 }
