@@ -1532,3 +1532,105 @@ async fn relay_killed_mid_stream_and_restarted_loses_nothing() {
         published.len()
     );
 }
+
+/// The shared Kafka cannot be stopped under other tests, so the outage is
+/// the relay's: the publishing relay's producer points at a port where no
+/// broker answers. Commands are still accepted; once a relay that reaches
+/// Kafka takes over, every event arrives, in order per stream.
+#[tokio::test]
+async fn commands_are_accepted_while_kafka_is_unreachable_and_published_after() {
+    use events::relay::{OutboxRelay, RelayConfig};
+    let dep = Deployment::fresh().await;
+    let db = pool(&dep).await;
+    let topics = events::topics::Topics::with_prefix(dep.topic_prefix.clone());
+    let unreachable = events::kafka::producer_config("127.0.0.1:1")
+        .set("message.timeout.ms", "1500")
+        .create()
+        .expect("producer");
+    let cut_off = tokio_util::sync::CancellationToken::new();
+    let blind = tokio::spawn(
+        OutboxRelay::new(
+            db.clone(),
+            unreachable,
+            topics.clone(),
+            RelayConfig::default(),
+        )
+        .run(cut_off.clone()),
+    );
+    // The blind relay holds the publishing lock before command-api's relay starts.
+    eventually(
+        "the blind relay leading",
+        Duration::from_secs(10),
+        || async {
+            let held: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted",
+            )
+            .fetch_one(&db)
+            .await
+            .unwrap();
+            (held > 0).then_some(())
+        },
+    )
+    .await;
+    let cmd = spawn_command_api_alone(&dep).await;
+    let token = dep.token_for(Uuid::now_v7(), events::Role::User);
+
+    let total = 500;
+    let mut ids = Vec::new();
+    for chunk in (0..total).collect::<Vec<_>>().chunks(50) {
+        let creates = chunk.iter().map(|i| {
+            http()
+                .post(cmd.url("/tasks"))
+                .bearer_auth(&token)
+                .json(&json!({ "title": format!("during the outage {i}") }))
+                .send()
+        });
+        for r in futures::future::join_all(creates).await {
+            let r = r.unwrap();
+            assert_eq!(
+                r.status(),
+                StatusCode::CREATED,
+                "accepted during the outage"
+            );
+            ids.push(
+                r.json::<Value>().await.unwrap()["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            );
+        }
+    }
+    // Second events on some streams, so per-stream order is exercised.
+    for id in ids.iter().take(50) {
+        let r = http()
+            .post(cmd.url(&format!("/tasks/{id}/status")))
+            .bearer_auth(&token)
+            .json(&json!({"status": "in_progress"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    // Long enough for the blind relay's deliveries to time out and be retried.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        outbox_len(&db).await,
+        total as i64 + 50,
+        "nothing was lost or marked"
+    );
+
+    // Kafka is reachable again: the blind relay goes, command-api's takes over.
+    blind.abort();
+    let _ = blind.await;
+    let stored = all_events(&db).await;
+    let n = stored.len();
+    let published = read_topic(
+        &topics.task_events(),
+        |p| p.len() >= n,
+        Duration::from_secs(1),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_published_once_in_order(&stored, &published);
+    drop(cmd);
+}
