@@ -74,16 +74,22 @@ impl ClientContext for LagReporter {
         for (topic, t) in &statistics.topics {
             for (partition, p) in &t.partitions {
                 // Partition -1 is librdkafka's internal "unassigned" queue;
-                // a negative committed offset means nothing was committed yet.
-                if *partition < 0 || p.committed_offset < 0 || p.hi_offset < 0 {
+                // partitions not desired belong to another group member.
+                if *partition < 0 || !p.desired || p.hi_offset < 0 {
                     continue;
                 }
+                // Nothing committed yet: the group starts from the beginning.
+                let from = if p.committed_offset >= 0 {
+                    p.committed_offset
+                } else {
+                    p.lo_offset.max(0)
+                };
                 metrics::gauge!(
                     "projector_consumer_lag",
                     "topic" => topic.clone(),
                     "partition" => partition.to_string()
                 )
-                .set((p.hi_offset - p.committed_offset).max(0) as f64);
+                .set((p.hi_offset - from).max(0) as f64);
             }
         }
     }

@@ -1607,6 +1607,25 @@ async fn a_version_gap_is_reported_and_never_applied_until_the_missing_version_a
         metrics.contains("projector_version_gaps_total"),
         "{metrics}"
     );
+    // Lag per partition, from the consumer's periodic statistics.
+    let lag = format!(
+        "projector_consumer_lag{{topic=\"{}\",partition=",
+        rs.topics.task_events()
+    );
+    let metrics_url = rs.projector.as_ref().unwrap().url("/metrics");
+    eventually("the lag gauge", WAIT, || async {
+        let text = rs
+            .http
+            .get(&metrics_url)
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines().any(|l| l.starts_with(&lag)).then_some(())
+    })
+    .await;
 
     publish(vec![v2, v3]).await;
     rs.caught_up().await;
