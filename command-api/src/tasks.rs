@@ -131,7 +131,13 @@ pub async fn execute(
                 Err(ClaimError::Database(e)) => return Err(e.into()),
             }
         }
-        let history = store::load_stream(&mut *tx, write.task_id).await?;
+        // A create targets a fresh UUID v7 from this process: there is no
+        // history to read, and the append at version 0 still guards it.
+        let history = if creating {
+            Vec::new()
+        } else {
+            store::load_stream(&mut *tx, write.task_id).await?
+        };
         let snapshot = TaskSnapshot::fold(write.task_id, &history)?;
         // Existence and ownership come before the precondition: a task the
         // caller cannot see has no version to compare against.
