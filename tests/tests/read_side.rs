@@ -1632,3 +1632,122 @@ async fn a_version_gap_is_reported_and_never_applied_until_the_missing_version_a
     let view = rs.views().await.remove(&id.to_string()).unwrap();
     assert_eq!((view.version, view.status), (3, TaskStatus::Done));
 }
+
+/// The whole system: writes through command-api, reads through query-api
+/// with the consistency token each write returns; no sleeps anywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_through_command_api_are_read_back_through_query_api_with_their_tokens() {
+    let sys = tests::System::start().await;
+    let user = Uuid::new_v4();
+    let token = sys.deployment.token_for(user, Role::User);
+    let client = http();
+    let token_of = |res: &reqwest::Response| -> String {
+        res.headers()["x-consistency-token"]
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+    let read = |path: String, ct: String| {
+        let client = client.clone();
+        let token = token.clone();
+        let url = sys.query.url(&path);
+        async move {
+            client
+                .get(url)
+                .bearer_auth(token)
+                .header("X-Consistency-Token", ct)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+
+    let res = client
+        .post(sys.command.url("/tasks"))
+        .bearer_auth(&token)
+        .json(&json!({ "title": "Ship the read side", "priority": "high", "tags": ["work"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let ct = token_of(&res);
+    let created: Value = res.json().await.unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    let res = read(format!("/tasks/{id}"), ct).await;
+    assert_eq!(res.status(), 200);
+    let task: Value = res.json().await.unwrap();
+    assert_eq!(
+        (
+            &task["title"],
+            &task["priority"],
+            &task["status"],
+            &task["version"]
+        ),
+        (
+            &json!("Ship the read side"),
+            &json!("high"),
+            &json!("todo"),
+            &json!(1)
+        )
+    );
+
+    let res = client
+        .patch(sys.command.url(&format!("/tasks/{id}")))
+        .bearer_auth(&token)
+        .header("If-Match", "\"1\"")
+        .json(&json!({ "title": "Ship the read side today" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let res = read("/tasks?q=today".to_owned(), token_of(&res)).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(ids(&res.json().await.unwrap()), vec![id.clone()]);
+
+    let res = client
+        .post(sys.command.url(&format!("/tasks/{id}/status")))
+        .bearer_auth(&token)
+        .json(&json!({ "status": "in_progress" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let res = read("/tasks?status=in_progress".to_owned(), token_of(&res)).await;
+    assert_eq!(ids(&res.json().await.unwrap()), vec![id.clone()]);
+
+    let res = client
+        .delete(sys.command.url(&format!("/tasks/{id}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "{}", res.status());
+    let ct = token_of(&res);
+    assert_eq!(read(format!("/tasks/{id}"), ct.clone()).await.status(), 404);
+    let res = read("/tasks".to_owned(), ct).await;
+    assert_eq!(ids(&res.json().await.unwrap()), Vec::<String>::new());
+    let history = client
+        .get(sys.query.url(&format!("/tasks/{id}/history")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    let types: Vec<&str> = history["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "task.created",
+            "task.updated",
+            "task.status_changed",
+            "task.deleted"
+        ]
+    );
+}
