@@ -133,7 +133,8 @@ pub struct ListTasksParams {
     tag: Option<String>,
     /// Case-insensitive substring of the title.
     q: Option<String>,
-    /// `true`: due in the past and neither done nor cancelled.
+    /// `true`: due in the past and neither done nor cancelled; `false` (the
+    /// default) does not filter.
     overdue: Option<bool>,
     /// Order of the items (default `-created_at`); ties by id.
     #[param(inline)]

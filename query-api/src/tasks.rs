@@ -90,7 +90,8 @@ pub struct TaskPage {
     pub next_cursor: Option<String>,
 }
 
-/// A task's events, oldest first, as stored.
+/// A task's events, oldest first, exactly as stored: an event written
+/// under an older schema keeps its `schema` and `data` (readers upcast).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TaskHistory {
     pub items: Vec<EventEnvelope>,
