@@ -7,7 +7,11 @@
 //!
 //! Any number of relays may run (auth and command-api both run one); a
 //! Postgres advisory lock lets exactly one publish at a time, and another
-//! takes over within a poll interval when the holder's connection dies.
+//! takes over within a lock retry interval when the holder's connection dies.
+//!
+//! Wake-up: a round follows straight after any round that published; an
+//! idle relay polls every `poll_interval` (10 ms), or wakes at once on a
+//! `NOTIFY` on [`NOTIFY_CHANNEL`] (appends do not send one; see there).
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -32,6 +36,8 @@ pub struct RelayConfig {
     pub batch_size: i64,
     /// How long to sleep when idle if no notification arrives.
     pub poll_interval: Duration,
+    /// How often a standby relay tries to take the publishing lock.
+    pub lock_retry_interval: Duration,
     /// Pause after a failed round (Kafka or Postgres down).
     pub error_backoff: Duration,
 }
@@ -40,7 +46,10 @@ impl Default for RelayConfig {
     fn default() -> Self {
         RelayConfig {
             batch_size: 500,
-            poll_interval: Duration::from_millis(500),
+            // Short: the idle wake-up does not depend on a notification
+            // arriving, and an empty outbox costs one index probe.
+            poll_interval: Duration::from_millis(10),
+            lock_retry_interval: Duration::from_millis(500),
             error_backoff: Duration::from_secs(1),
         }
     }
@@ -107,7 +116,7 @@ impl OutboxRelay {
             metrics::gauge!("relay_leader").set(0.0);
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
-                _ = tokio::time::sleep(self.config.poll_interval) => {}
+                _ = tokio::time::sleep(self.config.lock_retry_interval) => {}
             }
         }
         metrics::gauge!("relay_leader").set(1.0);
@@ -134,15 +143,16 @@ impl OutboxRelay {
             if shutdown.is_cancelled() {
                 return Ok(());
             }
-            let published = self.publish_batch().await?;
-            if published as i64 >= self.config.batch_size {
-                continue;
-            }
-            // Prove the lock connection is alive now and then: if it died,
-            // another relay may hold the lock and this one must stop.
-            if last_lock_check.elapsed() > self.config.poll_interval * 4 {
+            // Prove the lock connection is alive now and then, busy or not:
+            // if it died, another relay may hold the lock and this one must stop.
+            if last_lock_check.elapsed() > self.config.lock_retry_interval {
                 sqlx::query("SELECT 1").execute(&mut *lock_conn).await?;
                 last_lock_check = Instant::now();
+            }
+            // Under load, go straight on to what committed during this
+            // round: waiting here would add a whole interval to the lag.
+            if self.publish_batch().await? > 0 {
+                continue;
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),

@@ -12,7 +12,10 @@ use uuid::Uuid;
 use crate::envelope::{EventEnvelope, EventMeta, StreamVersion};
 use crate::schema::Event;
 
-/// Postgres channel notified on every append, so the relay wakes at once.
+/// Postgres channel the relay listens on: a `NOTIFY` wakes it at once.
+/// Appends do not notify: `NOTIFY` serialises committing transactions on
+/// a global queue lock (measured: about a fifth of the create throughput),
+/// and the relay's 10 ms idle poll already bounds the wake-up delay.
 pub const NOTIFY_CHANNEL: &str = "taskstream_events";
 
 /// The migrations of the whole system (events, outbox, users, tokens, idempotency).
@@ -128,9 +131,7 @@ async fn insert(conn: &mut PgConnection, envelopes: &[EventEnvelope]) -> Result<
            SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::text[], $6::int[],
                                 $7::timestamptz[], $8::uuid[], $9::uuid[], $10::uuid[], $11::jsonb[])
            RETURNING global_position)
-         , outboxed AS (
-           INSERT INTO event_outbox (global_position) SELECT global_position FROM inserted)
-         SELECT pg_notify($12, '')",
+         INSERT INTO event_outbox (global_position) SELECT global_position FROM inserted",
     )
     .bind(&event_ids)
     .bind(&stream_ids)
@@ -143,9 +144,6 @@ async fn insert(conn: &mut PgConnection, envelopes: &[EventEnvelope]) -> Result<
     .bind(&correlations)
     .bind(&causations)
     .bind(&data)
-    // The notification rides in the same statement (one round trip less);
-    // Postgres delivers it only when the transaction commits.
-    .bind(NOTIFY_CHANNEL)
     .execute(&mut *conn)
     .await?;
     Ok(())
