@@ -85,6 +85,8 @@ async fn main() -> anyhow::Result<()> {
         .pool_max_idle_per_host(256)
         .build()?;
     let duration = Duration::from_secs(args.seconds);
+    // Installs the metrics recorder, so the relay's own lag histogram fills.
+    client.get(format!("{base}/metrics")).send().await?;
 
     println!(
         "pool size {}, {} s per measurement",
@@ -200,6 +202,23 @@ async fn main() -> anyhow::Result<()> {
         pct(&from_stamp, 0.99),
         from_stamp.last().copied().unwrap_or(0.0),
     );
+
+    // The relay's view: Kafka ack time minus occurred_at, whole run.
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let relay_lag: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("relay_commit_to_publish_seconds"))
+        .collect();
+    println!();
+    println!("relay histogram (ack − occurred_at, whole run):");
+    for line in relay_lag {
+        println!("    {line}");
+    }
 
     stop.cancel();
     let _ = server.await;
