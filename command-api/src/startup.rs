@@ -16,8 +16,11 @@ use crate::api;
 use crate::config::Config;
 use crate::idempotency;
 
-/// Postgres connections per command-api process (the relay takes two more).
+/// Postgres connections of the request path per command-api process.
 pub const POOL_SIZE: u32 = 20;
+/// Postgres connections of the outbox relay (it also holds its lock and
+/// listener connections).
+pub const RELAY_POOL_SIZE: u32 = 2;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -50,7 +53,13 @@ impl Application {
             .await
             .map_err(|e| anyhow::anyhow!("kafka at {}: {e}", config.kafka_brokers))?;
         let producer = kafka::producer(&config.kafka_brokers)?;
-        let relay = OutboxRelay::new(pool.clone(), producer, topics, RelayConfig::default());
+        // The relay gets connections of its own: queued behind a burst of
+        // requests in the shared pool, publication would lag behind the load.
+        let relay_pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(RELAY_POOL_SIZE)
+            .acquire_timeout(std::time::Duration::from_secs(5))
+            .connect_lazy_with((*pool.connect_options()).clone());
+        let relay = OutboxRelay::new(relay_pool, producer, topics, RelayConfig::default());
         let verifier = match verifier {
             Some(v) => v,
             None => {
