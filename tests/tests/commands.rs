@@ -1562,8 +1562,12 @@ async fn commands_are_accepted_while_kafka_is_unreachable_and_published_after() 
         "the blind relay leading",
         Duration::from_secs(10),
         || async {
+            // pg_locks is cluster-wide: other tests' relays hold the same key
+            // in their own databases.
             let held: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted",
+                "SELECT count(*) FROM pg_locks
+                  WHERE locktype = 'advisory' AND granted
+                    AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
             )
             .fetch_one(&db)
             .await
