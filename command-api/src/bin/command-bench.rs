@@ -212,7 +212,13 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     let relay_lag: Vec<&str> = metrics
         .lines()
-        .filter(|l| l.starts_with("relay_commit_to_publish_seconds"))
+        .filter(|l| {
+            l.starts_with("relay_commit_to_publish_seconds")
+                || l.starts_with("relay_round_phase_seconds_sum")
+                || l.starts_with("relay_round_phase_seconds_count")
+                || l.starts_with("relay_batch_size_sum")
+                || l.starts_with("relay_batch_size_count")
+        })
         .collect();
     println!();
     println!("relay histogram (ack − occurred_at, whole run):");
@@ -222,6 +228,13 @@ async fn main() -> anyhow::Result<()> {
 
     stop.cancel();
     let _ = server.await;
+    raw_pool.close().await;
+    // The run's database is of no further use; its topics stay (they are
+    // cheap, and deleting topics is not something taskstream does).
+    let mut admin = sqlx::PgConnection::connect(&args.database_url).await?;
+    sqlx::query(&format!("DROP DATABASE bench_{run} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await?;
     Ok(())
 }
 
