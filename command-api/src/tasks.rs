@@ -10,10 +10,22 @@ use uuid::Uuid;
 use crate::domain::{self, Action, Command, DomainError, Task, TaskState};
 use crate::idempotency::{self, Claim, ClaimError, Scope, StoredResponse};
 
-/// Attempts of a write without `If-Match` that keeps losing the race for the
-/// next version. A loss means another write committed, so each retry
-/// decides on newer state; this only bounds a pathological pile-up.
+/// Attempts of a write without `If-Match` that loses the race for the next
+/// version (writers take turns on a per-task lock, so only a writer that
+/// bypasses it can cause one). A loss means another write committed, so each
+/// retry decides on newer state; this only bounds a pathological pile-up.
 pub const MAX_ATTEMPTS: usize = 8;
+
+/// First key of the per-task advisory locks (the two-key form, a lock
+/// space apart from the relay's single-key lock): "task" in ASCII.
+const TASK_LOCK_CLASS: i32 = 0x7461_736b;
+
+/// Second key: 32 bits of the task id. Two tasks sharing it only take turns.
+fn task_lock_key(id: Uuid) -> i32 {
+    let (hi, lo) = id.as_u64_pair();
+    let folded = hi ^ lo;
+    ((folded >> 32) as u32 ^ folded as u32) as i32
+}
 
 /// A task stream folded: the aggregate state plus what the envelopes say.
 #[derive(Debug, Clone, PartialEq)]
@@ -136,6 +148,15 @@ pub async fn execute(
         let history = if creating {
             Vec::new()
         } else {
+            // Writers of one task take turns (until commit), so a write
+            // without If-Match decides on the state it appends after instead
+            // of losing races; with If-Match the later one sees the new
+            // version and answers 412.
+            sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+                .bind(TASK_LOCK_CLASS)
+                .bind(task_lock_key(write.task_id))
+                .execute(&mut *tx)
+                .await?;
             store::load_stream(&mut *tx, write.task_id).await?
         };
         let snapshot = TaskSnapshot::fold(write.task_id, &history)?;
@@ -158,11 +179,12 @@ pub async fn execute(
             appended: Vec::new(),
         };
         if !decided.is_empty() {
-            let expected = match write.if_match {
-                _ if creating => ExpectedVersion::Exact(0),
-                Some(v) => ExpectedVersion::Exact(v),
-                None => ExpectedVersion::Any,
-            };
+            // Always the version the decision was made on, with or without
+            // If-Match: `Any` would let a write that committed after our load
+            // slip in between, and append a decision taken on stale state
+            // (e.g. a transition from a status the task has already left).
+            // Without If-Match a conflict means "decide again on newer state".
+            let expected = ExpectedVersion::Exact(written.snapshot.version);
             let events: Vec<Event> = decided.into_iter().map(Event::Task).collect();
             let meta = EventMeta {
                 actor,

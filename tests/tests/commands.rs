@@ -721,6 +721,61 @@ async fn concurrent_writers_with_the_same_if_match_exactly_one_wins() {
     assert_eq!(versions, (1..=12).collect::<Vec<_>>());
 }
 
+#[tokio::test]
+async fn concurrent_writers_without_if_match_decide_on_the_latest_state() {
+    let ctx = setup().await;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let (id, _) = ctx.created(json!({"title": "t"})).await;
+        let r = ctx
+            .call(Method::POST, format!("/tasks/{id}/status"))
+            .json(json!({"status": "in_progress"}))
+            .send()
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+        ids.push(id);
+    }
+    // Done and cancelled race on each task: whichever lands first, the
+    // others must be decided on it (done → cancelled and cancelled → done
+    // are illegal), never on the in_progress they may have loaded before.
+    let ctx = &ctx;
+    let racers = ids.iter().flat_map(|id| {
+        (0..30).map(move |i| {
+            let to = if i % 2 == 0 { "done" } else { "cancelled" };
+            ctx.call(Method::POST, format!("/tasks/{id}/status"))
+                .json(json!({ "status": to }))
+                .send()
+        })
+    });
+    let replies = futures::future::join_all(racers).await;
+    assert!(
+        replies
+            .iter()
+            .all(|r| r.status == StatusCode::OK || r.status == StatusCode::CONFLICT),
+        "{replies:?}"
+    );
+    for id in ids {
+        let changes: Vec<(TaskStatus, TaskStatus)> = ctx
+            .events_of(id)
+            .await
+            .iter()
+            .filter_map(|e| match e.decode() {
+                Ok(Event::Task(TaskEvent::StatusChanged(s))) => Some((s.from, s.to)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            changes.len(),
+            2,
+            "exactly one racer changed {id}: {changes:?}"
+        );
+        assert_eq!(
+            changes[1].0, changes[0].1,
+            "decided on the latest state: {changes:?}"
+        );
+    }
+}
+
 // -------------------------------------------------------------- idempotency
 
 #[tokio::test]
