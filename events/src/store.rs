@@ -68,16 +68,23 @@ pub async fn append(
     events: &[Event],
     meta: EventMeta,
 ) -> Result<Vec<EventEnvelope>, AppendError> {
-    let current = stream_version(&mut *conn, stream_id).await?;
-    if let ExpectedVersion::Exact(v) = expected {
-        if v != current {
-            return Err(AppendError::Conflict {
-                stream_id,
-                expected,
-                actual: Some(current),
-            });
+    let current = match expected {
+        // The insert itself checks the version (one round trip less).
+        ExpectedVersion::Exact(v) if !events.is_empty() => v,
+        _ => {
+            let current = stream_version(&mut *conn, stream_id).await?;
+            if let ExpectedVersion::Exact(v) = expected {
+                if v != current {
+                    return Err(AppendError::Conflict {
+                        stream_id,
+                        expected,
+                        actual: Some(current),
+                    });
+                }
+            }
+            current
         }
-    }
+    };
     let envelopes: Vec<EventEnvelope> = events
         .iter()
         .enumerate()
@@ -86,20 +93,38 @@ pub async fn append(
     if envelopes.is_empty() {
         return Ok(envelopes);
     }
-    insert(conn, &envelopes).await.map_err(|e| match e {
-        sqlx::Error::Database(db) if db.constraint() == Some("events_stream_version_key") => {
-            AppendError::Conflict {
-                stream_id,
-                expected,
-                actual: None,
+    let inserted = insert(conn, stream_id, current, &envelopes)
+        .await
+        .map_err(|e| match e {
+            sqlx::Error::Database(db) if db.constraint() == Some("events_stream_version_key") => {
+                AppendError::Conflict {
+                    stream_id,
+                    expected,
+                    actual: None,
+                }
             }
-        }
-        other => AppendError::Database(other),
-    })?;
+            other => AppendError::Database(other),
+        })?;
+    if inserted == 0 {
+        // The stream was not at `current` when the insert ran.
+        let actual = stream_version(&mut *conn, stream_id).await?;
+        return Err(AppendError::Conflict {
+            stream_id,
+            expected,
+            actual: Some(actual),
+        });
+    }
     Ok(envelopes)
 }
 
-async fn insert(conn: &mut PgConnection, envelopes: &[EventEnvelope]) -> Result<(), sqlx::Error> {
+/// Inserts the events and their outbox rows if the stream is at `at`;
+/// returns how many were inserted (0: it was not).
+async fn insert(
+    conn: &mut PgConnection,
+    stream_id: Uuid,
+    at: StreamVersion,
+    envelopes: &[EventEnvelope],
+) -> Result<u64, sqlx::Error> {
     let mut event_ids = Vec::with_capacity(envelopes.len());
     let mut stream_ids = Vec::with_capacity(envelopes.len());
     let mut stream_types = Vec::with_capacity(envelopes.len());
@@ -124,12 +149,13 @@ async fn insert(conn: &mut PgConnection, envelopes: &[EventEnvelope]) -> Result<
         causations.push(e.causation_id);
         data.push(e.data.clone());
     }
-    sqlx::query(
+    let done = sqlx::query(
         "WITH inserted AS (
            INSERT INTO events (event_id, stream_id, stream_type, version, event_type, schema_version,
                                occurred_at, actor, correlation_id, causation_id, data)
            SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::text[], $6::int[],
                                 $7::timestamptz[], $8::uuid[], $9::uuid[], $10::uuid[], $11::jsonb[])
+            WHERE (SELECT coalesce(max(version), 0) FROM events WHERE stream_id = $12) = $13
            RETURNING global_position)
          INSERT INTO event_outbox (global_position) SELECT global_position FROM inserted",
     )
@@ -144,9 +170,11 @@ async fn insert(conn: &mut PgConnection, envelopes: &[EventEnvelope]) -> Result<
     .bind(&correlations)
     .bind(&causations)
     .bind(&data)
+    .bind(stream_id)
+    .bind(at as i64)
     .execute(&mut *conn)
     .await?;
-    Ok(())
+    Ok(done.rows_affected())
 }
 
 /// The columns [`envelope_from_row`] reads, for `SELECT`s over `events`.
