@@ -40,6 +40,7 @@ use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::analytics::TaskFacts;
 use crate::views::{Applied, TaskView, UserView, View};
 
 /// Kafka header on dead-lettered messages: `<topic>/<partition>/<offset>` of the original.
@@ -131,9 +132,36 @@ enum BatchError {
 pub struct Projector {
     consumer: Arc<EventConsumer>,
     producer: FutureProducer,
-    db: Database,
+    writer: ViewWriter,
     topics: Topics,
     settings: BatchSettings,
+}
+
+/// Which collections a batch is folded into; `None` skips that view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Collections {
+    pub task_views: Option<String>,
+    pub task_facts: Option<String>,
+    pub users: Option<String>,
+}
+
+impl Collections {
+    /// What the live projector maintains.
+    pub fn live() -> Self {
+        Collections {
+            task_views: Some(TaskView::COLLECTION.to_owned()),
+            task_facts: Some(TaskFacts::COLLECTION.to_owned()),
+            users: Some(UserView::COLLECTION.to_owned()),
+        }
+    }
+}
+
+/// Folds decoded events into views with version-guarded bulk writes.
+/// Shared by the live consumer loop and `projector rebuild`.
+#[derive(Clone)]
+pub struct ViewWriter {
+    pub(crate) db: Database,
+    pub(crate) collections: Collections,
 }
 
 /// What one stream's events did in a batch.
@@ -177,7 +205,7 @@ impl Projector {
         Ok(Projector {
             consumer: Arc::new(consumer),
             producer,
-            db,
+            writer: ViewWriter::new(db, Collections::live()),
             topics,
             settings,
         })
@@ -195,6 +223,9 @@ impl Projector {
                     break;
                 }
                 continue;
+            }
+            if let Err(e) = crate::rebuild::honour_pause(&self.writer.db, &self.writer.collections, &shutdown).await {
+                tracing::warn!(error = %e, "cannot read the rebuild control documents; carrying on");
             }
             metrics::histogram!("projector_batch_size").record(batch.len() as f64);
             let outcome = loop {
@@ -285,113 +316,13 @@ impl Projector {
                 poison.push((i, format!("unexpected topic {}", msg.topic())));
             }
         }
-        let mut outcome = BatchOutcome::default();
-        for s in self.project::<TaskView>(tasks).await? {
-            outcome.add(&s);
-            poison.extend(s.poison);
-        }
-        for s in self.project::<UserView>(users).await? {
-            outcome.add(&s);
-            poison.extend(s.poison);
-        }
+        let (outcome, more_poison) = self.writer.apply(tasks, users).await?;
+        let mut outcome = outcome;
+        poison.extend(more_poison);
         poison.sort_by_key(|(i, _)| *i);
         self.dead_letter(batch, &poison).await?;
         outcome.dead_lettered = poison.len() as u64;
         Ok(outcome)
-    }
-
-    /// Folds each stream's events into its view and writes the changed
-    /// views in one bulk round trip, each guarded by the version it was
-    /// read at. A guard that fails (another writer moved the view) re-reads
-    /// and re-folds just those streams.
-    async fn project<V: View>(
-        &self,
-        events: Vec<(usize, EventEnvelope)>,
-    ) -> Result<Vec<StreamOutcome>, BatchError> {
-        let mut pending: HashMap<Uuid, Vec<(usize, EventEnvelope)>> = HashMap::new();
-        for (i, env) in events {
-            pending.entry(env.stream_id).or_default().push((i, env));
-        }
-        for stream in pending.values_mut() {
-            // Offset order within a partition is version order already;
-            // sorting also repairs re-deliveries that landed in one batch.
-            stream.sort_by_key(|(_, env)| env.version);
-        }
-        let collection = self.db.collection::<V>(V::COLLECTION);
-        let namespace = collection.namespace();
-        let mut done = Vec::new();
-        const ATTEMPTS: usize = 5;
-        for _ in 0..ATTEMPTS {
-            if pending.is_empty() {
-                return Ok(done);
-            }
-            let ids: Vec<String> = pending.keys().map(Uuid::to_string).collect();
-            let mut current: HashMap<String, V> = HashMap::with_capacity(ids.len());
-            let mut cursor = collection.find(doc! { "_id": { "$in": &ids } }).await?;
-            while let Some(view) = cursor.try_next().await? {
-                current.insert(view.id().to_owned(), view);
-            }
-            let mut writes = Vec::new();
-            let mut outcomes: Vec<(Uuid, StreamOutcome)> = Vec::new();
-            for (stream_id, stream) in &pending {
-                let start = current.get(&stream_id.to_string());
-                let (view, outcome) = fold(start, stream);
-                let start_version = start.map(View::version).unwrap_or(0);
-                if let Some(view) = view.filter(|v| v.version() > start_version) {
-                    let replacement = bson::to_document(&view)?;
-                    writes.push((
-                        *stream_id,
-                        ReplaceOneModel::builder()
-                            .namespace(namespace.clone())
-                            .filter(doc! { "_id": stream_id.to_string(), "version": start_version as i64 })
-                            .replacement(replacement)
-                            .upsert(true)
-                            .build(),
-                    ));
-                }
-                outcomes.push((*stream_id, outcome));
-            }
-            let conflicts = self.write(&writes).await?;
-            for (stream_id, outcome) in outcomes {
-                if !conflicts.contains(&stream_id) {
-                    pending.remove(&stream_id);
-                    done.push(outcome);
-                }
-            }
-        }
-        if pending.is_empty() {
-            Ok(done)
-        } else {
-            Err(BatchError::Contended)
-        }
-    }
-
-    /// One bulk write; returns the streams whose version guard failed.
-    async fn write(&self, writes: &[(Uuid, ReplaceOneModel)]) -> Result<Vec<Uuid>, BatchError> {
-        if writes.is_empty() {
-            return Ok(Vec::new());
-        }
-        let models: Vec<mongodb::options::WriteModel> =
-            writes.iter().map(|(_, m)| m.clone().into()).collect();
-        match self.db.client().bulk_write(models).ordered(false).await {
-            Ok(_) => Ok(Vec::new()),
-            Err(e) => match *e.kind {
-                mongodb::error::ErrorKind::BulkWrite(ref bulk)
-                    if bulk.write_concern_errors.is_empty()
-                        && !bulk.write_errors.is_empty()
-                        && bulk.write_errors.values().all(|w| w.code == DUPLICATE_KEY) =>
-                {
-                    // The guard `{_id, version: <read>}` matched nothing, so the
-                    // upsert tried to insert an `_id` that exists: the view moved.
-                    Ok(bulk
-                        .write_errors
-                        .keys()
-                        .filter_map(|i| writes.get(*i).map(|(id, _)| *id))
-                        .collect())
-                }
-                _ => Err(e.into()),
-            },
-        }
     }
 
     /// Publishes each poison message to the dead-letter topic with its
@@ -477,6 +408,165 @@ impl Projector {
             Err(e) => tracing::warn!(error = %e, "offset commit task failed"),
         }
     }
+}
+
+impl ViewWriter {
+    pub fn new(db: Database, collections: Collections) -> Self {
+        ViewWriter { db, collections }
+    }
+
+    /// Folds a batch of task and user events (each with its index in the
+    /// batch) into every configured view. Returns the counts and the events
+    /// that can never apply (with their batch index and reason).
+    async fn apply(
+        &self,
+        tasks: Vec<(usize, EventEnvelope)>,
+        users: Vec<(usize, EventEnvelope)>,
+    ) -> Result<(BatchOutcome, Vec<(usize, String)>), BatchError> {
+        let mut outcome = BatchOutcome::default();
+        let mut poison = Vec::new();
+        // Poison is decided by the event alone, so the task view and the
+        // facts agree on it: take it (and the counts) from the view the
+        // projector serves first, and only the writes from the facts.
+        match (&self.collections.task_views, &self.collections.task_facts) {
+            (Some(views), facts) => {
+                if let Some(facts) = facts {
+                    self.project::<TaskFacts>(facts, tasks.clone()).await?;
+                }
+                for s in self.project::<TaskView>(views, tasks).await? {
+                    outcome.add(&s);
+                    poison.extend(s.poison);
+                }
+            }
+            (None, Some(facts)) => {
+                for s in self.project::<TaskFacts>(facts, tasks).await? {
+                    outcome.add(&s);
+                    poison.extend(s.poison);
+                }
+            }
+            (None, None) => {}
+        }
+        if let Some(users_collection) = &self.collections.users {
+            for s in self.project::<UserView>(users_collection, users).await? {
+                outcome.add(&s);
+                poison.extend(s.poison);
+            }
+        }
+        Ok((outcome, poison))
+    }
+
+    /// Folds decoded envelopes of one stream type into one collection;
+    /// returns (applied, duplicates, gaps, poison count).
+    pub async fn apply_envelopes<V: View>(
+        &self,
+        collection: &str,
+        events: Vec<EventEnvelope>,
+    ) -> Result<(u64, u64, u64, u64), mongodb::error::Error> {
+        let indexed = events.into_iter().enumerate().collect();
+        match self.project::<V>(collection, indexed).await {
+            Ok(outcomes) => Ok(outcomes.iter().fold((0, 0, 0, 0), |acc, s| {
+                (acc.0 + s.applied, acc.1 + s.duplicates, acc.2 + s.gaps, acc.3 + s.poison.len() as u64)
+            })),
+            Err(BatchError::Mongo(e)) => Err(e),
+            Err(other) => Err(mongodb::error::Error::custom(other.to_string())),
+        }
+    }
+
+    /// Folds each stream's events into its view and writes the changed
+    /// views in one bulk round trip, each guarded by the version it was
+    /// read at. A guard that fails (another writer moved the view) re-reads
+    /// and re-folds just those streams.
+    async fn project<V: View>(
+        &self,
+        collection: &str,
+        events: Vec<(usize, EventEnvelope)>,
+    ) -> Result<Vec<StreamOutcome>, BatchError> {
+        let mut pending: HashMap<Uuid, Vec<(usize, EventEnvelope)>> = HashMap::new();
+        for (i, env) in events {
+            pending.entry(env.stream_id).or_default().push((i, env));
+        }
+        for stream in pending.values_mut() {
+            // Offset order within a partition is version order already;
+            // sorting also repairs re-deliveries that landed in one batch.
+            stream.sort_by_key(|(_, env)| env.version);
+        }
+        let collection = self.db.collection::<V>(collection);
+        let namespace = collection.namespace();
+        let mut done = Vec::new();
+        const ATTEMPTS: usize = 5;
+        for _ in 0..ATTEMPTS {
+            if pending.is_empty() {
+                return Ok(done);
+            }
+            let ids: Vec<String> = pending.keys().map(Uuid::to_string).collect();
+            let mut current: HashMap<String, V> = HashMap::with_capacity(ids.len());
+            let mut cursor = collection.find(doc! { "_id": { "$in": &ids } }).await?;
+            while let Some(view) = cursor.try_next().await? {
+                current.insert(view.id().to_owned(), view);
+            }
+            let mut writes = Vec::new();
+            let mut outcomes: Vec<(Uuid, StreamOutcome)> = Vec::new();
+            for (stream_id, stream) in &pending {
+                let start = current.get(&stream_id.to_string());
+                let (view, outcome) = fold(start, stream);
+                let start_version = start.map(View::version).unwrap_or(0);
+                if let Some(view) = view.filter(|v| v.version() > start_version) {
+                    let replacement = bson::to_document(&view)?;
+                    writes.push((
+                        *stream_id,
+                        ReplaceOneModel::builder()
+                            .namespace(namespace.clone())
+                            .filter(doc! { "_id": stream_id.to_string(), "version": start_version as i64 })
+                            .replacement(replacement)
+                            .upsert(true)
+                            .build(),
+                    ));
+                }
+                outcomes.push((*stream_id, outcome));
+            }
+            let conflicts = self.write(&writes).await?;
+            for (stream_id, outcome) in outcomes {
+                if !conflicts.contains(&stream_id) {
+                    pending.remove(&stream_id);
+                    done.push(outcome);
+                }
+            }
+        }
+        if pending.is_empty() {
+            Ok(done)
+        } else {
+            Err(BatchError::Contended)
+        }
+    }
+
+    /// One bulk write; returns the streams whose version guard failed.
+    async fn write(&self, writes: &[(Uuid, ReplaceOneModel)]) -> Result<Vec<Uuid>, BatchError> {
+        if writes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let models: Vec<mongodb::options::WriteModel> =
+            writes.iter().map(|(_, m)| m.clone().into()).collect();
+        match self.db.client().bulk_write(models).ordered(false).await {
+            Ok(_) => Ok(Vec::new()),
+            Err(e) => match *e.kind {
+                mongodb::error::ErrorKind::BulkWrite(ref bulk)
+                    if bulk.write_concern_errors.is_empty()
+                        && !bulk.write_errors.is_empty()
+                        && bulk.write_errors.values().all(|w| w.code == DUPLICATE_KEY) =>
+                {
+                    // The guard `{_id, version: <read>}` matched nothing, so the
+                    // upsert tried to insert an `_id` that exists: the view moved.
+                    Ok(bulk
+                        .write_errors
+                        .keys()
+                        .filter_map(|i| writes.get(*i).map(|(id, _)| *id))
+                        .collect())
+                }
+                _ => Err(e.into()),
+            },
+        }
+    }
+
 }
 
 const DUPLICATE_KEY: i32 = 11000;

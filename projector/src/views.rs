@@ -258,7 +258,7 @@ pub fn apply_user(
     }))
 }
 
-fn decode(env: &EventEnvelope, expected: StreamType) -> Result<Event, Poison> {
+pub(crate) fn decode(env: &EventEnvelope, expected: StreamType) -> Result<Event, Poison> {
     if env.stream_type != expected {
         return Err(wrong_stream(expected, env.stream_type));
     }
@@ -282,13 +282,13 @@ fn wrong_stream(expected: StreamType, got: StreamType) -> Poison {
     }
 }
 
-enum VersionCheck {
+pub(crate) enum VersionCheck {
     Next,
     Duplicate,
     Gap { expected: u64, got: u64 },
 }
 
-fn check_version(have: u64, got: u64) -> VersionCheck {
+pub(crate) fn check_version(have: u64, got: u64) -> VersionCheck {
     if got <= have {
         VersionCheck::Duplicate
     } else if got > have + 1 {
@@ -356,14 +356,20 @@ pub fn task_indexes() -> Vec<IndexModel> {
     ]
 }
 
+/// The indexes of the users view.
+pub fn user_indexes() -> Vec<IndexModel> {
+    vec![index(doc! { "email": 1 }, "email")]
+}
+
 /// Creates the views' indexes if they do not exist yet.
 pub async fn ensure_indexes(db: &Database) -> Result<(), mongodb::error::Error> {
     db.collection::<Document>(TASK_VIEWS)
         .create_indexes(task_indexes())
         .await?;
     db.collection::<Document>(USER_VIEWS)
-        .create_index(index(doc! { "email": 1 }, "email"))
+        .create_indexes(user_indexes())
         .await?;
+    crate::analytics::ensure_facts_indexes(db, crate::analytics::TASK_FACTS).await?;
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! taskstream query side: filtered, paginated reads over the MongoDB views
 //! the projector maintains, with read-your-writes via consistency tokens.
 
+pub mod analytics;
 pub mod config;
 pub mod cursor;
 pub mod openapi;

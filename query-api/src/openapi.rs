@@ -22,7 +22,10 @@ use utoipa::{Modify, OpenApi};
         service::FieldError,
     )),
     modifiers(&BearerAuth),
-    tags((name = "tasks", description = "Reading tasks"))
+    tags(
+        (name = "tasks", description = "Reading tasks"),
+        (name = "analytics", description = "Figures from the analytics projection")
+    )
 )]
 pub struct ApiDoc;
 

@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use auth::TokenVerifier;
 use axum::extract::FromRef;
-use axum::routing::get;
 use axum::Router;
 use futures::FutureExt;
 use mongodb::Database;
@@ -91,17 +90,10 @@ impl Application {
 /// The API routes (documented in the OpenAPI document), `/openapi.json`,
 /// and health.
 pub fn routes(state: AppState, readiness: Readiness) -> Router {
-    let (api, doc) = api_routes().split_for_parts();
-    let doc = std::sync::Arc::new(doc);
-    api.route(
-        "/openapi.json",
-        get(move || {
-            let doc = doc.clone();
-            async move { axum::Json(doc.as_ref().clone()) }
-        }),
-    )
-    .merge(service::health::routes(readiness))
-    .with_state(state)
+    let (api, doc) = api_routes()
+        .merge(service::health::documented_routes(readiness))
+        .split_for_parts();
+    api.merge(service::openapi::routes(doc)).with_state(state)
 }
 
 fn readiness(db: &Database, pool: &PgPool) -> Readiness {
@@ -124,6 +116,9 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(crate::tasks::list_tasks))
         .routes(routes!(crate::tasks::get_task))
         .routes(routes!(crate::tasks::task_history))
+        .routes(routes!(crate::analytics::get_summary))
+        .routes(routes!(crate::analytics::get_cycle_time))
+        .routes(routes!(crate::analytics::get_throughput))
 }
 
 /// The OpenAPI document alone (what `/openapi.json` serves).

@@ -1,0 +1,468 @@
+//! `projector rebuild`: rebuild a view from the first event into a fresh
+//! collection while the live one keeps serving, then swap it in atomically.
+//!
+//! How the swap stays gap-free while the live projector keeps running:
+//!
+//! 1. The rebuild reads the topic from the beginning with its own
+//!    partition assignment (no consumer group: the live group is not
+//!    disturbed) and folds it into `<view>__<timestamp>` with the same
+//!    version-guarded writer as the live projector, in rounds, until it is
+//!    within [`PAUSE_THRESHOLD`] events of the log's end.
+//! 2. It asks the live projector to pause (a document in
+//!    `projector_control`). The live projector honours it before its next
+//!    batch, so from then on nothing is written to the old collection except
+//!    a batch that was already in flight, whose messages are in the log.
+//! 3. The rebuild reads to the log's end as of now (which covers that
+//!    in-flight batch), renames the new collection over the live one
+//!    (`renameCollection` with `dropTarget`: atomic for readers), and lifts
+//!    the pause. The live projector resumes where it was, now writing into
+//!    the rebuilt collection; what it re-reads is a duplicate to the guard.
+//!
+//! Interrupted (Ctrl-C) it drops its collection and lifts its pause; killed,
+//! it leaves the live view untouched: the live projector stops waiting after
+//! [`MAX_PAUSE`], and the next rebuild drops the leftover collection.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use bson::{doc, Document};
+use events::kafka::envelope_of;
+use events::topics::Topics;
+use events::{EventEnvelope, StreamType};
+use futures::TryStreamExt;
+use mongodb::Database;
+use rdkafka::message::Message;
+use tokio_util::sync::CancellationToken;
+
+use crate::analytics::TaskFacts;
+use crate::consumer::{Collections, ViewWriter};
+use crate::replay::{detached_consumer, plan, progress_bar, read_ranges, PartitionRange, ReplayFrom};
+use crate::views::{TaskView, UserView, View};
+
+/// Collection of control documents shared by rebuilds and the live projector.
+pub const CONTROL: &str = "projector_control";
+/// The rebuild pauses the live projector once it is this close to the end.
+pub const PAUSE_THRESHOLD: i64 = 500;
+/// A live projector waits at most this long for a pause to be lifted.
+pub const MAX_PAUSE: Duration = Duration::from_secs(30);
+/// How long the rebuild waits for the live projector to acknowledge a pause.
+const ACK_WAIT: Duration = Duration::from_secs(3);
+/// Catch-up rounds before the rebuild pauses the live projector regardless.
+const MAX_ROUNDS: u32 = 8;
+
+/// Which view to rebuild.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Target {
+    /// `task_views`, from `task-events`.
+    Tasks,
+    /// `task_facts` (the analytics projection), from `task-events`.
+    Analytics,
+    /// `users`, from `user-events`.
+    Users,
+}
+
+impl Target {
+    pub fn live_collection(self) -> &'static str {
+        match self {
+            Target::Tasks => TaskView::COLLECTION,
+            Target::Analytics => TaskFacts::COLLECTION,
+            Target::Users => UserView::COLLECTION,
+        }
+    }
+
+    fn stream_type(self) -> StreamType {
+        match self {
+            Target::Tasks | Target::Analytics => StreamType::Task,
+            Target::Users => StreamType::User,
+        }
+    }
+
+    async fn create_indexes(self, db: &Database, collection: &str) -> Result<(), mongodb::error::Error> {
+        let c = db.collection::<Document>(collection);
+        match self {
+            Target::Tasks => c.create_indexes(crate::views::task_indexes()).await.map(|_| ()),
+            Target::Analytics => crate::analytics::ensure_facts_indexes(db, collection).await,
+            Target::Users => c.create_indexes(crate::views::user_indexes()).await.map(|_| ()),
+        }
+    }
+
+    async fn apply(self, writer: &ViewWriter, collection: &str, events: Vec<EventEnvelope>) -> Result<Counts, mongodb::error::Error> {
+        let (applied, duplicates, gaps, poison) = match self {
+            Target::Tasks => writer.apply_envelopes::<TaskView>(collection, events).await?,
+            Target::Analytics => writer.apply_envelopes::<TaskFacts>(collection, events).await?,
+            Target::Users => writer.apply_envelopes::<UserView>(collection, events).await?,
+        };
+        Ok(Counts {
+            applied,
+            duplicates,
+            gaps,
+            poison,
+            ..Counts::default()
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RebuildOptions {
+    pub brokers: String,
+    pub topics: Topics,
+    pub target: Target,
+    /// Report the plan and change nothing.
+    pub dry_run: bool,
+    pub progress: bool,
+    /// Events per MongoDB round trip.
+    pub batch_size: usize,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub read: u64,
+    pub applied: u64,
+    pub duplicates: u64,
+    pub gaps: u64,
+    pub poison: u64,
+    pub undecodable: u64,
+}
+
+impl Counts {
+    fn add(&mut self, o: Counts) {
+        self.read += o.read;
+        self.applied += o.applied;
+        self.duplicates += o.duplicates;
+        self.gaps += o.gaps;
+        self.poison += o.poison;
+        self.undecodable += o.undecodable;
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RebuildReport {
+    pub target: Target,
+    /// The collection built (and, unless a dry run, swapped in).
+    pub collection: String,
+    /// Events in the log when the rebuild started (the dry run's plan).
+    pub planned: u64,
+    pub counts: Counts,
+    pub elapsed: Duration,
+    /// How long the live projector was asked to pause.
+    pub paused: Duration,
+    pub swapped: bool,
+}
+
+impl RebuildReport {
+    pub fn rate(&self) -> f64 {
+        self.counts.read as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+fn pause_id(collection: &str) -> String {
+    format!("pause:{collection}")
+}
+
+fn lock_id(collection: &str) -> String {
+    format!("rebuild:{collection}")
+}
+
+/// Rebuilds `options.target` from the first event; see the module docs.
+pub async fn rebuild(db: &Database, options: &RebuildOptions, shutdown: CancellationToken) -> anyhow::Result<RebuildReport> {
+    let started = Instant::now();
+    let live = options.target.live_collection();
+    let collection = format!("{live}__{}", chrono::Utc::now().format("%Y%m%d%H%M%S%3f"));
+    let topic = options.topics.for_stream(options.target.stream_type());
+    let consumer = std::sync::Arc::new(detached_consumer(&options.brokers)?);
+    let first = {
+        let consumer = std::sync::Arc::clone(&consumer);
+        tokio::task::spawn_blocking(move || plan(&consumer, &[topic], ReplayFrom::Beginning)).await??
+    };
+    let planned: u64 = first.values().map(|r| (r.end - r.start).max(0) as u64).sum();
+    let mut report = RebuildReport {
+        target: options.target,
+        collection: collection.clone(),
+        planned,
+        counts: Counts::default(),
+        elapsed: Duration::ZERO,
+        paused: Duration::ZERO,
+        swapped: false,
+    };
+    if options.dry_run {
+        report.elapsed = started.elapsed();
+        return Ok(report);
+    }
+
+    let control = db.collection::<Document>(CONTROL);
+    take_lock(db, live).await?;
+    let result = build_and_swap(db, options, &collection, consumer, first, &mut report, &shutdown).await;
+    // Whatever happened, lift the pause and release the lock.
+    let _ = control.delete_one(doc! { "_id": pause_id(live) }).await;
+    let _ = control.delete_one(doc! { "_id": lock_id(live) }).await;
+    if result.is_err() || !report.swapped {
+        let _ = db.collection::<Document>(&collection).drop().await;
+    }
+    report.elapsed = started.elapsed();
+    result.map(|()| report)
+}
+
+/// One rebuild per view at a time; a lock older than a minute is stale
+/// (its rebuild was killed) and is taken over.
+async fn take_lock(db: &Database, live: &str) -> anyhow::Result<()> {
+    let control = db.collection::<Document>(CONTROL);
+    let now = bson::DateTime::now();
+    let stale = bson::DateTime::from_millis(now.timestamp_millis() - 60_000);
+    let taken = control
+        .update_one(
+            doc! { "_id": lock_id(live), "heartbeat_at": { "$lt": stale } },
+            doc! { "$set": { "heartbeat_at": now } },
+        )
+        .await?;
+    if taken.matched_count == 1 {
+        return Ok(());
+    }
+    match control
+        .insert_one(doc! { "_id": lock_id(live), "heartbeat_at": now })
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if is_duplicate_key(&e) => anyhow::bail!("another rebuild of {live} is running"),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
+    match e.kind.as_ref() {
+        mongodb::error::ErrorKind::Write(mongodb::error::WriteFailure::WriteError(w)) => w.code == 11000,
+        _ => e.to_string().contains("E11000") || e.to_string().contains("duplicate key"),
+    }
+}
+
+async fn build_and_swap(
+    db: &Database,
+    options: &RebuildOptions,
+    collection: &str,
+    consumer: std::sync::Arc<rdkafka::consumer::BaseConsumer>,
+    first: HashMap<(String, i32), PartitionRange>,
+    report: &mut RebuildReport,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let live = options.target.live_collection();
+    drop_leftovers(db, live).await?;
+    db.create_collection(collection).await?;
+    options.target.create_indexes(db, collection).await?;
+    let writer = ViewWriter::new(db.clone(), Collections::live());
+    let bar = progress_bar(report.planned, options.progress, &format!("rebuild {live}"));
+    let control = db.collection::<Document>(CONTROL);
+
+    let mut ranges = first;
+    let mut paused_at: Option<Instant> = None;
+    let mut rounds = 0;
+    loop {
+        rounds += 1;
+        let counts = run_round(&consumer, &ranges, &writer, collection, options, &bar, shutdown).await?;
+        report.counts.add(counts);
+        control
+            .update_one(doc! { "_id": lock_id(live) }, doc! { "$set": { "heartbeat_at": bson::DateTime::now() } })
+            .await?;
+        if paused_at.is_some() {
+            break;
+        }
+        // Next round: from where this one ended to the log's end now.
+        let next = advance(&consumer, &ranges).await?;
+        let behind: i64 = next.values().map(|r| (r.end - r.start).max(0)).sum();
+        bar.inc_length(behind as u64);
+        ranges = next;
+        // Writers outpacing the rebuild cannot keep it from finishing: after
+        // a few rounds it pauses the live projector however far behind it is.
+        if behind <= PAUSE_THRESHOLD || rounds >= MAX_ROUNDS {
+            paused_at = Some(Instant::now());
+            pause_live(db, live).await?;
+            // The final round reads to the end as it is once the live
+            // projector stopped (or an in-flight batch of it, already in the log).
+            let last = advance_from(&consumer, &ranges).await?;
+            let extra: i64 = last.values().map(|r| (r.end - r.start).max(0)).sum::<i64>() - behind;
+            if extra > 0 {
+                bar.inc_length(extra as u64);
+            }
+            ranges = last;
+        }
+    }
+    if shutdown.is_cancelled() {
+        anyhow::bail!("interrupted; the live view is untouched");
+    }
+    rename_over(db, collection, live).await?;
+    report.swapped = true;
+    report.paused = paused_at.map(|t| t.elapsed()).unwrap_or_default();
+    bar.finish_and_clear();
+    Ok(())
+}
+
+/// Ranges that continue where `done` ended, up to the log's end now.
+async fn advance(
+    consumer: &std::sync::Arc<rdkafka::consumer::BaseConsumer>,
+    done: &HashMap<(String, i32), PartitionRange>,
+) -> anyhow::Result<HashMap<(String, i32), PartitionRange>> {
+    let topics: Vec<String> = {
+        let mut t: Vec<String> = done.keys().map(|(t, _)| t.clone()).collect();
+        t.sort();
+        t.dedup();
+        t
+    };
+    let consumer = std::sync::Arc::clone(consumer);
+    let mut now = tokio::task::spawn_blocking(move || plan(&consumer, &topics, ReplayFrom::Beginning)).await??;
+    for (key, range) in now.iter_mut() {
+        if let Some(prev) = done.get(key) {
+            range.start = prev.end;
+        }
+    }
+    Ok(now)
+}
+
+/// Like [`advance`] for ranges not read yet: keeps their starts.
+async fn advance_from(
+    consumer: &std::sync::Arc<rdkafka::consumer::BaseConsumer>,
+    pending: &HashMap<(String, i32), PartitionRange>,
+) -> anyhow::Result<HashMap<(String, i32), PartitionRange>> {
+    let mut now = advance(consumer, pending).await?;
+    for (key, range) in now.iter_mut() {
+        if let Some(prev) = pending.get(key) {
+            range.start = prev.start;
+        }
+    }
+    Ok(now)
+}
+
+/// Reads `ranges` on a blocking thread and folds them in batches, the next
+/// batch being read while the previous one is written.
+async fn run_round(
+    consumer: &std::sync::Arc<rdkafka::consumer::BaseConsumer>,
+    ranges: &HashMap<(String, i32), PartitionRange>,
+    writer: &ViewWriter,
+    collection: &str,
+    options: &RebuildOptions,
+    bar: &indicatif::ProgressBar,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Counts> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(Vec<EventEnvelope>, u64)>(2);
+    let reader = {
+        let consumer = std::sync::Arc::clone(consumer);
+        let ranges = ranges.clone();
+        let bar = bar.clone();
+        let batch_size = options.batch_size.max(1);
+        let stop = shutdown.clone();
+        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            let mut batch = Vec::with_capacity(batch_size);
+            let mut undecodable = 0u64;
+            read_ranges(&consumer, &ranges, &bar, |msg| {
+                if stop.is_cancelled() {
+                    anyhow::bail!("interrupted");
+                }
+                match envelope_of(msg) {
+                    Ok(env) => batch.push(env),
+                    Err(e) => {
+                        undecodable += 1;
+                        tracing::warn!(offset = msg.offset(), partition = msg.partition(), error = %e, "skipping an undecodable message");
+                    }
+                }
+                if batch.len() >= batch_size {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_size));
+                    tx.blocking_send((full, std::mem::take(&mut undecodable)))
+                        .map_err(|_| anyhow::anyhow!("writer stopped"))?;
+                }
+                Ok(())
+            })?;
+            if !batch.is_empty() || undecodable > 0 {
+                tx.blocking_send((batch, undecodable)).map_err(|_| anyhow::anyhow!("writer stopped"))?;
+            }
+            Ok(())
+        })
+    };
+    let mut counts = Counts::default();
+    while let Some((events, undecodable)) = rx.recv().await {
+        let read = events.len() as u64 + undecodable;
+        let mut c = options.target.apply(writer, collection, events).await?;
+        c.read = read;
+        c.undecodable = undecodable;
+        counts.add(c);
+    }
+    reader.await??;
+    Ok(counts)
+}
+
+/// Asks the live projector to pause and waits (briefly) for its answer.
+async fn pause_live(db: &Database, live: &str) -> anyhow::Result<()> {
+    let control = db.collection::<Document>(CONTROL);
+    control
+        .replace_one(
+            doc! { "_id": pause_id(live) },
+            doc! { "_id": pause_id(live), "requested_at": bson::DateTime::now() },
+        )
+        .upsert(true)
+        .await?;
+    let deadline = Instant::now() + ACK_WAIT;
+    while Instant::now() < deadline {
+        let doc = control.find_one(doc! { "_id": pause_id(live) }).await?;
+        if doc.is_some_and(|d| d.contains_key("acked_at")) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // No answer: the live projector is idle (it checks before each batch)
+    // or not running; either way the final round covers what it may write.
+    tracing::info!("live projector did not acknowledge the pause (idle or not running)");
+    Ok(())
+}
+
+/// Drops collections left by interrupted rebuilds of `live`.
+async fn drop_leftovers(db: &Database, live: &str) -> anyhow::Result<()> {
+    let prefix = format!("{live}__");
+    let names: Vec<String> = db.list_collection_names().await?;
+    for name in names.into_iter().filter(|n| n.starts_with(&prefix)) {
+        tracing::info!(collection = %name, "dropping a leftover of an interrupted rebuild");
+        db.collection::<Document>(&name).drop().await?;
+    }
+    Ok(())
+}
+
+/// Atomically replaces `live` with `built`.
+async fn rename_over(db: &Database, built: &str, live: &str) -> anyhow::Result<()> {
+    let name = db.name();
+    db.client()
+        .database("admin")
+        .run_command(doc! {
+            "renameCollection": format!("{name}.{built}"),
+            "to": format!("{name}.{live}"),
+            "dropTarget": true,
+        })
+        .await?;
+    Ok(())
+}
+
+/// Called by the live projector before each batch: if a rebuild asked it to
+/// pause a collection it writes, acknowledge and wait until the pause is
+/// lifted (at most [`MAX_PAUSE`]).
+pub async fn honour_pause(db: &Database, collections: &Collections, shutdown: &CancellationToken) -> Result<(), mongodb::error::Error> {
+    let ids: Vec<String> = [&collections.task_views, &collections.task_facts, &collections.users]
+        .into_iter()
+        .flatten()
+        .map(|c| pause_id(c))
+        .collect();
+    let control = db.collection::<Document>(CONTROL);
+    let filter = doc! { "_id": { "$in": &ids } };
+    let pending: Vec<Document> = control.find(filter.clone()).await?.try_collect().await?;
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let since = Instant::now();
+    control
+        .update_many(filter.clone(), doc! { "$set": { "acked_at": bson::DateTime::now() } })
+        .await?;
+    tracing::info!("paused for a rebuild's swap");
+    metrics::counter!("projector_rebuild_pauses_total").increment(1);
+    while since.elapsed() < MAX_PAUSE && !shutdown.is_cancelled() {
+        if control.count_documents(filter.clone()).await? == 0 {
+            tracing::info!(paused_ms = since.elapsed().as_millis() as u64, "resumed after a rebuild's swap");
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tracing::warn!("a rebuild's pause was not lifted within {MAX_PAUSE:?}; resuming");
+    Ok(())
+}
