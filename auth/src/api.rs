@@ -433,7 +433,7 @@ struct ApiDoc;
 
 /// The documented routes, and the OpenAPI document describing them (with
 /// the Bearer security scheme the protected operations name).
-pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+pub fn routes(readiness: service::health::Readiness) -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(register))
         .routes(routes!(login))
@@ -443,6 +443,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(change_role))
         .routes(routes!(deactivate))
         .routes(routes!(jwks))
+        .merge(service::health::documented_routes(readiness))
         .split_for_parts();
     let doc = service::openapi::finish_document(
         doc,

@@ -107,8 +107,6 @@ fn readiness(state: &AppState) -> Readiness {
 }
 
 fn routes(state: AppState) -> Router {
-    let (api, openapi) = crate::api::routes();
-    api.merge(service::openapi::routes(openapi))
-        .merge(service::health::routes(readiness(&state)))
-        .with_state(state)
+    let (api, openapi) = crate::api::routes(readiness(&state));
+    api.merge(service::openapi::routes(openapi)).with_state(state)
 }

@@ -10,7 +10,9 @@ use events::{Event, EventEnvelope, EventMeta, Priority, TaskEvent, TaskStatus};
 use serde_json::Value;
 
 fn fixture(name: &str) -> Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
@@ -46,18 +48,28 @@ fn every_current_event_type_round_trips_byte_for_byte() {
     }
     for name in names {
         let golden = fixture(&format!("{name}.json"));
-        let env: EventEnvelope = serde_json::from_value(golden.clone()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let env: EventEnvelope =
+            serde_json::from_value(golden.clone()).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(env.event_type, name);
         let event = env.decode().unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(event.event_type(), name);
-        assert_eq!(event.schema(), env.schema, "{name}: fixture is not at the current schema");
-        assert_eq!(reencode(&env, &event), golden, "{name}: wire format changed");
+        assert_eq!(
+            event.schema(),
+            env.schema,
+            "{name}: fixture is not at the current schema"
+        );
+        assert_eq!(
+            reencode(&env, &event),
+            golden,
+            "{name}: wire format changed"
+        );
     }
 }
 
 #[test]
 fn task_created_schema_1_is_upcast_to_the_current_schema() {
-    let env: EventEnvelope = serde_json::from_value(fixture("task.created.v1.json")).expect("v1 envelope");
+    let env: EventEnvelope =
+        serde_json::from_value(fixture("task.created.v1.json")).expect("v1 envelope");
     assert_eq!(env.schema, 1);
     match env.decode().expect("v1 decodes") {
         Event::Task(TaskEvent::Created(c)) => {
@@ -76,22 +88,41 @@ fn decoding_rejects_what_it_cannot_read() {
     let with = |f: &dyn Fn(&mut Value)| {
         let mut v = base.clone();
         f(&mut v);
-        serde_json::from_value::<EventEnvelope>(v).expect("envelope").decode()
+        serde_json::from_value::<EventEnvelope>(v)
+            .expect("envelope")
+            .decode()
     };
     let unknown_type = with(&|v| v["type"] = "task.exploded".into());
-    assert!(matches!(unknown_type, Err(events::DecodeError::UnknownType(_))), "{unknown_type:?}");
+    assert!(
+        matches!(unknown_type, Err(events::DecodeError::UnknownType(_))),
+        "{unknown_type:?}"
+    );
     let future = with(&|v| v["schema"] = 99.into());
-    assert!(matches!(future, Err(events::DecodeError::FutureSchema { .. })), "{future:?}");
+    assert!(
+        matches!(future, Err(events::DecodeError::FutureSchema { .. })),
+        "{future:?}"
+    );
     let bad_payload = with(&|v| v["data"]["to"] = "sideways".into());
-    assert!(matches!(bad_payload, Err(events::DecodeError::Payload { .. })), "{bad_payload:?}");
+    assert!(
+        matches!(bad_payload, Err(events::DecodeError::Payload { .. })),
+        "{bad_payload:?}"
+    );
     let extra_field = with(&|v| v["data"]["password_hash"] = "x".into());
-    assert!(matches!(extra_field, Err(events::DecodeError::Payload { .. })), "{extra_field:?}");
+    assert!(
+        matches!(extra_field, Err(events::DecodeError::Payload { .. })),
+        "{extra_field:?}"
+    );
     let v1_bad_priority = {
         let mut v = fixture("task.created.v1.json");
         v["data"]["priority"] = 9.into();
-        serde_json::from_value::<EventEnvelope>(v).expect("envelope").decode()
+        serde_json::from_value::<EventEnvelope>(v)
+            .expect("envelope")
+            .decode()
     };
-    assert!(matches!(v1_bad_priority, Err(events::DecodeError::Payload { .. })), "{v1_bad_priority:?}");
+    assert!(
+        matches!(v1_bad_priority, Err(events::DecodeError::Payload { .. })),
+        "{v1_bad_priority:?}"
+    );
     assert!(EventEnvelope::from_json(b"{not json").is_err());
     let mut unknown_envelope_field = base.clone();
     unknown_envelope_field["extra"] = true.into();
@@ -107,7 +138,12 @@ fn timestamps_are_rfc3339_utc_with_microseconds() {
         causation_id: None,
         occurred_at: t,
     };
-    let env = EventEnvelope::new(uuid::Uuid::nil(), 1, &Event::Task(TaskEvent::Deleted(Default::default())), meta);
+    let env = EventEnvelope::new(
+        uuid::Uuid::nil(),
+        1,
+        &Event::Task(TaskEvent::Deleted(Default::default())),
+        meta,
+    );
     let json = serde_json::to_value(&env).expect("json");
     assert_eq!(json["occurred_at"], "2026-11-25T07:30:00.123456Z");
     assert_eq!(env.event_id.get_version_num(), 7, "event ids are UUID v7");
@@ -121,7 +157,18 @@ fn consistency_tokens_round_trip_and_reject_garbage() {
     };
     let parsed: events::ConsistencyToken = token.to_string().parse().expect("round trip");
     assert_eq!(parsed, token);
-    for bad in ["", "abc", "abc.1", ".1", "00000000000000000000000000000000.0", "x.y.z", "00000000000000000000000000000000.-1"] {
-        assert!(bad.parse::<events::ConsistencyToken>().is_err(), "{bad:?} parsed");
+    for bad in [
+        "",
+        "abc",
+        "abc.1",
+        ".1",
+        "00000000000000000000000000000000.0",
+        "x.y.z",
+        "00000000000000000000000000000000.-1",
+    ] {
+        assert!(
+            bad.parse::<events::ConsistencyToken>().is_err(),
+            "{bad:?} parsed"
+        );
     }
 }

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
+use axum::{Extension, Router};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use futures::future::{join_all, BoxFuture};
 use serde_json::json;
 
@@ -54,21 +55,57 @@ impl Readiness {
     }
 }
 
-/// Routes `/healthz`, `/readyz` and `/metrics`.
+/// Routes `/healthz`, `/readyz` and `/metrics`, undocumented (the
+/// projector's admin port has no API document).
 pub fn routes<S: Clone + Send + Sync + 'static>(readiness: Readiness) -> Router<S> {
-    Router::new()
-        .route(
-            "/healthz",
-            get(|| async { axum::Json(json!({ "status": "alive" })) }),
-        )
-        .route(
-            "/readyz",
-            get(move || {
-                let readiness = readiness.clone();
-                async move { ready(&readiness).await }
-            }),
-        )
-        .route("/metrics", get(crate::metrics::render))
+    let (router, _) = documented_routes(readiness).split_for_parts();
+    router
+}
+
+/// The same routes with their OpenAPI operations, for services that
+/// publish a document: merge into the service's `OpenApiRouter`.
+pub fn documented_routes<S: Clone + Send + Sync + 'static>(readiness: Readiness) -> OpenApiRouter<S> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
+        .layer(Extension(readiness))
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses((status = 200, description = "The process is alive", body = Object))
+)]
+async fn healthz() -> axum::Json<serde_json::Value> {
+    axum::Json(json!({ "status": "alive" }))
+}
+
+/// Readiness: every dependency answered a real query within its time limit.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Every dependency answers", body = Object),
+        (status = 503, description = "A dependency did not answer", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn readyz(Extension(readiness): Extension<Readiness>) -> Response {
+    ready(&readiness).await
+}
+
+/// Prometheus metrics in the text exposition format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"))
+)]
+async fn metrics() -> Response {
+    crate::metrics::render().await
 }
 
 async fn ready(readiness: &Readiness) -> Response {

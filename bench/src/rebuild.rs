@@ -1,0 +1,261 @@
+//! Rebuild benchmark: `projector rebuild tasks` over N events, next to, in
+//! the same run and on the same servers, (a) a bare rdkafka consumer reading
+//! the same topic into nothing and (b) the raw MongoDB driver bulk-upserting
+//! the same final documents. The figure is the rebuild rate over the slower
+//! of the two. Also measures `GET /tasks` latency before and during the rebuild.
+//!
+//! Needs the local servers (`scripts/infra up`); see bench/README.md.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use clap::Parser;
+use events::kafka::EnvelopeRecord;
+use events::topics::Topics;
+use events::{Event, EventEnvelope, EventMeta, Priority, Role, TaskCreated, TaskEvent, TaskStatus, TaskStatusChanged};
+use futures::future::join_all;
+use mongodb::bson::doc;
+use mongodb::options::ReplaceOneModel;
+use projector::rebuild::{rebuild, RebuildOptions, Target};
+use projector::replay::{detached_consumer, plan, ReplayFrom};
+use projector::views::{Applied, TaskView, View};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+#[derive(Parser)]
+struct Args {
+    /// Events in the log (tasks × events per task).
+    #[arg(long, default_value_t = 200_000)]
+    events: usize,
+    /// Events per task: a creation and status changes around the cycle.
+    #[arg(long, default_value_t = 5)]
+    events_per_task: usize,
+    /// Events per MongoDB round trip in the rebuild, documents per bulk write for the raw driver.
+    #[arg(long, default_value_t = 5000)]
+    batch: usize,
+    /// Concurrent `GET /tasks` readers during the latency measurement.
+    #[arg(long, default_value_t = 2)]
+    readers: usize,
+}
+
+fn seed(events: usize, per_task: usize) -> Vec<EventEnvelope> {
+    let owner = Uuid::new_v4();
+    let meta = EventMeta {
+        actor: owner,
+        correlation_id: Uuid::now_v7(),
+        causation_id: None,
+        occurred_at: Utc::now(),
+    };
+    let cycle = [TaskStatus::Todo, TaskStatus::InProgress, TaskStatus::Done];
+    let mut out = Vec::with_capacity(events);
+    let mut i = 0;
+    while out.len() < events {
+        let id = Uuid::new_v4();
+        let created = Event::Task(TaskEvent::Created(TaskCreated {
+            owner_id: owner,
+            title: format!("bench task {i}"),
+            description: "seeded for the rebuild benchmark".into(),
+            status: TaskStatus::Todo,
+            priority: Priority::ALL[i % 4],
+            due_at: None,
+            tags: vec!["bench".into()],
+        }));
+        out.push(EventEnvelope::new(id, 1, &created, meta));
+        for v in 2..=per_task as u64 {
+            let from = cycle[(v as usize - 2) % 3];
+            let to = cycle[(v as usize - 1) % 3];
+            let e = Event::Task(TaskEvent::StatusChanged(TaskStatusChanged { from, to }));
+            out.push(EventEnvelope::new(id, v, &e, meta));
+        }
+        i += 1;
+    }
+    out.truncate(events);
+    out
+}
+
+/// The final view of every task, folded in memory (what a rebuild must write).
+fn final_views(envelopes: &[EventEnvelope]) -> Vec<TaskView> {
+    let mut views: HashMap<Uuid, TaskView> = HashMap::new();
+    for e in envelopes {
+        if let Ok(Applied::Advanced(v)) = TaskView::apply(views.get(&e.stream_id), e) {
+            views.insert(e.stream_id, v);
+        }
+    }
+    views.into_values().collect()
+}
+
+fn bare_consume(brokers: &str, topic: &str) -> anyhow::Result<(u64, Duration)> {
+    let consumer: BaseConsumer = detached_consumer(brokers)?;
+    let ranges = plan(&consumer, &[topic.to_owned()], ReplayFrom::Beginning)?;
+    let started = Instant::now();
+    let mut tpl = TopicPartitionList::new();
+    let mut remaining: HashMap<i32, i64> = HashMap::new();
+    for ((t, p), r) in &ranges {
+        if r.end > r.start {
+            tpl.add_partition_offset(t, *p, Offset::Offset(r.start))?;
+            remaining.insert(*p, r.end);
+        }
+    }
+    consumer.assign(&tpl)?;
+    let mut n = 0u64;
+    while !remaining.is_empty() {
+        if let Some(m) = consumer.poll(Duration::from_secs(5)) {
+            let m = m?;
+            use rdkafka::message::Message;
+            n += 1;
+            if remaining.get(&m.partition()).is_some_and(|end| m.offset() + 1 >= *end) {
+                remaining.remove(&m.partition());
+            }
+        }
+    }
+    Ok((n, started.elapsed()))
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// `GET /tasks` latencies (ms) from `readers` loops until `stop`.
+async fn measure_reads(base: String, token: String, readers: usize, stop: CancellationToken) -> (Vec<f64>, u64) {
+    let tasks = (0..readers).map(|_| {
+        let (base, token, stop) = (base.clone(), token.clone(), stop.clone());
+        tokio::spawn(async move {
+            let client = tests::http();
+            let mut lat = Vec::new();
+            let mut errors = 0u64;
+            while !stop.is_cancelled() {
+                let t = Instant::now();
+                match client.get(format!("{base}/tasks?limit=50&sort=-created_at")).bearer_auth(&token).send().await {
+                    Ok(r) if r.status().is_success() => {
+                        let _ = r.bytes().await;
+                        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                    }
+                    _ => errors += 1,
+                }
+            }
+            (lat, errors)
+        })
+    });
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for r in join_all(tasks).await.into_iter().flatten() {
+        all.extend(r.0);
+        errors += r.1;
+    }
+    all.sort_by(f64::total_cmp);
+    (all, errors)
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let brokers = tests::servers().kafka_brokers.clone();
+    let d = tests::Deployment::fresh().await;
+    let topics = Topics::with_prefix(d.topic_prefix.clone());
+    events::kafka::ensure_topics(&brokers, &topics).await?;
+    let db = projector::mongo::connect(&tests::servers().mongodb_url, &d.mongodb_database)
+        .await
+        .map_err(anyhow::Error::msg)?;
+
+    eprintln!("seeding {} events ({} per task)…", args.events, args.events_per_task);
+    let envelopes = seed(args.events, args.events_per_task);
+    let producer = events::kafka::producer(&brokers)?;
+    for chunk in envelopes.chunks(20_000) {
+        let records: Vec<EnvelopeRecord> = chunk.iter().map(|e| EnvelopeRecord::new(&topics, e)).collect();
+        for r in join_all(records.iter().map(|r| producer.send(r.as_future_record(), Duration::from_secs(60)))).await {
+            r.map_err(|(e, _)| e)?;
+        }
+    }
+    let finals = final_views(&envelopes);
+    let n = envelopes.len() as f64;
+    drop(envelopes);
+
+    // (a) bare consumer.
+    let topic = topics.task_events();
+    let (read, t_consume) = {
+        let (b, t) = (brokers.clone(), topic.clone());
+        tokio::task::spawn_blocking(move || bare_consume(&b, &t)).await??
+    };
+    eprintln!("bare consumer: {read} messages in {t_consume:.2?}");
+
+    // (b) raw driver: bulk upserts of the final documents into a scratch collection.
+    let scratch = db.collection::<TaskView>("bench_raw_upserts");
+    let namespace = scratch.namespace();
+    let started = Instant::now();
+    for chunk in finals.chunks(args.batch.max(1)) {
+        let models: Vec<mongodb::options::WriteModel> = chunk
+            .iter()
+            .map(|v| {
+                ReplaceOneModel::builder()
+                    .namespace(namespace.clone())
+                    .filter(doc! { "_id": &v.id })
+                    .replacement(mongodb::bson::to_document(v).unwrap_or_default())
+                    .upsert(true)
+                    .build()
+                    .into()
+            })
+            .collect();
+        db.client().bulk_write(models).ordered(false).await?;
+    }
+    let t_raw = started.elapsed();
+    eprintln!("raw driver: {} documents bulk-upserted in {t_raw:.2?}", finals.len());
+    scratch.drop().await?;
+
+    // Seed the live view through a first rebuild, and serve it.
+    let options = RebuildOptions {
+        brokers: brokers.clone(),
+        topics: topics.clone(),
+        target: Target::Tasks,
+        dry_run: false,
+        progress: false,
+        batch_size: args.batch,
+    };
+    let first = rebuild(&db, &options, CancellationToken::new()).await?;
+    eprintln!("rebuild (1st, builds the live view): {:.2?}", first.elapsed);
+    let query = d.spawn_query_api_standalone().await;
+    let owner = finals.first().map(|v| v.owner_id.clone()).unwrap_or_default();
+    let token = d.token_for(Uuid::parse_str(&owner)?, Role::User);
+
+    // Baseline read latency, then (c) the measured rebuild with readers running.
+    let stop = CancellationToken::new();
+    let baseline = tokio::spawn(measure_reads(query.base.clone(), token.clone(), args.readers, stop.clone()));
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    stop.cancel();
+    let (base_lat, base_err) = baseline.await?;
+    let stop = CancellationToken::new();
+    let during = tokio::spawn(measure_reads(query.base.clone(), token, args.readers, stop.clone()));
+    let report = rebuild(&db, &options, CancellationToken::new()).await?;
+    stop.cancel();
+    let (during_lat, during_err) = during.await?;
+    let t_rebuild = report.elapsed;
+
+    let rate = |t: Duration| n / t.as_secs_f64();
+    let (ra, rb, rc) = (rate(t_consume), rate(t_raw), rate(t_rebuild));
+    let slower = ra.min(rb);
+    println!("events: {}  tasks (final documents): {}", n as u64, finals.len());
+    println!("| what | time s | events/s |");
+    println!("| --- | ---: | ---: |");
+    println!("| (a) bare rdkafka consumer, read into nothing | {:.2} | {:.0} |", t_consume.as_secs_f64(), ra);
+    println!("| (b) raw driver bulk upsert of the final documents | {:.2} | {:.0} |", t_raw.as_secs_f64(), rb);
+    println!("| (c) projector rebuild tasks | {:.2} | {:.0} |", t_rebuild.as_secs_f64(), rc);
+    println!("ratio (c) / slower of (a), (b): {:.2}", rc / slower);
+    println!("rebuild paused the live projector for {:.2?}", report.paused);
+    println!("| GET /tasks | requests | errors | p50 ms | p99 ms |");
+    println!("| --- | ---: | ---: | ---: | ---: |");
+    for (name, lat, err) in [("before the rebuild (10 s)", &base_lat, base_err), ("during the rebuild", &during_lat, during_err)] {
+        println!(
+            "| {name} | {} | {err} | {:.1} | {:.1} |",
+            lat.len(),
+            percentile(lat, 50.0),
+            percentile(lat, 99.0)
+        );
+    }
+    Ok(())
+}
