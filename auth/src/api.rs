@@ -433,7 +433,9 @@ struct ApiDoc;
 
 /// The documented routes, and the OpenAPI document describing them (with
 /// the Bearer security scheme the protected operations name).
-pub fn routes(readiness: service::health::Readiness) -> (Router<AppState>, utoipa::openapi::OpenApi) {
+pub fn routes(
+    readiness: service::health::Readiness,
+) -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(register))
         .routes(routes!(login))

@@ -108,5 +108,6 @@ fn readiness(state: &AppState) -> Readiness {
 
 fn routes(state: AppState) -> Router {
     let (api, openapi) = crate::api::routes(readiness(&state));
-    api.merge(service::openapi::routes(openapi)).with_state(state)
+    api.merge(service::openapi::routes(openapi))
+        .with_state(state)
 }

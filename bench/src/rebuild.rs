@@ -13,7 +13,10 @@ use chrono::Utc;
 use clap::Parser;
 use events::kafka::EnvelopeRecord;
 use events::topics::Topics;
-use events::{Event, EventEnvelope, EventMeta, Priority, Role, TaskCreated, TaskEvent, TaskStatus, TaskStatusChanged};
+use events::{
+    Event, EventEnvelope, EventMeta, Priority, Role, TaskCreated, TaskEvent, TaskStatus,
+    TaskStatusChanged,
+};
 use futures::future::join_all;
 use mongodb::bson::doc;
 use mongodb::options::ReplaceOneModel;
@@ -106,7 +109,10 @@ fn bare_consume(brokers: &str, topic: &str) -> anyhow::Result<(u64, Duration)> {
             let m = m?;
             use rdkafka::message::Message;
             n += 1;
-            if remaining.get(&m.partition()).is_some_and(|end| m.offset() + 1 >= *end) {
+            if remaining
+                .get(&m.partition())
+                .is_some_and(|end| m.offset() + 1 >= *end)
+            {
                 remaining.remove(&m.partition());
             }
         }
@@ -123,7 +129,12 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// `GET /tasks` latencies (ms) from `readers` loops until `stop`.
-async fn measure_reads(base: String, token: String, readers: usize, stop: CancellationToken) -> (Vec<f64>, u64) {
+async fn measure_reads(
+    base: String,
+    token: String,
+    readers: usize,
+    stop: CancellationToken,
+) -> (Vec<f64>, u64) {
     let tasks = (0..readers).map(|_| {
         let (base, token, stop) = (base.clone(), token.clone(), stop.clone());
         tokio::spawn(async move {
@@ -132,7 +143,12 @@ async fn measure_reads(base: String, token: String, readers: usize, stop: Cancel
             let mut errors = 0u64;
             while !stop.is_cancelled() {
                 let t = Instant::now();
-                match client.get(format!("{base}/tasks?limit=50&sort=-created_at")).bearer_auth(&token).send().await {
+                match client
+                    .get(format!("{base}/tasks?limit=50&sort=-created_at"))
+                    .bearer_auth(&token)
+                    .send()
+                    .await
+                {
                     Ok(r) if r.status().is_success() => {
                         let _ = r.bytes().await;
                         lat.push(t.elapsed().as_secs_f64() * 1000.0);
@@ -164,12 +180,24 @@ async fn main() -> anyhow::Result<()> {
         .await
         .map_err(anyhow::Error::msg)?;
 
-    eprintln!("seeding {} events ({} per task)…", args.events, args.events_per_task);
+    eprintln!(
+        "seeding {} events ({} per task)…",
+        args.events, args.events_per_task
+    );
     let envelopes = seed(args.events, args.events_per_task);
     let producer = events::kafka::producer(&brokers)?;
     for chunk in envelopes.chunks(20_000) {
-        let records: Vec<EnvelopeRecord> = chunk.iter().map(|e| EnvelopeRecord::new(&topics, e)).collect();
-        for r in join_all(records.iter().map(|r| producer.send(r.as_future_record(), Duration::from_secs(60)))).await {
+        let records: Vec<EnvelopeRecord> = chunk
+            .iter()
+            .map(|e| EnvelopeRecord::new(&topics, e))
+            .collect();
+        for r in join_all(
+            records
+                .iter()
+                .map(|r| producer.send(r.as_future_record(), Duration::from_secs(60))),
+        )
+        .await
+        {
             r.map_err(|(e, _)| e)?;
         }
     }
@@ -205,7 +233,10 @@ async fn main() -> anyhow::Result<()> {
         db.client().bulk_write(models).ordered(false).await?;
     }
     let t_raw = started.elapsed();
-    eprintln!("raw driver: {} documents bulk-upserted in {t_raw:.2?}", finals.len());
+    eprintln!(
+        "raw driver: {} documents bulk-upserted in {t_raw:.2?}",
+        finals.len()
+    );
     scratch.drop().await?;
 
     // Seed the live view through a first rebuild, and serve it.
@@ -220,17 +251,30 @@ async fn main() -> anyhow::Result<()> {
     let first = rebuild(&db, &options, CancellationToken::new()).await?;
     eprintln!("rebuild (1st, builds the live view): {:.2?}", first.elapsed);
     let query = d.spawn_query_api_standalone().await;
-    let owner = finals.first().map(|v| v.owner_id.clone()).unwrap_or_default();
+    let owner = finals
+        .first()
+        .map(|v| v.owner_id.clone())
+        .unwrap_or_default();
     let token = d.token_for(Uuid::parse_str(&owner)?, Role::User);
 
     // Baseline read latency, then (c) the measured rebuild with readers running.
     let stop = CancellationToken::new();
-    let baseline = tokio::spawn(measure_reads(query.base.clone(), token.clone(), args.readers, stop.clone()));
+    let baseline = tokio::spawn(measure_reads(
+        query.base.clone(),
+        token.clone(),
+        args.readers,
+        stop.clone(),
+    ));
     tokio::time::sleep(Duration::from_secs(10)).await;
     stop.cancel();
     let (base_lat, base_err) = baseline.await?;
     let stop = CancellationToken::new();
-    let during = tokio::spawn(measure_reads(query.base.clone(), token, args.readers, stop.clone()));
+    let during = tokio::spawn(measure_reads(
+        query.base.clone(),
+        token,
+        args.readers,
+        stop.clone(),
+    ));
     let report = rebuild(&db, &options, CancellationToken::new()).await?;
     stop.cancel();
     let (during_lat, during_err) = during.await?;
@@ -239,17 +283,39 @@ async fn main() -> anyhow::Result<()> {
     let rate = |t: Duration| n / t.as_secs_f64();
     let (ra, rb, rc) = (rate(t_consume), rate(t_raw), rate(t_rebuild));
     let slower = ra.min(rb);
-    println!("events: {}  tasks (final documents): {}", n as u64, finals.len());
+    println!(
+        "events: {}  tasks (final documents): {}",
+        n as u64,
+        finals.len()
+    );
     println!("| what | time s | events/s |");
     println!("| --- | ---: | ---: |");
-    println!("| (a) bare rdkafka consumer, read into nothing | {:.2} | {:.0} |", t_consume.as_secs_f64(), ra);
-    println!("| (b) raw driver bulk upsert of the final documents | {:.2} | {:.0} |", t_raw.as_secs_f64(), rb);
-    println!("| (c) projector rebuild tasks | {:.2} | {:.0} |", t_rebuild.as_secs_f64(), rc);
+    println!(
+        "| (a) bare rdkafka consumer, read into nothing | {:.2} | {:.0} |",
+        t_consume.as_secs_f64(),
+        ra
+    );
+    println!(
+        "| (b) raw driver bulk upsert of the final documents | {:.2} | {:.0} |",
+        t_raw.as_secs_f64(),
+        rb
+    );
+    println!(
+        "| (c) projector rebuild tasks | {:.2} | {:.0} |",
+        t_rebuild.as_secs_f64(),
+        rc
+    );
     println!("ratio (c) / slower of (a), (b): {:.2}", rc / slower);
-    println!("rebuild paused the live projector for {:.2?}", report.paused);
+    println!(
+        "rebuild paused the live projector for {:.2?}",
+        report.paused
+    );
     println!("| GET /tasks | requests | errors | p50 ms | p99 ms |");
     println!("| --- | ---: | ---: | ---: | ---: |");
-    for (name, lat, err) in [("before the rebuild (10 s)", &base_lat, base_err), ("during the rebuild", &during_lat, during_err)] {
+    for (name, lat, err) in [
+        ("before the rebuild (10 s)", &base_lat, base_err),
+        ("during the rebuild", &during_lat, during_err),
+    ] {
         println!(
             "| {name} | {} | {err} | {:.1} | {:.1} |",
             lat.len(),

@@ -685,12 +685,16 @@ struct IdempotencyKeyHeader {
 )]
 struct ApiDoc;
 
-/// The task routes and their OpenAPI document (with the Bearer scheme).
-pub fn routes() -> (OpenApiRouter<AppState>, utoipa::openapi::OpenApi) {
+/// The task routes, health and metrics, and their OpenAPI document (with
+/// the Bearer scheme).
+pub fn routes(
+    readiness: service::health::Readiness,
+) -> (OpenApiRouter<AppState>, utoipa::openapi::OpenApi) {
     let mut router = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(create_task))
         .routes(routes!(update_task, delete_task))
-        .routes(routes!(change_status));
+        .routes(routes!(change_status))
+        .merge(service::health::documented_routes(readiness));
     let doc = service::openapi::finish_document(
         router.to_openapi(),
         "taskstream command-api",

@@ -75,11 +75,10 @@ impl Application {
         let readiness = readiness(&pool, &config.kafka_brokers);
         let cleanup_pool = pool.clone();
         let state = AppState { pool, verifier };
-        let (tasks, openapi) = api::routes();
+        let (tasks, openapi) = api::routes(readiness);
         let router = service::http::finish(
             Router::from(tasks)
                 .merge(service::openapi::routes(openapi))
-                .merge(service::health::routes(readiness))
                 .with_state(state),
         );
         Ok(Application {

@@ -51,7 +51,10 @@ fn seconds_between(from: bson::DateTime, to: bson::DateTime) -> f64 {
 }
 
 /// Folds one task event into a task's facts. Pure: no I/O, no clock.
-pub fn apply_facts(view: Option<&TaskFacts>, env: &EventEnvelope) -> Result<Applied<TaskFacts>, Poison> {
+pub fn apply_facts(
+    view: Option<&TaskFacts>,
+    env: &EventEnvelope,
+) -> Result<Applied<TaskFacts>, Poison> {
     let event = match decode(env, StreamType::Task)? {
         events::Event::Task(e) => e,
         events::Event::User(_) => {
@@ -115,7 +118,9 @@ pub fn apply_facts(view: Option<&TaskFacts>, env: &EventEnvelope) -> Result<Appl
                     }
                 }
                 TaskEvent::PriorityChanged(p) => f.priority = p.to,
-                TaskEvent::DueDateChanged(d) => f.due_at = d.due_at.map(bson::DateTime::from_chrono),
+                TaskEvent::DueDateChanged(d) => {
+                    f.due_at = d.due_at.map(bson::DateTime::from_chrono)
+                }
                 TaskEvent::Deleted(_) => f.deleted = true,
                 TaskEvent::Updated(_) => {}
             }
@@ -150,11 +155,17 @@ pub fn facts_indexes() -> Vec<IndexModel> {
     };
     vec![
         named(doc! { "owner_id": 1, "created_at": 1 }, "owner_created"),
-        named(doc! { "owner_id": 1, "completions": 1 }, "owner_completions"),
+        named(
+            doc! { "owner_id": 1, "completions": 1 },
+            "owner_completions",
+        ),
     ]
 }
 
-pub async fn ensure_facts_indexes(db: &Database, collection: &str) -> Result<(), mongodb::error::Error> {
+pub async fn ensure_facts_indexes(
+    db: &Database,
+    collection: &str,
+) -> Result<(), mongodb::error::Error> {
     db.collection::<bson::Document>(collection)
         .create_indexes(facts_indexes())
         .await
@@ -169,7 +180,10 @@ mod tests {
     use uuid::Uuid;
 
     fn env(stream: Uuid, version: u64, minutes: i64, event: TaskEvent) -> EventEnvelope {
-        let t0 = Utc.with_ymd_and_hms(2026, 11, 1, 9, 0, 0).single().expect("time");
+        let t0 = Utc
+            .with_ymd_and_hms(2026, 11, 1, 9, 0, 0)
+            .single()
+            .expect("time");
         let meta = EventMeta {
             actor: Uuid::nil(),
             correlation_id: Uuid::nil(),
@@ -220,8 +234,16 @@ mod tests {
             env(id, 6, 120, to(InProgress, Done)),
         ]);
         assert_eq!(f.completions.len(), 2, "two completions");
-        assert_eq!(f.cycle_seconds, Some(120.0 * 60.0), "created → last completion");
-        assert_eq!(f.work_seconds, Some(30.0 * 60.0), "last start → last completion");
+        assert_eq!(
+            f.cycle_seconds,
+            Some(120.0 * 60.0),
+            "created → last completion"
+        );
+        assert_eq!(
+            f.work_seconds,
+            Some(30.0 * 60.0),
+            "last start → last completion"
+        );
         assert_eq!(f.status, Done);
     }
 
@@ -250,15 +272,27 @@ mod tests {
     fn duplicates_are_skipped_and_gaps_are_not_applied() {
         let id = Uuid::new_v4();
         let first = fold(&[env(id, 1, 0, created())]);
-        assert_eq!(apply_facts(Some(&first), &env(id, 1, 0, created())).expect("ok"), Applied::Duplicate);
+        assert_eq!(
+            apply_facts(Some(&first), &env(id, 1, 0, created())).expect("ok"),
+            Applied::Duplicate
+        );
         let gap = apply_facts(Some(&first), &env(id, 3, 5, to(Todo, Done))).expect("ok");
-        assert_eq!(gap, Applied::Gap { expected: 2, got: 3 });
+        assert_eq!(
+            gap,
+            Applied::Gap {
+                expected: 2,
+                got: 3
+            }
+        );
     }
 
     #[test]
     fn deletion_flags_the_facts() {
         let id = Uuid::new_v4();
-        let f = fold(&[env(id, 1, 0, created()), env(id, 2, 5, TaskEvent::Deleted(TaskDeleted {}))]);
+        let f = fold(&[
+            env(id, 1, 0, created()),
+            env(id, 2, 5, TaskEvent::Deleted(TaskDeleted {})),
+        ]);
         assert!(f.deleted);
     }
 }

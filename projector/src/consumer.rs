@@ -224,7 +224,10 @@ impl Projector {
                 }
                 continue;
             }
-            if let Err(e) = crate::rebuild::honour_pause(&self.writer.db, &self.writer.collections, &shutdown).await {
+            if let Err(e) =
+                crate::rebuild::honour_pause(&self.writer.db, &self.writer.collections, &shutdown)
+                    .await
+            {
                 tracing::warn!(error = %e, "cannot read the rebuild control documents; carrying on");
             }
             metrics::histogram!("projector_batch_size").record(batch.len() as f64);
@@ -465,7 +468,12 @@ impl ViewWriter {
         let indexed = events.into_iter().enumerate().collect();
         match self.project::<V>(collection, indexed).await {
             Ok(outcomes) => Ok(outcomes.iter().fold((0, 0, 0, 0), |acc, s| {
-                (acc.0 + s.applied, acc.1 + s.duplicates, acc.2 + s.gaps, acc.3 + s.poison.len() as u64)
+                (
+                    acc.0 + s.applied,
+                    acc.1 + s.duplicates,
+                    acc.2 + s.gaps,
+                    acc.3 + s.poison.len() as u64,
+                )
             })),
             Err(BatchError::Mongo(e)) => Err(e),
             Err(other) => Err(mongodb::error::Error::custom(other.to_string())),
@@ -566,7 +574,6 @@ impl ViewWriter {
             },
         }
     }
-
 }
 
 const DUPLICATE_KEY: i32 = 11000;

@@ -36,7 +36,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::analytics::TaskFacts;
 use crate::consumer::{Collections, ViewWriter};
-use crate::replay::{detached_consumer, plan, progress_bar, read_ranges, PartitionRange, ReplayFrom};
+use crate::replay::{
+    detached_consumer, plan, progress_bar, read_ranges, PartitionRange, ReplayFrom,
+};
 use crate::views::{TaskView, UserView, View};
 
 /// Collection of control documents shared by rebuilds and the live projector.
@@ -77,20 +79,47 @@ impl Target {
         }
     }
 
-    async fn create_indexes(self, db: &Database, collection: &str) -> Result<(), mongodb::error::Error> {
+    async fn create_indexes(
+        self,
+        db: &Database,
+        collection: &str,
+    ) -> Result<(), mongodb::error::Error> {
         let c = db.collection::<Document>(collection);
         match self {
-            Target::Tasks => c.create_indexes(crate::views::task_indexes()).await.map(|_| ()),
+            Target::Tasks => c
+                .create_indexes(crate::views::task_indexes())
+                .await
+                .map(|_| ()),
             Target::Analytics => crate::analytics::ensure_facts_indexes(db, collection).await,
-            Target::Users => c.create_indexes(crate::views::user_indexes()).await.map(|_| ()),
+            Target::Users => c
+                .create_indexes(crate::views::user_indexes())
+                .await
+                .map(|_| ()),
         }
     }
 
-    async fn apply(self, writer: &ViewWriter, collection: &str, events: Vec<EventEnvelope>) -> Result<Counts, mongodb::error::Error> {
+    async fn apply(
+        self,
+        writer: &ViewWriter,
+        collection: &str,
+        events: Vec<EventEnvelope>,
+    ) -> Result<Counts, mongodb::error::Error> {
         let (applied, duplicates, gaps, poison) = match self {
-            Target::Tasks => writer.apply_envelopes::<TaskView>(collection, events).await?,
-            Target::Analytics => writer.apply_envelopes::<TaskFacts>(collection, events).await?,
-            Target::Users => writer.apply_envelopes::<UserView>(collection, events).await?,
+            Target::Tasks => {
+                writer
+                    .apply_envelopes::<TaskView>(collection, events)
+                    .await?
+            }
+            Target::Analytics => {
+                writer
+                    .apply_envelopes::<TaskFacts>(collection, events)
+                    .await?
+            }
+            Target::Users => {
+                writer
+                    .apply_envelopes::<UserView>(collection, events)
+                    .await?
+            }
         };
         Ok(Counts {
             applied,
@@ -164,7 +193,11 @@ fn lock_id(collection: &str) -> String {
 }
 
 /// Rebuilds `options.target` from the first event; see the module docs.
-pub async fn rebuild(db: &Database, options: &RebuildOptions, shutdown: CancellationToken) -> anyhow::Result<RebuildReport> {
+pub async fn rebuild(
+    db: &Database,
+    options: &RebuildOptions,
+    shutdown: CancellationToken,
+) -> anyhow::Result<RebuildReport> {
     let started = Instant::now();
     let live = options.target.live_collection();
     let collection = format!("{live}__{}", chrono::Utc::now().format("%Y%m%d%H%M%S%3f"));
@@ -172,9 +205,13 @@ pub async fn rebuild(db: &Database, options: &RebuildOptions, shutdown: Cancella
     let consumer = std::sync::Arc::new(detached_consumer(&options.brokers)?);
     let first = {
         let consumer = std::sync::Arc::clone(&consumer);
-        tokio::task::spawn_blocking(move || plan(&consumer, &[topic], ReplayFrom::Beginning)).await??
+        tokio::task::spawn_blocking(move || plan(&consumer, &[topic], ReplayFrom::Beginning))
+            .await??
     };
-    let planned: u64 = first.values().map(|r| (r.end - r.start).max(0) as u64).sum();
+    let planned: u64 = first
+        .values()
+        .map(|r| (r.end - r.start).max(0) as u64)
+        .sum();
     let mut report = RebuildReport {
         target: options.target,
         collection: collection.clone(),
@@ -191,7 +228,16 @@ pub async fn rebuild(db: &Database, options: &RebuildOptions, shutdown: Cancella
 
     let control = db.collection::<Document>(CONTROL);
     take_lock(db, live).await?;
-    let result = build_and_swap(db, options, &collection, consumer, first, &mut report, &shutdown).await;
+    let result = build_and_swap(
+        db,
+        options,
+        &collection,
+        consumer,
+        first,
+        &mut report,
+        &shutdown,
+    )
+    .await;
     // Whatever happened, lift the pause and release the lock.
     let _ = control.delete_one(doc! { "_id": pause_id(live) }).await;
     let _ = control.delete_one(doc! { "_id": lock_id(live) }).await;
@@ -229,7 +275,9 @@ async fn take_lock(db: &Database, live: &str) -> anyhow::Result<()> {
 
 fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
     match e.kind.as_ref() {
-        mongodb::error::ErrorKind::Write(mongodb::error::WriteFailure::WriteError(w)) => w.code == 11000,
+        mongodb::error::ErrorKind::Write(mongodb::error::WriteFailure::WriteError(w)) => {
+            w.code == 11000
+        }
         _ => e.to_string().contains("E11000") || e.to_string().contains("duplicate key"),
     }
 }
@@ -256,10 +304,16 @@ async fn build_and_swap(
     let mut rounds = 0;
     loop {
         rounds += 1;
-        let counts = run_round(&consumer, &ranges, &writer, collection, options, &bar, shutdown).await?;
+        let counts = run_round(
+            &consumer, &ranges, &writer, collection, options, &bar, shutdown,
+        )
+        .await?;
         report.counts.add(counts);
         control
-            .update_one(doc! { "_id": lock_id(live) }, doc! { "$set": { "heartbeat_at": bson::DateTime::now() } })
+            .update_one(
+                doc! { "_id": lock_id(live) },
+                doc! { "$set": { "heartbeat_at": bson::DateTime::now() } },
+            )
             .await?;
         if paused_at.is_some() {
             break;
@@ -306,7 +360,9 @@ async fn advance(
         t
     };
     let consumer = std::sync::Arc::clone(consumer);
-    let mut now = tokio::task::spawn_blocking(move || plan(&consumer, &topics, ReplayFrom::Beginning)).await??;
+    let mut now =
+        tokio::task::spawn_blocking(move || plan(&consumer, &topics, ReplayFrom::Beginning))
+            .await??;
     for (key, range) in now.iter_mut() {
         if let Some(prev) = done.get(key) {
             range.start = prev.end;
@@ -369,7 +425,8 @@ async fn run_round(
                 Ok(())
             })?;
             if !batch.is_empty() || undecodable > 0 {
-                tx.blocking_send((batch, undecodable)).map_err(|_| anyhow::anyhow!("writer stopped"))?;
+                tx.blocking_send((batch, undecodable))
+                    .map_err(|_| anyhow::anyhow!("writer stopped"))?;
             }
             Ok(())
         })
@@ -438,12 +495,20 @@ async fn rename_over(db: &Database, built: &str, live: &str) -> anyhow::Result<(
 /// Called by the live projector before each batch: if a rebuild asked it to
 /// pause a collection it writes, acknowledge and wait until the pause is
 /// lifted (at most [`MAX_PAUSE`]).
-pub async fn honour_pause(db: &Database, collections: &Collections, shutdown: &CancellationToken) -> Result<(), mongodb::error::Error> {
-    let ids: Vec<String> = [&collections.task_views, &collections.task_facts, &collections.users]
-        .into_iter()
-        .flatten()
-        .map(|c| pause_id(c))
-        .collect();
+pub async fn honour_pause(
+    db: &Database,
+    collections: &Collections,
+    shutdown: &CancellationToken,
+) -> Result<(), mongodb::error::Error> {
+    let ids: Vec<String> = [
+        &collections.task_views,
+        &collections.task_facts,
+        &collections.users,
+    ]
+    .into_iter()
+    .flatten()
+    .map(|c| pause_id(c))
+    .collect();
     let control = db.collection::<Document>(CONTROL);
     let filter = doc! { "_id": { "$in": &ids } };
     let pending: Vec<Document> = control.find(filter.clone()).await?.try_collect().await?;
@@ -452,13 +517,19 @@ pub async fn honour_pause(db: &Database, collections: &Collections, shutdown: &C
     }
     let since = Instant::now();
     control
-        .update_many(filter.clone(), doc! { "$set": { "acked_at": bson::DateTime::now() } })
+        .update_many(
+            filter.clone(),
+            doc! { "$set": { "acked_at": bson::DateTime::now() } },
+        )
         .await?;
     tracing::info!("paused for a rebuild's swap");
     metrics::counter!("projector_rebuild_pauses_total").increment(1);
     while since.elapsed() < MAX_PAUSE && !shutdown.is_cancelled() {
         if control.count_documents(filter.clone()).await? == 0 {
-            tracing::info!(paused_ms = since.elapsed().as_millis() as u64, "resumed after a rebuild's swap");
+            tracing::info!(
+                paused_ms = since.elapsed().as_millis() as u64,
+                "resumed after a rebuild's swap"
+            );
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

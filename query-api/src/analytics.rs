@@ -92,12 +92,19 @@ fn parse_time(name: &str, value: &str, end_of_day: bool) -> Result<DateTime<Utc>
     }
     match NaiveDate::parse_from_str(value, "%Y-%m-%d") {
         Ok(d) => {
-            let d = if end_of_day { d.succ_opt().unwrap_or(d) } else { d };
+            let d = if end_of_day {
+                d.succ_opt().unwrap_or(d)
+            } else {
+                d
+            };
             d.and_hms_opt(0, 0, 0)
                 .map(|t| Utc.from_utc_datetime(&t))
                 .ok_or_else(|| FieldError::new(name, "not a valid date"))
         }
-        Err(_) => Err(FieldError::new(name, "expected an RFC 3339 time or a YYYY-MM-DD date")),
+        Err(_) => Err(FieldError::new(
+            name,
+            "expected an RFC 3339 time or a YYYY-MM-DD date",
+        )),
     }
 }
 
@@ -110,7 +117,8 @@ impl AnalyticsQuery {
         allow_bucket: bool,
     ) -> Result<Self, Problem> {
         let mut errors = Vec::new();
-        let (mut from, mut to, mut owner, mut all, mut bucket) = (None, None, None, false, Bucket::Day);
+        let (mut from, mut to, mut owner, mut all, mut bucket) =
+            (None, None, None, false, Bucket::Day);
         let mut seen: Vec<&str> = Vec::new();
         for (name, value) in pairs {
             if seen.contains(&name.as_str()) {
@@ -153,7 +161,10 @@ impl AnalyticsQuery {
         let to = to.unwrap_or(now);
         let from = from.unwrap_or(to - Duration::days(30));
         if from >= to {
-            return Err(invalid(vec![FieldError::new("from", "must be before `to`")]));
+            return Err(invalid(vec![FieldError::new(
+                "from",
+                "must be before `to`",
+            )]));
         }
         if to - from > Duration::days(MAX_RANGE_DAYS) {
             return Err(invalid(vec![FieldError::new(
@@ -163,16 +174,26 @@ impl AnalyticsQuery {
         }
         let scope = match (all, owner) {
             (true, Some(_)) => {
-                return Err(invalid(vec![FieldError::new("all", "cannot be combined with `owner_id`")]))
+                return Err(invalid(vec![FieldError::new(
+                    "all",
+                    "cannot be combined with `owner_id`",
+                )]))
             }
             (true, None) if user.is_admin() => Scope::All,
             (false, Some(o)) if o == user.id || user.is_admin() => Scope::Owner(o),
             (true, None) | (false, Some(_)) => {
-                return Err(Problem::forbidden("only admins may read other users' analytics"))
+                return Err(Problem::forbidden(
+                    "only admins may read other users' analytics",
+                ))
             }
             (false, None) => Scope::Owner(user.id),
         };
-        Ok(AnalyticsQuery { from, to, scope, bucket })
+        Ok(AnalyticsQuery {
+            from,
+            to,
+            scope,
+            bucket,
+        })
     }
 }
 
@@ -284,8 +305,10 @@ fn buckets_between(from: DateTime<Utc>, to: DateTime<Utc>, bucket: Bucket) -> Ve
 }
 
 fn per_day(times: impl Iterator<Item = DateTime<Utc>>, q: &AnalyticsQuery) -> Vec<DayCount> {
-    let mut counts: BTreeMap<DateTime<Utc>, u64> =
-        buckets_between(q.from, q.to, Bucket::Day).into_iter().map(|d| (d, 0)).collect();
+    let mut counts: BTreeMap<DateTime<Utc>, u64> = buckets_between(q.from, q.to, Bucket::Day)
+        .into_iter()
+        .map(|d| (d, 0))
+        .collect();
     for t in times.filter(|t| in_range(*t, q)) {
         *counts.entry(day_start(t)).or_default() += 1;
     }
@@ -299,14 +322,22 @@ fn per_day(times: impl Iterator<Item = DateTime<Utc>>, q: &AnalyticsQuery) -> Ve
 }
 
 pub fn summary(facts: &[TaskFacts], q: &AnalyticsQuery, now: DateTime<Utc>) -> Summary {
-    let mut by_status: BTreeMap<String, u64> = TaskStatus::ALL.iter().map(|s| (s.as_str().to_owned(), 0)).collect();
-    let mut by_priority: BTreeMap<String, u64> = Priority::ALL.iter().map(|p| (p.as_str().to_owned(), 0)).collect();
+    let mut by_status: BTreeMap<String, u64> = TaskStatus::ALL
+        .iter()
+        .map(|s| (s.as_str().to_owned(), 0))
+        .collect();
+    let mut by_priority: BTreeMap<String, u64> = Priority::ALL
+        .iter()
+        .map(|p| (p.as_str().to_owned(), 0))
+        .collect();
     let mut created_in_range = 0u64;
     let mut done_of_created = 0u64;
     let mut overdue = 0u64;
     for f in facts {
         *by_status.entry(f.status.as_str().to_owned()).or_default() += 1;
-        *by_priority.entry(f.priority.as_str().to_owned()).or_default() += 1;
+        *by_priority
+            .entry(f.priority.as_str().to_owned())
+            .or_default() += 1;
         if in_range(f.created_at.to_chrono(), q) {
             created_in_range += 1;
             if f.status == TaskStatus::Done {
@@ -323,8 +354,14 @@ pub fn summary(facts: &[TaskFacts], q: &AnalyticsQuery, now: DateTime<Utc>) -> S
         by_status,
         by_priority,
         created_per_day: per_day(facts.iter().map(|f| f.created_at.to_chrono()), q),
-        completed_per_day: per_day(facts.iter().flat_map(|f| f.completions.iter().map(|c| c.to_chrono())), q),
-        completion_rate: (created_in_range > 0).then(|| done_of_created as f64 / created_in_range as f64),
+        completed_per_day: per_day(
+            facts
+                .iter()
+                .flat_map(|f| f.completions.iter().map(|c| c.to_chrono())),
+            q,
+        ),
+        completion_rate: (created_in_range > 0)
+            .then(|| done_of_created as f64 / created_in_range as f64),
         overdue,
     }
 }
@@ -360,7 +397,11 @@ pub fn cycle_time(facts: &[TaskFacts], q: &AnalyticsQuery) -> CycleTimeReport {
     let done: Vec<&TaskFacts> = facts
         .iter()
         .filter(|f| f.status == TaskStatus::Done && f.cycle_seconds.is_some())
-        .filter(|f| f.completions.last().is_some_and(|c| in_range(c.to_chrono(), q)))
+        .filter(|f| {
+            f.completions
+                .last()
+                .is_some_and(|c| in_range(c.to_chrono(), q))
+        })
         .collect();
     let by_priority = Priority::ALL
         .iter()
@@ -380,8 +421,10 @@ pub fn cycle_time(facts: &[TaskFacts], q: &AnalyticsQuery) -> CycleTimeReport {
 }
 
 pub fn throughput(facts: &[TaskFacts], q: &AnalyticsQuery) -> Throughput {
-    let mut counts: BTreeMap<DateTime<Utc>, u64> =
-        buckets_between(q.from, q.to, q.bucket).into_iter().map(|b| (b, 0)).collect();
+    let mut counts: BTreeMap<DateTime<Utc>, u64> = buckets_between(q.from, q.to, q.bucket)
+        .into_iter()
+        .map(|b| (b, 0))
+        .collect();
     for c in facts.iter().flat_map(|f| f.completions.iter()) {
         let t = c.to_chrono();
         if in_range(t, q) {
@@ -411,8 +454,8 @@ async fn load(state: &AppState, scope: Scope) -> Result<Vec<TaskFacts>, Problem>
         .collection::<TaskFacts>(TASK_FACTS)
         .find(filter)
         .await
-        .map_err(|e| internal(e))?;
-    cursor.try_collect().await.map_err(|e| internal(e))
+        .map_err(internal)?;
+    cursor.try_collect().await.map_err(internal)
 }
 
 fn internal(e: impl std::fmt::Display) -> Problem {
@@ -440,7 +483,11 @@ fn pairs(uri: &Uri) -> Result<Vec<(String, String)>, Problem> {
     ),
     security(("bearer" = []))
 )]
-pub async fn get_summary(user: AuthUser, State(state): State<AppState>, uri: Uri) -> Result<Response, Problem> {
+pub async fn get_summary(
+    user: AuthUser,
+    State(state): State<AppState>,
+    uri: Uri,
+) -> Result<Response, Problem> {
     let now = Utc::now();
     let q = AnalyticsQuery::parse(&pairs(&uri)?, &user, now, false)?;
     let facts = load(&state, q.scope).await?;
@@ -461,7 +508,11 @@ pub async fn get_summary(user: AuthUser, State(state): State<AppState>, uri: Uri
     ),
     security(("bearer" = []))
 )]
-pub async fn get_cycle_time(user: AuthUser, State(state): State<AppState>, uri: Uri) -> Result<Response, Problem> {
+pub async fn get_cycle_time(
+    user: AuthUser,
+    State(state): State<AppState>,
+    uri: Uri,
+) -> Result<Response, Problem> {
     let q = AnalyticsQuery::parse(&pairs(&uri)?, &user, Utc::now(), false)?;
     let facts = load(&state, q.scope).await?;
     Ok(axum::Json(cycle_time(&facts, &q)).into_response())
@@ -481,7 +532,11 @@ pub async fn get_cycle_time(user: AuthUser, State(state): State<AppState>, uri: 
     ),
     security(("bearer" = []))
 )]
-pub async fn get_throughput(user: AuthUser, State(state): State<AppState>, uri: Uri) -> Result<Response, Problem> {
+pub async fn get_throughput(
+    user: AuthUser,
+    State(state): State<AppState>,
+    uri: Uri,
+) -> Result<Response, Problem> {
     let q = AnalyticsQuery::parse(&pairs(&uri)?, &user, Utc::now(), true)?;
     let facts = load(&state, q.scope).await?;
     Ok(axum::Json(throughput(&facts, &q)).into_response())
@@ -503,9 +558,22 @@ mod tests {
     #[test]
     fn weeks_start_on_monday() {
         // 2026-11-25 is a Wednesday.
-        let t = Utc.with_ymd_and_hms(2026, 11, 25, 15, 0, 0).single().expect("time");
-        assert_eq!(bucket_start(t, Bucket::Week), Utc.with_ymd_and_hms(2026, 11, 23, 0, 0, 0).single().expect("monday"));
-        assert_eq!(bucket_start(t, Bucket::Day), Utc.with_ymd_and_hms(2026, 11, 25, 0, 0, 0).single().expect("day"));
+        let t = Utc
+            .with_ymd_and_hms(2026, 11, 25, 15, 0, 0)
+            .single()
+            .expect("time");
+        assert_eq!(
+            bucket_start(t, Bucket::Week),
+            Utc.with_ymd_and_hms(2026, 11, 23, 0, 0, 0)
+                .single()
+                .expect("monday")
+        );
+        assert_eq!(
+            bucket_start(t, Bucket::Day),
+            Utc.with_ymd_and_hms(2026, 11, 25, 0, 0, 0)
+                .single()
+                .expect("day")
+        );
     }
 
     #[test]
@@ -515,15 +583,25 @@ mod tests {
             email: "a@b.c".into(),
             role: events::Role::User,
         };
-        let now = Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).single().expect("now");
+        let now = Utc
+            .with_ymd_and_hms(2026, 11, 25, 12, 0, 0)
+            .single()
+            .expect("now");
         let p = |pairs: &[(&str, &str)]| {
-            let owned: Vec<(String, String)> = pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+            let owned: Vec<(String, String)> = pairs
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect();
             AnalyticsQuery::parse(&owned, &user, now, true)
         };
         let q = p(&[]).expect("defaults");
         assert_eq!((q.to, q.to - q.from), (now, Duration::days(30)));
         let q = p(&[("from", "2026-11-01"), ("to", "2026-11-02")]).expect("dates");
-        assert_eq!(q.to - q.from, Duration::days(2), "a date `to` includes its day");
+        assert_eq!(
+            q.to - q.from,
+            Duration::days(2),
+            "a date `to` includes its day"
+        );
         for bad in [
             vec![("from", "yesterday")],
             vec![("bucket", "month")],
@@ -534,6 +612,11 @@ mod tests {
             assert_eq!(p(&bad).expect_err("rejected").status, 400, "{bad:?}");
         }
         assert_eq!(p(&[("all", "true")]).expect_err("not admin").status, 403);
-        assert_eq!(p(&[("owner_id", &Uuid::new_v4().to_string())]).expect_err("not admin").status, 403);
+        assert_eq!(
+            p(&[("owner_id", &Uuid::new_v4().to_string())])
+                .expect_err("not admin")
+                .status,
+            403
+        );
     }
 }

@@ -93,6 +93,12 @@ pub fn routes(state: AppState, readiness: Readiness) -> Router {
     let (api, doc) = api_routes()
         .merge(service::health::documented_routes(readiness))
         .split_for_parts();
+    let doc = service::openapi::finish_document(
+        doc,
+        "taskstream query-api",
+        "Filtered, paginated reads over the task views, task history, analytics; \
+         read-your-writes via X-Consistency-Token.",
+    );
     api.merge(service::openapi::routes(doc)).with_state(state)
 }
 

@@ -7,10 +7,10 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Router};
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 use futures::future::{join_all, BoxFuture};
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::problem::Problem;
 
@@ -64,7 +64,9 @@ pub fn routes<S: Clone + Send + Sync + 'static>(readiness: Readiness) -> Router<
 
 /// The same routes with their OpenAPI operations, for services that
 /// publish a document: merge into the service's `OpenApiRouter`.
-pub fn documented_routes<S: Clone + Send + Sync + 'static>(readiness: Readiness) -> OpenApiRouter<S> {
+pub fn documented_routes<S: Clone + Send + Sync + 'static>(
+    readiness: Readiness,
+) -> OpenApiRouter<S> {
     OpenApiRouter::new()
         .routes(routes!(healthz))
         .routes(routes!(readyz))

@@ -46,27 +46,51 @@ where
 }
 
 /// Parses a JSON document, mapping errors as the extractor does.
+///
+/// Strings containing U+0000 are refused with 422: Postgres cannot store
+/// that character in `text` or `jsonb`, so accepting it would turn bad
+/// input into a server error later.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    match serde_path_to_error::deserialize::<_, T>(&mut *de) {
-        Ok(v) => match de.end() {
-            Ok(()) => Ok(v),
-            // Trailing garbage after the document.
-            Err(e) => Err(Problem::bad_request(format!("malformed JSON: {e}"))),
-        },
-        Err(err) => {
-            let pointer = pointer_of(err.path());
-            let inner = err.into_inner();
-            match inner.classify() {
-                serde_json::error::Category::Data => {
-                    Err(Problem::validation(vec![FieldError::new(
-                        pointer,
-                        strip_position(&inner.to_string()),
-                    )]))
-                }
-                _ => Err(Problem::bad_request(format!("malformed JSON: {inner}"))),
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| Problem::bad_request(format!("malformed JSON: {e}")))?;
+    if let Some(pointer) = find_nul(&value, String::new()) {
+        return Err(Problem::validation(vec![FieldError::new(
+            if pointer.is_empty() {
+                "/".to_owned()
+            } else {
+                pointer
+            },
+            "must not contain the character U+0000",
+        )]));
+    }
+    serde_path_to_error::deserialize::<_, T>(value).map_err(|err| {
+        let pointer = pointer_of(err.path());
+        Problem::validation(vec![FieldError::new(
+            pointer,
+            strip_position(&err.into_inner().to_string()),
+        )])
+    })
+}
+
+/// The JSON pointer of the first string (value or key) holding U+0000.
+fn find_nul(value: &serde_json::Value, at: String) -> Option<String> {
+    use serde_json::Value;
+    let escape = |k: &str| k.replace('~', "~0").replace('/', "~1");
+    match value {
+        Value::String(s) if s.contains('\0') => Some(at),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| find_nul(v, format!("{at}/{i}"))),
+        Value::Object(map) => map.iter().find_map(|(k, v)| {
+            let here = format!("{at}/{}", escape(k));
+            if k.contains('\0') {
+                Some(here)
+            } else {
+                find_nul(v, here)
             }
-        }
+        }),
+        _ => None,
     }
 }
 
@@ -144,6 +168,12 @@ mod tests {
             (r#"{}"#, 422, Some("/")),
             (r#"{"title": "#, 400, None),
             (r#"{"title": "a"} trailing"#, 400, None),
+            (r#"{"title": "a\u0000b"}"#, 422, Some("/title")),
+            (
+                r#"{"title": "a", "tags": ["x", "\u0000"]}"#,
+                422,
+                Some("/tags/1"),
+            ),
             ("", 400, None),
         ];
         for (body, status, pointer) in cases {

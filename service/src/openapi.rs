@@ -18,11 +18,14 @@ use crate::problem::Problem;
 /// Name of the Bearer security scheme in every document.
 pub const BEARER: &str = "bearer";
 
-/// Adds the Bearer (JWT) security scheme and the service's title/version.
+/// Adds the Bearer (JWT) security scheme, the service's title/version, and
+/// the problem responses the shared edge gives every operation (see
+/// [`add_edge_responses`]).
 pub fn finish_document(mut doc: OpenApi, title: &str, description: &str) -> OpenApi {
     doc.info.title = title.to_owned();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     doc.info.description = Some(description.to_owned());
+    add_edge_responses(&mut doc);
     let components = doc.components.get_or_insert_with(Default::default);
     components.add_security_scheme(
         BEARER,
@@ -35,22 +38,99 @@ pub fn finish_document(mut doc: OpenApi, title: &str, description: &str) -> Open
     doc
 }
 
+/// Documents the answers every operation can get from the shared edge
+/// (`service::json`, `service::http`, the `AuthUser` extractor), where the
+/// handler's own annotations do not already: for a JSON body 400 (malformed
+/// JSON), 413 (over 64 KiB), 415 (not JSON), 422 (wrong shape, unknown or
+/// invalid field); for a path parameter 404 (malformed id); for a Bearer
+/// operation 401. One mechanism, so no operation can forget one.
+pub fn add_edge_responses(doc: &mut OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+    let problem = |description: &str| {
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/problem+json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("Problem")))
+                        .build(),
+                )
+                .build(),
+        )
+    };
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let has_path_params = path.contains('{');
+        for op in [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let responses = &mut op.responses.responses;
+            let mut add = |code: &str, description: &str| {
+                responses
+                    .entry(code.to_owned())
+                    .or_insert_with(|| problem(description));
+            };
+            if op.request_body.is_some() {
+                add("400", "Malformed JSON");
+                add("413", "Body over 64 KiB");
+                add("415", "Body is not `application/json`");
+                add(
+                    "422",
+                    "A field is missing, unknown, of the wrong type or invalid (see `errors`)",
+                );
+            }
+            if has_path_params {
+                add("404", "No such resource (or a malformed id)");
+            }
+            if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                add("401", "Missing, malformed, expired or forged bearer token");
+            }
+        }
+    }
+    let components = doc.components.get_or_insert_with(Default::default);
+    components
+        .schemas
+        .entry("Problem".into())
+        .or_insert_with(<Problem as utoipa::PartialSchema>::schema);
+    components
+        .schemas
+        .entry("FieldError".into())
+        .or_insert_with(<crate::problem::FieldError as utoipa::PartialSchema>::schema);
+}
+
 /// Routes `/openapi.json`, `/docs` and the UI's assets under `/docs/`.
 pub fn routes<S: Clone + Send + Sync + 'static>(doc: OpenApi) -> Router<S> {
     let json: Arc<Vec<u8>> = Arc::new(serde_json::to_vec(&doc).unwrap_or_default());
     let mut ui = SwaggerUi::new();
     ui.title(format!("{} API", doc.info.title));
-    ui.config().urls(["/openapi.json"]).persist_authorization(true);
+    ui.config()
+        .urls(["/openapi.json"])
+        .persist_authorization(true);
     for file in SwaggerUiStaticFile::all() {
         ui.override_file_path(*file, format!("/docs/{}", file.file_name()));
     }
-    let page: Arc<String> = Arc::new(ui.serve().unwrap_or_else(|e| format!("Swagger UI unavailable: {e}")));
+    let page: Arc<String> = Arc::new(
+        ui.serve()
+            .unwrap_or_else(|e| format!("Swagger UI unavailable: {e}")),
+    );
     Router::new()
         .route(
             "/openapi.json",
             get(move || {
                 let json = json.clone();
-                async move { ([(header::CONTENT_TYPE, "application/json")], json.as_ref().clone()) }
+                async move {
+                    (
+                        [(header::CONTENT_TYPE, "application/json")],
+                        json.as_ref().clone(),
+                    )
+                }
             }),
         )
         .route(
@@ -77,7 +157,10 @@ async fn asset(Path(file): Path<String>) -> Response {
             };
             (
                 StatusCode::OK,
-                [(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "public, max-age=86400")],
+                [
+                    (header::CONTENT_TYPE, content_type),
+                    (header::CACHE_CONTROL, "public, max-age=86400"),
+                ],
                 *bytes,
             )
                 .into_response()

@@ -9,8 +9,8 @@ use chrono::{DateTime, Datelike, Duration as TimeDelta, DurationRound, Utc};
 use events::kafka::EnvelopeRecord;
 use events::topics::Topics;
 use events::{
-    Event, EventEnvelope, EventMeta, Priority, Role, TaskCreated, TaskDeleted, TaskDueDateChanged, TaskEvent,
-    TaskPriorityChanged, TaskStatus, TaskStatusChanged,
+    Event, EventEnvelope, EventMeta, Priority, Role, TaskCreated, TaskDeleted, TaskDueDateChanged,
+    TaskEvent, TaskPriorityChanged, TaskStatus, TaskStatusChanged,
 };
 use futures::future::join_all;
 use projector::rebuild::{rebuild, RebuildOptions, Target};
@@ -52,7 +52,12 @@ impl Log {
             causation_id: None,
             occurred_at: at,
         };
-        self.envelopes.push(EventEnvelope::new(id, *v, &Event::Task(event.clone()), meta));
+        self.envelopes.push(EventEnvelope::new(
+            id,
+            *v,
+            &Event::Task(event.clone()),
+            meta,
+        ));
         match event {
             TaskEvent::Created(c) => {
                 self.truth.insert(
@@ -77,7 +82,8 @@ impl Log {
                     TaskStatus::InProgress => t.started_at = Some(at),
                     TaskStatus::Done => {
                         t.completions.push(at);
-                        let secs = |from: DateTime<Utc>| (at - from).num_milliseconds() as f64 / 1000.0;
+                        let secs =
+                            |from: DateTime<Utc>| (at - from).num_milliseconds() as f64 / 1000.0;
                         t.last_cycle = Some((secs(t.created_at), t.started_at.map(secs)));
                     }
                     _ => {
@@ -87,13 +93,21 @@ impl Log {
                 }
             }
             TaskEvent::PriorityChanged(p) => self.truth.get_mut(&id).expect("task").priority = p.to,
-            TaskEvent::DueDateChanged(d) => self.truth.get_mut(&id).expect("task").due_at = d.due_at,
+            TaskEvent::DueDateChanged(d) => {
+                self.truth.get_mut(&id).expect("task").due_at = d.due_at
+            }
             TaskEvent::Deleted(_) => self.truth.get_mut(&id).expect("task").deleted = true,
             TaskEvent::Updated(_) => {}
         }
     }
 
-    fn create(&mut self, owner: Uuid, at: DateTime<Utc>, priority: Priority, due_at: Option<DateTime<Utc>>) -> Uuid {
+    fn create(
+        &mut self,
+        owner: Uuid,
+        at: DateTime<Utc>,
+        priority: Priority,
+        due_at: Option<DateTime<Utc>>,
+    ) -> Uuid {
         let id = Uuid::new_v4();
         self.push(
             id,
@@ -115,7 +129,12 @@ impl Log {
     fn status(&mut self, id: Uuid, at: DateTime<Utc>, to: TaskStatus) {
         let t = &self.truth[&id];
         let (owner, from) = (t.owner, t.status);
-        self.push(id, owner, at, TaskEvent::StatusChanged(TaskStatusChanged { from, to }));
+        self.push(
+            id,
+            owner,
+            at,
+            TaskEvent::StatusChanged(TaskStatusChanged { from, to }),
+        );
     }
 }
 
@@ -147,15 +166,23 @@ fn day(t: DateTime<Utc>) -> String {
 }
 
 /// The figures the endpoints must report, from the test's own bookkeeping.
-fn expected(log: &Log, owner: Option<Uuid>, from: DateTime<Utc>, to: DateTime<Utc>, now: DateTime<Utc>) -> (Value, Value, Value) {
+fn expected(
+    log: &Log,
+    owner: Option<Uuid>,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> (Value, Value, Value) {
     let tasks: Vec<&Truth> = log
         .truth
         .values()
         .filter(|t| !t.deleted && owner.is_none_or(|o| t.owner == o))
         .collect();
     let in_range = |t: DateTime<Utc>| t >= from && t < to;
-    let mut by_status: BTreeMap<&str, u64> = TaskStatus::ALL.iter().map(|s| (s.as_str(), 0)).collect();
-    let mut by_priority: BTreeMap<&str, u64> = Priority::ALL.iter().map(|p| (p.as_str(), 0)).collect();
+    let mut by_status: BTreeMap<&str, u64> =
+        TaskStatus::ALL.iter().map(|s| (s.as_str(), 0)).collect();
+    let mut by_priority: BTreeMap<&str, u64> =
+        Priority::ALL.iter().map(|p| (p.as_str(), 0)).collect();
     let mut days: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     let mut d = from.duration_trunc(TimeDelta::days(1)).expect("trunc");
     while d < to {
@@ -181,7 +208,9 @@ fn expected(log: &Log, owner: Option<Uuid>, from: DateTime<Utc>, to: DateTime<Ut
         }
     }
     let per_day = |pick: fn(&(u64, u64)) -> u64| -> Value {
-        days.iter().map(|(d, c)| serde_json::json!({ "date": d, "count": pick(c) })).collect()
+        days.iter()
+            .map(|(d, c)| serde_json::json!({ "date": d, "count": pick(c) }))
+            .collect()
     };
     let summary = serde_json::json!({
         "by_status": by_status,
@@ -194,7 +223,9 @@ fn expected(log: &Log, owner: Option<Uuid>, from: DateTime<Utc>, to: DateTime<Ut
 
     let done: Vec<&&Truth> = tasks
         .iter()
-        .filter(|t| t.status == TaskStatus::Done && t.completions.last().is_some_and(|c| in_range(*c)))
+        .filter(|t| {
+            t.status == TaskStatus::Done && t.completions.last().is_some_and(|c| in_range(*c))
+        })
         .collect();
     let times = |ts: &[&&Truth]| {
         serde_json::json!({
@@ -237,7 +268,10 @@ fn expected(log: &Log, owner: Option<Uuid>, from: DateTime<Utc>, to: DateTime<Ut
 fn assert_same(what: &str, got: &Value, want: &Value) {
     match (got, want) {
         (Value::Number(a), Value::Number(b)) => {
-            let (a, b) = (a.as_f64().unwrap_or(f64::NAN), b.as_f64().unwrap_or(f64::NAN));
+            let (a, b) = (
+                a.as_f64().unwrap_or(f64::NAN),
+                b.as_f64().unwrap_or(f64::NAN),
+            );
             assert!((a - b).abs() < 1e-6, "{what}: got {a}, want {b}");
         }
         (Value::Object(a), Value::Object(b)) => {
@@ -253,7 +287,10 @@ fn assert_same(what: &str, got: &Value, want: &Value) {
         }
         (Value::String(a), Value::String(b)) if a != b => {
             // Timestamps may differ in notation only.
-            let (x, y) = (DateTime::parse_from_rfc3339(a), DateTime::parse_from_rfc3339(b));
+            let (x, y) = (
+                DateTime::parse_from_rfc3339(a),
+                DateTime::parse_from_rfc3339(b),
+            );
             assert!(x.is_ok() && x == y, "{what}: got {a}, want {b}");
         }
         _ => assert_eq!(got, want, "{what}"),
@@ -261,7 +298,12 @@ fn assert_same(what: &str, got: &Value, want: &Value) {
 }
 
 async fn get(base: &str, token: &str, path: &str) -> (u16, Value) {
-    let res = http().get(format!("{base}{path}")).bearer_auth(token).send().await.expect("query-api");
+    let res = http()
+        .get(format!("{base}{path}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("query-api");
     let status = res.status().as_u16();
     (status, res.json().await.unwrap_or(Value::Null))
 }
@@ -270,13 +312,20 @@ async fn get(base: &str, token: &str, path: &str) -> (u16, Value) {
 async fn figures_match_the_events_including_reopened_tasks_and_survive_a_rebuild() {
     let d = Deployment::fresh().await;
     let topics = Topics::with_prefix(d.topic_prefix.clone());
-    events::kafka::ensure_topics(&servers().kafka_brokers, &topics).await.expect("topics");
+    events::kafka::ensure_topics(&servers().kafka_brokers, &topics)
+        .await
+        .expect("topics");
     let _projector = d.spawn_projector().await;
     let query = d.spawn_query_api_standalone().await;
-    let db = projector::mongo::connect(&servers().mongodb_url, &d.mongodb_database).await.expect("mongo");
+    let db = projector::mongo::connect(&servers().mongodb_url, &d.mongodb_database)
+        .await
+        .expect("mongo");
 
     let now = Utc::now();
-    let d0 = (now - TimeDelta::days(12)).duration_trunc(TimeDelta::days(1)).expect("trunc") + TimeDelta::hours(9);
+    let d0 = (now - TimeDelta::days(12))
+        .duration_trunc(TimeDelta::days(1))
+        .expect("trunc")
+        + TimeDelta::hours(9);
     let h = TimeDelta::hours;
     let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
     let mut log = Log::default();
@@ -302,9 +351,29 @@ async fn figures_match_the_events_including_reopened_tasks_and_survive_a_rebuild
     log.status(t5, d0 + h(50), TaskStatus::Done);
     log.push(t5, alice, d0 + h(60), TaskEvent::Deleted(TaskDeleted {}));
     // Open, due later; priority and due date changed.
-    let t6 = log.create(alice, d0 + h(96), Priority::Low, Some(now + TimeDelta::days(3)));
-    log.push(t6, alice, d0 + h(97), TaskEvent::PriorityChanged(TaskPriorityChanged { from: Priority::Low, to: Priority::Urgent }));
-    log.push(t6, alice, d0 + h(98), TaskEvent::DueDateChanged(TaskDueDateChanged { due_at: Some(d0 + h(99)) }));
+    let t6 = log.create(
+        alice,
+        d0 + h(96),
+        Priority::Low,
+        Some(now + TimeDelta::days(3)),
+    );
+    log.push(
+        t6,
+        alice,
+        d0 + h(97),
+        TaskEvent::PriorityChanged(TaskPriorityChanged {
+            from: Priority::Low,
+            to: Priority::Urgent,
+        }),
+    );
+    log.push(
+        t6,
+        alice,
+        d0 + h(98),
+        TaskEvent::DueDateChanged(TaskDueDateChanged {
+            due_at: Some(d0 + h(99)),
+        }),
+    );
     // Done, then reopened and left open: a completion, but no current cycle.
     let t7 = log.create(alice, d0 + h(10), Priority::Medium, None);
     log.status(t7, d0 + h(30), TaskStatus::Done);
@@ -318,7 +387,11 @@ async fn figures_match_the_events_including_reopened_tasks_and_survive_a_rebuild
         if rng.gen_bool(0.7) {
             let start = created + TimeDelta::minutes(rng.gen_range(1..600));
             log.status(id, start, TaskStatus::InProgress);
-            log.status(id, start + TimeDelta::minutes(rng.gen_range(1..3000)), TaskStatus::Done);
+            log.status(
+                id,
+                start + TimeDelta::minutes(rng.gen_range(1..3000)),
+                TaskStatus::Done,
+            );
         }
     }
     // Bob's tasks never show in Alice's figures.
@@ -328,8 +401,18 @@ async fn figures_match_the_events_including_reopened_tasks_and_survive_a_rebuild
     }
 
     let producer = events::kafka::producer(&servers().kafka_brokers).expect("producer");
-    let records: Vec<EnvelopeRecord> = log.envelopes.iter().map(|e| EnvelopeRecord::new(&topics, e)).collect();
-    for r in join_all(records.iter().map(|r| producer.send(r.as_future_record(), Duration::from_secs(30)))).await {
+    let records: Vec<EnvelopeRecord> = log
+        .envelopes
+        .iter()
+        .map(|e| EnvelopeRecord::new(&topics, e))
+        .collect();
+    for r in join_all(
+        records
+            .iter()
+            .map(|r| producer.send(r.as_future_record(), Duration::from_secs(30))),
+    )
+    .await
+    {
         r.map_err(|(e, _)| e).expect("publish");
     }
 
@@ -340,44 +423,99 @@ async fn figures_match_the_events_including_reopened_tasks_and_survive_a_rebuild
     let range = format!(
         "from={}&to={}",
         from.format("%Y-%m-%d"),
-        to.to_rfc3339_opts(chrono::SecondsFormat::Secs, true).replace('+', "%2B")
+        to.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            .replace('+', "%2B")
     );
     let to = DateTime::parse_from_rfc3339(&to.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
         .expect("to")
         .with_timezone(&Utc);
     let (want_summary, want_cycle, want_weeks) = expected(&log, Some(alice), from, to, Utc::now());
-    let total_alice = log.truth.values().filter(|t| t.owner == alice && !t.deleted).count() as u64;
+    let total_alice = log
+        .truth
+        .values()
+        .filter(|t| t.owner == alice && !t.deleted)
+        .count() as u64;
 
     let check = |base: String| {
-        let (alice_token, range, want_summary, want_cycle, want_weeks) =
-            (alice_token.clone(), range.clone(), want_summary.clone(), want_cycle.clone(), want_weeks.clone());
+        let (alice_token, range, want_summary, want_cycle, want_weeks) = (
+            alice_token.clone(),
+            range.clone(),
+            want_summary.clone(),
+            want_cycle.clone(),
+            want_weeks.clone(),
+        );
         async move {
             // Wait for the projection: every task counted and every event applied.
-            eventually("the analytics projection to catch up", Duration::from_secs(60), || {
-                let (base, token, range, want) = (base.clone(), alice_token.clone(), range.clone(), want_summary.clone());
-                async move {
-                    let (status, body) = get(&base, &token, &format!("/analytics/summary?{range}")).await;
-                    let total: u64 = body["by_status"].as_object()?.values().filter_map(Value::as_u64).sum();
-                    (status == 200 && total == total_alice && body["by_status"] == want["by_status"]
-                        && body["completed_per_day"] == want["completed_per_day"])
-                        .then_some(())
-                }
-            })
+            eventually(
+                "the analytics projection to catch up",
+                Duration::from_secs(60),
+                || {
+                    let (base, token, range, want) = (
+                        base.clone(),
+                        alice_token.clone(),
+                        range.clone(),
+                        want_summary.clone(),
+                    );
+                    async move {
+                        let (status, body) =
+                            get(&base, &token, &format!("/analytics/summary?{range}")).await;
+                        let total: u64 = body["by_status"]
+                            .as_object()?
+                            .values()
+                            .filter_map(Value::as_u64)
+                            .sum();
+                        (status == 200
+                            && total == total_alice
+                            && body["by_status"] == want["by_status"]
+                            && body["completed_per_day"] == want["completed_per_day"])
+                            .then_some(())
+                    }
+                },
+            )
             .await;
-            let (status, summary) = get(&base, &alice_token, &format!("/analytics/summary?{range}")).await;
+            let (status, summary) =
+                get(&base, &alice_token, &format!("/analytics/summary?{range}")).await;
             assert_eq!(status, 200);
             assert_same("summary", &summary, &want_summary);
-            let (status, cycle) = get(&base, &alice_token, &format!("/analytics/cycle-time?{range}")).await;
+            let (status, cycle) = get(
+                &base,
+                &alice_token,
+                &format!("/analytics/cycle-time?{range}"),
+            )
+            .await;
             assert_eq!(status, 200);
             assert_same("cycle-time", &cycle, &want_cycle);
-            let (status, weeks) = get(&base, &alice_token, &format!("/analytics/throughput?bucket=week&{range}")).await;
+            let (status, weeks) = get(
+                &base,
+                &alice_token,
+                &format!("/analytics/throughput?bucket=week&{range}"),
+            )
+            .await;
             assert_eq!(status, 200);
             assert_same("throughput", &weeks["buckets"], &want_weeks);
-            let (status, days) = get(&base, &alice_token, &format!("/analytics/throughput?bucket=day&{range}")).await;
+            let (status, days) = get(
+                &base,
+                &alice_token,
+                &format!("/analytics/throughput?bucket=day&{range}"),
+            )
+            .await;
             assert_eq!(status, 200);
-            let per_day: Vec<u64> = days["buckets"].as_array().expect("buckets").iter().filter_map(|b| b["completed"].as_u64()).collect();
-            let want_per_day: Vec<u64> = want_summary["completed_per_day"].as_array().expect("days").iter().filter_map(|b| b["count"].as_u64()).collect();
-            assert_eq!(per_day, want_per_day, "daily throughput = completions per day");
+            let per_day: Vec<u64> = days["buckets"]
+                .as_array()
+                .expect("buckets")
+                .iter()
+                .filter_map(|b| b["completed"].as_u64())
+                .collect();
+            let want_per_day: Vec<u64> = want_summary["completed_per_day"]
+                .as_array()
+                .expect("days")
+                .iter()
+                .filter_map(|b| b["count"].as_u64())
+                .collect();
+            assert_eq!(
+                per_day, want_per_day,
+                "daily throughput = completions per day"
+            );
         }
     };
     check(query.base.clone()).await;
@@ -385,12 +523,22 @@ async fn figures_match_the_events_including_reopened_tasks_and_survive_a_rebuild
     assert_eq!(log.truth[&t2].completions.len(), 2);
 
     // Admin across all users; a user may not.
-    let (_, all) = get(&query.base, &admin_token, &format!("/analytics/summary?all=true&{range}")).await;
+    let (_, all) = get(
+        &query.base,
+        &admin_token,
+        &format!("/analytics/summary?all=true&{range}"),
+    )
+    .await;
     let (want_all, _, _) = expected(&log, None, from, to, Utc::now());
     assert_same("summary for all", &all, &want_all);
     let (status, _) = get(&query.base, &alice_token, "/analytics/summary?all=true").await;
     assert_eq!(status, 403);
-    let (status, body) = get(&query.base, &alice_token, "/analytics/throughput?bucket=month").await;
+    let (status, body) = get(
+        &query.base,
+        &alice_token,
+        "/analytics/throughput?bucket=month",
+    )
+    .await;
     assert_eq!(status, 400, "{body}");
 
     // The projection rebuilt from the log gives the same figures.

@@ -8,12 +8,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use mongodb::bson::{doc, Document};
 use chrono::Utc;
 use events::kafka::EnvelopeRecord;
 use events::topics::Topics;
-use events::{Event, EventEnvelope, EventMeta, Priority, Role, TaskCreated, TaskEvent, TaskStatus, TaskStatusChanged};
+use events::{
+    Event, EventEnvelope, EventMeta, Priority, Role, TaskCreated, TaskEvent, TaskStatus,
+    TaskStatusChanged,
+};
 use futures::future::join_all;
+use mongodb::bson::{doc, Document};
 use projector::rebuild::{rebuild, RebuildOptions, Target};
 use projector::views::{TaskView, TASK_VIEWS};
 use rdkafka::producer::FutureProducer;
@@ -73,17 +76,24 @@ impl Writer {
             TaskStatus::InProgress => TaskStatus::Done,
             _ => TaskStatus::Todo,
         };
-        let event = Event::Task(TaskEvent::StatusChanged(TaskStatusChanged { from: *status, to }));
+        let event = Event::Task(TaskEvent::StatusChanged(TaskStatusChanged {
+            from: *status,
+            to,
+        }));
         *version += 1;
         *status = to;
         EventEnvelope::new(id, *version, &event, meta)
     }
 
     async fn send(&self, envelopes: &[EventEnvelope]) {
-        let records: Vec<EnvelopeRecord> = envelopes.iter().map(|e| EnvelopeRecord::new(&self.topics, e)).collect();
-        let sends = records
+        let records: Vec<EnvelopeRecord> = envelopes
             .iter()
-            .map(|r| self.producer.send(r.as_future_record(), Duration::from_secs(30)));
+            .map(|e| EnvelopeRecord::new(&self.topics, e))
+            .collect();
+        let sends = records.iter().map(|r| {
+            self.producer
+                .send(r.as_future_record(), Duration::from_secs(30))
+        });
         for r in join_all(sends).await {
             r.map_err(|(e, _)| e).expect("publish");
         }
@@ -128,7 +138,9 @@ async fn wait_until_projected(d: &Deployment, writer: &Writer) {
     loop {
         let got: Vec<Document> = db
             .collection::<Document>(TASK_VIEWS)
-            .aggregate(vec![doc! { "$group": { "_id": null, "n": { "$sum": 1 }, "v": { "$sum": "$version" } } }])
+            .aggregate(vec![
+                doc! { "$group": { "_id": null, "n": { "$sum": 1 }, "v": { "$sum": "$version" } } },
+            ])
             .await
             .expect("aggregate")
             .try_collect()
@@ -136,7 +148,17 @@ async fn wait_until_projected(d: &Deployment, writer: &Writer) {
             .expect("aggregate");
         let (n, v) = got
             .first()
-            .map(|d| (d.get_i32("n").map(i64::from).or_else(|_| d.get_i64("n")).unwrap_or(0), d.get_i64("v").or_else(|_| d.get_i32("v").map(i64::from)).unwrap_or(0)))
+            .map(|d| {
+                (
+                    d.get_i32("n")
+                        .map(i64::from)
+                        .or_else(|_| d.get_i64("n"))
+                        .unwrap_or(0),
+                    d.get_i64("v")
+                        .or_else(|_| d.get_i32("v").map(i64::from))
+                        .unwrap_or(0),
+                )
+            })
             .unwrap_or((0, 0));
         if n == count && v == sum {
             return;
@@ -162,9 +184,12 @@ fn options(d: &Deployment, target: Target, dry_run: bool) -> RebuildOptions {
 
 async fn live_system() -> (Deployment, Running, Running, mongodb::Database) {
     let d = Deployment::fresh().await;
-    events::kafka::ensure_topics(&servers().kafka_brokers, &Topics::with_prefix(d.topic_prefix.clone()))
-        .await
-        .expect("topics");
+    events::kafka::ensure_topics(
+        &servers().kafka_brokers,
+        &Topics::with_prefix(d.topic_prefix.clone()),
+    )
+    .await
+    .expect("topics");
     let projector = d.spawn_projector().await;
     let query = d.spawn_query_api_standalone().await;
     let db = projector::mongo::connect(&servers().mongodb_url, &d.mongodb_database)
@@ -174,7 +199,8 @@ async fn live_system() -> (Deployment, Running, Running, mongodb::Database) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn reads_never_fail_or_step_back_while_a_rebuild_of_20000_events_swaps_in_under_live_writes() {
+async fn reads_never_fail_or_step_back_while_a_rebuild_of_20000_events_swaps_in_under_live_writes()
+{
     let (d, _projector, query, db) = live_system().await;
     let owner = Uuid::new_v4();
     let token = d.token_for(owner, Role::User);
@@ -194,7 +220,10 @@ async fn reads_never_fail_or_step_back_while_a_rebuild_of_20000_events_swaps_in_
     let t0 = std::time::Instant::now();
     writer.send(&seed).await;
     wait_until_projected(&d, &writer).await;
-    eprintln!("20,000 events projected by the live projector in {:.1?}", t0.elapsed());
+    eprintln!(
+        "20,000 events projected by the live projector in {:.1?}",
+        t0.elapsed()
+    );
 
     // Readers: a fixed sample of tasks and the first page of the list.
     let stop = CancellationToken::new();
@@ -212,14 +241,20 @@ async fn reads_never_fail_or_step_back_while_a_rebuild_of_20000_events_swaps_in_
             let mut problems = Vec::new();
             while !stop.is_cancelled() {
                 for id in &sample {
-                    let res = client.get(format!("{base}/tasks/{id}")).bearer_auth(&token).send().await;
+                    let res = client
+                        .get(format!("{base}/tasks/{id}"))
+                        .bearer_auth(&token)
+                        .send()
+                        .await;
                     match res {
                         Ok(r) if r.status() == 200 => {
                             let body: serde_json::Value = r.json().await.unwrap_or_default();
                             let v = body["version"].as_u64().unwrap_or(0);
                             let prev = seen.insert(*id, v).unwrap_or(0);
                             if v < prev {
-                                problems.push(format!("task {id} went back from version {prev} to {v}"));
+                                problems.push(format!(
+                                    "task {id} went back from version {prev} to {v}"
+                                ));
                             }
                         }
                         Ok(r) => problems.push(format!("GET /tasks/{id}: {}", r.status())),
@@ -227,7 +262,12 @@ async fn reads_never_fail_or_step_back_while_a_rebuild_of_20000_events_swaps_in_
                     }
                     reads.fetch_add(1, Ordering::Relaxed);
                 }
-                match client.get(format!("{base}/tasks?limit=100&sort=created_at")).bearer_auth(&token).send().await {
+                match client
+                    .get(format!("{base}/tasks?limit=100&sort=created_at"))
+                    .bearer_auth(&token)
+                    .send()
+                    .await
+                {
                     Ok(r) if r.status() == 200 => {
                         let body: serde_json::Value = r.json().await.unwrap_or_default();
                         let n = body["items"].as_array().map(Vec::len).unwrap_or(0);
@@ -266,9 +306,13 @@ async fn reads_never_fail_or_step_back_while_a_rebuild_of_20000_events_swaps_in_
         })
     };
 
-    let report = rebuild(&db, &options(&d, Target::Tasks, false), CancellationToken::new())
-        .await
-        .expect("rebuild");
+    let report = rebuild(
+        &db,
+        &options(&d, Target::Tasks, false),
+        CancellationToken::new(),
+    )
+    .await
+    .expect("rebuild");
     eprintln!(
         "rebuild: {} events in {:.1?} ({:.0}/s), live projector paused {:.1?}",
         report.counts.read,
@@ -283,20 +327,42 @@ async fn reads_never_fail_or_step_back_while_a_rebuild_of_20000_events_swaps_in_
     let writer = live_writes.await.expect("writer");
 
     assert!(report.swapped, "the rebuilt collection was swapped in");
-    assert!(report.counts.read >= 20_000, "read {} events", report.counts.read);
+    assert!(
+        report.counts.read >= 20_000,
+        "read {} events",
+        report.counts.read
+    );
     assert_eq!(report.counts.gaps, 0);
     assert_eq!(report.counts.poison, 0);
-    assert!(problems.is_empty(), "readers saw problems during the rebuild:\n{}", problems.join("\n"));
-    assert!(reads.load(Ordering::Relaxed) > 50, "the readers really read");
+    assert!(
+        problems.is_empty(),
+        "readers saw problems during the rebuild:\n{}",
+        problems.join("\n")
+    );
+    assert!(
+        reads.load(Ordering::Relaxed) > 50,
+        "the readers really read"
+    );
     // After the swap the live projector carries on in the rebuilt collection.
     wait_until_projected(&d, &writer).await;
     let names = collection_names(&d).await;
-    assert!(!names.iter().any(|n| n.starts_with("task_views__")), "no leftover collection: {names:?}");
+    assert!(
+        !names.iter().any(|n| n.starts_with("task_views__")),
+        "no leftover collection: {names:?}"
+    );
     let have = views(&d).await;
-    assert_eq!(have.len(), writer.versions.len(), "every task has exactly one view");
+    assert_eq!(
+        have.len(),
+        writer.versions.len(),
+        "every task has exactly one view"
+    );
     for (id, (version, status)) in &writer.versions {
         let v = &have[&id.to_string()];
-        assert_eq!((v.version as u64, v.status), (*version, *status), "task {id}");
+        assert_eq!(
+            (v.version as u64, v.status),
+            (*version, *status),
+            "task {id}"
+        );
     }
 }
 
@@ -305,7 +371,9 @@ async fn an_interrupted_rebuild_leaves_the_live_view_untouched_and_can_run_again
     let (d, _projector, _query, db) = live_system().await;
     let owner = Uuid::new_v4();
     let mut writer = Writer::new(Topics::with_prefix(d.topic_prefix.clone()), owner);
-    let mut seed: Vec<EventEnvelope> = (0..1500).map(|i| writer.create(format!("task {i}"))).collect();
+    let mut seed: Vec<EventEnvelope> = (0..1500)
+        .map(|i| writer.create(format!("task {i}")))
+        .collect();
     let ids: Vec<Uuid> = seed.iter().map(|e| e.stream_id).collect();
     for id in &ids {
         seed.push(writer.step(*id));
@@ -314,12 +382,22 @@ async fn an_interrupted_rebuild_leaves_the_live_view_untouched_and_can_run_again
     wait_until_projected(&d, &writer).await;
     let before = views(&d).await;
 
-    let dry = rebuild(&db, &options(&d, Target::Tasks, true), CancellationToken::new())
-        .await
-        .expect("dry run");
+    let dry = rebuild(
+        &db,
+        &options(&d, Target::Tasks, true),
+        CancellationToken::new(),
+    )
+    .await
+    .expect("dry run");
     assert!(!dry.swapped);
-    assert_eq!(dry.planned, 3000, "the dry run plans every event in the log");
-    assert!(!collection_names(&d).await.iter().any(|n| n.starts_with("task_views__")));
+    assert_eq!(
+        dry.planned, 3000,
+        "the dry run plans every event in the log"
+    );
+    assert!(!collection_names(&d)
+        .await
+        .iter()
+        .any(|n| n.starts_with("task_views__")));
 
     let interrupt = CancellationToken::new();
     let cancel = interrupt.clone();
@@ -336,10 +414,16 @@ async fn an_interrupted_rebuild_leaves_the_live_view_untouched_and_can_run_again
         interrupt,
     )
     .await;
-    assert!(interrupted.is_err(), "an interrupted rebuild reports it: {interrupted:?}");
+    assert!(
+        interrupted.is_err(),
+        "an interrupted rebuild reports it: {interrupted:?}"
+    );
     assert_eq!(views(&d).await, before, "the live view is untouched");
     let names = collection_names(&d).await;
-    assert!(!names.iter().any(|n| n.starts_with("task_views__")), "interrupted work is dropped: {names:?}");
+    assert!(
+        !names.iter().any(|n| n.starts_with("task_views__")),
+        "interrupted work is dropped: {names:?}"
+    );
     let control: Vec<Document> = {
         use futures::TryStreamExt;
         db.collection::<Document>(projector::rebuild::CONTROL)
@@ -350,12 +434,23 @@ async fn an_interrupted_rebuild_leaves_the_live_view_untouched_and_can_run_again
             .await
             .expect("control docs")
     };
-    assert!(control.is_empty(), "no pause or lock is left behind: {control:?}");
+    assert!(
+        control.is_empty(),
+        "no pause or lock is left behind: {control:?}"
+    );
 
-    let again = rebuild(&db, &options(&d, Target::Tasks, false), CancellationToken::new())
-        .await
-        .expect("the rebuild runs again");
+    let again = rebuild(
+        &db,
+        &options(&d, Target::Tasks, false),
+        CancellationToken::new(),
+    )
+    .await
+    .expect("the rebuild runs again");
     assert!(again.swapped);
     assert_eq!(again.counts.read, 3000);
-    assert_eq!(views(&d).await, before, "the rebuilt view equals the live one");
+    assert_eq!(
+        views(&d).await,
+        before,
+        "the rebuilt view equals the live one"
+    );
 }

@@ -55,7 +55,12 @@ fn stream_events(streams: usize) -> Vec<EventEnvelope> {
     let mut out = Vec::new();
     for i in 0..streams {
         let id = Uuid::new_v4();
-        out.push(EventEnvelope::new(id, 1, &created(owner, &format!("task {i}")), meta));
+        out.push(EventEnvelope::new(
+            id,
+            1,
+            &created(owner, &format!("task {i}")),
+            meta,
+        ));
         out.push(EventEnvelope::new(id, 2, &started(), meta));
     }
     out
@@ -81,7 +86,9 @@ fn parse(ndjson: &[u8]) -> Vec<EventEnvelope> {
 #[tokio::test(flavor = "multi_thread")]
 async fn replays_everything_in_per_stream_order_and_filters_by_type() {
     let topics = Topics::with_prefix(unique("t") + "-");
-    events::kafka::ensure_topics(&servers().kafka_brokers, &topics).await.expect("topics");
+    events::kafka::ensure_topics(&servers().kafka_brokers, &topics)
+        .await
+        .expect("topics");
     let sent = stream_events(40);
     publish(&topics, &sent).await;
 
@@ -100,7 +107,12 @@ async fn replays_everything_in_per_stream_order_and_filters_by_type() {
     let mut last: HashMap<Uuid, u64> = HashMap::new();
     for env in &got {
         let prev = last.insert(env.stream_id, env.version).unwrap_or(0);
-        assert_eq!(env.version, prev + 1, "stream {} out of order", env.stream_id);
+        assert_eq!(
+            env.version,
+            prev + 1,
+            "stream {} out of order",
+            env.stream_id
+        );
     }
     let mut sent_ids: Vec<Uuid> = sent.iter().map(|e| e.event_id).collect();
     let mut got_ids: Vec<Uuid> = got.iter().map(|e| e.event_id).collect();
@@ -108,7 +120,11 @@ async fn replays_everything_in_per_stream_order_and_filters_by_type() {
     got_ids.sort();
     assert_eq!(sent_ids, got_ids);
 
-    let opts = options(&topics, ReplayFrom::Beginning, Some(&["task.status_changed"]));
+    let opts = options(
+        &topics,
+        ReplayFrom::Beginning,
+        Some(&["task.status_changed"]),
+    );
     let out = tokio::task::spawn_blocking(move || {
         let mut out = Vec::new();
         replay(&opts, &mut out).expect("replay");
@@ -118,13 +134,17 @@ async fn replays_everything_in_per_stream_order_and_filters_by_type() {
     .expect("join");
     let filtered = parse(&out);
     assert_eq!(filtered.len(), 40);
-    assert!(filtered.iter().all(|e| e.event_type == "task.status_changed"));
+    assert!(filtered
+        .iter()
+        .all(|e| e.event_type == "task.status_changed"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn replay_from_a_time_starts_at_that_time() {
     let topics = Topics::with_prefix(unique("t") + "-");
-    events::kafka::ensure_topics(&servers().kafka_brokers, &topics).await.expect("topics");
+    events::kafka::ensure_topics(&servers().kafka_brokers, &topics)
+        .await
+        .expect("topics");
     let before = stream_events(10);
     publish(&topics, &before).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -149,10 +169,15 @@ async fn replay_from_a_time_starts_at_that_time() {
     assert_eq!(got_ids, want, "only the events published after the cut");
 
     // A time after the last event replays nothing, and finishes.
-    let opts = options(&topics, ReplayFrom::Time(Utc::now() + chrono::Duration::hours(1)), None);
-    let summary = tokio::task::spawn_blocking(move || replay(&opts, &mut Vec::new()).expect("replay"))
-        .await
-        .expect("join");
+    let opts = options(
+        &topics,
+        ReplayFrom::Time(Utc::now() + chrono::Duration::hours(1)),
+        None,
+    );
+    let summary =
+        tokio::task::spawn_blocking(move || replay(&opts, &mut Vec::new()).expect("replay"))
+            .await
+            .expect("join");
     assert_eq!(summary.read, 0);
 }
 
@@ -160,19 +185,32 @@ async fn replay_from_a_time_starts_at_that_time() {
 fn replay_rejects_a_malformed_start() {
     assert!("yesterday".parse::<ReplayFrom>().is_err());
     assert_eq!("beginning".parse::<ReplayFrom>(), Ok(ReplayFrom::Beginning));
-    assert!(matches!("2026-11-25T10:00:00Z".parse::<ReplayFrom>(), Ok(ReplayFrom::Time(_))));
+    assert!(matches!(
+        "2026-11-25T10:00:00Z".parse::<ReplayFrom>(),
+        Ok(ReplayFrom::Time(_))
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_replay_subcommand_writes_pure_ndjson_to_stdout_and_a_summary_to_stderr() {
     let prefix = unique("t") + "-";
     let topics = Topics::with_prefix(prefix.clone());
-    events::kafka::ensure_topics(&servers().kafka_brokers, &topics).await.expect("topics");
+    events::kafka::ensure_topics(&servers().kafka_brokers, &topics)
+        .await
+        .expect("topics");
     let sent = stream_events(3);
     publish(&topics, &sent).await;
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new(tests::binary("projector"))
-            .args(["replay", "--from", "beginning", "--type", "task.created", "--streams", "tasks"])
+            .args([
+                "replay",
+                "--from",
+                "beginning",
+                "--type",
+                "task.created",
+                "--streams",
+                "tasks",
+            ])
             .env("PROJECTOR_KAFKA_BROKERS", &servers().kafka_brokers)
             .env("PROJECTOR_KAFKA_TOPIC_PREFIX", &prefix)
             .output()
@@ -180,12 +218,19 @@ async fn the_replay_subcommand_writes_pure_ndjson_to_stdout_and_a_summary_to_std
     })
     .await
     .expect("join");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let got = parse(&out.stdout);
     assert_eq!(got.len(), 3, "three task.created events");
     assert!(got.iter().all(|e| e.event_type == "task.created"));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("6 events read, 3 written"), "summary on stderr: {stderr}");
+    assert!(
+        stderr.contains("6 events read, 3 written"),
+        "summary on stderr: {stderr}"
+    );
 
     let help = std::process::Command::new(tests::binary("projector"))
         .arg("--help")
@@ -193,6 +238,9 @@ async fn the_replay_subcommand_writes_pure_ndjson_to_stdout_and_a_summary_to_std
         .expect("projector --help");
     let help = String::from_utf8_lossy(&help.stdout);
     for sub in ["run", "replay"] {
-        assert!(help.contains(sub), "`projector --help` does not document {sub}:\n{help}");
+        assert!(
+            help.contains(sub),
+            "`projector --help` does not document {sub}:\n{help}"
+        );
     }
 }
