@@ -166,11 +166,11 @@ pub struct ViewWriter {
 
 /// What one stream's events did in a batch.
 #[derive(Default)]
-struct StreamOutcome {
-    applied: u64,
-    duplicates: u64,
-    gaps: u64,
-    poison: Vec<(usize, String)>,
+pub(crate) struct StreamOutcome {
+    pub(crate) applied: u64,
+    pub(crate) duplicates: u64,
+    pub(crate) gaps: u64,
+    pub(crate) poison: Vec<(usize, String)>,
 }
 
 /// What a batch did, for metrics.
@@ -458,28 +458,6 @@ impl ViewWriter {
         Ok((outcome, poison))
     }
 
-    /// Folds decoded envelopes of one stream type into one collection;
-    /// returns (applied, duplicates, gaps, poison count).
-    pub async fn apply_envelopes<V: View>(
-        &self,
-        collection: &str,
-        events: Vec<EventEnvelope>,
-    ) -> Result<(u64, u64, u64, u64), mongodb::error::Error> {
-        let indexed = events.into_iter().enumerate().collect();
-        match self.project::<V>(collection, indexed).await {
-            Ok(outcomes) => Ok(outcomes.iter().fold((0, 0, 0, 0), |acc, s| {
-                (
-                    acc.0 + s.applied,
-                    acc.1 + s.duplicates,
-                    acc.2 + s.gaps,
-                    acc.3 + s.poison.len() as u64,
-                )
-            })),
-            Err(BatchError::Mongo(e)) => Err(e),
-            Err(other) => Err(mongodb::error::Error::custom(other.to_string())),
-        }
-    }
-
     /// Folds each stream's events into its view and writes the changed
     /// views in one bulk round trip, each guarded by the version it was
     /// read at. A guard that fails (another writer moved the view) re-reads
@@ -580,7 +558,7 @@ const DUPLICATE_KEY: i32 = 11000;
 
 /// Folds one stream's batch (sorted by version) into its view. Stops at the
 /// first gap: nothing after a missing version is applied.
-fn fold<V: View>(
+pub(crate) fn fold<V: View>(
     start: Option<&V>,
     stream: &[(usize, EventEnvelope)],
 ) -> (Option<V>, StreamOutcome) {

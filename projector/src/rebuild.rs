@@ -35,7 +35,7 @@ use rdkafka::message::Message;
 use tokio_util::sync::CancellationToken;
 
 use crate::analytics::TaskFacts;
-use crate::consumer::{Collections, ViewWriter};
+use crate::consumer::Collections;
 use crate::replay::{
     detached_consumer, plan, progress_bar, read_ranges, PartitionRange, ReplayFrom,
 };
@@ -98,37 +98,81 @@ impl Target {
         }
     }
 
+    /// Folds a batch into the rebuild's own collection (see [`RebuildState`]).
     async fn apply(
         self,
-        writer: &ViewWriter,
-        collection: &str,
+        state: &mut RebuildState,
         events: Vec<EventEnvelope>,
     ) -> Result<Counts, mongodb::error::Error> {
-        let (applied, duplicates, gaps, poison) = match self {
-            Target::Tasks => {
-                writer
-                    .apply_envelopes::<TaskView>(collection, events)
-                    .await?
-            }
-            Target::Analytics => {
-                writer
-                    .apply_envelopes::<TaskFacts>(collection, events)
-                    .await?
-            }
-            Target::Users => {
-                writer
-                    .apply_envelopes::<UserView>(collection, events)
-                    .await?
-            }
-        };
-        Ok(Counts {
-            applied,
-            duplicates,
-            gaps,
-            poison,
-            ..Counts::default()
-        })
+        let (db, collection) = (&state.db, state.collection.as_str());
+        match self {
+            Target::Tasks => apply_exclusive(&mut state.tasks, db, collection, events).await,
+            Target::Analytics => apply_exclusive(&mut state.facts, db, collection, events).await,
+            Target::Users => apply_exclusive(&mut state.users, db, collection, events).await,
+        }
     }
+}
+
+/// The rebuild is the only writer of its collection until the swap, so it
+/// keeps every view it built in memory and never reads one back: a batch is
+/// one fold in memory and one bulk write of the views it changed. Memory
+/// grows with the number of streams (a task view is a few hundred bytes).
+pub struct RebuildState {
+    db: Database,
+    /// The collection being built.
+    collection: String,
+    tasks: HashMap<uuid::Uuid, TaskView>,
+    facts: HashMap<uuid::Uuid, TaskFacts>,
+    users: HashMap<uuid::Uuid, UserView>,
+}
+
+async fn apply_exclusive<V: View>(
+    views: &mut HashMap<uuid::Uuid, V>,
+    db: &Database,
+    collection: &str,
+    events: Vec<EventEnvelope>,
+) -> Result<Counts, mongodb::error::Error> {
+    let mut streams: HashMap<uuid::Uuid, Vec<(usize, EventEnvelope)>> = HashMap::new();
+    for (i, env) in events.into_iter().enumerate() {
+        streams.entry(env.stream_id).or_default().push((i, env));
+    }
+    let mut counts = Counts::default();
+    let mut changed = Vec::new();
+    for (id, mut stream) in streams {
+        stream.sort_by_key(|(_, e)| e.version);
+        let start = views.get(&id);
+        let before = start.map(View::version).unwrap_or(0);
+        let (view, outcome) = crate::consumer::fold(start, &stream);
+        counts.applied += outcome.applied;
+        counts.duplicates += outcome.duplicates;
+        counts.gaps += outcome.gaps;
+        counts.poison += outcome.poison.len() as u64;
+        if let Some(view) = view.filter(|v| v.version() > before) {
+            changed.push(id);
+            views.insert(id, view);
+        }
+    }
+    if changed.is_empty() {
+        return Ok(counts);
+    }
+    let namespace = db.collection::<Document>(collection).namespace();
+    let mut models: Vec<mongodb::options::WriteModel> = Vec::with_capacity(changed.len());
+    for id in &changed {
+        let Some(view) = views.get(id) else { continue };
+        let replacement =
+            bson::to_document(view).map_err(|e| mongodb::error::Error::custom(e.to_string()))?;
+        models.push(
+            mongodb::options::ReplaceOneModel::builder()
+                .namespace(namespace.clone())
+                .filter(doc! { "_id": id.to_string() })
+                .replacement(replacement)
+                .upsert(true)
+                .build()
+                .into(),
+        );
+    }
+    db.client().bulk_write(models).ordered(false).await?;
+    Ok(counts)
 }
 
 #[derive(Debug, Clone)]
@@ -295,7 +339,13 @@ async fn build_and_swap(
     drop_leftovers(db, live).await?;
     db.create_collection(collection).await?;
     options.target.create_indexes(db, collection).await?;
-    let writer = ViewWriter::new(db.clone(), Collections::live());
+    let mut state = RebuildState {
+        db: db.clone(),
+        collection: collection.to_owned(),
+        tasks: HashMap::new(),
+        facts: HashMap::new(),
+        users: HashMap::new(),
+    };
     let bar = progress_bar(report.planned, options.progress, &format!("rebuild {live}"));
     let control = db.collection::<Document>(CONTROL);
 
@@ -304,10 +354,7 @@ async fn build_and_swap(
     let mut rounds = 0;
     loop {
         rounds += 1;
-        let counts = run_round(
-            &consumer, &ranges, &writer, collection, options, &bar, shutdown,
-        )
-        .await?;
+        let counts = run_round(&consumer, &ranges, &mut state, options, &bar, shutdown).await?;
         report.counts.add(counts);
         control
             .update_one(
@@ -390,8 +437,7 @@ async fn advance_from(
 async fn run_round(
     consumer: &std::sync::Arc<rdkafka::consumer::BaseConsumer>,
     ranges: &HashMap<(String, i32), PartitionRange>,
-    writer: &ViewWriter,
-    collection: &str,
+    state: &mut RebuildState,
     options: &RebuildOptions,
     bar: &indicatif::ProgressBar,
     shutdown: &CancellationToken,
@@ -434,7 +480,7 @@ async fn run_round(
     let mut counts = Counts::default();
     while let Some((events, undecodable)) = rx.recv().await {
         let read = events.len() as u64 + undecodable;
-        let mut c = options.target.apply(writer, collection, events).await?;
+        let mut c = options.target.apply(state, events).await?;
         c.read = read;
         c.undecodable = undecodable;
         counts.add(c);
