@@ -1,0 +1,378 @@
+//! The worked examples of `docs/api.md` stay true: every ```sh block is run
+//! with bash and curl, in the page's order, against the real services, and
+//! must answer the status its `# → NNN` line promises. Every operation of
+//! every service's OpenAPI document must have an example on the page.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tests::{eventually, http, unique, Deployment, System};
+
+const PASSWORD: &str = "correct horse battery staple";
+const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
+const BASES: [(&str, &str); 3] = [
+    ("$AUTH", "auth"),
+    ("$COMMANDS", "command-api"),
+    ("$QUERIES", "query-api"),
+];
+
+fn doc_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/api.md")
+}
+
+/// One ```sh block of the page.
+#[derive(Debug)]
+struct Example {
+    /// 1-based line of the opening fence.
+    line: usize,
+    /// The command, without the status comment.
+    script: String,
+    status: u16,
+    service: &'static str,
+    method: String,
+    /// The URL's path, variables left in (e.g. `/tasks/$TASK`).
+    path: String,
+}
+
+impl Example {
+    fn name(&self) -> String {
+        format!(
+            "docs/api.md:{} ({} {} on {})",
+            self.line, self.method, self.path, self.service
+        )
+    }
+}
+
+fn parse_examples(page: &str) -> Vec<Example> {
+    let mut examples = Vec::new();
+    let mut lines = page.lines().enumerate();
+    while let Some((i, line)) = lines.next() {
+        if line.trim() != "```sh" {
+            continue;
+        }
+        let mut script = String::new();
+        let mut status = None;
+        for (_, l) in lines.by_ref() {
+            if l.trim() == "```" {
+                break;
+            }
+            if let Some(s) = l.trim().strip_prefix("# →") {
+                status =
+                    Some(s.trim().parse::<u16>().unwrap_or_else(|_| {
+                        panic!("docs/api.md:{}: bad status line {l:?}", i + 1)
+                    }));
+            } else {
+                script.push_str(l);
+                script.push('\n');
+            }
+        }
+        let status = status.unwrap_or_else(|| panic!("docs/api.md:{}: no `# → NNN` line", i + 1));
+        let (service, method, path) = request_line(&script)
+            .unwrap_or_else(|| panic!("docs/api.md:{}: not one curl request: {script}", i + 1));
+        assert_eq!(
+            script.matches("curl ").count(),
+            1,
+            "docs/api.md:{}: one curl command per example",
+            i + 1
+        );
+        examples.push(Example {
+            line: i + 1,
+            script,
+            status,
+            service,
+            method,
+            path,
+        });
+    }
+    examples
+}
+
+/// `(service, METHOD, path)` of a curl command line.
+fn request_line(script: &str) -> Option<(&'static str, String, String)> {
+    let command = script.replace("\\\n", " ");
+    let (var, service, at) = BASES
+        .iter()
+        .filter_map(|(var, service)| command.find(var).map(|at| (*var, *service, at)))
+        .min_by_key(|(_, _, at)| *at)?;
+    let rest = &command[at + var.len()..];
+    let url_end = rest
+        .find(|c: char| c == '"' || c == '\'' || c.is_whitespace())
+        .unwrap_or(rest.len());
+    let path = rest[..url_end].split('?').next()?.to_owned();
+    let words: Vec<&str> = command.split_whitespace().collect();
+    let method = match words.iter().position(|w| *w == "-X" || *w == "--request") {
+        Some(i) => words.get(i + 1)?.to_string(),
+        None if words
+            .iter()
+            .any(|w| matches!(*w, "-d" | "--data" | "--data-raw" | "--json")) =>
+        {
+            "POST".into()
+        }
+        None => "GET".into(),
+    };
+    Some((service, method, path))
+}
+
+/// True when `path` (with `$VARIABLES` as segments) fits `template` (with `{params}`).
+fn path_matches(template: &str, path: &str) -> bool {
+    let t: Vec<&str> = template.split('/').collect();
+    let p: Vec<&str> = path.split('/').collect();
+    t.len() == p.len()
+        && t.iter()
+            .zip(&p)
+            .all(|(t, p)| (t.starts_with('{') && t.ends_with('}') && !p.is_empty()) || t == p)
+}
+
+/// Every `(METHOD, path)` of an OpenAPI document but health, readiness and metrics.
+fn operations(doc: &Value) -> BTreeSet<(String, String)> {
+    let mut ops = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        if ["/healthz", "/readyz", "/metrics"].contains(&path.as_str()) {
+            continue;
+        }
+        for m in METHODS {
+            if item.get(m).is_some() {
+                ops.insert((m.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    ops
+}
+
+async fn register(auth: &str, email: &str) -> String {
+    let res = http()
+        .post(format!("{auth}/auth/register"))
+        .json(&json!({ "email": email, "password": PASSWORD }))
+        .send()
+        .await
+        .expect("register");
+    assert_eq!(res.status(), 201, "register {email}");
+    let body: Value = res.json().await.expect("register json");
+    body["id"].as_str().expect("user id").to_owned()
+}
+
+/// `(access token, refresh token)`.
+async fn login(auth: &str, email: &str) -> (String, String) {
+    let res = http()
+        .post(format!("{auth}/auth/login"))
+        .json(&json!({ "email": email, "password": PASSWORD }))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(res.status(), 200, "login {email}");
+    let body: Value = res.json().await.expect("login json");
+    (
+        body["access_token"].as_str().expect("access").to_owned(),
+        body["refresh_token"].as_str().expect("refresh").to_owned(),
+    )
+}
+
+/// `(task id, X-Consistency-Token)`.
+async fn create_task(commands: &str, token: &str, title: &str) -> (String, String) {
+    let res = http()
+        .post(format!("{commands}/tasks"))
+        .bearer_auth(token)
+        .json(&json!({ "title": title, "tags": ["example"] }))
+        .send()
+        .await
+        .expect("create task");
+    assert_eq!(res.status(), 201, "create task");
+    assert_eq!(
+        res.headers().get("etag").and_then(|v| v.to_str().ok()),
+        Some("\"1\""),
+        "a new task is at version 1, as the page says"
+    );
+    let consistency = res
+        .headers()
+        .get("x-consistency-token")
+        .and_then(|v| v.to_str().ok())
+        .expect("X-Consistency-Token")
+        .to_owned();
+    let body: Value = res.json().await.expect("task json");
+    (
+        body["id"].as_str().expect("task id").to_owned(),
+        consistency,
+    )
+}
+
+/// Runs one example with bash; `(status, body)`.
+async fn run(example: &Example, vars: &[(&str, String)]) -> (String, String) {
+    let body_file = std::env::temp_dir().join(unique("taskstream-example-"));
+    // The page's curl, plus what the test needs: the status on stdout, the
+    // body in a file, no proxy, a timeout.
+    let script = format!(
+        "curl() {{ command curl -sS --noproxy '*' --max-time 30 -o \"$EXAMPLE_BODY\" -w '%{{http_code}}' \"$@\"; }}\n{}",
+        example.script
+    );
+    let out = tokio::process::Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("EXAMPLE_BODY", &body_file)
+        .output()
+        .await
+        .expect("run bash (and curl)");
+    let body = std::fs::read_to_string(&body_file).unwrap_or_default();
+    let _ = std::fs::remove_file(&body_file);
+    let status = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if !out.status.success() {
+        return (
+            format!(
+                "exit {:?}: {}",
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+            body,
+        );
+    }
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_documented_example_answers_its_documented_status() {
+    let page = std::fs::read_to_string(doc_path()).expect("docs/api.md");
+    assert!(
+        page.lines()
+            .next()
+            .unwrap_or("")
+            .contains(&format!("version {}", env!("CARGO_PKG_VERSION"))),
+        "docs/api.md's title names the crates' version {}",
+        env!("CARGO_PKG_VERSION")
+    );
+    for port in [8081, 8082, 8083] {
+        for doc in ["openapi.json", "docs"] {
+            let link = format!("http://127.0.0.1:{port}/{doc}");
+            assert!(page.contains(&link), "docs/api.md links {link}");
+        }
+    }
+    let examples = parse_examples(&page);
+    assert!(!examples.is_empty(), "docs/api.md has examples");
+
+    let admin_email = format!("{}@example.test", unique("admin-"));
+    let mut deployment = Deployment::fresh().await;
+    deployment.admin_email = Some(admin_email.clone());
+    let system = System::start_with(deployment).await;
+    let (auth, commands, queries) = (
+        system.auth.base.clone(),
+        system.command.base.clone(),
+        system.query.base.clone(),
+    );
+
+    // Every operation of every document has an example, and every example
+    // is an operation of its service's document.
+    let mut missing = Vec::new();
+    for (service, base) in [
+        ("auth", &auth),
+        ("command-api", &commands),
+        ("query-api", &queries),
+    ] {
+        let doc: Value = http()
+            .get(format!("{base}/openapi.json"))
+            .send()
+            .await
+            .expect("openapi")
+            .json()
+            .await
+            .expect("openapi json");
+        let ops = operations(&doc);
+        for (method, template) in &ops {
+            if !examples.iter().any(|e| {
+                e.service == service && &e.method == method && path_matches(template, &e.path)
+            }) {
+                missing.push(format!("{service}: {method} {template}"));
+            }
+        }
+        for e in examples.iter().filter(|e| e.service == service) {
+            assert!(
+                ops.iter()
+                    .any(|(m, t)| *m == e.method && path_matches(t, &e.path)),
+                "{}: no such operation in {service}'s /openapi.json",
+                e.name()
+            );
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "operations without an example in docs/api.md:\n  {}",
+        missing.join("\n  ")
+    );
+
+    // The variables the page describes, from real accounts and tasks.
+    register(&auth, &admin_email).await;
+    let (admin_token, _) = login(&auth, &admin_email).await;
+    let user_email = format!("{}@example.test", unique("user-"));
+    register(&auth, &user_email).await;
+    let (token, refresh) = login(&auth, &user_email).await;
+    let user_id = register(&auth, &format!("{}@example.test", unique("managed-"))).await;
+    let email = format!("{}@example.test", unique("new-"));
+    let (task, consistency) = create_task(&commands, &token, "Review the API reference").await;
+    let (old_task, _) = create_task(&commands, &token, "An old task").await;
+    eventually("the task in query-api", Duration::from_secs(30), || {
+        let (url, token) = (format!("{queries}/tasks/{task}"), token.clone());
+        async move {
+            let res = http().get(url).bearer_auth(token).send().await.ok()?;
+            (res.status() == 200).then_some(())
+        }
+    })
+    .await;
+
+    let vars = [
+        ("AUTH", auth.clone()),
+        ("COMMANDS", commands.clone()),
+        ("QUERIES", queries.clone()),
+        ("EMAIL", email),
+        ("TOKEN", token),
+        ("REFRESH", refresh),
+        ("TASK", task),
+        ("CONSISTENCY_TOKEN", consistency),
+        ("OLD_TASK", old_task),
+        ("ADMIN_TOKEN", admin_token),
+        ("USER_ID", user_id),
+    ];
+    let mut failures = Vec::new();
+    for example in &examples {
+        let (status, body) = run(example, &vars).await;
+        if status != example.status.to_string() {
+            failures.push(format!(
+                "{}: documented {}, got {status}: {body}",
+                example.name(),
+                example.status
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} examples in docs/api.md do not answer as documented:\n  {}",
+        failures.len(),
+        examples.len(),
+        failures.join("\n  ")
+    );
+}
+
+#[test]
+fn the_page_parser_reads_method_path_and_status() {
+    let page = "text\n```sh\ncurl -X PATCH \"$COMMANDS/tasks/$TASK\" \\\n  -H 'If-Match: \"1\"' \\\n  -d '{}'\n# → 200\n```\n\
+                ```sh\ncurl \"$QUERIES/tasks?limit=2\" -H \"Authorization: Bearer $TOKEN\"\n# → 200\n```\n\
+                ```sh\ncurl \"$AUTH/auth/login\" -d '{}'\n# → 401\n```\n";
+    let e = parse_examples(page);
+    assert_eq!(e.len(), 3);
+    assert_eq!(
+        (e[0].service, e[0].method.as_str(), e[0].path.as_str()),
+        ("command-api", "PATCH", "/tasks/$TASK")
+    );
+    assert_eq!(e[0].line, 2);
+    assert!(!e[0].script.contains('→'));
+    assert_eq!(
+        (e[1].service, e[1].method.as_str(), e[1].path.as_str()),
+        ("query-api", "GET", "/tasks")
+    );
+    assert_eq!(
+        (e[2].service, e[2].method.as_str(), e[2].status),
+        ("auth", "POST", 401)
+    );
+    assert!(path_matches("/tasks/{id}", "/tasks/$TASK"));
+    assert!(!path_matches("/tasks/{id}", "/tasks/$TASK/history"));
+    assert!(!path_matches("/tasks", "/tasks/$TASK"));
+}
