@@ -338,7 +338,6 @@ async fn build_and_swap(
     let live = options.target.live_collection();
     drop_leftovers(db, live).await?;
     db.create_collection(collection).await?;
-    options.target.create_indexes(db, collection).await?;
     let mut state = RebuildState {
         db: db.clone(),
         collection: collection.to_owned(),
@@ -374,6 +373,10 @@ async fn build_and_swap(
         // a few rounds it pauses the live projector however far behind it is.
         if behind <= PAUSE_THRESHOLD || rounds >= MAX_ROUNDS {
             paused_at = Some(Instant::now());
+            // Indexes are built once over the loaded documents, not
+            // maintained through every bulk write: cheaper, and the
+            // collection serves nobody before the swap.
+            options.target.create_indexes(db, collection).await?;
             pause_live(db, live).await?;
             // The final round reads to the end as it is once the live
             // projector stopped (or an in-flight batch of it, already in the log).
