@@ -292,29 +292,72 @@ pub async fn rebuild(
     result.map(|()| report)
 }
 
-/// One rebuild per view at a time; a lock older than a minute is stale
-/// (its rebuild was killed) and is taken over.
+/// A rebuild's lock counts as abandoned once its heartbeat (renewed every
+/// batch) is this old, or at once when its holder was a process on this host
+/// that no longer exists (a killed rebuild restarted on the same machine).
+const LOCK_STALE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `<host>:<pid>` of this process, recorded in the lock.
+fn holder() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{}:{}", host.trim(), std::process::id())
+}
+
+/// True when `holder` names a process of this host that has exited.
+fn holder_is_gone(holder: &str) -> bool {
+    let Some((host, pid)) = holder.rsplit_once(':') else {
+        return false;
+    };
+    let mine = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    !host.is_empty()
+        && host == mine.trim()
+        && pid.parse::<u32>().is_ok_and(|p| p != std::process::id())
+        && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// One rebuild per view at a time. A lock whose holder died (see
+/// [`LOCK_STALE`]) is taken over, and the dead rebuild's pause request, if
+/// any, is lifted.
 async fn take_lock(db: &Database, live: &str) -> anyhow::Result<()> {
     let control = db.collection::<Document>(CONTROL);
     let now = bson::DateTime::now();
-    let stale = bson::DateTime::from_millis(now.timestamp_millis() - 60_000);
-    let taken = control
-        .update_one(
-            doc! { "_id": lock_id(live), "heartbeat_at": { "$lt": stale } },
-            doc! { "$set": { "heartbeat_at": now } },
-        )
-        .await?;
-    if taken.matched_count == 1 {
-        return Ok(());
-    }
+    let me = holder();
     match control
-        .insert_one(doc! { "_id": lock_id(live), "heartbeat_at": now })
+        .insert_one(doc! { "_id": lock_id(live), "heartbeat_at": now, "holder": &me })
         .await
     {
-        Ok(_) => Ok(()),
-        Err(e) if is_duplicate_key(&e) => anyhow::bail!("another rebuild of {live} is running"),
-        Err(e) => Err(e.into()),
+        Ok(_) => return Ok(()),
+        Err(e) if is_duplicate_key(&e) => {}
+        Err(e) => return Err(e.into()),
     }
+    let current = control.find_one(doc! { "_id": lock_id(live) }).await?;
+    let abandoned = current.as_ref().is_some_and(|d| {
+        let beat = d
+            .get_datetime("heartbeat_at")
+            .map(|t| t.timestamp_millis())
+            .unwrap_or(0);
+        now.timestamp_millis() - beat > LOCK_STALE.as_millis() as i64
+            || d.get_str("holder").is_ok_and(holder_is_gone)
+    });
+    if !abandoned {
+        anyhow::bail!("another rebuild of {live} is running");
+    }
+    // Take it over only if it is still the abandoned one.
+    let previous = current
+        .and_then(|d| d.get_str("holder").ok().map(str::to_owned))
+        .unwrap_or_default();
+    let taken = control
+        .update_one(
+            doc! { "_id": lock_id(live), "holder": &previous },
+            doc! { "$set": { "heartbeat_at": now, "holder": &me } },
+        )
+        .await?;
+    if taken.matched_count != 1 {
+        anyhow::bail!("another rebuild of {live} is running");
+    }
+    tracing::warn!(previous = %previous, "took over the lock of an abandoned rebuild");
+    control.delete_one(doc! { "_id": pause_id(live) }).await?;
+    Ok(())
 }
 
 fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
@@ -487,6 +530,15 @@ async fn run_round(
         c.read = read;
         c.undecodable = undecodable;
         counts.add(c);
+        // The heartbeat that tells a later rebuild this one is alive.
+        state
+            .db
+            .collection::<Document>(CONTROL)
+            .update_one(
+                doc! { "_id": lock_id(options.target.live_collection()) },
+                doc! { "$set": { "heartbeat_at": bson::DateTime::now() } },
+            )
+            .await?;
     }
     reader.await??;
     Ok(counts)

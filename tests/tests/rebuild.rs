@@ -463,3 +463,88 @@ async fn an_interrupted_rebuild_leaves_the_live_view_untouched_and_can_run_again
         "the rebuilt view equals the live one"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rebuild_killed_with_sigkill_leaves_the_live_view_untouched_and_runs_again() {
+    let (d, _projector, _query, db) = live_system().await;
+    let mut writer = Writer::new(Topics::with_prefix(d.topic_prefix.clone()), Uuid::new_v4());
+    let mut seed: Vec<EventEnvelope> = (0..3000)
+        .map(|i| writer.create(format!("task {i}")))
+        .collect();
+    let ids: Vec<Uuid> = seed.iter().map(|e| e.stream_id).collect();
+    for id in &ids {
+        seed.push(writer.step(*id));
+    }
+    writer.send(&seed).await;
+    wait_until_projected(&d, &writer).await;
+    let before = views(&d).await;
+
+    let mut child = std::process::Command::new(tests::binary("projector"))
+        .args(["rebuild", "tasks", "--quiet", "--batch-size", "200"])
+        .env("PROJECTOR_KAFKA_BROKERS", &servers().kafka_brokers)
+        .env("PROJECTOR_KAFKA_TOPIC_PREFIX", &d.topic_prefix)
+        .env("PROJECTOR_MONGODB_URL", &servers().mongodb_url)
+        .env("PROJECTOR_MONGODB_DATABASE", &d.mongodb_database)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start projector rebuild");
+    // Kill it once it has written part of its collection.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let partial = collection_names(&d)
+            .await
+            .into_iter()
+            .find(|n| n.starts_with("task_views__"));
+        let written = match &partial {
+            Some(name) => db
+                .collection::<Document>(name)
+                .count_documents(doc! {})
+                .await
+                .unwrap_or(0),
+            None => 0,
+        };
+        if written > 0 {
+            break;
+        }
+        assert!(
+            child.try_wait().expect("try_wait").is_none(),
+            "the rebuild finished before it could be killed"
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the rebuild wrote nothing within 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().expect("SIGKILL");
+    let status = child.wait().expect("wait");
+    assert!(!status.success(), "killed, not finished: {status}");
+
+    assert_eq!(
+        views(&d).await,
+        before,
+        "the live view is untouched by the killed rebuild"
+    );
+    // Run again at once: the dead holder's lock is taken over, its leftover dropped.
+    let again = rebuild(
+        &db,
+        &options(&d, Target::Tasks, false),
+        CancellationToken::new(),
+    )
+    .await
+    .expect("the rebuild runs again right after a SIGKILL");
+    assert!(again.swapped);
+    assert_eq!(again.counts.read, 6000);
+    assert_eq!(
+        views(&d).await,
+        before,
+        "the rebuilt view equals the live one"
+    );
+    let names = collection_names(&d).await;
+    assert!(
+        !names.iter().any(|n| n.starts_with("task_views__")),
+        "no leftover: {names:?}"
+    );
+}
