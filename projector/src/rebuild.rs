@@ -18,9 +18,12 @@
 //!    the pause. The live projector resumes where it was, now writing into
 //!    the rebuilt collection; what it re-reads is a duplicate to the guard.
 //!
-//! Interrupted (Ctrl-C) it drops its collection and lifts its pause; killed,
-//! it leaves the live view untouched: the live projector stops waiting after
-//! [`MAX_PAUSE`], and the next rebuild drops the leftover collection.
+//! Interrupted (Ctrl-C) it drops its collection and lifts its pause. Killed
+//! (SIGKILL), it leaves the live view untouched: the live projector stops
+//! waiting after [`MAX_PAUSE`], and the next rebuild takes over the dead
+//! one's lock (at once when the holder was a process on the same host, else
+//! after [`LOCK_STALE`] without a heartbeat), lifts its pause and drops its
+//! leftover collection.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
