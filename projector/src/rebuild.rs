@@ -298,7 +298,7 @@ pub async fn rebuild(
 /// A rebuild's lock counts as abandoned once its heartbeat (renewed every
 /// batch) is this old, or at once when its holder was a process on this host
 /// that no longer exists (a killed rebuild restarted on the same machine).
-const LOCK_STALE: std::time::Duration = std::time::Duration::from_secs(60);
+pub const LOCK_STALE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// `<host>:<pid>` of this process, recorded in the lock.
 fn holder() -> String {
