@@ -438,6 +438,10 @@ async fn build_and_swap(
         anyhow::bail!("interrupted; the live view is untouched");
     }
     rename_over(db, collection, live).await?;
+    // A killed rebuild's last bulk write may still have been in flight on
+    // the server when this one started, and recreated its collection after
+    // the first clean-up: clean up again now that the swap is done.
+    drop_leftovers(db, live).await?;
     report.swapped = true;
     report.paused = paused_at.map(|t| t.elapsed()).unwrap_or_default();
     bar.finish_and_clear();
