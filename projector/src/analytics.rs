@@ -19,7 +19,7 @@ use mongodb::options::IndexOptions;
 use mongodb::{Database, IndexModel};
 use serde::{Deserialize, Serialize};
 
-use crate::views::{check_version, decode, Applied, Poison, VersionCheck, View};
+use crate::views::{next_task_event, Applied, Poison, View};
 
 /// Collection of [`TaskFacts`].
 pub const TASK_FACTS: &str = "task_facts";
@@ -55,21 +55,10 @@ pub fn apply_facts(
     view: Option<&TaskFacts>,
     env: &EventEnvelope,
 ) -> Result<Applied<TaskFacts>, Poison> {
-    let event = match decode(env, StreamType::Task)? {
-        events::Event::Task(e) => e,
-        events::Event::User(_) => {
-            return Err(Poison::WrongStreamType {
-                expected: "task",
-                got: "user",
-            })
-        }
+    let event = match next_task_event(view.map(View::version).unwrap_or(0), env)? {
+        Ok(event) => event,
+        Err(skipped) => return Ok(skipped),
     };
-    let have = view.map(View::version).unwrap_or(0);
-    match check_version(have, env.version) {
-        VersionCheck::Next => {}
-        VersionCheck::Duplicate => return Ok(Applied::Duplicate),
-        VersionCheck::Gap { expected, got } => return Ok(Applied::Gap { expected, got }),
-    }
     let at = bson::DateTime::from_chrono(env.occurred_at);
     let mut facts = match (view, event) {
         (None, TaskEvent::Created(c)) => {

@@ -135,16 +135,10 @@ pub trait View: Serialize + DeserializeOwned + Clone + Send + Sync + Unpin + 'st
 /// duplicate (skipped), beyond the next version is a gap (never applied
 /// over). Only the exact next version changes the view.
 pub fn apply(view: Option<&TaskView>, env: &EventEnvelope) -> Result<Applied<TaskView>, Poison> {
-    let event = match decode(env, StreamType::Task)? {
-        Event::Task(e) => e,
-        Event::User(_) => return Err(wrong_stream(StreamType::Task, StreamType::User)),
+    let event = match next_task_event(view.map(View::version).unwrap_or(0), env)? {
+        Ok(event) => event,
+        Err(skipped) => return Ok(skipped),
     };
-    let have = view.map(|v| v.version()).unwrap_or(0);
-    match check_version(have, env.version) {
-        VersionCheck::Next => {}
-        VersionCheck::Duplicate => return Ok(Applied::Duplicate),
-        VersionCheck::Gap { expected, got } => return Ok(Applied::Gap { expected, got }),
-    }
     let at = bson::DateTime::from_chrono(env.occurred_at);
     let next = match (view, event) {
         (None, TaskEvent::Created(c)) => TaskView {
@@ -214,15 +208,13 @@ pub fn apply_user(
     view: Option<&UserView>,
     env: &EventEnvelope,
 ) -> Result<Applied<UserView>, Poison> {
+    let have = view.map(View::version).unwrap_or(0);
     let event = match decode(env, StreamType::User)? {
         Event::User(e) => e,
         Event::Task(_) => return Err(wrong_stream(StreamType::User, StreamType::Task)),
     };
-    let have = view.map(|v| v.version()).unwrap_or(0);
-    match check_version(have, env.version) {
-        VersionCheck::Next => {}
-        VersionCheck::Duplicate => return Ok(Applied::Duplicate),
-        VersionCheck::Gap { expected, got } => return Ok(Applied::Gap { expected, got }),
+    if let Some(skipped) = version_guard(have, env.version) {
+        return Ok(skipped);
     }
     let at = bson::DateTime::from_chrono(env.occurred_at);
     let next = match (view, event) {
@@ -258,7 +250,7 @@ pub fn apply_user(
     }))
 }
 
-pub(crate) fn decode(env: &EventEnvelope, expected: StreamType) -> Result<Event, Poison> {
+fn decode(env: &EventEnvelope, expected: StreamType) -> Result<Event, Poison> {
     if env.stream_type != expected {
         return Err(wrong_stream(expected, env.stream_type));
     }
@@ -282,13 +274,39 @@ fn wrong_stream(expected: StreamType, got: StreamType) -> Poison {
     }
 }
 
-pub(crate) enum VersionCheck {
+/// The task event `env` carries when it is the next version after `have`;
+/// otherwise `Err` with what applying it amounts to (a duplicate or a gap).
+/// Poison (undecodable, wrong stream) is reported before the version check.
+pub(crate) fn next_task_event<V>(
+    have: u64,
+    env: &EventEnvelope,
+) -> Result<Result<TaskEvent, Applied<V>>, Poison> {
+    let event = match decode(env, StreamType::Task)? {
+        Event::Task(e) => e,
+        Event::User(_) => return Err(wrong_stream(StreamType::Task, StreamType::User)),
+    };
+    Ok(match version_guard(have, env.version) {
+        Some(skipped) => Err(skipped),
+        None => Ok(event),
+    })
+}
+
+/// `None` when `got` is the next version after `have`, else the duplicate or gap.
+fn version_guard<V>(have: u64, got: u64) -> Option<Applied<V>> {
+    match check_version(have, got) {
+        VersionCheck::Next => None,
+        VersionCheck::Duplicate => Some(Applied::Duplicate),
+        VersionCheck::Gap { expected, got } => Some(Applied::Gap { expected, got }),
+    }
+}
+
+enum VersionCheck {
     Next,
     Duplicate,
     Gap { expected: u64, got: u64 },
 }
 
-pub(crate) fn check_version(have: u64, got: u64) -> VersionCheck {
+fn check_version(have: u64, got: u64) -> VersionCheck {
     if got <= have {
         VersionCheck::Duplicate
     } else if got > have + 1 {

@@ -171,6 +171,29 @@ async fn wait_until_projected(d: &Deployment, writer: &Writer) {
     }
 }
 
+/// `n` tasks, each created and started, published and projected; returns
+/// the live views they produced.
+async fn seed_started_tasks(d: &Deployment, n: usize) -> HashMap<String, TaskView> {
+    let mut writer = Writer::new(Topics::with_prefix(d.topic_prefix.clone()), Uuid::new_v4());
+    let mut seed: Vec<EventEnvelope> = (0..n).map(|i| writer.create(format!("task {i}"))).collect();
+    let ids: Vec<Uuid> = seed.iter().map(|e| e.stream_id).collect();
+    for id in &ids {
+        seed.push(writer.step(*id));
+    }
+    writer.send(&seed).await;
+    wait_until_projected(d, &writer).await;
+    views(d).await
+}
+
+/// No `task_views__*` collection (a rebuild's work in progress) is left.
+async fn assert_no_leftover(d: &Deployment, what: &str) {
+    let names = collection_names(d).await;
+    assert!(
+        !names.iter().any(|n| n.starts_with("task_views__")),
+        "{what}: {names:?}"
+    );
+}
+
 fn options(d: &Deployment, target: Target, dry_run: bool) -> RebuildOptions {
     RebuildOptions {
         brokers: servers().kafka_brokers.clone(),
@@ -354,11 +377,7 @@ async fn reads_never_fail_or_step_back_while_a_rebuild_of_20000_events_swaps_in_
     );
     // After the swap the live projector carries on in the rebuilt collection.
     wait_until_projected(&d, &writer).await;
-    let names = collection_names(&d).await;
-    assert!(
-        !names.iter().any(|n| n.starts_with("task_views__")),
-        "no leftover collection: {names:?}"
-    );
+    assert_no_leftover(&d, "no leftover collection").await;
     let have = views(&d).await;
     assert_eq!(
         have.len(),
@@ -378,18 +397,7 @@ async fn reads_never_fail_or_step_back_while_a_rebuild_of_20000_events_swaps_in_
 #[tokio::test(flavor = "multi_thread")]
 async fn an_interrupted_rebuild_leaves_the_live_view_untouched_and_can_run_again() {
     let (d, _projector, _query, db) = live_system().await;
-    let owner = Uuid::new_v4();
-    let mut writer = Writer::new(Topics::with_prefix(d.topic_prefix.clone()), owner);
-    let mut seed: Vec<EventEnvelope> = (0..1500)
-        .map(|i| writer.create(format!("task {i}")))
-        .collect();
-    let ids: Vec<Uuid> = seed.iter().map(|e| e.stream_id).collect();
-    for id in &ids {
-        seed.push(writer.step(*id));
-    }
-    writer.send(&seed).await;
-    wait_until_projected(&d, &writer).await;
-    let before = views(&d).await;
+    let before = seed_started_tasks(&d, 1500).await;
 
     let dry = rebuild(
         &db,
@@ -428,11 +436,7 @@ async fn an_interrupted_rebuild_leaves_the_live_view_untouched_and_can_run_again
         "an interrupted rebuild reports it: {interrupted:?}"
     );
     assert_eq!(views(&d).await, before, "the live view is untouched");
-    let names = collection_names(&d).await;
-    assert!(
-        !names.iter().any(|n| n.starts_with("task_views__")),
-        "interrupted work is dropped: {names:?}"
-    );
+    assert_no_leftover(&d, "interrupted work is dropped").await;
     let control: Vec<Document> = {
         use futures::TryStreamExt;
         db.collection::<Document>(projector::rebuild::CONTROL)
@@ -467,17 +471,7 @@ async fn an_interrupted_rebuild_leaves_the_live_view_untouched_and_can_run_again
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rebuild_killed_with_sigkill_leaves_the_live_view_untouched_and_runs_again() {
     let (d, _projector, _query, db) = live_system().await;
-    let mut writer = Writer::new(Topics::with_prefix(d.topic_prefix.clone()), Uuid::new_v4());
-    let mut seed: Vec<EventEnvelope> = (0..3000)
-        .map(|i| writer.create(format!("task {i}")))
-        .collect();
-    let ids: Vec<Uuid> = seed.iter().map(|e| e.stream_id).collect();
-    for id in &ids {
-        seed.push(writer.step(*id));
-    }
-    writer.send(&seed).await;
-    wait_until_projected(&d, &writer).await;
-    let before = views(&d).await;
+    let before = seed_started_tasks(&d, 3000).await;
 
     let mut child = std::process::Command::new(tests::binary("projector"))
         .args(["rebuild", "tasks", "--quiet", "--batch-size", "200"])
@@ -542,9 +536,5 @@ async fn a_rebuild_killed_with_sigkill_leaves_the_live_view_untouched_and_runs_a
         before,
         "the rebuilt view equals the live one"
     );
-    let names = collection_names(&d).await;
-    assert!(
-        !names.iter().any(|n| n.starts_with("task_views__")),
-        "no leftover: {names:?}"
-    );
+    assert_no_leftover(&d, "no leftover").await;
 }
