@@ -10,6 +10,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+pub mod process;
+
 /// Where the servers are; `scripts/test` exports these, defaults match `scripts/infra`.
 pub struct Servers {
     /// An admin database URL (databases are created from here).

@@ -4,99 +4,15 @@
 //! back by a consumer; bad configuration fails start-up fast and says why.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
+use tests::process::{free_port, kv, ProcessSystem, Service};
 use tests::{binary, http, servers, unique, Deployment};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-struct Service {
-    name: &'static str,
-    child: Child,
-    port: u16,
-}
-
-impl Service {
-    fn start(name: &'static str, port: u16, env: &[(String, String)]) -> Service {
-        let child = Command::new(binary(name))
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
-        Service { name, child, port }
-    }
-
-    async fn wait_ready(&mut self) {
-        let url = format!("http://127.0.0.1:{}/readyz", self.port);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                panic!("{} exited before it was ready: {status}", self.name);
-            }
-            if let Ok(res) = http().get(&url).send().await {
-                if res.status() == 200 {
-                    let body: serde_json::Value = res.json().await.expect("readyz json");
-                    assert_eq!(body["status"], "ready", "{}: {body}", self.name);
-                    return;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} not ready at {url} within 60 s",
-                self.name
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
-    /// SIGTERM, then the process must exit successfully within `within`.
-    fn terminate(mut self, within: Duration) {
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill");
-        assert!(sent.success(), "could not signal {}", self.name);
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                assert!(
-                    status.success(),
-                    "{} exited with {status} after SIGTERM",
-                    self.name
-                );
-                return;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("{} did not stop within {within:?} of SIGTERM", self.name);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-    }
-}
-
-fn kv(k: &str, v: impl ToString) -> (String, String) {
-    (k.to_owned(), v.to_string())
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn four_binaries_start_report_ready_and_stop_on_sigterm() {
@@ -191,9 +107,51 @@ async fn four_binaries_start_report_ready_and_stop_on_sigterm() {
         );
     }
 
-    for service in [projector, query, command, auth] {
+    for mut service in [projector, query, command, auth] {
         service.terminate(Duration::from_secs(30));
     }
+}
+
+/// The process harness itself: the four services of a deployment as
+/// processes; one killed with SIGKILL comes back on the same port and
+/// settings, and all stop cleanly on SIGTERM.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_service_killed_with_sigkill_restarts_with_the_same_settings() {
+    let mut sys = ProcessSystem::start().await;
+    let pid = sys.projector.pid().expect("running");
+    sys.projector.kill9();
+    assert_eq!(sys.projector.pid(), None);
+    assert!(
+        http()
+            .get(sys.projector.url("/healthz"))
+            .send()
+            .await
+            .is_err(),
+        "the killed projector still answers"
+    );
+    sys.projector.restart().await;
+    assert_ne!(sys.projector.pid(), Some(pid));
+    let page = http()
+        .get(sys.projector.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    assert!(page.contains("http_requests_total"), "{page}");
+    // query-api still verifies tokens from auth's JWKS.
+    let token = sys
+        .deployment
+        .token_for(uuid::Uuid::new_v4(), events::Role::User);
+    let res = http()
+        .get(sys.query.url("/tasks"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("query-api");
+    assert_eq!(res.status(), 200);
+    sys.terminate(Duration::from_secs(30));
 }
 
 #[tokio::test(flavor = "multi_thread")]

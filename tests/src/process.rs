@@ -1,0 +1,400 @@
+//! The services as real operating-system processes: the workspace binaries,
+//! configured only through the environment variables they read, so a test
+//! can SIGTERM, SIGKILL and restart them exactly as an operator would.
+//!
+//! Each process writes its stdout and stderr (the JSON logs) to a file in the
+//! temporary directory; a failed wait names that file and prints its tail.
+
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{binary, http, unique, Deployment};
+
+/// How long a service may take to report ready.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A port nobody listens on right now (the service binds it a moment later).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// `(name, value)` for an environment variable.
+pub fn kv(k: &str, v: impl ToString) -> (String, String) {
+    (k.to_owned(), v.to_string())
+}
+
+/// One service binary running as a child process on a fixed port.
+pub struct Service {
+    pub name: &'static str,
+    pub port: u16,
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    env: Vec<(String, String)>,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Service {
+    /// Starts `name` (a workspace binary) with exactly `env` added to the
+    /// inherited environment; `port` is the one its listen address names.
+    /// `RUST_LOG` defaults to `info` so the log file says what happened.
+    pub fn start(name: &'static str, port: u16, env: &[(String, String)]) -> Service {
+        let log =
+            std::env::temp_dir().join(format!("{}.log", unique(&format!("taskstream-{name}-"))));
+        let mut service = Service {
+            name,
+            port,
+            base: format!("http://127.0.0.1:{port}"),
+            env: env.to_vec(),
+            child: None,
+            log,
+        };
+        service.spawn();
+        service
+    }
+
+    fn spawn(&mut self) {
+        assert!(self.child.is_none(), "{} is already running", self.name);
+        let out = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap_or_else(|e| panic!("log file {}: {e}", self.log.display()));
+        let err = out.try_clone().expect("log file handle");
+        let mut cmd = Command::new(binary(self.name));
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "info");
+        }
+        let child = cmd
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", self.name));
+        self.child = Some(child);
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// The file holding this service's output, across restarts.
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Panics with `what`, the log file's path and its last lines.
+    fn fail(&self, what: &str) -> ! {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(30)..].join("\n");
+        panic!(
+            "{}: {what}\nlog: {}\n--- last lines ---\n{tail}",
+            self.name,
+            self.log.display()
+        );
+    }
+
+    fn try_wait(&mut self) -> Option<ExitStatus> {
+        let child = self.child.as_mut()?;
+        child.try_wait().expect("try_wait")
+    }
+
+    /// Waits until `/readyz` answers 200 `{"status":"ready"}`; panics if the
+    /// process exits first or does not get there within [`READY_TIMEOUT`].
+    pub async fn wait_ready(&mut self) {
+        let url = self.url("/readyz");
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let client = http();
+        loop {
+            if self.child.is_none() {
+                self.fail("waited for readiness of a process that is not running");
+            }
+            if let Some(status) = self.try_wait() {
+                self.child = None;
+                self.fail(&format!("exited before it was ready: {status}"));
+            }
+            if let Ok(res) = client.get(&url).send().await {
+                if res.status() == 200 {
+                    let body: serde_json::Value = res.json().await.expect("readyz json");
+                    if body["status"] != "ready" {
+                        self.fail(&format!("/readyz answered 200 with {body}"));
+                    }
+                    return;
+                }
+            }
+            if Instant::now() > deadline {
+                self.fail(&format!("not ready at {url} within {READY_TIMEOUT:?}"));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = match self.pid() {
+            Some(pid) => pid.to_string(),
+            None => self.fail(&format!("cannot send SIG{signal}: not running")),
+        };
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .expect("run kill");
+        if !sent.success() {
+            self.fail(&format!("could not send SIG{signal} to {pid}"));
+        }
+    }
+
+    /// Waits up to `within` for the process to exit; `None` if it did not.
+    fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM; the process must exit successfully within `within`.
+    pub fn terminate(&mut self, within: Duration) {
+        self.signal("TERM");
+        match self.wait_exit(within) {
+            Some(status) if status.success() => {}
+            Some(status) => self.fail(&format!("exited with {status} after SIGTERM")),
+            None => {
+                if let Some(mut child) = self.child.take() {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+                self.fail(&format!("did not stop within {within:?} of SIGTERM"));
+            }
+        }
+    }
+
+    /// SIGKILL (no chance to clean up), and waits until the process is gone.
+    pub fn kill9(&mut self) {
+        self.signal("KILL");
+        match self.wait_exit(Duration::from_secs(10)) {
+            Some(status) => {
+                use std::os::unix::process::ExitStatusExt;
+                if status.signal() != Some(9) {
+                    self.fail(&format!("ended with {status}, not by SIGKILL"));
+                }
+            }
+            None => self.fail("still running 10 s after SIGKILL"),
+        }
+    }
+
+    /// Starts the binary again with the same environment (and so the same
+    /// port) after [`Service::terminate`] or [`Service::kill9`], and waits
+    /// until it is ready.
+    pub async fn restart(&mut self) {
+        self.spawn();
+        self.wait_ready().await;
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The environment variables that configure each service as the given
+/// config does, so the in-process `Deployment::*_config` stays the one
+/// source of the test settings.
+pub fn auth_env(c: &auth::Config) -> Vec<(String, String)> {
+    let mut env = vec![
+        kv("AUTH_LISTEN_ADDR", c.listen_addr),
+        kv("AUTH_DATABASE_URL", &c.database_url),
+        kv("AUTH_KAFKA_BROKERS", &c.kafka_brokers),
+        kv("AUTH_KAFKA_TOPIC_PREFIX", &c.topic_prefix),
+        kv("AUTH_SIGNING_KEY_PATH", &c.signing_key_path),
+        kv("AUTH_ISSUER", &c.issuer),
+        kv("AUTH_AUDIENCE", &c.audience),
+        kv("AUTH_RATE_LIMIT_PER_MINUTE", c.rate_limit_per_minute),
+        kv(
+            "AUTH_RATE_LIMIT_PER_EMAIL_PER_MINUTE",
+            c.rate_limit_per_email_per_minute,
+        ),
+    ];
+    if let Some(admin) = &c.admin_email {
+        env.push(kv("AUTH_ADMIN_EMAIL", admin));
+    }
+    env
+}
+
+pub fn command_api_env(c: &command_api::Config) -> Vec<(String, String)> {
+    vec![
+        kv("COMMAND_API_LISTEN_ADDR", c.listen_addr),
+        kv("COMMAND_API_DATABASE_URL", &c.database_url),
+        kv("COMMAND_API_KAFKA_BROKERS", &c.kafka_brokers),
+        kv("COMMAND_API_KAFKA_TOPIC_PREFIX", &c.topic_prefix),
+        kv("COMMAND_API_JWKS_URL", &c.jwks_url),
+        kv("COMMAND_API_JWT_ISSUER", &c.jwt_issuer),
+        kv("COMMAND_API_JWT_AUDIENCE", &c.jwt_audience),
+    ]
+}
+
+pub fn projector_env(c: &projector::Config) -> Vec<(String, String)> {
+    vec![
+        kv("PROJECTOR_LISTEN_ADDR", c.listen_addr),
+        kv("PROJECTOR_KAFKA_BROKERS", &c.kafka_brokers),
+        kv("PROJECTOR_KAFKA_TOPIC_PREFIX", &c.topic_prefix),
+        kv("PROJECTOR_GROUP_ID", &c.group_id),
+        kv("PROJECTOR_MONGODB_URL", &c.mongodb_url),
+        kv("PROJECTOR_MONGODB_DATABASE", &c.mongodb_database),
+        kv("PROJECTOR_BATCH_MAX_MESSAGES", c.batch_max_messages),
+    ]
+}
+
+pub fn query_api_env(c: &query_api::Config) -> Vec<(String, String)> {
+    vec![
+        kv("QUERY_API_LISTEN_ADDR", c.listen_addr),
+        kv("QUERY_API_MONGODB_URL", &c.mongodb_url),
+        kv("QUERY_API_MONGODB_DATABASE", &c.mongodb_database),
+        kv("QUERY_API_DATABASE_URL", &c.database_url),
+        kv("QUERY_API_JWKS_URL", &c.jwks_url),
+        kv("QUERY_API_JWT_ISSUER", &c.jwt_issuer),
+        kv("QUERY_API_JWT_AUDIENCE", &c.jwt_audience),
+        kv("QUERY_API_CURSOR_SECRET", &c.cursor_secret),
+        kv(
+            "QUERY_API_CONSISTENCY_TIMEOUT_MS",
+            c.consistency_timeout.as_millis(),
+        ),
+    ]
+}
+
+fn on_port(port: u16) -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+impl Deployment {
+    /// auth as a process, ready.
+    pub async fn spawn_auth_process(&self) -> Service {
+        let port = free_port();
+        let config = auth::Config {
+            listen_addr: on_port(port),
+            ..self.auth_config()
+        };
+        let mut s = Service::start("auth", port, &auth_env(&config));
+        s.wait_ready().await;
+        s
+    }
+
+    /// command-api as a process trusting `auth`'s JWKS, ready.
+    pub async fn spawn_command_api_process(&self, auth: &Service) -> Service {
+        let port = free_port();
+        let config = command_api::Config {
+            listen_addr: on_port(port),
+            ..self.command_api_config(&auth.url("/.well-known/jwks.json"))
+        };
+        let mut s = Service::start("command-api", port, &command_api_env(&config));
+        s.wait_ready().await;
+        s
+    }
+
+    /// The projector as a process with [`Deployment::projector_config`], ready.
+    pub async fn spawn_projector_process(&self) -> Service {
+        self.spawn_projector_process_with(self.projector_config())
+            .await
+    }
+
+    /// The projector as a process with `config` (its listen address is
+    /// replaced by a free port), ready.
+    pub async fn spawn_projector_process_with(&self, config: projector::Config) -> Service {
+        let port = free_port();
+        let config = projector::Config {
+            listen_addr: on_port(port),
+            ..config
+        };
+        let mut s = Service::start("projector", port, &projector_env(&config));
+        s.wait_ready().await;
+        s
+    }
+
+    /// query-api as a process trusting `auth`'s JWKS, ready. Tokens from
+    /// [`Deployment::token_for`] verify too: auth serves the same key.
+    pub async fn spawn_query_api_process(&self, auth: &Service) -> Service {
+        let port = free_port();
+        let config = query_api::Config {
+            listen_addr: on_port(port),
+            ..self.query_api_config(&auth.url("/.well-known/jwks.json"))
+        };
+        let mut s = Service::start("query-api", port, &query_api_env(&config));
+        s.wait_ready().await;
+        s
+    }
+}
+
+/// All four services of one deployment, each its own process. The same
+/// shape as [`crate::System`] (`base`, `url(path)`), so a test can switch.
+pub struct ProcessSystem {
+    pub deployment: Deployment,
+    pub auth: Service,
+    pub command: Service,
+    pub projector: Service,
+    pub query: Service,
+}
+
+impl ProcessSystem {
+    pub async fn start() -> Self {
+        Self::start_with(Deployment::fresh().await).await
+    }
+
+    /// Starts auth first (the APIs fetch its JWKS at start), then the rest.
+    pub async fn start_with(deployment: Deployment) -> Self {
+        let auth = deployment.spawn_auth_process().await;
+        let (command, projector, query) = tokio::join!(
+            deployment.spawn_command_api_process(&auth),
+            deployment.spawn_projector_process(),
+            deployment.spawn_query_api_process(&auth),
+        );
+        ProcessSystem {
+            deployment,
+            auth,
+            command,
+            projector,
+            query,
+        }
+    }
+
+    /// SIGTERM to every service (consumers first); each must exit cleanly.
+    pub fn terminate(&mut self, within: Duration) {
+        for s in [
+            &mut self.projector,
+            &mut self.query,
+            &mut self.command,
+            &mut self.auth,
+        ] {
+            s.terminate(within);
+        }
+    }
+}
+
+/// Reads one un-labelled counter or gauge from a Prometheus text page
+/// (`None` when the series is absent, e.g. before its first increment).
+pub fn metric(page: &str, name: &str) -> Option<f64> {
+    page.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (series, value) = l.rsplit_once(' ')?;
+        (series == name).then(|| value.trim().parse().ok())?
+    })
+}
