@@ -801,11 +801,13 @@ infra_status() {
   return "$rc"
 }
 
-# infra_env: the connection settings for tests, as shell exports.
+# infra_env: the connection settings for tests, as shell exports (and the
+# Kafka installation, for tests that run a broker of their own).
 infra_env() {
   cat <<EOF
 export TASKSTREAM_TEST_DATABASE_URL='postgres://taskstream:taskstream@127.0.0.1:$TS_PG_PORT/postgres'
 export TASKSTREAM_TEST_KAFKA_BROKERS='127.0.0.1:$TS_KAFKA_PORT'
 export TASKSTREAM_TEST_MONGODB_URL='mongodb://127.0.0.1:$TS_MONGO_PORT/?retryWrites=false'
+export TASKSTREAM_KAFKA_HOME='$TS_KAFKA_HOME'
 EOF
 }

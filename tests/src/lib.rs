@@ -2,6 +2,8 @@
 //! Kafka topic prefix and MongoDB database, and starts the real services on
 //! port 0 against the real servers `scripts/test` brought up.
 
+pub mod broker;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::OnceLock;
