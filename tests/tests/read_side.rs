@@ -1,7 +1,8 @@
-//! The read side end to end: events appended to the real Postgres event
-//! store are published by the outbox relay (the same relay command-api and
-//! auth run) to real Kafka, projected by the projector into the
-//! MongoDB-wire server, and read through query-api over HTTP.
+//! The read side end to end, every service a real process: events
+//! appended to the real Postgres event store are published by the outbox
+//! relay the auth process runs (the same relay command-api runs) to real
+//! Kafka, projected by the projector process into the MongoDB-wire server,
+//! and read through the query-api process over HTTP.
 //!
 //! Events are appended with `events::store::append`, so these tests pin
 //! every timestamp and do not depend on the command handlers.
@@ -11,13 +12,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use events::kafka::EnvelopeRecord;
-use events::relay::{OutboxRelay, RelayConfig};
 use events::store::ExpectedVersion;
 use events::topics::{Topics, HEADER_DLQ_REASON};
 use events::{
     Event, EventEnvelope, EventMeta, Priority, Role, TaskCreated, TaskDeleted, TaskDueDateChanged,
-    TaskEvent, TaskPriorityChanged, TaskStatus, TaskStatusChanged, TaskUpdated, UserEvent,
-    UserRegistered,
+    TaskEvent, TaskPriorityChanged, TaskStatus, TaskStatusChanged, TaskUpdated, UserDeactivated,
+    UserEvent, UserRegistered, UserRoleChanged,
 };
 use futures::TryStreamExt;
 use mongodb::bson::{self, doc};
@@ -28,33 +28,34 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::{json, Value};
 use sqlx::PgPool;
-use tests::{eventually, http, servers, unique, Deployment, Running};
-use tokio_util::sync::CancellationToken;
+use tests::process::{metric, ProcessSystem, Service};
+use tests::{eventually, http, servers, unique, Deployment};
 use uuid::Uuid;
 
 const WAIT: Duration = Duration::from_secs(60);
+const STOP: Duration = Duration::from_secs(30);
 
-/// One test's read side: event store + relay, projector, query-api.
+/// One test's read side, as processes: auth (the JWKS query-api trusts, and
+/// the outbox relay), the projector and query-api.
 struct ReadSide {
     d: Deployment,
     pool: PgPool,
     topics: Topics,
-    relay_stop: CancellationToken,
-    projector: Option<Running>,
-    query: Running,
+    /// Kept running for its JWKS and its relay.
+    #[allow(dead_code)]
+    auth: Service,
+    projector: Option<Service>,
+    query: Service,
     http: reqwest::Client,
 }
 
-impl Drop for ReadSide {
-    fn drop(&mut self) {
-        self.relay_stop.cancel();
-    }
-}
+/// One append: a stream, its new events, when they happened.
+type Write = (Uuid, Vec<Event>, DateTime<Utc>);
 
 impl ReadSide {
     async fn start() -> Self {
         let mut rs = Self::start_without_projector().await;
-        rs.projector = Some(rs.d.spawn_projector().await);
+        rs.projector = Some(rs.d.spawn_projector_process().await);
         rs
     }
 
@@ -64,41 +65,31 @@ impl ReadSide {
             .await
             .expect("postgres");
         let topics = Topics::with_prefix(d.topic_prefix.clone());
-        let brokers = &servers().kafka_brokers;
-        events::kafka::ensure_topics(brokers, &topics)
+        events::kafka::ensure_topics(&servers().kafka_brokers, &topics)
             .await
             .expect("topics");
-        let relay = OutboxRelay::new(
-            pool.clone(),
-            events::kafka::producer(brokers).expect("producer"),
-            topics.clone(),
-            RelayConfig {
-                poll_interval: Duration::from_millis(100),
-                ..RelayConfig::default()
-            },
-        );
-        let relay_stop = CancellationToken::new();
-        tokio::spawn(relay.run(relay_stop.clone()));
-        let query = d.spawn_query_api_standalone().await;
+        let auth = d.spawn_auth_process().await;
+        let query = d.spawn_query_api_process(&auth).await;
         ReadSide {
             d,
             pool,
             topics,
-            relay_stop,
+            auth,
             projector: None,
             query,
             http: http(),
         }
     }
 
-    async fn stop_projector(&mut self) {
-        if let Some(p) = self.projector.take() {
-            p.stop.cancel();
-            let mut p = p;
-            let _ = tokio::time::timeout(Duration::from_secs(30), &mut p.handle)
-                .await
-                .expect("the projector stops within 30 s");
+    /// SIGTERM to the projector; it must exit cleanly.
+    fn stop_projector(&mut self) {
+        if let Some(mut p) = self.projector.take() {
+            p.terminate(STOP);
         }
+    }
+
+    fn projector(&self) -> &Service {
+        self.projector.as_ref().expect("the projector runs")
     }
 
     /// Appends to a stream, as command-api would, at a pinned time.
@@ -108,23 +99,36 @@ impl ReadSide {
         events: &[Event],
         at: DateTime<Utc>,
     ) -> Vec<EventEnvelope> {
+        self.append_all(&[(stream, events.to_vec(), at)])
+            .await
+            .pop()
+            .expect("one write")
+    }
+
+    /// Appends every write, in order, in one transaction (seeding many
+    /// tasks without a round trip each); returns each write's envelopes.
+    async fn append_all(&self, writes: &[Write]) -> Vec<Vec<EventEnvelope>> {
         let mut tx = self.pool.begin().await.expect("begin");
-        let envs = events::store::append(
-            &mut tx,
-            stream,
-            ExpectedVersion::Any,
-            events,
-            EventMeta {
-                actor: stream,
-                correlation_id: Uuid::now_v7(),
-                causation_id: None,
-                occurred_at: at,
-            },
-        )
-        .await
-        .expect("append");
+        let mut out = Vec::with_capacity(writes.len());
+        for (stream, events, at) in writes {
+            let envs = events::store::append(
+                &mut tx,
+                *stream,
+                ExpectedVersion::Any,
+                events,
+                EventMeta {
+                    actor: *stream,
+                    correlation_id: Uuid::now_v7(),
+                    causation_id: None,
+                    occurred_at: *at,
+                },
+            )
+            .await
+            .expect("append");
+            out.push(envs);
+        }
         tx.commit().await.expect("commit");
-        envs
+        out
     }
 
     fn token(&self, user: Uuid) -> String {
@@ -160,9 +164,24 @@ impl ReadSide {
         .await;
     }
 
-    /// Waits until the projector's group has committed every partition up
-    /// to its high watermark (everything published has been applied).
+    /// Waits until the relay has published everything appended so far.
+    async fn published(&self) {
+        eventually("the relay to empty the outbox", WAIT, || async {
+            let left: i64 = sqlx::query_scalar("SELECT count(*) FROM event_outbox")
+                .fetch_one(&self.pool)
+                .await
+                .ok()?;
+            (left == 0).then_some(())
+        })
+        .await;
+    }
+
+    /// Waits until everything appended so far is published and the
+    /// projector's group has committed every partition up to its high
+    /// watermark (everything published has been applied: offsets are
+    /// committed only after the view write).
     async fn caught_up(&self) {
+        self.published().await;
         let group = self.d.projector_config().group_id;
         let topics = [self.topics.task_events(), self.topics.user_events()];
         eventually("the projector to commit everything", WAIT, || {
@@ -283,8 +302,9 @@ fn status(from: TaskStatus, to: TaskStatus) -> Event {
 
 /// A varied task `i` of `owner`: every status, priority, tag mix, past and
 /// future due dates, some without one, some deleted, a title with regex
-/// metacharacters. Created at `t0 + i s`, changed 500 ms later.
-async fn create_varied(rs: &ReadSide, owner: Uuid, i: usize, t0: DateTime<Utc>) -> Spec {
+/// metacharacters. Created at `t0 + i s`, changed 500 ms later. Returns the
+/// expected state (without `last`) and the appends that make it.
+fn plan_varied(owner: Uuid, i: usize, t0: DateTime<Utc>) -> (Spec, Vec<Write>) {
     let now = now_ms();
     let id = Uuid::new_v4();
     let title = match i % 5 {
@@ -302,13 +322,11 @@ async fn create_varied(rs: &ReadSide, owner: Uuid, i: usize, t0: DateTime<Utc>) 
         _ => &[],
     };
     let created_at = t0 + TimeDelta::seconds(i as i64);
-    let mut envs = rs
-        .append(
-            id,
-            &[created(owner, &title, priority, due_at, tags)],
-            created_at,
-        )
-        .await;
+    let mut writes = vec![(
+        id,
+        vec![created(owner, &title, priority, due_at, tags)],
+        created_at,
+    )];
     let target = TaskStatus::ALL[i % 4];
     let mut updated_at = created_at;
     let mut later: Vec<Event> = Vec::new();
@@ -327,11 +345,10 @@ async fn create_varied(rs: &ReadSide, owner: Uuid, i: usize, t0: DateTime<Utc>) 
     }
     if !later.is_empty() {
         updated_at = created_at + TimeDelta::milliseconds(500);
-        envs = rs.append(id, &later, updated_at).await;
+        writes.push((id, later, updated_at));
     }
-    Spec {
+    let spec = Spec {
         id,
-
         title,
         status: target,
         priority,
@@ -340,21 +357,35 @@ async fn create_varied(rs: &ReadSide, owner: Uuid, i: usize, t0: DateTime<Utc>) 
         created_at,
         updated_at,
         deleted,
-        last: envs.pop(),
-    }
+        last: None,
+    };
+    (spec, writes)
 }
 
+/// Appends task `i` of `owner` (see [`plan_varied`]).
+async fn create_varied(rs: &ReadSide, owner: Uuid, i: usize, t0: DateTime<Utc>) -> Spec {
+    let (mut spec, writes) = plan_varied(owner, i, t0);
+    spec.last = rs.append_all(&writes).await.concat().pop();
+    spec
+}
+
+/// Appends tasks `0..n` of `owner`, 100 tasks per transaction, and waits
+/// until the projector has applied all of them.
 async fn create_many(rs: &ReadSide, owner: Uuid, n: usize, t0: DateTime<Utc>) -> Vec<Spec> {
     let mut specs = Vec::with_capacity(n);
-    for i in 0..n {
-        specs.push(create_varied(rs, owner, i, t0).await);
-    }
-    // The last write of every task is visible once each task's is.
-    for s in &specs {
-        if let Some(env) = &s.last {
-            rs.visible(owner, env).await;
+    let planned: Vec<(Spec, Vec<Write>)> = (0..n).map(|i| plan_varied(owner, i, t0)).collect();
+    for chunk in planned.chunks(100) {
+        let writes: Vec<Write> = chunk.iter().flat_map(|(_, w)| w.clone()).collect();
+        let mut envs = rs.append_all(&writes).await.into_iter();
+        for (spec, w) in chunk {
+            let mut spec = spec.clone();
+            for _ in 0..w.len() {
+                spec.last = envs.next().expect("envelopes per write").pop();
+            }
+            specs.push(spec);
         }
     }
+    rs.caught_up().await;
     specs
 }
 
@@ -768,12 +799,15 @@ async fn every_sort_pages_through_each_task_exactly_once_in_order_while_tasks_ar
     let owner = Uuid::new_v4();
     let token = rs.token(owner);
     let t0 = now_ms() - TimeDelta::hours(2);
-    let specs = create_many(&rs, owner, 45, t0).await;
+    // 542 varied tasks of which 42 are deleted: 500 to page through.
+    let specs = create_many(&rs, owner, 542, t0).await;
     let originals: HashSet<String> = specs
         .iter()
         .filter(|s| !s.deleted)
         .map(|s| s.id.to_string())
         .collect();
+    assert_eq!(originals.len(), 500);
+    let mut extras: HashSet<String> = HashSet::new();
     let sorts = [
         "due_at",
         "-due_at",
@@ -790,7 +824,7 @@ async fn every_sort_pages_through_each_task_exactly_once_in_order_while_tasks_ar
         let mut cursor: Option<String> = None;
         let mut pages = 0;
         loop {
-            let mut path = format!("/tasks?sort={sort}&limit=7");
+            let mut path = format!("/tasks?sort={sort}&limit=37");
             if let Some(c) = &cursor {
                 path.push_str(&format!("&cursor={c}"));
             }
@@ -802,6 +836,9 @@ async fn every_sort_pages_through_each_task_exactly_once_in_order_while_tasks_ar
                 let s = create_varied(&rs, owner, extra, now_ms()).await;
                 extra += 1;
                 rs.visible(owner, s.last.as_ref().unwrap()).await;
+                if !s.deleted {
+                    extras.insert(s.id.to_string());
+                }
             }
             match page["next_cursor"].as_str() {
                 Some(c) => cursor = Some(c.to_owned()),
@@ -822,6 +859,14 @@ async fn every_sort_pages_through_each_task_exactly_once_in_order_while_tasks_ar
         for id in &originals {
             assert!(unique.contains(id), "{sort}: task {id} was skipped");
         }
+        for id in &unique {
+            assert!(
+                originals.contains(*id) || extras.contains(*id),
+                "{sort}: {id} is neither a live task nor one created while paging"
+            );
+        }
+        // 500 tasks at 37 a page, plus the few created while paging.
+        assert!((14..=15).contains(&pages), "{sort}: {pages} pages");
         let desc = sort.starts_with('-');
         for pair in seen.windows(2) {
             let (a, b) = (&pair[0], &pair[1]);
@@ -1074,7 +1119,7 @@ async fn a_consistency_token_waits_for_the_projection_and_504s_when_it_is_stoppe
     }
 
     // With the projector stopped the token cannot be met: 504 after the bound.
-    rs.stop_projector().await;
+    rs.stop_projector();
     let env = rs
         .append(
             id,
@@ -1117,7 +1162,7 @@ async fn a_consistency_token_waits_for_the_projection_and_504s_when_it_is_stoppe
     assert_eq!(task["version"], 3);
 
     // Restarted, it resumes from its committed offsets and meets the token.
-    rs.projector = Some(rs.d.spawn_projector().await);
+    rs.projector = Some(rs.d.spawn_projector_process().await);
     let task: Value = eventually("the restarted projector to catch up", WAIT, || async {
         let res = rs
             .get(
@@ -1364,8 +1409,8 @@ async fn two_projectors_in_one_group_share_the_work_and_converge_when_one_leaves
         batch_max_messages: 10,
         ..rs.d.projector_config()
     };
-    rs.projector = Some(rs.d.spawn_projector_with(config.clone()).await);
-    let second = rs.d.spawn_projector_with(config).await;
+    rs.projector = Some(rs.d.spawn_projector_process_with(config.clone()).await);
+    let mut second = rs.d.spawn_projector_process_with(config).await;
     let t0 = now_ms() - TimeDelta::hours(1);
     append_backlog(&rs, 30, t0).await;
     // One member leaves mid-stream: the other takes its partitions over.
@@ -1375,7 +1420,7 @@ async fn two_projectors_in_one_group_share_the_work_and_converge_when_one_leaves
         (n > 0).then_some(())
     })
     .await;
-    second.stop.cancel();
+    second.terminate(STOP);
     append_backlog(&rs, 20, t0 + TimeDelta::minutes(5)).await;
     rs.caught_up().await;
     let (tasks, _) = fold(&all_events(&rs.pool).await);
@@ -1383,105 +1428,198 @@ async fn two_projectors_in_one_group_share_the_work_and_converge_when_one_leaves
     assert_eq!(rs.views().await, tasks);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_projector_stopped_mid_stream_and_restarted_converges_to_the_fold_of_the_event_log() {
-    let mut rs = ReadSide::start_without_projector().await;
-    let t0 = now_ms() - TimeDelta::hours(1);
-    let owners = [Uuid::new_v4(), Uuid::new_v4()];
-    // 50 tasks × ~8 events, plus users, all published before the projector starts.
-    for i in 0..50usize {
-        let id = Uuid::new_v4();
-        let owner = owners[i % 2];
-        let at = t0 + TimeDelta::seconds(i as i64);
-        let mut evs = vec![created(
-            owner,
-            &format!("task {i}"),
-            Priority::ALL[i % 4],
-            None,
-            &["x"],
-        )];
-        for k in 0..3u32 {
-            evs.push(
-                TaskEvent::Updated(TaskUpdated {
-                    title: Some(format!("task {i} rev {k}")),
-                    description: None,
-                    tags: Some(vec![format!("t{k}")]),
-                })
-                .into(),
-            );
-            evs.push(
-                TaskEvent::DueDateChanged(TaskDueDateChanged {
-                    due_at: Some(at + TimeDelta::days(i64::from(k) + 1)),
-                })
-                .into(),
-            );
-        }
-        evs.push(status(TaskStatus::Todo, TaskStatus::InProgress));
-        if i.is_multiple_of(3) {
-            evs.push(status(TaskStatus::InProgress, TaskStatus::Done));
-        }
-        if i.is_multiple_of(7) {
-            evs.push(TaskEvent::Deleted(TaskDeleted {}).into());
-        }
-        // Several appends per task, so the log interleaves streams.
-        let (head, tail) = evs.split_at(evs.len() / 2);
-        rs.append(id, head, at).await;
-        rs.append(id, tail, at + TimeDelta::milliseconds(250)).await;
-    }
-    for owner in owners {
-        rs.append(
-            owner,
-            &[UserEvent::Registered(UserRegistered {
-                email: format!("{}@example.test", owner.simple()),
-                display_name: "someone".into(),
-                role: Role::User,
-            })
-            .into()],
-            t0,
-        )
-        .await;
-    }
-    let log = all_events(&rs.pool).await;
-    assert!(log.len() >= 400, "{} events", log.len());
-
-    // Small batches, so there are many commits to stop between.
-    let config = projector::Config {
-        batch_max_messages: 10,
-        ..rs.d.projector_config()
-    };
-    rs.projector = Some(rs.d.spawn_projector_with(config.clone()).await);
-    let views = mongo(&rs.d).await.collection::<bson::Document>(TASK_VIEWS);
-    eventually("the projector to start applying", WAIT, || async {
-        let n = views.count_documents(doc! {}).await.ok()?;
-        (n > 0).then_some(())
-    })
-    .await;
-    rs.stop_projector().await;
-    let partial = views.count_documents(doc! {}).await.unwrap();
-    eprintln!("stopped the projector with {partial} of 50 task views written");
-
-    rs.projector = Some(rs.d.spawn_projector_with(config).await);
-    rs.caught_up().await;
-    let (tasks, users) = fold(&log);
-    assert_eq!(tasks.len(), 50);
-    let got = rs.views().await;
-    assert_eq!(got.len(), tasks.len());
-    for (id, expected) in &tasks {
-        assert_eq!(got.get(id), Some(expected), "task {id}");
-    }
-    let got_users: BTreeMap<String, UserView> = mongo(&rs.d)
+/// The views as stored, every field of every document, by id.
+async fn stored(d: &Deployment, collection: &str) -> BTreeMap<String, bson::Document> {
+    mongo(d)
         .await
-        .collection::<UserView>(USER_VIEWS)
+        .collection::<bson::Document>(collection)
         .find(doc! {})
         .await
-        .unwrap()
+        .expect("find")
         .try_collect::<Vec<_>>()
         .await
-        .unwrap()
+        .expect("views")
         .into_iter()
-        .map(|u| (u.id.clone(), u))
+        .map(|v| (v.get_str("_id").expect("_id").to_owned(), v))
+        .collect()
+}
+
+/// Views as the projector stores them (it writes `bson::to_document(view)`).
+fn as_stored<V: serde::Serialize>(views: &BTreeMap<String, V>) -> BTreeMap<String, bson::Document> {
+    views
+        .iter()
+        .map(|(id, v)| (id.clone(), bson::to_document(v).expect("view as bson")))
+        .collect()
+}
+
+/// Asserts that `got` holds exactly the documents of `expected`, naming the
+/// first difference.
+fn assert_same_views(
+    what: &str,
+    got: &BTreeMap<String, bson::Document>,
+    expected: &BTreeMap<String, bson::Document>,
+) {
+    for (id, want) in expected {
+        assert_eq!(got.get(id), Some(want), "{what} {id}");
+    }
+    let extra: Vec<&String> = got
+        .keys()
+        .filter(|id| !expected.contains_key(*id))
         .collect();
-    assert_eq!(got_users, users);
+    assert!(extra.is_empty(), "{what}: views without events: {extra:?}");
+}
+
+/// 2,000 events: 5 users (registered, 3 made admin, 3 deactivated) and 221
+/// tasks of 9 events each, every field of the view changed at least once,
+/// appended so that the log interleaves streams.
+fn kill_test_log(t0: DateTime<Utc>) -> Vec<Write> {
+    let users: Vec<Uuid> = (0..5).map(|_| Uuid::new_v4()).collect();
+    let mut writes: Vec<Write> = Vec::new();
+    for (k, u) in users.iter().enumerate() {
+        let registered = UserEvent::Registered(UserRegistered {
+            email: format!("{}@example.test", u.simple()),
+            display_name: format!("user {k}"),
+            role: Role::User,
+        });
+        writes.push((*u, vec![registered.into()], t0));
+    }
+    for u in &users[..3] {
+        let admin = UserEvent::RoleChanged(UserRoleChanged {
+            from: Role::User,
+            to: Role::Admin,
+        });
+        writes.push((*u, vec![admin.into()], t0 + TimeDelta::seconds(1)));
+    }
+    for u in &users[2..] {
+        let gone = UserEvent::Deactivated(UserDeactivated {});
+        writes.push((*u, vec![gone.into()], t0 + TimeDelta::seconds(2)));
+    }
+    let tasks: Vec<(Uuid, Vec<Event>, DateTime<Utc>)> = (0..221usize)
+        .map(|i| {
+            let at = t0 + TimeDelta::seconds(i as i64);
+            let priority = Priority::ALL[i % 4];
+            let mut evs = vec![created(
+                users[i % 5],
+                &format!("task {i}"),
+                priority,
+                None,
+                &["x"],
+            )];
+            for k in 0..3u32 {
+                evs.push(
+                    TaskEvent::Updated(TaskUpdated {
+                        title: Some(format!("task {i} rev {k}")),
+                        description: Some(format!("described {k}")),
+                        tags: Some(vec![format!("t{k}")]),
+                    })
+                    .into(),
+                );
+                evs.push(
+                    TaskEvent::DueDateChanged(TaskDueDateChanged {
+                        due_at: (k < 2 || i % 2 == 0)
+                            .then(|| at + TimeDelta::days(i64::from(k) + 1)),
+                    })
+                    .into(),
+                );
+            }
+            evs.push(status(TaskStatus::Todo, TaskStatus::InProgress));
+            evs.push(match i % 3 {
+                0 => status(TaskStatus::InProgress, TaskStatus::Done),
+                1 => TaskEvent::Deleted(TaskDeleted {}).into(),
+                _ => TaskEvent::PriorityChanged(TaskPriorityChanged {
+                    from: priority,
+                    to: Priority::ALL[(i + 1) % 4],
+                })
+                .into(),
+            });
+            (Uuid::new_v4(), evs, at)
+        })
+        .collect();
+    // Per 20 tasks: the first half of each, then the second half of each.
+    for chunk in tasks.chunks(20) {
+        for (id, evs, at) in chunk {
+            writes.push((*id, evs[..4].to_vec(), *at));
+        }
+        for (id, evs, at) in chunk {
+            writes.push((*id, evs[4..].to_vec(), *at + TimeDelta::milliseconds(250)));
+        }
+    }
+    writes
+}
+
+async fn events_applied(client: &reqwest::Client, projector: &Service) -> Option<f64> {
+    let page = client
+        .get(projector.url("/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    metric(&page, "projector_events_applied_total")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_projector_killed_with_sigkill_mid_stream_and_restarted_ends_with_the_fold_of_the_event_log(
+) {
+    const EVENTS: usize = 2_000;
+    let mut rs = ReadSide::start_without_projector().await;
+    let writes = kill_test_log(now_ms() - TimeDelta::hours(1));
+    for chunk in writes.chunks(100) {
+        rs.append_all(chunk).await;
+    }
+    let log = all_events(&rs.pool).await;
+    assert_eq!(log.len(), EVENTS);
+    let (tasks, users) = fold(&log);
+    assert_eq!((tasks.len(), users.len()), (221, 5));
+    let (tasks, users) = (as_stored(&tasks), as_stored(&users));
+    // All of it on Kafka before the projector starts: it faces a backlog.
+    rs.published().await;
+
+    // Small batches, so the kill lands among many batches and commits.
+    let config = projector::Config {
+        batch_max_messages: 25,
+        ..rs.d.projector_config()
+    };
+    let mut projector = rs.d.spawn_projector_process_with(config).await;
+    let client = http();
+    let deadline = std::time::Instant::now() + WAIT;
+    let before_kill = loop {
+        // Polled tightly: the whole backlog takes a few seconds.
+        if let Some(n) = events_applied(&client, &projector).await {
+            if n >= 600.0 {
+                break n;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the projector did not start applying; log: {}",
+            projector.log_path().display()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    projector.kill9();
+
+    // Provably mid-way: part of the log is applied, part is not.
+    let partial = stored(&rs.d, TASK_VIEWS).await;
+    let done = tasks
+        .iter()
+        .filter(|(id, want)| partial.get(*id) == Some(want))
+        .count();
+    eprintln!(
+        "killed the projector at {before_kill} events applied; {done} of {} task views final, {} written",
+        tasks.len(),
+        partial.len()
+    );
+    assert!(before_kill < EVENTS as f64, "killed after the end");
+    assert!(done > 0, "nothing applied before the kill");
+    assert!(done < tasks.len(), "the kill came after the last task view");
+
+    projector.restart().await;
+    rs.projector = Some(projector);
+    rs.caught_up().await;
+    assert_same_views("task view", &stored(&rs.d, TASK_VIEWS).await, &tasks);
+    assert_same_views("user view", &stored(&rs.d, USER_VIEWS).await, &users);
 }
 
 /// The projector's write guard, on the server itself: a bulk replace
@@ -1596,7 +1734,7 @@ async fn a_version_gap_is_reported_and_never_applied_until_the_missing_version_a
     );
     let metrics = rs
         .http
-        .get(rs.projector.as_ref().unwrap().url("/metrics"))
+        .get(rs.projector().url("/metrics"))
         .send()
         .await
         .unwrap()
@@ -1612,7 +1750,7 @@ async fn a_version_gap_is_reported_and_never_applied_until_the_missing_version_a
         "projector_consumer_lag{{topic=\"{}\",partition=",
         rs.topics.task_events()
     );
-    let metrics_url = rs.projector.as_ref().unwrap().url("/metrics");
+    let metrics_url = rs.projector().url("/metrics");
     eventually("the lag gauge", WAIT, || async {
         let text = rs
             .http
@@ -1637,7 +1775,7 @@ async fn a_version_gap_is_reported_and_never_applied_until_the_missing_version_a
 /// with the consistency token each write returns; no sleeps anywhere.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn writes_through_command_api_are_read_back_through_query_api_with_their_tokens() {
-    let sys = tests::System::start().await;
+    let sys = ProcessSystem::start().await;
     let user = Uuid::new_v4();
     let token = sys.deployment.token_for(user, Role::User);
     let client = http();
