@@ -4,6 +4,8 @@
 //!
 //! Each process writes its stdout and stderr (the JSON logs) to a file in the
 //! temporary directory; a failed wait names that file and prints its tail.
+//! The file is removed when the `Service` is dropped, unless the test is
+//! failing.
 
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
@@ -214,6 +216,10 @@ impl Drop for Service {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        // The log is kept only when the test fails, for the post-mortem.
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_file(&self.log);
         }
     }
 }
