@@ -9,17 +9,12 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use bench::{percentile, produce, replace_upsert, task_events, Order};
 use clap::Parser;
-use events::kafka::EnvelopeRecord;
 use events::topics::Topics;
-use events::{
-    Event, EventEnvelope, EventMeta, Priority, Role, TaskCreated, TaskEvent, TaskStatus,
-    TaskStatusChanged,
-};
+use events::{EventEnvelope, Role};
 use futures::future::join_all;
 use mongodb::bson::doc;
-use mongodb::options::ReplaceOneModel;
 use projector::rebuild::{rebuild, RebuildOptions, Target};
 use projector::replay::{detached_consumer, plan, ReplayFrom};
 use projector::views::{Applied, TaskView, View};
@@ -46,41 +41,6 @@ struct Args {
     /// the MongoDB-wire test server is single-threaded).
     #[arg(long, default_value_t = 200)]
     read_pause_ms: u64,
-}
-
-fn seed(events: usize, per_task: usize) -> Vec<EventEnvelope> {
-    let owner = Uuid::new_v4();
-    let meta = EventMeta {
-        actor: owner,
-        correlation_id: Uuid::now_v7(),
-        causation_id: None,
-        occurred_at: Utc::now(),
-    };
-    let cycle = [TaskStatus::Todo, TaskStatus::InProgress, TaskStatus::Done];
-    let mut out = Vec::with_capacity(events);
-    let mut i = 0;
-    while out.len() < events {
-        let id = Uuid::new_v4();
-        let created = Event::Task(TaskEvent::Created(TaskCreated {
-            owner_id: owner,
-            title: format!("bench task {i}"),
-            description: "seeded for the rebuild benchmark".into(),
-            status: TaskStatus::Todo,
-            priority: Priority::ALL[i % 4],
-            due_at: None,
-            tags: vec!["bench".into()],
-        }));
-        out.push(EventEnvelope::new(id, 1, &created, meta));
-        for v in 2..=per_task as u64 {
-            let from = cycle[(v as usize - 2) % 3];
-            let to = cycle[(v as usize - 1) % 3];
-            let e = Event::Task(TaskEvent::StatusChanged(TaskStatusChanged { from, to }));
-            out.push(EventEnvelope::new(id, v, &e, meta));
-        }
-        i += 1;
-    }
-    out.truncate(events);
-    out
 }
 
 /// The final view of every task, folded in memory (what a rebuild must write).
@@ -142,31 +102,15 @@ async fn raw_upserts(
     let namespace = scratch.namespace();
     let started = Instant::now();
     for chunk in views.chunks(batch.max(1)) {
-        let mut models: Vec<mongodb::options::WriteModel> = Vec::with_capacity(chunk.len());
-        for v in chunk {
-            models.push(
-                ReplaceOneModel::builder()
-                    .namespace(namespace.clone())
-                    .filter(doc! { "_id": &v.id })
-                    .replacement(mongodb::bson::to_document(v)?)
-                    .upsert(true)
-                    .build()
-                    .into(),
-            );
-        }
+        let models = chunk
+            .iter()
+            .map(|v| replace_upsert(&namespace, doc! { "_id": &v.id }, v))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         db.client().bulk_write(models).ordered(false).await?;
     }
     let took = started.elapsed();
     scratch.drop().await?;
     Ok(took)
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 /// `GET /tasks` latencies (ms) from `readers` loops until `stop`.
@@ -227,23 +171,13 @@ async fn main() -> anyhow::Result<()> {
         "seeding {} events ({} per task)…",
         args.events, args.events_per_task
     );
-    let envelopes = seed(args.events, args.events_per_task);
-    let producer = events::kafka::producer(&brokers)?;
-    for chunk in envelopes.chunks(20_000) {
-        let records: Vec<EnvelopeRecord> = chunk
-            .iter()
-            .map(|e| EnvelopeRecord::new(&topics, e))
-            .collect();
-        for r in join_all(
-            records
-                .iter()
-                .map(|r| producer.send(r.as_future_record(), Duration::from_secs(60))),
-        )
-        .await
-        {
-            r.map_err(|(e, _)| e)?;
-        }
-    }
+    let envelopes = task_events(
+        args.events,
+        args.events_per_task,
+        &[Uuid::new_v4()],
+        Order::TaskByTask,
+    );
+    produce(&brokers, &topics, &envelopes).await?;
     let finals = final_views(&envelopes);
     let n = envelopes.len() as f64;
     drop(envelopes);
