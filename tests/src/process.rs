@@ -30,6 +30,11 @@ pub fn kv(k: &str, v: impl ToString) -> (String, String) {
     (k.to_owned(), v.to_string())
 }
 
+enum NotReady {
+    Exited(ExitStatus),
+    Other(String),
+}
+
 /// One service binary running as a child process on a fixed port.
 pub struct Service {
     pub name: &'static str,
@@ -98,7 +103,7 @@ impl Service {
 
     /// Panics with `what`, the log file's path and its last lines.
     fn fail(&self, what: &str) -> ! {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let text = self.log_text();
         let lines: Vec<&str> = text.lines().collect();
         let tail = lines[lines.len().saturating_sub(30)..].join("\n");
         panic!(
@@ -113,31 +118,75 @@ impl Service {
         child.try_wait().expect("try_wait")
     }
 
+    /// Starts `name` on a free port with the environment `env(port)` and
+    /// waits until it is ready. If something else took the port between
+    /// choosing and binding it, tries another.
+    pub async fn start_ready(
+        name: &'static str,
+        env: impl Fn(u16) -> Vec<(String, String)>,
+    ) -> Service {
+        let mut attempt = 1;
+        loop {
+            let port = free_port();
+            let mut s = Service::start(name, port, &env(port));
+            match s.until_ready().await {
+                Ok(()) => return s,
+                Err(NotReady::Exited(_))
+                    if attempt < 3 && s.log_text().contains("cannot listen") =>
+                {
+                    attempt += 1;
+                }
+                Err(NotReady::Exited(status)) => {
+                    s.fail(&format!("exited before it was ready: {status}"))
+                }
+                Err(NotReady::Other(why)) => s.fail(&why),
+            }
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// Waits until `/readyz` answers 200 `{"status":"ready"}`; panics if the
     /// process exits first or does not get there within [`READY_TIMEOUT`].
     pub async fn wait_ready(&mut self) {
+        match self.until_ready().await {
+            Ok(()) => {}
+            Err(NotReady::Exited(status)) => {
+                self.fail(&format!("exited before it was ready: {status}"))
+            }
+            Err(NotReady::Other(why)) => self.fail(&why),
+        }
+    }
+
+    async fn until_ready(&mut self) -> Result<(), NotReady> {
         let url = self.url("/readyz");
         let deadline = Instant::now() + READY_TIMEOUT;
         let client = http();
         loop {
             if self.child.is_none() {
-                self.fail("waited for readiness of a process that is not running");
+                return Err(NotReady::Other(
+                    "waited for readiness of a process that is not running".into(),
+                ));
             }
             if let Some(status) = self.try_wait() {
                 self.child = None;
-                self.fail(&format!("exited before it was ready: {status}"));
+                return Err(NotReady::Exited(status));
             }
             if let Ok(res) = client.get(&url).send().await {
                 if res.status() == 200 {
                     let body: serde_json::Value = res.json().await.expect("readyz json");
                     if body["status"] != "ready" {
-                        self.fail(&format!("/readyz answered 200 with {body}"));
+                        return Err(NotReady::Other(format!("/readyz answered 200 with {body}")));
                     }
-                    return;
+                    return Ok(());
                 }
             }
             if Instant::now() > deadline {
-                self.fail(&format!("not ready at {url} within {READY_TIMEOUT:?}"));
+                return Err(NotReady::Other(format!(
+                    "not ready at {url} within {READY_TIMEOUT:?}"
+                )));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -296,26 +345,25 @@ fn on_port(port: u16) -> std::net::SocketAddr {
 impl Deployment {
     /// auth as a process, ready.
     pub async fn spawn_auth_process(&self) -> Service {
-        let port = free_port();
-        let config = auth::Config {
-            listen_addr: on_port(port),
-            ..self.auth_config()
-        };
-        let mut s = Service::start("auth", port, &auth_env(&config));
-        s.wait_ready().await;
-        s
+        Service::start_ready("auth", |port| {
+            auth_env(&auth::Config {
+                listen_addr: on_port(port),
+                ..self.auth_config()
+            })
+        })
+        .await
     }
 
     /// command-api as a process trusting `auth`'s JWKS, ready.
     pub async fn spawn_command_api_process(&self, auth: &Service) -> Service {
-        let port = free_port();
-        let config = command_api::Config {
-            listen_addr: on_port(port),
-            ..self.command_api_config(&auth.url("/.well-known/jwks.json"))
-        };
-        let mut s = Service::start("command-api", port, &command_api_env(&config));
-        s.wait_ready().await;
-        s
+        let jwks = auth.url("/.well-known/jwks.json");
+        Service::start_ready("command-api", |port| {
+            command_api_env(&command_api::Config {
+                listen_addr: on_port(port),
+                ..self.command_api_config(&jwks)
+            })
+        })
+        .await
     }
 
     /// The projector as a process with [`Deployment::projector_config`], ready.
@@ -327,27 +375,26 @@ impl Deployment {
     /// The projector as a process with `config` (its listen address is
     /// replaced by a free port), ready.
     pub async fn spawn_projector_process_with(&self, config: projector::Config) -> Service {
-        let port = free_port();
-        let config = projector::Config {
-            listen_addr: on_port(port),
-            ..config
-        };
-        let mut s = Service::start("projector", port, &projector_env(&config));
-        s.wait_ready().await;
-        s
+        Service::start_ready("projector", |port| {
+            projector_env(&projector::Config {
+                listen_addr: on_port(port),
+                ..config.clone()
+            })
+        })
+        .await
     }
 
     /// query-api as a process trusting `auth`'s JWKS, ready. Tokens from
     /// [`Deployment::token_for`] verify too: auth serves the same key.
     pub async fn spawn_query_api_process(&self, auth: &Service) -> Service {
-        let port = free_port();
-        let config = query_api::Config {
-            listen_addr: on_port(port),
-            ..self.query_api_config(&auth.url("/.well-known/jwks.json"))
-        };
-        let mut s = Service::start("query-api", port, &query_api_env(&config));
-        s.wait_ready().await;
-        s
+        let jwks = auth.url("/.well-known/jwks.json");
+        Service::start_ready("query-api", |port| {
+            query_api_env(&query_api::Config {
+                listen_addr: on_port(port),
+                ..self.query_api_config(&jwks)
+            })
+        })
+        .await
     }
 }
 
