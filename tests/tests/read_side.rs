@@ -1615,6 +1615,8 @@ async fn a_projector_killed_with_sigkill_mid_stream_and_restarted_ends_with_the_
     assert!(done > 0, "nothing applied before the kill");
     assert!(done < tasks.len(), "the kill came after the last task view");
 
+    // Same group: it resumes from the last committed offsets once the
+    // killed member's session has expired (session.timeout.ms, 10 s).
     projector.restart().await;
     rs.projector = Some(projector);
     rs.caught_up().await;
