@@ -146,6 +146,10 @@ share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 num.network.threads=1
 num.io.threads=2
+# After a SIGKILL the restarted broker waits for its dead incarnation's
+# session to expire before it is unfenced (9 s by default).
+broker.heartbeat.interval.ms=1000
+broker.session.timeout.ms=4000
 "
         );
         std::fs::write(self.dir.join("server.properties"), server).expect("server.properties");

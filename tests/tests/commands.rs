@@ -1887,6 +1887,10 @@ impl Writers {
         .await;
     }
 
+    fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     async fn finish(self) -> usize {
         self.stop.cancel();
         for h in self.handles {
@@ -2026,4 +2030,70 @@ async fn relay_process_sigkilled_mid_stream_and_restarted_loses_nothing() {
         published.len(),
         started.elapsed()
     );
+}
+
+/// The broker crashes (SIGKILL) while the relay publishes under continuous
+/// writes, and stays down longer than the producer's message timeout, so
+/// deliveries in flight and queued fail and the relay retries them round
+/// after round; after the restart every event is on the topic, in order per
+/// stream. About 55 s, so not part of the default run:
+/// `cargo test -p tests --test commands -- --ignored kafka_sigkilled`.
+#[tokio::test]
+#[ignore = "about 55 s (an outage longer than the producer's 30 s message timeout); run on demand"]
+async fn kafka_sigkilled_mid_stream_for_longer_than_the_message_timeout_loses_nothing() {
+    let started = Instant::now();
+    let mut broker = Broker::start().await;
+    let dep = Deployment::fresh().await;
+    let cmd = spawn_command_api_alone_at(&dep, &broker.bootstrap()).await;
+    let db = pool(&dep).await;
+    let token = dep.token_for(Uuid::now_v7(), events::Role::User);
+    let topic = events::topics::Topics::with_prefix(dep.topic_prefix.clone()).task_events();
+    let writers = Writers::start(8, &cmd.base, &token);
+    eventually("300 events published", Duration::from_secs(30), || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        (n - outbox_len(&db).await >= 300).then_some(())
+    })
+    .await;
+    broker.kill().await;
+    let killed = tokio::time::Instant::now();
+    let before = writers.accepted();
+    eventually(
+        "500 commands accepted while Kafka is down",
+        Duration::from_secs(60),
+        || async { (writers.accepted() >= before + 500).then_some(()) },
+    )
+    .await;
+    let accepted = writers.finish().await;
+    let timeout_ms: u64 = events::kafka::producer_config("unused")
+        .get("message.timeout.ms")
+        .and_then(|v| v.parse().ok())
+        .expect("the relay's producer sets message.timeout.ms");
+    // The outage's length is what is tested here: it must outlast the timeout.
+    tokio::time::sleep_until(killed + Duration::from_millis(timeout_ms + 5_000)).await;
+    let unpublished = outbox_len(&db).await;
+    broker.restart().await;
+    let stored = all_events(&db).await;
+    assert_eq!(stored.len(), accepted, "one event per accepted command");
+    let published = read_topic_at(
+        &broker.bootstrap(),
+        &topic,
+        distinct_events(stored.len()),
+        Duration::from_secs(2),
+        Duration::from_secs(90),
+    )
+    .await;
+    let duplicates = assert_published_at_least_once_in_order(&stored, &published);
+    eventually("outbox drained", Duration::from_secs(10), || async {
+        (outbox_len(&db).await == 0).then_some(())
+    })
+    .await;
+    eprintln!(
+        "kafka crash: {accepted} commands accepted, {unpublished} unpublished when it came back; \
+         {duplicates} duplicates; test took {:.1?}",
+        started.elapsed()
+    );
+    drop(cmd);
 }
