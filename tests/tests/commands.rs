@@ -1937,7 +1937,7 @@ async fn until_leading_and_published(service: &tests::process::Service, events: 
 /// over. Every event of the table is on the topic, in order per stream.
 #[tokio::test]
 async fn relay_process_sigkilled_mid_stream_and_restarted_loses_nothing() {
-    use tests::process::{command_api_env, free_port, Service};
+    use tests::process::{command_api_env, Service};
     let started = Instant::now();
     let dep = Deployment::fresh().await;
     let db = pool(&dep).await;
@@ -1948,19 +1948,17 @@ async fn relay_process_sigkilled_mid_stream_and_restarted_loses_nothing() {
         ..dep.clone()
     };
     let auth = keys_only.spawn_auth().await;
-    let command_api = |port: u16| {
-        let config = command_api::Config {
+    let jwks = auth.url("/.well-known/jwks.json");
+    let env = |port: u16| {
+        command_api_env(&command_api::Config {
             listen_addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-            ..dep.command_api_config(&auth.url("/.well-known/jwks.json"))
-        };
-        Service::start("command-api", port, &command_api_env(&config))
+            ..dep.command_api_config(&jwks)
+        })
     };
     // `a` starts first and takes the lock; `b` waits as the standby.
-    let mut a = command_api(free_port());
-    a.wait_ready().await;
+    let mut a = Service::start_ready("command-api", env).await;
     until_leading_and_published(&a, 0.0).await;
-    let mut b = command_api(free_port());
-    b.wait_ready().await;
+    let mut b = Service::start_ready("command-api", env).await;
     let token = dep.token_for(Uuid::now_v7(), events::Role::User);
     let writers = Writers::start(8, &b.base, &token);
 
