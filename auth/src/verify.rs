@@ -6,7 +6,7 @@
 //! instance signed with the public key as secret) and any other algorithm fail.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{FromRef, FromRequestParts};
@@ -71,6 +71,10 @@ struct Inner {
     leeway: u64,
     keys: RwLock<HashMap<String, DecodingKey>>,
     last_refresh: RwLock<Option<Instant>>,
+    /// Tokens that passed every check, keyed by the whole token, so a
+    /// client's repeated requests pay for the signature check once. `exp`
+    /// is checked again on every hit; a key change empties it.
+    verified: Mutex<HashMap<Box<str>, Claims>>,
 }
 
 /// Verifies access tokens; cheap to clone.
@@ -80,6 +84,10 @@ pub struct TokenVerifier(Arc<Inner>);
 /// Re-fetches on unknown `kid` at most this often, so forged kids cannot
 /// turn the APIs into a JWKS request amplifier.
 const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Verified tokens remembered at most; when full the memory is emptied
+/// (simple, bounded, and one signature check per token is all it costs).
+pub const VERIFIED_TOKENS_CACHED: usize = 10_000;
 
 fn decoding_keys(jwks: &Jwks) -> Result<HashMap<String, DecodingKey>, VerifierError> {
     let mut keys = HashMap::new();
@@ -147,11 +155,41 @@ impl TokenVerifier {
             leeway: 30,
             keys: RwLock::new(keys),
             last_refresh: RwLock::new(None),
+            verified: Mutex::new(HashMap::new()),
         }))
     }
 
     /// Verifies signature (EdDSA only), `iss`, `aud`, `exp` (30 s leeway).
     pub async fn verify(&self, token: &str) -> Result<Claims, Problem> {
+        if let Some(claims) = self.remembered(token) {
+            return Ok(claims);
+        }
+        let claims = self.check(token).await?;
+        let mut verified = self.verified();
+        if verified.len() >= VERIFIED_TOKENS_CACHED {
+            verified.clear();
+        }
+        verified.insert(token.into(), claims.clone());
+        Ok(claims)
+    }
+
+    /// A token verified before that has not expired since.
+    fn remembered(&self, token: &str) -> Option<Claims> {
+        let mut verified = self.verified();
+        let claims = verified.get(token)?;
+        if claims.exp + self.0.leeway as i64 > chrono::Utc::now().timestamp() {
+            return Some(claims.clone());
+        }
+        verified.remove(token);
+        None
+    }
+
+    fn verified(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Claims>> {
+        // A panic while holding it leaves a map that is still consistent.
+        self.0.verified.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn check(&self, token: &str) -> Result<Claims, Problem> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| Problem::unauthorized("malformed access token"))?;
         if header.alg != Algorithm::EdDSA {
@@ -200,7 +238,11 @@ impl TokenVerifier {
         }
         *self.0.last_refresh.write().await = Some(Instant::now());
         match fetch(client, url).await {
-            Ok(keys) => *self.0.keys.write().await = keys,
+            Ok(keys) => {
+                *self.0.keys.write().await = keys;
+                // A token signed by a key that is gone must fail from now on.
+                self.verified().clear();
+            }
             Err(e) => tracing::warn!(error = %e, "JWKS refresh failed; keeping the known keys"),
         }
     }
@@ -276,5 +318,55 @@ where
             return Err(Problem::forbidden("this needs the admin role"));
         }
         Ok(AdminUser(user))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::SigningKeys;
+    use crate::tokens::{issue, AccessTokenRequest};
+
+    fn token(keys: &SigningKeys, ttl_seconds: i64) -> String {
+        issue(
+            keys,
+            &AccessTokenRequest {
+                user_id: Uuid::now_v7(),
+                email: "someone@example.test",
+                role: Role::User,
+                issuer: "iss",
+                audience: "aud",
+                ttl: chrono::Duration::seconds(ttl_seconds),
+            },
+        )
+        .expect("sign")
+        .0
+    }
+
+    #[tokio::test]
+    async fn a_remembered_token_still_expires() {
+        let keys = SigningKeys::generate();
+        let verifier = TokenVerifier::from_jwks(&keys.jwks(), "iss", "aud").expect("verifier");
+        // Valid for about one more second: exp is 29 s ago, the leeway 30 s.
+        let t = token(&keys, -29);
+        let first = verifier.verify(&t).await.expect("valid at first");
+        assert_eq!(verifier.verify(&t).await.expect("remembered"), first);
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        let err = verifier.verify(&t).await.expect_err("expired by now");
+        assert!(err.detail.contains("expired"), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn remembering_a_token_accepts_no_other_string() {
+        let keys = SigningKeys::generate();
+        let verifier = TokenVerifier::from_jwks(&keys.jwks(), "iss", "aud").expect("verifier");
+        let t = token(&keys, 600);
+        verifier.verify(&t).await.expect("valid");
+        let mut tampered = t.clone();
+        tampered.pop();
+        assert!(verifier.verify(&tampered).await.is_err());
+        let other_keys = SigningKeys::generate();
+        assert!(verifier.verify(&token(&other_keys, 600)).await.is_err());
+        assert!(verifier.verify(&t).await.is_ok());
     }
 }

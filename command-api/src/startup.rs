@@ -20,7 +20,7 @@ use crate::idempotency;
 pub const POOL_SIZE: u32 = 20;
 /// Postgres connections of the outbox relay (it also holds its lock and
 /// listener connections).
-pub const RELAY_POOL_SIZE: u32 = 2;
+pub const RELAY_POOL_SIZE: u32 = 3;
 
 #[derive(Clone)]
 pub struct AppState {

@@ -2095,3 +2095,61 @@ async fn kafka_sigkilled_mid_stream_for_longer_than_the_message_timeout_loses_no
     );
     drop(cmd);
 }
+
+/// The outbox takes an insert and a delete per event; the publishing relay
+/// vacuums it itself (`VACUUM_AFTER_DELETES`), since autovacuum alone let
+/// dead rows pile up until every fetch read them all. The delete of one
+/// round's rows overlaps the next round, which must never publish them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_relay_vacuums_the_outbox_it_empties_and_publishes_each_event_once() {
+    let dep = Deployment::fresh().await;
+    let db = pool(&dep).await;
+    let _cmd = spawn_command_api_alone(&dep).await;
+    let owner = Uuid::now_v7();
+    let n = events::relay::VACUUM_AFTER_DELETES + 1_000;
+    for chunk in 0..n.div_ceil(500) {
+        let mut tx = db.begin().await.unwrap();
+        for i in chunk * 500..((chunk + 1) * 500).min(n) {
+            store::append(
+                &mut tx,
+                Uuid::now_v7(),
+                ExpectedVersion::Exact(0),
+                &[task_created(owner, &format!("bulk {i}"))],
+                meta(owner),
+            )
+            .await
+            .unwrap();
+        }
+        tx.commit().await.unwrap();
+    }
+    eventually("the outbox to drain", Duration::from_secs(60), || async {
+        (outbox_len(&db).await == 0).then_some(())
+    })
+    .await;
+    // Cumulative statistics reach the view within about a second.
+    eventually(
+        "a vacuum of event_outbox by the relay",
+        Duration::from_secs(20),
+        || async {
+            let manual: i64 = sqlx::query_scalar(
+                "SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'event_outbox'",
+            )
+            .fetch_one(&db)
+            .await
+            .unwrap();
+            (manual >= 1).then_some(())
+        },
+    )
+    .await;
+    let stored = all_events(&db).await;
+    assert_eq!(stored.len(), n);
+    let topic = events::topics::Topics::with_prefix(dep.topic_prefix.clone()).task_events();
+    let published = read_topic(
+        &topic,
+        |p| p.len() >= n,
+        Duration::from_secs(1),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_published_once_in_order(&stored, &published);
+}
