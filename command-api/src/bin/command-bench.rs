@@ -4,7 +4,11 @@
 //! prefix on the local servers, then measures:
 //! 1. create-task commands per second over HTTP at each concurrency, p50/p99;
 //! 2. raw Postgres single-row-insert transactions per second through sqlx
-//!    with the service's pool size and the same concurrency (the ceiling);
+//!    with the service's pool size and the same concurrency (the ceiling),
+//!    both as `BEGIN; INSERT; COMMIT` and as a lone autocommit `INSERT`
+//!    (what a create without an idempotency key is: one statement);
+//!    the three loads take turns in short slices, so that a change in the
+//!    machine's other load falls on all of them alike;
 //! 3. publication lag p50/p99 with commands paced at half the peak rate:
 //!    from the client receiving the 201 (after the commit) to the event's
 //!    arrival at a Kafka consumer, and, as an upper bound that includes
@@ -21,6 +25,9 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use sqlx::Connection;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+/// Turns each load takes per concurrency (each `seconds / SLICES` long).
+const SLICES: u32 = 5;
 
 #[derive(Parser, Debug)]
 #[command(about = "taskstream command-side benchmark")]
@@ -102,8 +109,8 @@ async fn main() -> anyhow::Result<()> {
         .await?;
 
     let mut peak: f64 = 0.0;
-    println!("| clients | create/s (HTTP) | p50 ms | p99 ms | raw insert tx/s | ratio |");
-    println!("| ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!("| clients | create/s (HTTP) | p50 ms | p99 ms | raw tx/s (BEGIN, INSERT, COMMIT) | ratio | raw autocommit INSERT/s | ratio |");
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for &c in &args.concurrency {
         // Warm up connections and caches.
         http_load(
@@ -116,14 +123,24 @@ async fn main() -> anyhow::Result<()> {
             None,
         )
         .await;
-        let (http_rate, lat) = http_load(&client, &base, &token, c, duration, None, None).await;
-        let raw_rate = raw_inserts(&raw_pool, c, duration).await;
+        let slice = duration / SLICES;
+        let (mut http_rate, mut tx_rate, mut single_rate) = (0.0, 0.0, 0.0);
+        let mut lat = Vec::new();
+        for _ in 0..SLICES {
+            let (rate, l) = http_load(&client, &base, &token, c, slice, None, None).await;
+            http_rate += rate / SLICES as f64;
+            lat.extend(l);
+            tx_rate += raw_inserts(&raw_pool, c, slice, true).await / SLICES as f64;
+            single_rate += raw_inserts(&raw_pool, c, slice, false).await / SLICES as f64;
+        }
+        lat.sort_by(f64::total_cmp);
         peak = peak.max(http_rate);
         println!(
-            "| {c} | {http_rate:.0} | {:.1} | {:.1} | {raw_rate:.0} | {:.2} |",
+            "| {c} | {http_rate:.0} | {:.1} | {:.1} | {tx_rate:.0} | {:.2} | {single_rate:.0} | {:.2} |",
             pct(&lat, 0.50),
             pct(&lat, 0.99),
-            http_rate / raw_rate
+            http_rate / tx_rate,
+            http_rate / single_rate,
         );
     }
 
@@ -218,6 +235,8 @@ async fn main() -> anyhow::Result<()> {
                 || l.starts_with("relay_round_phase_seconds_count")
                 || l.starts_with("relay_batch_size_sum")
                 || l.starts_with("relay_batch_size_count")
+                || l.starts_with("relay_vacuum_seconds_sum")
+                || l.starts_with("relay_vacuum_seconds_count")
         })
         .collect();
     println!();
@@ -336,25 +355,34 @@ async fn http_load(
     (lat.len() as f64 / elapsed, lat)
 }
 
-/// `clients` loops of one-row INSERT transactions for `duration`; returns tx/s.
-async fn raw_inserts(pool: &sqlx::PgPool, clients: usize, duration: Duration) -> f64 {
+/// `clients` loops of one-row INSERT transactions for `duration`, inside
+/// `BEGIN`/`COMMIT` or (`explicit_tx` false) autocommit; returns tx/s.
+async fn raw_inserts(
+    pool: &sqlx::PgPool,
+    clients: usize,
+    duration: Duration,
+    explicit_tx: bool,
+) -> f64 {
     let start = Instant::now();
     let workers = (0..clients).map(|_| {
         let pool = pool.clone();
         async move {
             let mut n = 0u64;
             while start.elapsed() < duration {
-                let ok = async {
-                    let mut tx = pool.begin().await?;
-                    sqlx::query("INSERT INTO bench_rows (id, body) VALUES ($1, $2)")
-                        .bind(Uuid::now_v7())
-                        .bind(serde_json::json!({"title": "bench", "tags": ["bench"]}))
-                        .execute(&mut *tx)
-                        .await?;
-                    tx.commit().await
-                }
-                .await
-                .is_ok();
+                let insert = sqlx::query("INSERT INTO bench_rows (id, body) VALUES ($1, $2)")
+                    .bind(Uuid::now_v7())
+                    .bind(serde_json::json!({"title": "bench", "tags": ["bench"]}));
+                let ok = if explicit_tx {
+                    async {
+                        let mut tx = pool.begin().await?;
+                        insert.execute(&mut *tx).await?;
+                        tx.commit().await
+                    }
+                    .await
+                    .is_ok()
+                } else {
+                    insert.execute(&pool).await.is_ok()
+                };
                 if ok {
                     n += 1;
                 }
