@@ -2034,10 +2034,8 @@ async fn relay_process_sigkilled_mid_stream_and_restarted_loses_nothing() {
 /// writes, and stays down longer than the producer's message timeout, so
 /// deliveries in flight and queued fail and the relay retries them round
 /// after round; after the restart every event is on the topic, in order per
-/// stream. About 55 s, so not part of the default run:
-/// `cargo test -p tests --test commands -- --ignored kafka_sigkilled`.
+/// stream. About 50 s, most of it the outage, while other tests run.
 #[tokio::test]
-#[ignore = "about 55 s (an outage longer than the producer's 30 s message timeout); run on demand"]
 async fn kafka_sigkilled_mid_stream_for_longer_than_the_message_timeout_loses_nothing() {
     let started = Instant::now();
     let mut broker = Broker::start().await;
