@@ -1389,6 +1389,34 @@ fn assert_published_at_least_once_in_order(
 
 /// `enough` for [`read_topic`]: at least `n` distinct events (duplicates
 /// do not count).
+/// After an outage of the test's own `broker`: every stored event reaches
+/// its topic in per-stream order (reading lingers `linger` after the last
+/// one arrived, up to `timeout`), and the outbox empties. Returns how many
+/// messages were duplicates.
+async fn assert_all_on_topic_and_outbox_drained(
+    broker: &Broker,
+    topic: &str,
+    stored: &[EventEnvelope],
+    db: &PgPool,
+    linger: Duration,
+    timeout: Duration,
+) -> usize {
+    let published = read_topic_at(
+        &broker.bootstrap(),
+        topic,
+        distinct_events(stored.len()),
+        linger,
+        timeout,
+    )
+    .await;
+    let duplicates = assert_published_at_least_once_in_order(stored, &published);
+    eventually("outbox drained", Duration::from_secs(10), || async {
+        (outbox_len(db).await == 0).then_some(())
+    })
+    .await;
+    duplicates
+}
+
 fn distinct_events(n: usize) -> impl Fn(&[Published]) -> bool {
     move |p| {
         p.iter()
@@ -1776,18 +1804,14 @@ async fn kafka_stopped_while_500_commands_are_accepted_then_restarted_every_even
 
     broker.restart().await;
     let down_for = outage.elapsed();
-    let published = read_topic_at(
-        &broker.bootstrap(),
+    let duplicates = assert_all_on_topic_and_outbox_drained(
+        &broker,
         &topic,
-        distinct_events(stored.len()),
+        &stored,
+        &db,
         Duration::from_secs(1),
         Duration::from_secs(60),
     )
-    .await;
-    let duplicates = assert_published_at_least_once_in_order(&stored, &published);
-    eventually("outbox drained", Duration::from_secs(10), || async {
-        (outbox_len(&db).await == 0).then_some(())
-    })
     .await;
     eprintln!(
         "kafka outage: 500 commands accepted in {accepted_in:.1?}, broker down for {down_for:.1?}; \
@@ -2073,18 +2097,14 @@ async fn kafka_sigkilled_mid_stream_for_longer_than_the_message_timeout_loses_no
     broker.restart().await;
     let stored = all_events(&db).await;
     assert_eq!(stored.len(), accepted, "one event per accepted command");
-    let published = read_topic_at(
-        &broker.bootstrap(),
+    let duplicates = assert_all_on_topic_and_outbox_drained(
+        &broker,
         &topic,
-        distinct_events(stored.len()),
+        &stored,
+        &db,
         Duration::from_secs(2),
         Duration::from_secs(90),
     )
-    .await;
-    let duplicates = assert_published_at_least_once_in_order(&stored, &published);
-    eventually("outbox drained", Duration::from_secs(10), || async {
-        (outbox_len(&db).await == 0).then_some(())
-    })
     .await;
     eprintln!(
         "kafka crash: {accepted} commands accepted, {unpublished} unpublished when it came back; \
