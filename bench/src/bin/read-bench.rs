@@ -173,9 +173,10 @@ async fn projector_backlog(args: &Args) -> anyhow::Result<()> {
 
     // The same work: both databases must hold the same documents.
     let projected = connect(&d.mongodb_database).await?;
-    let same_views = all::<TaskView>(&projected).await? == all::<TaskView>(&raw_db).await?;
+    let views = all::<TaskView>(&projected).await?;
+    let documents = views.len();
+    let same_views = views == all::<TaskView>(&raw_db).await?;
     let same_facts = all::<TaskFacts>(&projected).await? == all::<TaskFacts>(&raw_db).await?;
-    let documents = all::<TaskView>(&projected).await?.len();
     anyhow::ensure!(
         same_views && same_facts,
         "the projector's and the raw driver's views differ (task_views same: {same_views}, task_facts same: {same_facts})"
