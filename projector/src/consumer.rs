@@ -21,7 +21,8 @@
 //! (`<topic>/<partition>/<offset>`, which also tells the rare poisoned user
 //! event apart), and the partition moves on.
 
-use std::collections::HashMap;
+use std::any::Any;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -162,6 +163,57 @@ impl Collections {
 pub struct ViewWriter {
     pub(crate) db: Database,
     pub(crate) collections: Collections,
+    remembered: Arc<Remembered>,
+}
+
+/// Views remembered per collection at most; when full, that collection's
+/// memory is emptied (bounded, and a miss costs one read).
+pub const VIEWS_REMEMBERED: usize = 50_000;
+
+/// The views this writer last wrote or read, by collection and id, so a
+/// batch folds onto them without reading them back. Only a shortcut: every
+/// write is still guarded by the version it folded onto, and a stream whose
+/// guard fails is read from MongoDB again. So another writer (a second
+/// projector after a rebalance, a rebuild's swap) costs a re-read, never
+/// a wrong view.
+#[derive(Default)]
+struct Remembered(std::sync::Mutex<ByCollection>);
+
+/// Collection name → view id → the view (a `V: View` of that collection).
+type ByCollection = HashMap<String, HashMap<String, Box<dyn Any + Send>>>;
+
+impl Remembered {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ByCollection> {
+        // A panic while holding it leaves entries that are each whole.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn get<V: View>(&self, collection: &str, id: &str) -> Option<V> {
+        self.lock()
+            .get(collection)?
+            .get(id)?
+            .downcast_ref::<V>()
+            .cloned()
+    }
+
+    fn put<V: View>(&self, collection: &str, views: impl IntoIterator<Item = V>) {
+        let mut all = self.lock();
+        let known = all.entry(collection.to_owned()).or_default();
+        for view in views {
+            if known.len() >= VIEWS_REMEMBERED {
+                known.clear();
+            }
+            known.insert(view.id().to_owned(), Box::new(view));
+        }
+    }
+
+    fn forget(&self, collection: &str, ids: impl IntoIterator<Item = String>) {
+        if let Some(known) = self.lock().get_mut(collection) {
+            for id in ids {
+                known.remove(&id);
+            }
+        }
+    }
 }
 
 /// What one stream's events did in a batch.
@@ -415,7 +467,11 @@ impl Projector {
 
 impl ViewWriter {
     pub fn new(db: Database, collections: Collections) -> Self {
-        ViewWriter { db, collections }
+        ViewWriter {
+            db,
+            collections,
+            remembered: Arc::default(),
+        }
     }
 
     /// Folds a batch of task and user events (each with its index in the
@@ -460,8 +516,11 @@ impl ViewWriter {
 
     /// Folds each stream's events into its view and writes the changed
     /// views in one bulk round trip, each guarded by the version it was
-    /// read at. A guard that fails (another writer moved the view) re-reads
-    /// and re-folds just those streams.
+    /// folded onto. The starting views come from memory ([`Remembered`]),
+    /// or are taken to be absent for a stream whose events start at its
+    /// first version, or are read. A guard that fails (another writer moved
+    /// the view, or a redelivered stream did exist) re-reads and re-folds
+    /// just those streams.
     async fn project<V: View>(
         &self,
         collection: &str,
@@ -479,25 +538,57 @@ impl ViewWriter {
         let collection = self.db.collection::<V>(collection);
         let namespace = collection.namespace();
         let mut done = Vec::new();
+        // Streams whose guard failed: their views are read, not recalled.
+        let mut read_again: HashSet<Uuid> = HashSet::new();
         const ATTEMPTS: usize = 5;
         for _ in 0..ATTEMPTS {
             if pending.is_empty() {
                 return Ok(done);
             }
-            let ids: Vec<String> = pending.keys().map(Uuid::to_string).collect();
-            let mut current: HashMap<String, V> = HashMap::with_capacity(ids.len());
-            let mut cursor = collection.find(doc! { "_id": { "$in": &ids } }).await?;
-            while let Some(view) = cursor.try_next().await? {
-                current.insert(view.id().to_owned(), view);
+            let mut current: HashMap<String, V> = HashMap::with_capacity(pending.len());
+            let mut ids = Vec::new();
+            let mut recalled: HashSet<Uuid> = HashSet::new();
+            for (stream_id, stream) in &pending {
+                let id = stream_id.to_string();
+                if !read_again.contains(stream_id) {
+                    if let Some(view) = self.remembered.get::<V>(collection.name(), &id) {
+                        current.insert(id, view);
+                        recalled.insert(*stream_id);
+                        continue;
+                    }
+                    if stream.first().is_some_and(|(_, env)| env.version == 1) {
+                        recalled.insert(*stream_id);
+                        continue;
+                    }
+                }
+                ids.push(id);
             }
+            if !ids.is_empty() {
+                let mut cursor = collection.find(doc! { "_id": { "$in": &ids } }).await?;
+                let mut read = Vec::with_capacity(ids.len());
+                while let Some(view) = cursor.try_next().await? {
+                    current.insert(view.id().to_owned(), view.clone());
+                    read.push(view);
+                }
+                self.remembered.put(collection.name(), read);
+            }
+            let mut written = Vec::new();
             let mut writes = Vec::new();
             let mut outcomes: Vec<(Uuid, StreamOutcome)> = Vec::new();
+            // A gap over a recalled start may only mean that another writer
+            // moved the view: read it and fold again before calling it a gap.
+            let mut stale: Vec<Uuid> = Vec::new();
             for (stream_id, stream) in &pending {
                 let start = current.get(&stream_id.to_string());
                 let (view, outcome) = fold(start, stream);
+                if outcome.gaps > 0 && recalled.contains(stream_id) {
+                    stale.push(*stream_id);
+                    continue;
+                }
                 let start_version = start.map(View::version).unwrap_or(0);
                 if let Some(view) = view.filter(|v| v.version() > start_version) {
                     let replacement = bson::to_document(&view)?;
+                    written.push((*stream_id, view));
                     writes.push((
                         *stream_id,
                         ReplaceOneModel::builder()
@@ -510,7 +601,18 @@ impl ViewWriter {
                 }
                 outcomes.push((*stream_id, outcome));
             }
-            let conflicts = self.write(&writes).await?;
+            let mut conflicts = self.write(&writes).await?;
+            conflicts.extend(stale);
+            self.remembered
+                .forget(collection.name(), conflicts.iter().map(Uuid::to_string));
+            read_again.extend(conflicts.iter().copied());
+            self.remembered.put(
+                collection.name(),
+                written
+                    .into_iter()
+                    .filter(|(id, _)| !conflicts.contains(id))
+                    .map(|(_, view)| view),
+            );
             for (stream_id, outcome) in outcomes {
                 if !conflicts.contains(&stream_id) {
                     pending.remove(&stream_id);
