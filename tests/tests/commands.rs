@@ -1293,19 +1293,8 @@ fn assert_published_once_in_order(stored: &[EventEnvelope], published: &[Publish
         );
     }
     assert_eq!(published.len(), stored.len());
-    // Per stream: one partition, offsets increase with versions 1, 2, 3...
-    let mut streams: HashMap<Uuid, Vec<&Published>> = HashMap::new();
-    for p in published {
-        streams.entry(p.envelope.stream_id).or_default().push(p);
-    }
-    for (stream, mut msgs) in streams {
-        let partitions: HashSet<i32> = msgs.iter().map(|p| p.partition).collect();
-        assert_eq!(
-            partitions.len(),
-            1,
-            "stream {stream} spread over {partitions:?}"
-        );
-        msgs.sort_by_key(|p| p.offset);
+    // Per stream: offsets increase with versions 1, 2, 3...
+    for (stream, msgs) in by_stream_in_offset_order(published) {
         let versions: Vec<u64> = msgs.iter().map(|p| p.envelope.version).collect();
         assert_eq!(
             versions,
@@ -1313,6 +1302,25 @@ fn assert_published_once_in_order(stored: &[EventEnvelope], published: &[Publish
             "stream {stream}"
         );
     }
+}
+
+/// The messages of each stream in offset order; each stream must sit on
+/// one partition (the key is the stream id), or offsets would not order it.
+fn by_stream_in_offset_order(published: &[Published]) -> HashMap<Uuid, Vec<&Published>> {
+    let mut streams: HashMap<Uuid, Vec<&Published>> = HashMap::new();
+    for p in published {
+        streams.entry(p.envelope.stream_id).or_default().push(p);
+    }
+    for (stream, msgs) in &mut streams {
+        let partitions: HashSet<i32> = msgs.iter().map(|p| p.partition).collect();
+        assert_eq!(
+            partitions.len(),
+            1,
+            "stream {stream} spread over {partitions:?}"
+        );
+        msgs.sort_by_key(|p| p.offset);
+    }
+    streams
 }
 
 /// At-least-once in per-stream order, as the relay promises: every event of
@@ -1354,18 +1362,7 @@ fn assert_published_at_least_once_in_order(
         let v = last_version.entry(e.stream_id).or_default();
         *v = (*v).max(e.version);
     }
-    let mut by_stream: HashMap<Uuid, Vec<&Published>> = HashMap::new();
-    for p in published {
-        by_stream.entry(p.envelope.stream_id).or_default().push(p);
-    }
-    for (stream, mut msgs) in by_stream {
-        let partitions: HashSet<i32> = msgs.iter().map(|p| p.partition).collect();
-        assert_eq!(
-            partitions.len(),
-            1,
-            "stream {stream} spread over {partitions:?}"
-        );
-        msgs.sort_by_key(|p| p.offset);
+    for (stream, msgs) in by_stream_in_offset_order(published) {
         let mut applied = 0;
         for m in &msgs {
             if m.envelope.version <= applied {
@@ -1387,8 +1384,6 @@ fn assert_published_at_least_once_in_order(
     published.len() - ids.len()
 }
 
-/// `enough` for [`read_topic`]: at least `n` distinct events (duplicates
-/// do not count).
 /// After an outage of the test's own `broker`: every stored event reaches
 /// its topic in per-stream order (reading lingers `linger` after the last
 /// one arrived, up to `timeout`), and the outbox empties. Returns how many
@@ -1417,6 +1412,8 @@ async fn assert_all_on_topic_and_outbox_drained(
     duplicates
 }
 
+/// `enough` for [`read_topic`]: at least `n` distinct events (duplicates
+/// do not count).
 fn distinct_events(n: usize) -> impl Fn(&[Published]) -> bool {
     move |p| {
         p.iter()
