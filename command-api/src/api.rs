@@ -12,6 +12,7 @@ use events::{Priority, StreamVersion, TaskStatus};
 use serde::{Deserialize, Deserializer, Serialize};
 use service::http::Path;
 use service::json::{Json, BODY_LIMIT};
+use service::time::Instant;
 use service::{FieldError, Problem};
 use sha2::{Digest, Sha256};
 use utoipa::{OpenApi, ToSchema};
@@ -46,9 +47,10 @@ pub struct CreateTaskRequest {
     /// Default `medium`.
     #[serde(default)]
     pub priority: Option<Priority>,
-    /// RFC 3339, or null for none.
+    /// RFC 3339 within the years 1 to 9999 (UTC), or null for none.
     #[serde(default)]
-    pub due_at: Option<DateTime<Utc>>,
+    #[schema(value_type = Option<DateTime<Utc>>)]
+    pub due_at: Option<Instant>,
     /// Up to 20 tags of 1 to 40 characters; duplicates are dropped.
     #[serde(default)]
     #[schema(max_items = 20)]
@@ -71,7 +73,7 @@ pub struct UpdateTaskRequest {
     pub priority: Option<Option<Priority>>,
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<DateTime<Utc>>, nullable)]
-    pub due_at: Option<Option<DateTime<Utc>>>,
+    pub due_at: Option<Option<Instant>>,
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<Vec<String>>, nullable, max_items = 20)]
     pub tags: Option<Option<Vec<String>>>,
@@ -166,7 +168,7 @@ impl CreateTaskRequest {
                     title,
                     description,
                     priority: self.priority.unwrap_or_default(),
-                    due_at: self.due_at,
+                    due_at: self.due_at.map(Into::into),
                     tags,
                 }))
             }
@@ -196,7 +198,7 @@ impl UpdateTaskRequest {
             Some(None) => errors.push(FieldError::new("/priority", "must not be null")),
             Some(Some(p)) => update.priority = Some(p),
         }
-        update.due_at = self.due_at;
+        update.due_at = self.due_at.map(|d| d.map(Into::into));
         if let Some(t) = self.tags {
             update.tags = validate_tags(t.as_deref().unwrap_or(&[]), &mut errors);
         }
@@ -224,15 +226,8 @@ where
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let (parts, body) = req.into_parts();
-        let bytes = Bytes::from_request(Request::from_parts(parts.clone(), body), state)
-            .await
-            .map_err(|rejection| {
-                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    Problem::payload_too_large(BODY_LIMIT)
-                } else {
-                    Problem::bad_request(format!("could not read the request body: {rejection}"))
-                }
-            })?;
+        let bytes =
+            service::json::read_body(Request::from_parts(parts.clone(), body), state).await?;
         let sha256: [u8; 32] = Sha256::digest(&bytes).into();
         let Json(value) =
             Json::<T>::from_request(Request::from_parts(parts, Body::from(bytes)), state).await?;
@@ -400,6 +395,10 @@ impl From<WriteError> for Problem {
                 "concurrent-modification",
                 "the task kept changing while this write was decided; retry",
             ),
+            WriteError::Unavailable(e) => {
+                tracing::warn!(error = %e, "command refused: the event store is unavailable");
+                Problem::dependency_down("the event store")
+            }
             WriteError::Internal(e) => {
                 tracing::error!(error = format!("{e:#}"), "command failed");
                 Problem::internal()

@@ -3,6 +3,10 @@
 use std::net::SocketAddr;
 
 use service::config::{env_or, ConfigError};
+use service::http::Limits;
+use service::rate_limit::Quota;
+
+use crate::write_limit;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -20,6 +24,11 @@ pub struct Config {
     pub jwt_issuer: String,
     /// `COMMAND_API_JWT_AUDIENCE`, default `taskstream`.
     pub jwt_audience: String,
+    /// `COMMAND_API_WRITES_PER_MINUTE` (default 600) and
+    /// `COMMAND_API_WRITE_BURST` (default 100): each user's write budget.
+    pub write_quota: Quota,
+    /// `COMMAND_API_HTTP_*`: connection and body timeouts, connection cap.
+    pub http: Limits,
 }
 
 impl Config {
@@ -47,6 +56,17 @@ impl Config {
                 "COMMAND_API_JWT_AUDIENCE",
                 auth::config::DEFAULT_AUDIENCE.to_owned(),
             )?,
+            write_quota: Quota {
+                per_minute: env_or(
+                    "COMMAND_API_WRITES_PER_MINUTE",
+                    write_limit::default_quota().per_minute,
+                )?,
+                burst: env_or(
+                    "COMMAND_API_WRITE_BURST",
+                    write_limit::default_quota().burst,
+                )?,
+            },
+            http: Limits::from_env("COMMAND_API")?,
         })
     }
 }

@@ -6,6 +6,7 @@ pub mod domain;
 pub mod idempotency;
 pub mod startup;
 pub mod tasks;
+pub mod write_limit;
 
 pub use config::Config;
 pub use startup::Application;

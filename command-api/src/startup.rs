@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api;
 use crate::config::Config;
 use crate::idempotency;
+use crate::write_limit::{self, WriteLimiter};
 
 /// Postgres connections of the request path per command-api process.
 pub const POOL_SIZE: u32 = 20;
@@ -26,6 +27,7 @@ pub const RELAY_POOL_SIZE: u32 = 3;
 pub struct AppState {
     pub pool: PgPool,
     pub verifier: TokenVerifier,
+    pub write_limiter: WriteLimiter,
 }
 
 impl FromRef<AppState> for TokenVerifier {
@@ -37,6 +39,8 @@ impl FromRef<AppState> for TokenVerifier {
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    http_limits: service::http::Limits,
+    write_limiter: WriteLimiter,
     relay: OutboxRelay,
     cleanup_pool: PgPool,
 }
@@ -74,16 +78,27 @@ impl Application {
         let listener = service::http::bind(config.listen_addr).await?;
         let readiness = readiness(&pool, &config.kafka_brokers);
         let cleanup_pool = pool.clone();
-        let state = AppState { pool, verifier };
+        let write_limiter = write_limit::limiter(config.write_quota);
+        let state = AppState {
+            pool,
+            verifier,
+            write_limiter: write_limiter.clone(),
+        };
         let (tasks, openapi) = api::routes(readiness);
         let router = service::http::finish(
             Router::from(tasks)
+                .route_layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    write_limit::limit_writes,
+                ))
                 .merge(service::openapi::routes(openapi))
                 .with_state(state),
         );
         Ok(Application {
             listener,
             router,
+            http_limits: config.http.clone(),
+            write_limiter,
             relay,
             cleanup_pool,
         })
@@ -100,7 +115,15 @@ impl Application {
             self.cleanup_pool,
             shutdown.clone(),
         ));
-        let served = service::http::serve(self.listener, self.router, shutdown.clone()).await;
+        self.write_limiter
+            .prune_every(std::time::Duration::from_secs(30), shutdown.clone());
+        let served = service::http::serve_with(
+            self.listener,
+            self.router,
+            shutdown.clone(),
+            self.http_limits,
+        )
+        .await;
         shutdown.cancel();
         let _ = relay.await;
         let _ = cleanup.await;

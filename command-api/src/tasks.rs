@@ -103,13 +103,19 @@ pub enum WriteError {
     IdempotencyKeyReused,
     #[error("the task kept changing concurrently; retry")]
     Contended,
+    #[error("the event store is unavailable: {0}")]
+    Unavailable(sqlx::Error),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
 
 impl From<sqlx::Error> for WriteError {
     fn from(e: sqlx::Error) -> Self {
-        WriteError::Internal(e.into())
+        if store::is_unavailable(&e) {
+            WriteError::Unavailable(e)
+        } else {
+            WriteError::Internal(e.into())
+        }
     }
 }
 

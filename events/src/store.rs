@@ -224,7 +224,9 @@ pub async fn load_stream<'e>(
 pub async fn connect_and_migrate(url: &str, max_connections: u32) -> Result<sqlx::PgPool, String> {
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(max_connections)
-        .acquire_timeout(std::time::Duration::from_secs(5))
+        // While Postgres is down, a request waits this long for a connection
+        // before it is answered 503: short, so clients hear it promptly.
+        .acquire_timeout(std::time::Duration::from_secs(2))
         .connect(url)
         .await
         .map_err(|e| format!("postgres: cannot connect: {e}"))?;
@@ -233,6 +235,25 @@ pub async fn connect_and_migrate(url: &str, max_connections: u32) -> Result<sqlx
         .await
         .map_err(|e| format!("postgres: migrations failed: {e}"))?;
     Ok(pool)
+}
+
+/// True when `e` says Postgres cannot be reached or is shutting down, as
+/// opposed to a query that failed on its own: the caller should answer 503
+/// and let the client retry, not 500.
+pub fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        // Class 08 (connection exception) and 57P01-57P03 (the server is
+        // shutting down, or not yet accepting connections).
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03")),
+        _ => false,
+    }
 }
 
 /// A real round trip, for readiness checks.

@@ -87,6 +87,15 @@ pub struct ThroughputParams {
 }
 
 fn parse_time(name: &str, value: &str, end_of_day: bool) -> Result<DateTime<Utc>, FieldError> {
+    let t = parse_time_unchecked(name, value, end_of_day)?;
+    service::time::storable(t).map_err(|e| FieldError::new(name, e))
+}
+
+fn parse_time_unchecked(
+    name: &str,
+    value: &str,
+    end_of_day: bool,
+) -> Result<DateTime<Utc>, FieldError> {
     if let Ok(t) = DateTime::parse_from_rfc3339(value) {
         return Ok(t.with_timezone(&Utc));
     }
@@ -458,9 +467,8 @@ async fn load(state: &AppState, scope: Scope) -> Result<Vec<TaskFacts>, Problem>
     cursor.try_collect().await.map_err(internal)
 }
 
-fn internal(e: impl std::fmt::Display) -> Problem {
-    tracing::error!(error = %e, "reading the analytics projection failed");
-    Problem::internal()
+fn internal(e: mongodb::error::Error) -> Problem {
+    crate::storage_error::mongo("reading the analytics projection failed", &e)
 }
 
 fn pairs(uri: &Uri) -> Result<Vec<(String, String)>, Problem> {

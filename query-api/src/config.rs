@@ -4,9 +4,15 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use service::config::{env_or, ConfigError};
+use service::http::Limits;
 
-/// The development default of `QUERY_API_CURSOR_SECRET`; set a real one in production.
+/// The development value of `QUERY_API_CURSOR_SECRET`, used only in
+/// development mode (`TASKSTREAM_DEVELOPMENT=1`); outside it the secret
+/// must be set and must not be this.
 pub const DEV_CURSOR_SECRET: &str = "taskstream-dev-cursor-secret";
+
+/// The shortest cursor secret accepted outside development mode.
+pub const MIN_CURSOR_SECRET_LEN: usize = 32;
 
 #[derive(Clone)]
 pub struct Config {
@@ -25,11 +31,13 @@ pub struct Config {
     /// `QUERY_API_JWT_AUDIENCE`, default `taskstream`.
     pub jwt_audience: String,
     /// `QUERY_API_CURSOR_SECRET`: HMAC key that makes pagination cursors
-    /// tamper-evident, default [`DEV_CURSOR_SECRET`].
+    /// tamper-evident; required outside development mode.
     pub cursor_secret: String,
     /// `QUERY_API_CONSISTENCY_TIMEOUT_MS`: how long a read carrying
     /// `X-Consistency-Token` waits for the projection, default 2000.
     pub consistency_timeout: Duration,
+    /// `QUERY_API_HTTP_*`: connection and body timeouts, connection cap.
+    pub http: Limits,
 }
 
 impl std::fmt::Debug for Config {
@@ -44,6 +52,7 @@ impl std::fmt::Debug for Config {
             .field("jwt_audience", &self.jwt_audience)
             .field("cursor_secret", &"<redacted>")
             .field("consistency_timeout", &self.consistency_timeout)
+            .field("http", &self.http)
             .finish()
     }
 }
@@ -76,11 +85,16 @@ impl Config {
                 "QUERY_API_JWT_AUDIENCE",
                 auth::config::DEFAULT_AUDIENCE.to_owned(),
             )?,
-            cursor_secret: env_or("QUERY_API_CURSOR_SECRET", DEV_CURSOR_SECRET.to_owned())?,
+            cursor_secret: service::config::secret(
+                "QUERY_API_CURSOR_SECRET",
+                DEV_CURSOR_SECRET,
+                MIN_CURSOR_SECRET_LEN,
+            )?,
             consistency_timeout: Duration::from_millis(env_or(
                 "QUERY_API_CONSISTENCY_TIMEOUT_MS",
                 2000u64,
             )?),
+            http: Limits::from_env("QUERY_API")?,
         })
     }
 }

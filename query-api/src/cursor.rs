@@ -89,6 +89,13 @@ impl CursorKey {
                  repeat the same parameters, or start again without a cursor",
             ));
         }
+        let is_date = !matches!(sort, Sort::Priority | Sort::PriorityDesc);
+        if let (true, Some(ms)) = (is_date, position.value) {
+            chrono::DateTime::from_timestamp_millis(ms)
+                .ok_or_else(|| "out of range".to_owned())
+                .and_then(service::time::storable)
+                .map_err(|_| bad("the cursor's position is not a time the views can hold"))?;
+        }
         Ok(position)
     }
 }
@@ -123,6 +130,13 @@ mod tests {
         }
         assert!(key.decode(&c, Sort::DueAt, "filters-b").is_err());
         assert!(key.decode(&c, Sort::DueAtDesc, "filters-a").is_err());
+        let far = key.encode(Sort::DueAt, Some(i64::MAX), "abc", "filters-a");
+        assert_eq!(
+            key.decode(&far, Sort::DueAt, "filters-a")
+                .unwrap_err()
+                .status,
+            400
+        );
         assert!(CursorKey::new("other")
             .unwrap()
             .decode(&c, Sort::DueAt, "filters-a")

@@ -7,6 +7,7 @@ pub mod cursor;
 pub mod openapi;
 pub mod params;
 pub mod startup;
+mod storage_error;
 pub mod tasks;
 
 pub use config::Config;

@@ -307,11 +307,7 @@ fn parse_list<T: std::str::FromStr>(raw: &str, expected: &str) -> Result<Vec<T>,
 }
 
 fn instant(raw: &str) -> Result<DateTime<Utc>, String> {
-    DateTime::parse_from_rfc3339(raw)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| {
-            format!("expected an RFC 3339 instant such as 2026-01-31T09:00:00Z (a `+` offset must be sent as %2B): {e}")
-        })
+    service::time::parse_rfc3339(raw)
 }
 
 #[cfg(test)]

@@ -27,6 +27,8 @@ pub struct AppState {
     pub cursor_key: CursorKey,
     /// Bound on a read's wait for its consistency token.
     pub consistency_timeout: Duration,
+    /// Permits for reads waiting on a consistency token (see `tasks`).
+    pub token_waits: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl FromRef<AppState> for TokenVerifier {
@@ -38,6 +40,7 @@ impl FromRef<AppState> for TokenVerifier {
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    http_limits: service::http::Limits,
 }
 
 impl Application {
@@ -73,9 +76,16 @@ impl Application {
             verifier,
             cursor_key,
             consistency_timeout: config.consistency_timeout,
+            token_waits: std::sync::Arc::new(tokio::sync::Semaphore::new(
+                crate::tasks::MAX_TOKEN_WAITS,
+            )),
         };
         let router = service::http::finish(routes(state, readiness));
-        Ok(Application { listener, router })
+        Ok(Application {
+            listener,
+            router,
+            http_limits: config.http,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -83,7 +93,7 @@ impl Application {
     }
 
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
-        service::http::serve(self.listener, self.router, shutdown).await
+        service::http::serve_with(self.listener, self.router, shutdown, self.http_limits).await
     }
 }
 

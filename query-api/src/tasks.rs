@@ -31,6 +31,7 @@ use auth::AuthUser;
 use crate::cursor::Position;
 use crate::params::{ListQuery, ListTasksParams};
 use crate::startup::AppState;
+use crate::storage_error;
 
 /// Header carrying a write's consistency token.
 pub const CONSISTENCY_TOKEN: &str = "x-consistency-token";
@@ -151,11 +152,11 @@ pub async fn list_tasks(
         Some(c) => Some(state.cursor_key.decode(c, query.sort, &fingerprint)?),
         None => None,
     };
-    wait_for_token(&state, &headers).await?;
+    wait_for_token(&state, &user, &headers).await?;
     let base = filter(&owner.to_string(), &query, Utc::now());
     let (views, more) = fetch_page(&state, base, &query, after.as_ref())
         .await
-        .map_err(|e| internal("listing tasks failed", e))?;
+        .map_err(|e| storage_error::mongo("listing tasks failed", &e))?;
     let next_cursor = match views.last() {
         Some(last) if more => Some(state.cursor_key.encode(
             query.sort,
@@ -201,13 +202,13 @@ pub async fn get_task(
     Path(id): Path<Uuid>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
-    wait_for_token(&state, &headers).await?;
+    wait_for_token(&state, &user, &headers).await?;
     let view = state
         .db
         .collection::<TaskView>(TASK_VIEWS)
         .find_one(doc! { "_id": id.to_string() })
         .await
-        .map_err(|e| internal("reading a task failed", e))?
+        .map_err(|e| storage_error::mongo("reading a task failed", &e))?
         .filter(|v| !v.deleted && v.owner_id == user.id.to_string())
         .ok_or_else(no_such_task)?;
     let etag = format!("\"{}\"", view.version);
@@ -239,7 +240,7 @@ pub async fn task_history(
 ) -> Result<Response, Problem> {
     let events = events::store::load_stream(&state.pool, id)
         .await
-        .map_err(|e| internal("reading a task's history failed", e))?;
+        .map_err(|e| storage_error::postgres("reading a task's history failed", &e))?;
     let owner = events.first().and_then(|first| match first.decode() {
         Ok(Event::Task(TaskEvent::Created(c))) => Some(c.owner_id),
         _ => None,
@@ -265,7 +266,18 @@ fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
 
 /// Waits until the view of the token's stream has reached the token's
 /// version, polling; bounded by the configured timeout, then 504.
-async fn wait_for_token(state: &AppState, headers: &HeaderMap) -> Result<(), Problem> {
+///
+/// A token is honoured only when it names a committed write the caller may
+/// read (their own task or user stream; any task stream for an admin).
+/// Anything else, someone else's stream or a made-up one, gets the same
+/// immediate 400 without a wait, so a token reveals nothing of other
+/// streams and costs no polling. At most [`MAX_TOKEN_WAITS`] reads wait at
+/// once per process; beyond that a read with a token is a 503.
+async fn wait_for_token(
+    state: &AppState,
+    user: &AuthUser,
+    headers: &HeaderMap,
+) -> Result<(), Problem> {
     let Some(raw) = headers.get(CONSISTENCY_TOKEN) else {
         return Ok(());
     };
@@ -280,12 +292,30 @@ async fn wait_for_token(state: &AppState, headers: &HeaderMap) -> Result<(), Pro
                     "expected `<stream id>.<version>` as returned by a write",
                 )])
         })?;
+    let readable = token_is_readable(state, user, &token)
+        .await
+        .map_err(|e| storage_error::postgres("checking a consistency token failed", &e))?;
+    if !readable {
+        return Err(Problem::bad_request(
+            "X-Consistency-Token names no write this caller can read",
+        )
+        .with_errors(vec![FieldError::new(
+            "X-Consistency-Token",
+            "pass a token returned by one of your own writes",
+        )]));
+    }
+    let Ok(_waiting) = state.token_waits.clone().try_acquire_owned() else {
+        return Err(Problem::unavailable(
+            "too many reads are waiting for their consistency tokens; retry shortly",
+        )
+        .with_header(header::RETRY_AFTER, HeaderValue::from_static("1")));
+    };
     let started = tokio::time::Instant::now();
     let deadline = started + state.consistency_timeout;
     loop {
         let version = projected_version(state, token.stream_id)
             .await
-            .map_err(|e| internal("reading a view version failed", e))?;
+            .map_err(|e| storage_error::mongo("reading a view version failed", &e))?;
         if version >= token.version {
             metrics::histogram!("query_api_consistency_wait_seconds")
                 .record(started.elapsed().as_secs_f64());
@@ -310,6 +340,40 @@ async fn wait_for_token(state: &AppState, headers: &HeaderMap) -> Result<(), Pro
         }
         tokio::time::sleep(POLL_INTERVAL).await;
     }
+}
+
+/// Reads waiting for a consistency token at once, per process.
+pub const MAX_TOKEN_WAITS: usize = 256;
+
+/// True when the event store holds the token's version of its stream and
+/// the stream is the caller's: their user stream, or a task they created
+/// (any task for an admin). One indexed look-up on (stream_id, version).
+async fn token_is_readable(
+    state: &AppState,
+    user: &AuthUser,
+    token: &ConsistencyToken,
+) -> Result<bool, sqlx::Error> {
+    let Ok(version) = i64::try_from(token.version) else {
+        return Ok(false);
+    };
+    if version < 1 {
+        return Ok(false);
+    }
+    sqlx::query_scalar::<_, bool>(
+        "SELECT EXISTS (SELECT 1 FROM events WHERE stream_id = $1 AND version = $2)
+            AND EXISTS (
+                SELECT 1 FROM events
+                WHERE stream_id = $1 AND version = 1
+                  AND ((stream_type = 'user' AND stream_id = $3)
+                    OR (stream_type = 'task' AND event_type = 'task.created'
+                        AND ($4 OR data->>'owner_id' = $3::text))))",
+    )
+    .bind(token.stream_id)
+    .bind(version)
+    .bind(user.id)
+    .bind(user.is_admin())
+    .fetch_one(&state.pool)
+    .await
 }
 
 /// The version the views hold for a stream (task or user), 0 if none.

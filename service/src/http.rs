@@ -1,7 +1,11 @@
 //! The HTTP edge every service shares: binding, middleware, fallbacks,
 //! path extraction with problem+json rejections, and serving until shutdown.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, FromRequestParts};
@@ -10,7 +14,9 @@ use axum::http::{HeaderName, Request, StatusCode};
 use axum::response::IntoResponse;
 use axum::Router;
 use serde::de::DeserializeOwned;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{
@@ -45,6 +51,7 @@ pub fn finish(router: Router) -> Router {
             )
         })
         .layer(axum::middleware::from_fn(crate::metrics::track))
+        .layer(axum::middleware::from_fn(refuse_oversized))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(CatchPanicLayer::custom(|_| {
             tracing::error!("request handler panicked");
@@ -62,26 +69,282 @@ pub fn finish(router: Router) -> Router {
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
 }
 
-/// Serves until `shutdown` is cancelled, then drains in-flight requests
-/// (bounded by `drain`).
+/// Serves until `shutdown` is cancelled, then drains in-flight requests,
+/// with the default [`Limits`].
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    serve_with(listener, router, shutdown, Limits::default()).await
+}
+
+/// Serves with explicit connection limits. Each connection gets hyper's
+/// header-read timeout (a half-sent header is dropped) and an idle timeout
+/// (no byte either way for that long closes it); connections beyond
+/// `max_connections` are closed at once, so a flood of slow clients is
+/// refused rather than left hanging. On shutdown the listener closes and
+/// open connections finish their requests, bounded by `drain`.
+pub async fn serve_with(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+    limits: Limits,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto;
+    use tower::{Service, ServiceExt};
+
     let drain = Duration::from_secs(20);
-    let stopped = shutdown.clone();
-    let server = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { stopped.cancelled().await });
+    let router = router.layer(axum::Extension(limits.clone()));
+    let mut make_service = router.into_make_service_with_connect_info::<SocketAddr>();
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_http2_streams);
+
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors or a connection reset before
+                    // accept: back off briefly instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            metrics::counter!("http_connections_refused_total").increment(1);
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let tower_service = match make_service.call(peer).await {
+            Ok(s) => s,
+            Err(never) => match never {},
+        };
+        let hyper_service =
+            hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                tower_service
+                    .clone()
+                    .oneshot(req.map(axum::body::Body::new))
+            });
+        let io = TokioIo::new(IdleTimeout::new(stream, limits.idle_timeout));
+        let conn = builder
+            .serve_connection_with_upgrades(io, hyper_service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            // Errors here are the client's (reset, timeout, bad framing).
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection closed with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
     tokio::select! {
-        r = server => r,
-        _ = async { shutdown.cancelled().await; tokio::time::sleep(drain).await } => {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(drain) => {
             tracing::warn!("in-flight requests did not finish within {drain:?}; stopping anyway");
-            Ok(())
         }
+    }
+    Ok(())
+}
+
+/// Connection and request limits every service applies at its edge.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// The whole request head must arrive within this (`*_HTTP_HEADER_READ_TIMEOUT_MS`).
+    pub header_read_timeout: Duration,
+    /// The whole body must arrive within this once a handler reads it
+    /// (`*_HTTP_BODY_READ_TIMEOUT_MS`); beyond it: 408.
+    pub body_read_timeout: Duration,
+    /// A connection with no byte moving either way for this long is closed
+    /// (`*_HTTP_IDLE_TIMEOUT_MS`): idle keep-alive and stalled transfers.
+    pub idle_timeout: Duration,
+    /// Open connections per process (`*_HTTP_MAX_CONNECTIONS`); more are
+    /// closed on accept.
+    pub max_connections: usize,
+    /// Concurrent HTTP/2 streams per connection.
+    pub max_http2_streams: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(15),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 1024,
+            max_http2_streams: 64,
+        }
+    }
+}
+
+impl Limits {
+    /// Reads `{prefix}_HTTP_*`, each defaulting to [`Limits::default`].
+    pub fn from_env(prefix: &str) -> Result<Self, crate::config::ConfigError> {
+        use crate::config::env_or;
+        let d = Limits::default();
+        let ms = |name: &str, default: Duration| -> Result<Duration, crate::config::ConfigError> {
+            let var = format!("{prefix}_HTTP_{name}");
+            let v: u64 = env_or(&var, default.as_millis() as u64)?;
+            if v == 0 {
+                return Err(crate::config::ConfigError {
+                    var,
+                    reason: "must be at least 1 millisecond".into(),
+                });
+            }
+            Ok(Duration::from_millis(v))
+        };
+        let max_connections: usize =
+            env_or(&format!("{prefix}_HTTP_MAX_CONNECTIONS"), d.max_connections)?;
+        if max_connections == 0 {
+            return Err(crate::config::ConfigError {
+                var: format!("{prefix}_HTTP_MAX_CONNECTIONS"),
+                reason: "must be at least 1".into(),
+            });
+        }
+        Ok(Limits {
+            header_read_timeout: ms("HEADER_READ_TIMEOUT_MS", d.header_read_timeout)?,
+            body_read_timeout: ms("BODY_READ_TIMEOUT_MS", d.body_read_timeout)?,
+            idle_timeout: ms("IDLE_TIMEOUT_MS", d.idle_timeout)?,
+            max_connections,
+            max_http2_streams: d.max_http2_streams,
+        })
+    }
+}
+
+/// A stream that fails with `TimedOut` once no byte has moved either way
+/// for `timeout`; hyper then closes the connection.
+struct IdleTimeout<S> {
+    inner: S,
+    timeout: Duration,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<S> IdleTimeout<S> {
+    fn new(inner: S, timeout: Duration) -> Self {
+        IdleTimeout {
+            inner,
+            timeout,
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+        }
+    }
+
+    fn touch(&mut self) {
+        self.deadline
+            .as_mut()
+            .reset(tokio::time::Instant::now() + self.timeout);
+    }
+
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        self.deadline.as_mut().poll(cx).is_ready()
+    }
+}
+
+fn idle_error() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::TimedOut, "connection idle too long")
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for IdleTimeout<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                if buf.filled().len() > before {
+                    self.touch();
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending if self.expired(cx) => Poll::Ready(Err(idle_error())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_write(cx, buf) {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    self.touch();
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Pending if self.expired(cx) => Poll::Ready(Err(idle_error())),
+            other => other,
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    self.touch();
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Pending if self.expired(cx) => Poll::Ready(Err(idle_error())),
+            other => other,
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// Middleware: a declared `Content-Length` above the body limit is a 413
+/// before anything reads the body (so no `100 Continue` is sent for it).
+async fn refuse_oversized(
+    req: Request<axum::body::Body>,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let declared = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().parse::<u64>());
+    match declared {
+        Some(Ok(n)) if n > BODY_LIMIT as u64 => {
+            Problem::payload_too_large(BODY_LIMIT).into_response()
+        }
+        Some(Err(_)) => Problem::bad_request("Content-Length is not a number").into_response(),
+        _ => next.run(req).await,
     }
 }
 

@@ -34,14 +34,28 @@ where
                 "expected a body with `Content-Type: application/json`",
             ));
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                Problem::payload_too_large(BODY_LIMIT)
-            } else {
-                Problem::bad_request(format!("could not read the request body: {rejection}"))
-            }
-        })?;
+        let bytes = read_body(req, state).await?;
         parse(&bytes).map(Json)
+    }
+}
+
+/// Reads a whole request body within the service's body-read timeout
+/// ([`crate::http::Limits`]; 408 beyond it) and the body limit (413).
+pub async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Problem> {
+    let timeout = req
+        .extensions()
+        .get::<crate::http::Limits>()
+        .map(|l| l.body_read_timeout)
+        .unwrap_or_else(|| crate::http::Limits::default().body_read_timeout);
+    match tokio::time::timeout(timeout, Bytes::from_request(req, state)).await {
+        Err(_) => Err(Problem::request_timeout(timeout)),
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(rejection)) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            Err(Problem::payload_too_large(BODY_LIMIT))
+        }
+        Ok(Err(rejection)) => Err(Problem::bad_request(format!(
+            "could not read the request body: {rejection}"
+        ))),
     }
 }
 
@@ -53,6 +67,12 @@ where
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
     let value: serde_json::Value = serde_json::from_slice(bytes)
         .map_err(|e| Problem::bad_request(format!("malformed JSON: {e}")))?;
+    if let Some(pointer) = find_duplicate_key(bytes) {
+        return Err(Problem::validation(vec![FieldError::new(
+            pointer,
+            "this member appears more than once in its object",
+        )]));
+    }
     if let Some(pointer) = find_nul(&value, String::new()) {
         return Err(Problem::validation(vec![FieldError::new(
             if pointer.is_empty() {
@@ -70,6 +90,89 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
             strip_position(&err.into_inner().to_string()),
         )])
     })
+}
+
+/// The JSON pointer of the first member that repeats a key of its object
+/// (`serde_json::Value` would silently keep the last one). `bytes` is
+/// known to be valid JSON.
+fn find_duplicate_key(bytes: &[u8]) -> Option<String> {
+    use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+    use std::collections::HashSet;
+
+    /// Walks a value; `Err` carries the pointer of the first duplicate.
+    struct Walk<'a>(&'a str);
+
+    impl<'de> DeserializeSeed<'de> for Walk<'_> {
+        type Value = Option<String>;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Walk<'_> {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut seen = HashSet::new();
+            let mut found = None;
+            while let Some(key) = map.next_key::<String>()? {
+                let here = format!("{}/{}", self.0, key.replace('~', "~0").replace('/', "~1"));
+                if found.is_some() {
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+                if !seen.insert(key) {
+                    found = Some(here);
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+                found = map.next_value_seed(Walk(&here))?;
+            }
+            Ok(found)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut found = None;
+            let mut i = 0usize;
+            loop {
+                if found.is_some() {
+                    if seq.next_element::<IgnoredAny>()?.is_none() {
+                        break;
+                    }
+                    continue;
+                }
+                let here = format!("{}/{i}", self.0);
+                match seq.next_element_seed(Walk(&here))? {
+                    Some(inner) => found = inner,
+                    None => break,
+                }
+                i += 1;
+            }
+            Ok(found)
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+    }
+
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    Walk("").deserialize(&mut de).ok().flatten()
 }
 
 /// The JSON pointer of the first string (value or key) holding U+0000.
@@ -175,6 +278,12 @@ mod tests {
                 Some("/tags/1"),
             ),
             ("", 400, None),
+            (r#"{"title": "a", "title": "b"}"#, 422, Some("/title")),
+            (
+                r#"{"title": "a", "tags": [{"k": 1, "k": 2}]}"#,
+                422,
+                Some("/tags/0/k"),
+            ),
         ];
         for (body, status, pointer) in cases {
             match parse::<Body>(body.as_bytes()) {

@@ -8,7 +8,9 @@ pub mod json;
 pub mod metrics;
 pub mod openapi;
 pub mod problem;
+pub mod rate_limit;
 pub mod shutdown;
 pub mod telemetry;
+pub mod time;
 
 pub use problem::{FieldError, Problem};

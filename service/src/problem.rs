@@ -135,6 +135,18 @@ impl Problem {
         )
     }
 
+    pub fn request_timeout(limit: std::time::Duration) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request-timeout",
+            "Request timeout",
+            format!(
+                "the request body did not arrive within {} ms",
+                limit.as_millis()
+            ),
+        )
+    }
+
     /// An internal failure: the client learns nothing of the cause, the log does.
     pub fn internal() -> Self {
         Self::new(
@@ -143,6 +155,15 @@ impl Problem {
             "Internal error",
             "the server could not complete the request; it has been logged",
         )
+    }
+
+    /// A dependency (a database, the broker) does not answer: 503 with
+    /// `Retry-After`, so clients and proxies back off instead of failing.
+    pub fn dependency_down(what: &str) -> Self {
+        Self::unavailable(format!(
+            "{what} is not reachable at the moment; nothing was changed, retry shortly"
+        ))
+        .with_header(header::RETRY_AFTER, HeaderValue::from_static("5"))
     }
 
     pub fn unavailable(detail: impl Into<String>) -> Self {

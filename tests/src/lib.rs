@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+pub mod faults;
 pub mod process;
 
 /// Where the servers are; `scripts/test` exports these, defaults match `scripts/infra`.
@@ -99,7 +100,6 @@ pub struct Deployment {
     pub topic_prefix: String,
     pub mongodb_database: String,
     pub signing_key_path: PathBuf,
-    pub admin_email: Option<String>,
 }
 
 impl Deployment {
@@ -109,7 +109,6 @@ impl Deployment {
             topic_prefix: unique("t") + "-",
             mongodb_database: unique("ts_"),
             signing_key_path: signing_key_file(),
-            admin_email: None,
         }
     }
 
@@ -122,11 +121,25 @@ impl Deployment {
             signing_key_path: self.signing_key_path.display().to_string(),
             issuer: auth::config::DEFAULT_ISSUER.into(),
             audience: auth::config::DEFAULT_AUDIENCE.into(),
-            admin_email: self.admin_email.clone(),
             // High enough that no test is throttled unless it lowers them.
             rate_limit_per_minute: std::num::NonZeroU32::MAX,
             rate_limit_per_email_per_minute: std::num::NonZeroU32::MAX,
+            rate_limit_capacity: auth::config::DEFAULT_RATE_LIMIT_CAPACITY,
         }
+    }
+
+    /// Creates an admin account the way the operator does (`auth
+    /// create-admin`, the same library call), in this deployment's database;
+    /// returns its id. Log in with `email` and `password` as usual.
+    pub async fn create_admin(&self, email: &str, password: &str) -> Uuid {
+        let pool = events::store::connect_and_migrate(&self.database_url, 1)
+            .await
+            .expect("postgres for create-admin");
+        let user = auth::operator::create_admin(&pool, email, password.to_owned(), None)
+            .await
+            .expect("create admin");
+        pool.close().await;
+        user.id
     }
 
     pub async fn spawn_auth(&self) -> Running {
@@ -145,6 +158,12 @@ impl Deployment {
             jwks_url: jwks_url.to_owned(),
             jwt_issuer: auth::config::DEFAULT_ISSUER.into(),
             jwt_audience: auth::config::DEFAULT_AUDIENCE.into(),
+            // High enough that no test is throttled unless it lowers it.
+            write_quota: service::rate_limit::Quota {
+                per_minute: std::num::NonZeroU32::MAX,
+                burst: std::num::NonZeroU32::MAX,
+            },
+            http: service::http::Limits::default(),
         }
     }
 
@@ -190,8 +209,9 @@ impl Deployment {
             jwks_url: jwks_url.to_owned(),
             jwt_issuer: auth::config::DEFAULT_ISSUER.into(),
             jwt_audience: auth::config::DEFAULT_AUDIENCE.into(),
-            cursor_secret: query_api::config::DEV_CURSOR_SECRET.into(),
+            cursor_secret: unique("cursor-secret-"),
             consistency_timeout: Duration::from_secs(2),
+            http: service::http::Limits::default(),
         }
     }
 
@@ -211,7 +231,22 @@ impl Deployment {
 
     /// query-api verifying tokens with [`Deployment::token_verifier`] (no auth process).
     pub async fn spawn_query_api_standalone(&self) -> Running {
-        let config = self.query_api_config("http://127.0.0.1:9/unused-jwks");
+        self.spawn_query_api_with(self.query_api_config("http://127.0.0.1:9/unused-jwks"))
+            .await
+    }
+
+    /// command-api with `config`, verifying tokens with
+    /// [`Deployment::token_verifier`] (no auth process).
+    pub async fn spawn_command_api_with(&self, config: command_api::Config) -> Running {
+        let app = command_api::Application::build(config, Some(self.token_verifier()))
+            .await
+            .expect("command-api starts");
+        spawn(app.port(), |stop| app.run_until_stopped(stop))
+    }
+
+    /// query-api with `config`, verifying tokens with
+    /// [`Deployment::token_verifier`] (no auth process).
+    pub async fn spawn_query_api_with(&self, config: query_api::Config) -> Running {
         let app = query_api::Application::build(config, Some(self.token_verifier()))
             .await
             .expect("query-api starts");

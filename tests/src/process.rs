@@ -290,15 +290,13 @@ pub fn auth_env(c: &auth::Config) -> Vec<(String, String)> {
             "AUTH_RATE_LIMIT_PER_EMAIL_PER_MINUTE",
             c.rate_limit_per_email_per_minute,
         ),
+        kv("AUTH_RATE_LIMIT_CAPACITY", c.rate_limit_capacity),
     ];
-    if let Some(admin) = &c.admin_email {
-        env.push(kv("AUTH_ADMIN_EMAIL", admin));
-    }
     env
 }
 
 pub fn command_api_env(c: &command_api::Config) -> Vec<(String, String)> {
-    vec![
+    let mut env = vec![
         kv("COMMAND_API_LISTEN_ADDR", c.listen_addr),
         kv("COMMAND_API_DATABASE_URL", &c.database_url),
         kv("COMMAND_API_KAFKA_BROKERS", &c.kafka_brokers),
@@ -306,6 +304,29 @@ pub fn command_api_env(c: &command_api::Config) -> Vec<(String, String)> {
         kv("COMMAND_API_JWKS_URL", &c.jwks_url),
         kv("COMMAND_API_JWT_ISSUER", &c.jwt_issuer),
         kv("COMMAND_API_JWT_AUDIENCE", &c.jwt_audience),
+        kv("COMMAND_API_WRITES_PER_MINUTE", c.write_quota.per_minute),
+        kv("COMMAND_API_WRITE_BURST", c.write_quota.burst),
+    ];
+    env.extend(http_limits_env("COMMAND_API", &c.http));
+    env
+}
+
+/// `{prefix}_HTTP_*` as `service::http::Limits::from_env` reads them.
+pub fn http_limits_env(prefix: &str, l: &service::http::Limits) -> Vec<(String, String)> {
+    vec![
+        kv(
+            &format!("{prefix}_HTTP_HEADER_READ_TIMEOUT_MS"),
+            l.header_read_timeout.as_millis(),
+        ),
+        kv(
+            &format!("{prefix}_HTTP_BODY_READ_TIMEOUT_MS"),
+            l.body_read_timeout.as_millis(),
+        ),
+        kv(
+            &format!("{prefix}_HTTP_IDLE_TIMEOUT_MS"),
+            l.idle_timeout.as_millis(),
+        ),
+        kv(&format!("{prefix}_HTTP_MAX_CONNECTIONS"), l.max_connections),
     ]
 }
 
@@ -322,7 +343,7 @@ pub fn projector_env(c: &projector::Config) -> Vec<(String, String)> {
 }
 
 pub fn query_api_env(c: &query_api::Config) -> Vec<(String, String)> {
-    vec![
+    let mut env = vec![
         kv("QUERY_API_LISTEN_ADDR", c.listen_addr),
         kv("QUERY_API_MONGODB_URL", &c.mongodb_url),
         kv("QUERY_API_MONGODB_DATABASE", &c.mongodb_database),
@@ -335,7 +356,9 @@ pub fn query_api_env(c: &query_api::Config) -> Vec<(String, String)> {
             "QUERY_API_CONSISTENCY_TIMEOUT_MS",
             c.consistency_timeout.as_millis(),
         ),
-    ]
+    ];
+    env.extend(http_limits_env("QUERY_API", &c.http));
+    env
 }
 
 fn on_port(port: u16) -> std::net::SocketAddr {

@@ -82,6 +82,12 @@ async fn main() -> anyhow::Result<()> {
         jwks_url: "http://127.0.0.1:9/unused".into(),
         jwt_issuer: auth::config::DEFAULT_ISSUER.into(),
         jwt_audience: auth::config::DEFAULT_AUDIENCE.into(),
+        // The bench measures the write path itself, not the per-user limit.
+        write_quota: service::rate_limit::Quota {
+            per_minute: std::num::NonZeroU32::MAX,
+            burst: std::num::NonZeroU32::MAX,
+        },
+        http: service::http::Limits::default(),
     };
     let app = Application::build(config, Some(verifier)).await?;
     let base = format!("http://127.0.0.1:{}", app.port());
