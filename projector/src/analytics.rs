@@ -129,6 +129,12 @@ impl View for TaskFacts {
     fn version(&self) -> u64 {
         self.version.max(0) as u64
     }
+    fn with_version(self, version: u64) -> Self {
+        Self {
+            version: version as i64,
+            ..self
+        }
+    }
     fn apply(view: Option<&Self>, env: &EventEnvelope) -> Result<Applied<Self>, Poison> {
         apply_facts(view, env)
     }

@@ -20,6 +20,16 @@
 //! payload and headers plus `dlq-reason` and `dlq-source`
 //! (`<topic>/<partition>/<offset>`, which also tells the rare poisoned user
 //! event apart), and the partition moves on.
+//!
+//! Refused writes: an event whose view the store refuses (a value it cannot
+//! hold, a document over its size limit, a validation failure; see
+//! [`write_errors`]) is dead-lettered the same way, with the store's reason,
+//! and counted (`projector_refused_writes_total`). The rest of the batch is
+//! applied: the refused stream is written again one event at a time, the
+//! refused event's version is spent without its change (so the stream's
+//! later events still apply, and a redelivery is a duplicate), and the
+//! offsets move on. Only failures that pass (connection, timeout, not
+//! primary, interrupted) retry the batch.
 
 use std::any::Any;
 use std::collections::{HashMap, HashSet};
@@ -31,8 +41,9 @@ use events::kafka::envelope_of;
 use events::topics::{Topics, HEADER_DLQ_REASON};
 use events::EventEnvelope;
 use futures::TryStreamExt;
+use mongodb::error::ErrorKind;
 use mongodb::options::ReplaceOneModel;
-use mongodb::Database;
+use mongodb::{Collection, Database, Namespace};
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -43,6 +54,7 @@ use uuid::Uuid;
 
 use crate::analytics::TaskFacts;
 use crate::views::{Applied, TaskView, UserView, View};
+use crate::write_errors::{self, Failure};
 
 /// Kafka header on dead-lettered messages: `<topic>/<partition>/<offset>` of the original.
 pub const HEADER_DLQ_SOURCE: &str = "dlq-source";
@@ -125,8 +137,8 @@ enum BatchError {
     Contended,
     #[error("kafka: dead-letter publication failed: {0}")]
     DeadLetter(String),
-    #[error("a view could not be encoded as BSON: {0}")]
-    Encode(#[from] bson::ser::Error),
+    #[error("the view store refuses a view it stored before: {0}; retrying")]
+    Stuck(String),
 }
 
 /// The projector's consumer loop.
@@ -223,6 +235,9 @@ pub(crate) struct StreamOutcome {
     pub(crate) duplicates: u64,
     pub(crate) gaps: u64,
     pub(crate) poison: Vec<(usize, String)>,
+    /// Events whose view the store refused (see [`write_errors`]), with the
+    /// reason: dead-lettered like poison.
+    pub(crate) refused: Vec<(usize, String)>,
 }
 
 /// What a batch did, for metrics.
@@ -232,6 +247,7 @@ struct BatchOutcome {
     duplicates: u64,
     gaps: u64,
     dead_lettered: u64,
+    refused: u64,
 }
 
 impl BatchOutcome {
@@ -305,6 +321,7 @@ impl Projector {
             metrics::counter!("projector_duplicates_total").increment(outcome.duplicates);
             metrics::counter!("projector_version_gaps_total").increment(outcome.gaps);
             metrics::counter!("projector_dlq_total").increment(outcome.dead_lettered);
+            metrics::counter!("projector_refused_writes_total").increment(outcome.refused);
             self.commit(&batch).await;
             if shutdown.is_cancelled() {
                 break;
@@ -484,23 +501,29 @@ impl ViewWriter {
     ) -> Result<(BatchOutcome, Vec<(usize, String)>), BatchError> {
         let mut outcome = BatchOutcome::default();
         let mut poison = Vec::new();
+        // An event whose view any collection refused is dead-lettered once.
+        let mut refused: Vec<(usize, String)> = Vec::new();
         // Poison is decided by the event alone, so the task view and the
         // facts agree on it: take it (and the counts) from the view the
         // projector serves first, and only the writes from the facts.
         match (&self.collections.task_views, &self.collections.task_facts) {
             (Some(views), facts) => {
                 if let Some(facts) = facts {
-                    self.project::<TaskFacts>(facts, tasks.clone()).await?;
+                    for s in self.project::<TaskFacts>(facts, tasks.clone()).await? {
+                        refused.extend(s.refused);
+                    }
                 }
                 for s in self.project::<TaskView>(views, tasks).await? {
                     outcome.add(&s);
                     poison.extend(s.poison);
+                    refused.extend(s.refused);
                 }
             }
             (None, Some(facts)) => {
                 for s in self.project::<TaskFacts>(facts, tasks).await? {
                     outcome.add(&s);
                     poison.extend(s.poison);
+                    refused.extend(s.refused);
                 }
             }
             (None, None) => {}
@@ -509,8 +532,14 @@ impl ViewWriter {
             for s in self.project::<UserView>(users_collection, users).await? {
                 outcome.add(&s);
                 poison.extend(s.poison);
+                refused.extend(s.refused);
             }
         }
+        refused.sort_by_key(|(i, _)| *i);
+        refused.dedup_by_key(|(i, _)| *i);
+        refused.retain(|(i, _)| !poison.iter().any(|(p, _)| p == i));
+        outcome.refused = refused.len() as u64;
+        poison.extend(refused);
         Ok((outcome, poison))
     }
 
@@ -540,6 +569,9 @@ impl ViewWriter {
         let mut done = Vec::new();
         // Streams whose guard failed: their views are read, not recalled.
         let mut read_again: HashSet<Uuid> = HashSet::new();
+        // Streams whose view the store refused: written one event at a
+        // time, so that only the event it refuses is set aside.
+        let mut careful: HashSet<Uuid> = HashSet::new();
         const ATTEMPTS: usize = 5;
         for _ in 0..ATTEMPTS {
             if pending.is_empty() {
@@ -578,7 +610,12 @@ impl ViewWriter {
             // A gap over a recalled start may only mean that another writer
             // moved the view: read it and fold again before calling it a gap.
             let mut stale: Vec<Uuid> = Vec::new();
+            let mut one_by_one: Vec<Uuid> = Vec::new();
             for (stream_id, stream) in &pending {
+                if careful.contains(stream_id) {
+                    one_by_one.push(*stream_id);
+                    continue;
+                }
                 let start = current.get(&stream_id.to_string());
                 let (view, outcome) = fold(start, stream);
                 if outcome.gaps > 0 && recalled.contains(stream_id) {
@@ -587,22 +624,45 @@ impl ViewWriter {
                 }
                 let start_version = start.map(View::version).unwrap_or(0);
                 if let Some(view) = view.filter(|v| v.version() > start_version) {
-                    let replacement = bson::to_document(&view)?;
+                    let Ok(replacement) = bson::to_document(&view) else {
+                        // Not even encodable: find the event that did it.
+                        careful.insert(*stream_id);
+                        continue;
+                    };
                     written.push((*stream_id, view));
                     writes.push((
                         *stream_id,
-                        ReplaceOneModel::builder()
-                            .namespace(namespace.clone())
-                            .filter(doc! { "_id": stream_id.to_string(), "version": start_version as i64 })
-                            .replacement(replacement)
-                            .upsert(true)
-                            .build(),
+                        guarded(&namespace, *stream_id, start_version, replacement),
                     ));
                 }
                 outcomes.push((*stream_id, outcome));
             }
-            let mut conflicts = self.write(&writes).await?;
+            let report = self.write(&writes).await?;
+            let mut conflicts = report.conflicts;
             conflicts.extend(stale);
+            let refused: HashSet<Uuid> = report.refused.iter().map(|(id, _)| *id).collect();
+            for (stream_id, why) in &report.refused {
+                tracing::warn!(
+                    collection = collection.name(),
+                    stream_id = %stream_id,
+                    reason = %why,
+                    "the view store refused a view; writing its events one at a time"
+                );
+            }
+            careful.extend(refused.iter().copied());
+            for stream_id in one_by_one {
+                let start = current.get(&stream_id.to_string());
+                let Some(stream) = pending.get(&stream_id) else {
+                    continue;
+                };
+                match self.isolate(&collection, stream_id, start, stream).await? {
+                    Some((view, outcome)) => {
+                        written.extend(view.map(|v| (stream_id, v)));
+                        outcomes.push((stream_id, outcome));
+                    }
+                    None => conflicts.push(stream_id),
+                }
+            }
             self.remembered
                 .forget(collection.name(), conflicts.iter().map(Uuid::to_string));
             read_again.extend(conflicts.iter().copied());
@@ -610,11 +670,11 @@ impl ViewWriter {
                 collection.name(),
                 written
                     .into_iter()
-                    .filter(|(id, _)| !conflicts.contains(id))
+                    .filter(|(id, _)| !conflicts.contains(id) && !refused.contains(id))
                     .map(|(_, view)| view),
             );
             for (stream_id, outcome) in outcomes {
-                if !conflicts.contains(&stream_id) {
+                if !conflicts.contains(&stream_id) && !refused.contains(&stream_id) {
                     pending.remove(&stream_id);
                     done.push(outcome);
                 }
@@ -627,33 +687,206 @@ impl ViewWriter {
         }
     }
 
-    /// One bulk write; returns the streams whose version guard failed.
-    async fn write(&self, writes: &[(Uuid, ReplaceOneModel)]) -> Result<Vec<Uuid>, BatchError> {
-        if writes.is_empty() {
-            return Ok(Vec::new());
-        }
-        let models: Vec<mongodb::options::WriteModel> =
-            writes.iter().map(|(_, m)| m.clone().into()).collect();
-        match self.db.client().bulk_write(models).ordered(false).await {
-            Ok(_) => Ok(Vec::new()),
-            Err(e) => match *e.kind {
-                mongodb::error::ErrorKind::BulkWrite(ref bulk)
-                    if bulk.write_concern_errors.is_empty()
-                        && !bulk.write_errors.is_empty()
-                        && bulk.write_errors.values().all(|w| w.code == DUPLICATE_KEY) =>
-                {
-                    // The guard `{_id, version: <read>}` matched nothing, so the
-                    // upsert tried to insert an `_id` that exists: the view moved.
-                    Ok(bulk
-                        .write_errors
-                        .keys()
-                        .filter_map(|i| writes.get(*i).map(|(id, _)| *id))
-                        .collect())
+    /// Writes one stream's events one at a time, each guarded by the
+    /// version before it, after the store refused the view they fold into.
+    /// An event whose view is refused is set aside (returned in
+    /// [`StreamOutcome::refused`], to be dead-lettered) and its version is
+    /// spent without its change, so the stream's later events still apply
+    /// and a redelivery of it is a duplicate. A refused creation leaves no
+    /// view; the stream's later events are then poison (not created first).
+    /// `None`: another writer moved the view (read it again).
+    async fn isolate<V: View>(
+        &self,
+        collection: &Collection<V>,
+        stream_id: Uuid,
+        start: Option<&V>,
+        stream: &[(usize, EventEnvelope)],
+    ) -> Result<Option<(Option<V>, StreamOutcome)>, BatchError> {
+        let namespace = collection.namespace();
+        let mut view = start.cloned();
+        let mut outcome = StreamOutcome::default();
+        let mut changed = false;
+        for (i, env) in stream {
+            match V::apply(view.as_ref(), env) {
+                Ok(Applied::Advanced(next)) => {
+                    let guard = view.as_ref().map(View::version).unwrap_or(0);
+                    match self.write_one(&namespace, stream_id, guard, &next).await? {
+                        One::Written => {
+                            view = Some(next);
+                            outcome.applied += 1;
+                            changed = true;
+                        }
+                        One::Moved => return Ok(None),
+                        One::Refused(why) => {
+                            tracing::warn!(
+                                collection = collection.name(),
+                                stream_id = %stream_id,
+                                version = env.version,
+                                event_type = %env.event_type,
+                                reason = %why,
+                                "the view store refused this event's view: dead-lettering it"
+                            );
+                            outcome.refused.push((*i, why));
+                            let Some(before) = view.take() else { continue };
+                            let spent = before.with_version(env.version);
+                            match self.write_one(&namespace, stream_id, guard, &spent).await? {
+                                One::Written => {
+                                    view = Some(spent);
+                                    changed = true;
+                                }
+                                One::Moved => return Ok(None),
+                                One::Refused(why) => return Err(BatchError::Stuck(why)),
+                            }
+                        }
+                    }
                 }
-                _ => Err(e.into()),
-            },
+                Ok(Applied::Duplicate) => outcome.duplicates += 1,
+                Ok(Applied::Gap { expected, got }) => {
+                    outcome.gaps += 1;
+                    report_gap::<V>(env, expected, got);
+                    break;
+                }
+                Err(poison) => outcome.poison.push((*i, poison.to_string())),
+            }
         }
+        Ok(Some((view.filter(|_| changed), outcome)))
     }
+
+    /// One guarded replacement on its own.
+    async fn write_one<V: View>(
+        &self,
+        namespace: &Namespace,
+        stream_id: Uuid,
+        guard: u64,
+        view: &V,
+    ) -> Result<One, BatchError> {
+        let replacement = match bson::to_document(view) {
+            Ok(r) => r,
+            Err(e) => {
+                return Ok(One::Refused(format!(
+                    "the view cannot be encoded as BSON: {e}"
+                )))
+            }
+        };
+        let model = guarded(namespace, stream_id, guard, replacement);
+        let report = self.write(&[(stream_id, model)]).await?;
+        Ok(if !report.conflicts.is_empty() {
+            One::Moved
+        } else if let Some((_, why)) = report.refused.into_iter().next() {
+            One::Refused(why)
+        } else {
+            One::Written
+        })
+    }
+
+    /// One unordered bulk write. A transient failure (or one not known to
+    /// be about a document) fails the batch, which is retried. Per-document
+    /// failures are reported per stream: a failed guard as a conflict, a
+    /// refused document as refused (the other models were written). A
+    /// refusal of the whole command names no document: the models are
+    /// written again in halves until each refused one stands alone (the
+    /// halves that pass are written; a model written before the refusal
+    /// fails its guard the second time and is read again).
+    async fn write(&self, writes: &[(Uuid, ReplaceOneModel)]) -> Result<WriteReport, BatchError> {
+        let mut report = WriteReport::default();
+        let mut ranges: Vec<std::ops::Range<usize>> = Vec::with_capacity(1);
+        ranges.push(0..writes.len());
+        while let Some(range) = ranges.pop() {
+            let Some(chunk) = writes.get(range.clone()).filter(|c| !c.is_empty()) else {
+                continue;
+            };
+            let models: Vec<mongodb::options::WriteModel> =
+                chunk.iter().map(|(_, m)| m.clone().into()).collect();
+            let e = match self.db.client().bulk_write(models).ordered(false).await {
+                Ok(_) => continue,
+                Err(e) => e,
+            };
+            if let ErrorKind::BulkWrite(bulk) = e.kind.as_ref() {
+                if bulk.write_concern_errors.is_empty()
+                    && !bulk.write_errors.is_empty()
+                    && write_errors::inner(&e).is_none()
+                {
+                    let mut transient = false;
+                    for (i, w) in &bulk.write_errors {
+                        let Some((id, _)) = chunk.get(*i) else {
+                            continue;
+                        };
+                        if w.code == DUPLICATE_KEY {
+                            // The guard `{_id, version: <read>}` matched
+                            // nothing, so the upsert tried to insert an `_id`
+                            // that exists: the view moved.
+                            report.conflicts.push(*id);
+                            continue;
+                        }
+                        let name = w.code_name.as_deref().unwrap_or("");
+                        match write_errors::classify_write_error(w.code, name, &w.message) {
+                            Failure::Refused(why) => report.refused.push((*id, why)),
+                            Failure::Transient | Failure::Other => transient = true,
+                        }
+                    }
+                    if transient {
+                        return Err(e.into());
+                    }
+                    continue;
+                }
+            }
+            match write_errors::classify(&e) {
+                Failure::Refused(why) if chunk.len() == 1 => report.refused.push((chunk[0].0, why)),
+                Failure::Refused(_) => {
+                    let mid = range.start + chunk.len() / 2;
+                    ranges.push(mid..range.end);
+                    ranges.push(range.start..mid);
+                }
+                Failure::Transient => return Err(e.into()),
+                Failure::Other => {
+                    tracing::error!(error = %e, "view write failed for a reason not known to pass; retrying");
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// What one bulk write of guarded replacements did, per stream.
+#[derive(Default)]
+struct WriteReport {
+    /// The version guard failed: another writer moved the view.
+    conflicts: Vec<Uuid>,
+    /// The store refuses the view (never retried as it is), with the reason.
+    refused: Vec<(Uuid, String)>,
+}
+
+/// What writing one view on its own did.
+enum One {
+    Written,
+    Moved,
+    Refused(String),
+}
+
+/// The version-guarded upsert of one view.
+fn guarded(
+    namespace: &Namespace,
+    stream_id: Uuid,
+    guard: u64,
+    view: bson::Document,
+) -> ReplaceOneModel {
+    ReplaceOneModel::builder()
+        .namespace(namespace.clone())
+        .filter(doc! { "_id": stream_id.to_string(), "version": guard as i64 })
+        .replacement(view)
+        .upsert(true)
+        .build()
+}
+
+fn report_gap<V: View>(env: &EventEnvelope, expected: u64, got: u64) {
+    tracing::warn!(
+        stream_id = %env.stream_id,
+        stream_type = V::STREAM_TYPE.as_str(),
+        expected,
+        got,
+        "version gap: not applying past it until the missing version arrives"
+    );
 }
 
 const DUPLICATE_KEY: i32 = 11000;
@@ -675,13 +908,7 @@ pub(crate) fn fold<V: View>(
             Ok(Applied::Duplicate) => outcome.duplicates += 1,
             Ok(Applied::Gap { expected, got }) => {
                 outcome.gaps += 1;
-                tracing::warn!(
-                    stream_id = %env.stream_id,
-                    stream_type = V::STREAM_TYPE.as_str(),
-                    expected,
-                    got,
-                    "version gap: not applying past it until the missing version arrives"
-                );
+                report_gap::<V>(env, expected, got);
                 break;
             }
             Err(poison) => outcome.poison.push((*i, poison.to_string())),

@@ -11,6 +11,7 @@ pub mod rebuild;
 pub mod replay;
 pub mod startup;
 pub mod views;
+pub mod write_errors;
 
 pub use config::Config;
 pub use startup::Application;

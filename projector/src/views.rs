@@ -125,6 +125,9 @@ pub trait View: Serialize + DeserializeOwned + Clone + Send + Sync + Unpin + 'st
     /// The stream id, as stored in `_id`.
     fn id(&self) -> &str;
     fn version(&self) -> u64;
+    /// The same view at another version, nothing else changed: how an event
+    /// the store refused is passed over (see `consumer`).
+    fn with_version(self, version: u64) -> Self;
     /// Folds one event into the view (`None`: the stream has no view yet).
     fn apply(view: Option<&Self>, env: &EventEnvelope) -> Result<Applied<Self>, Poison>;
 }
@@ -239,6 +242,7 @@ pub fn apply_user(
                 UserEvent::Registered(_) => return Err(Poison::CreatedAgain(env.version)),
                 UserEvent::RoleChanged(r) => v.role = r.to,
                 UserEvent::Deactivated(_) => v.active = false,
+                UserEvent::Reactivated(_) => v.active = true,
             }
             v.updated_at = at;
             v
@@ -328,6 +332,12 @@ impl View for TaskView {
     fn version(&self) -> u64 {
         self.version.max(0) as u64
     }
+    fn with_version(self, version: u64) -> Self {
+        Self {
+            version: version as i64,
+            ..self
+        }
+    }
     fn apply(view: Option<&Self>, env: &EventEnvelope) -> Result<Applied<Self>, Poison> {
         apply(view, env)
     }
@@ -341,6 +351,12 @@ impl View for UserView {
     }
     fn version(&self) -> u64 {
         self.version.max(0) as u64
+    }
+    fn with_version(self, version: u64) -> Self {
+        Self {
+            version: version as i64,
+            ..self
+        }
     }
     fn apply(view: Option<&Self>, env: &EventEnvelope) -> Result<Applied<Self>, Poison> {
         apply_user(view, env)
