@@ -3,7 +3,7 @@
 //! the OpenAPI document describing all of it.
 
 use auth::AuthUser;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{FromRequest, Request, State};
 use axum::http::{header, HeaderMap, HeaderName, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -11,7 +11,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use events::{Priority, StreamVersion, TaskStatus};
 use serde::{Deserialize, Deserializer, Serialize};
 use service::http::Path;
-use service::json::{Json, BODY_LIMIT};
+use service::json::Json;
 use service::time::Instant;
 use service::{FieldError, Problem};
 use sha2::{Digest, Sha256};

@@ -75,8 +75,14 @@ impl Application {
                 .await?
             }
         };
+        // Deactivations and role changes apply here as soon as auth has
+        // recorded them, not when the caller's token expires.
+        let accounts = auth::accounts::AccountDirectory::follow(pool.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!("postgres: cannot read the accounts: {e}"))?;
+        let verifier = verifier.with_accounts(accounts);
         let listener = service::http::bind(config.listen_addr).await?;
-        let readiness = readiness(&pool, &config.kafka_brokers);
+        let readiness = readiness(&pool);
         let cleanup_pool = pool.clone();
         let write_limiter = write_limit::limiter(config.write_quota);
         let state = AppState {
@@ -131,16 +137,15 @@ impl Application {
     }
 }
 
-fn readiness(pool: &PgPool, brokers: &str) -> Readiness {
+/// Ready means "can serve its requests": every write needs Postgres, and
+/// only Postgres. Kafka is not checked: while it is down, writes still
+/// commit to the event store and wait in the outbox for the relay, so an
+/// orchestrator must not take command-api out of service for it (the
+/// relay's lag and errors show in `/metrics`).
+fn readiness(pool: &PgPool) -> Readiness {
     let pool = pool.clone();
-    let brokers = brokers.to_owned();
-    Readiness::new()
-        .check("postgres", move || {
-            let pool = pool.clone();
-            async move { events::store::ping(&pool).await }.boxed()
-        })
-        .check("kafka", move || {
-            let brokers = brokers.clone();
-            async move { kafka::ping(&brokers).await }.boxed()
-        })
+    Readiness::new().check("postgres", move || {
+        let pool = pool.clone();
+        async move { events::store::ping(&pool).await }.boxed()
+    })
 }

@@ -25,5 +25,5 @@ pub use envelope::{
 pub use schema::{
     Event, Priority, Role, TaskCreated, TaskDeleted, TaskDueDateChanged, TaskEvent,
     TaskPriorityChanged, TaskStatus, TaskStatusChanged, TaskUpdated, UserDeactivated, UserEvent,
-    UserRegistered, UserRoleChanged,
+    UserReactivated, UserRegistered, UserRoleChanged,
 };

@@ -238,6 +238,11 @@ pub struct UserRoleChanged {
 #[serde(deny_unknown_fields)]
 pub struct UserDeactivated {}
 
+/// `user.reactivated`: an admin gave a deactivated account back its access.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserReactivated {}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data")]
 pub enum UserEvent {
@@ -247,6 +252,8 @@ pub enum UserEvent {
     RoleChanged(UserRoleChanged),
     #[serde(rename = "user.deactivated")]
     Deactivated(UserDeactivated),
+    #[serde(rename = "user.reactivated")]
+    Reactivated(UserReactivated),
 }
 
 /// Any event of the system.
@@ -279,6 +286,7 @@ pub const EVENT_TYPES: &[(&str, StreamType, u32)] = &[
     ("user.registered", StreamType::User, 1),
     ("user.role_changed", StreamType::User, 1),
     ("user.deactivated", StreamType::User, 1),
+    ("user.reactivated", StreamType::User, 1),
 ];
 
 /// The current schema version of an event type, or `None` if unknown.
@@ -301,6 +309,7 @@ impl Event {
             Event::User(UserEvent::Registered(_)) => "user.registered",
             Event::User(UserEvent::RoleChanged(_)) => "user.role_changed",
             Event::User(UserEvent::Deactivated(_)) => "user.deactivated",
+            Event::User(UserEvent::Reactivated(_)) => "user.reactivated",
         }
     }
 

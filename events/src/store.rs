@@ -219,6 +219,22 @@ pub async fn load_stream<'e>(
     rows.iter().map(envelope_from_row).collect()
 }
 
+/// The user events recorded at or after `from`, in position order (the
+/// account directory's read; served by a partial index on `recorded_at`).
+pub async fn load_user_events_since<'e>(
+    db: impl PgExecutor<'e>,
+    from: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<EventEnvelope>, sqlx::Error> {
+    let rows = sqlx::query(&format!(
+        "SELECT {ENVELOPE_COLUMNS} FROM events \
+         WHERE stream_type = 'user' AND recorded_at >= $1 ORDER BY global_position"
+    ))
+    .bind(from)
+    .fetch_all(db)
+    .await?;
+    rows.iter().map(envelope_from_row).collect()
+}
+
 /// Connects with a bounded wait and applies the migrations (idempotent,
 /// safe when several services start at once: sqlx takes a lock).
 pub async fn connect_and_migrate(url: &str, max_connections: u32) -> Result<sqlx::PgPool, String> {
@@ -246,6 +262,8 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
         | sqlx::Error::PoolClosed
         | sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
+        // The connection broke mid-handshake or mid-reply.
+        | sqlx::Error::Protocol(_)
         | sqlx::Error::WorkerCrashed => true,
         // Class 08 (connection exception) and 57P01-57P03 (the server is
         // shutting down, or not yet accepting connections).

@@ -42,6 +42,7 @@ fn every_current_event_type_round_trips_byte_for_byte() {
         "user.registered",
         "user.role_changed",
         "user.deactivated",
+        "user.reactivated",
     ];
     for (t, _, _) in events::schema::EVENT_TYPES {
         assert!(names.contains(t), "event type {t} has no golden fixture");

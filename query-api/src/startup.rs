@@ -68,6 +68,12 @@ impl Application {
                 .await?
             }
         };
+        // Deactivations and role changes apply here as soon as auth has
+        // recorded them, not when the caller's token expires.
+        let accounts = auth::accounts::AccountDirectory::follow(pool.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!("postgres: cannot read the accounts: {e}"))?;
+        let verifier = verifier.with_accounts(accounts);
         let listener = service::http::bind(config.listen_addr).await?;
         let readiness = readiness(&db, &pool);
         let state = AppState {

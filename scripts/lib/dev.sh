@@ -62,6 +62,8 @@ dev_export_service_env() {
   export QUERY_API_JWKS_URL="${QUERY_API_JWKS_URL:-$jwks}"
   export PROJECTOR_KAFKA_BROKERS="${PROJECTOR_KAFKA_BROKERS:-$kafka}"
   export PROJECTOR_MONGODB_URL="${PROJECTOR_MONGODB_URL:-$mongo}"
+  # A local run: secrets left unset take their development values.
+  export TASKSTREAM_DEVELOPMENT="${TASKSTREAM_DEVELOPMENT:-1}"
 }
 
 # dev_service_listen_addr NAME: the service's listen address (its env var or default).

@@ -5,7 +5,6 @@
 //! again. The server behind it keeps running for every other test.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -13,10 +12,9 @@ use tokio_util::sync::CancellationToken;
 
 pub struct Relay {
     addr: SocketAddr,
-    up: Arc<AtomicBool>,
-    /// Cancelled on `cut`: every relayed connection ends.
+    target: SocketAddr,
+    /// Cancelled on `cut`: the listener closes and every relayed connection ends.
     generation: std::sync::Mutex<CancellationToken>,
-    stop: CancellationToken,
 }
 
 impl Relay {
@@ -27,27 +25,28 @@ impl Relay {
             .expect("bind relay");
         let relay = Arc::new(Relay {
             addr: listener.local_addr().expect("relay addr"),
-            up: Arc::new(AtomicBool::new(true)),
+            target,
             generation: std::sync::Mutex::new(CancellationToken::new()),
-            stop: CancellationToken::new(),
         });
-        let r = relay.clone();
+        relay.serve(listener);
+        relay
+    }
+
+    fn serve(&self, listener: TcpListener) {
+        let cut = self.generation.lock().expect("relay lock").clone();
+        let target = self.target;
         tokio::spawn(async move {
             loop {
-                let (client, _) = tokio::select! {
+                let (mut client, _) = tokio::select! {
                     a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
-                    _ = r.stop.cancelled() => return,
+                    // Dropping the listener: new connections are refused.
+                    _ = cut.cancelled() => return,
                 };
-                if !r.up.load(Ordering::SeqCst) {
-                    drop(client);
-                    continue;
-                }
-                let cut = r.generation.lock().expect("relay lock").clone();
+                let cut = cut.clone();
                 tokio::spawn(async move {
                     let Ok(mut server) = TcpStream::connect(target).await else {
                         return;
                     };
-                    let mut client = client;
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
                         _ = cut.cancelled() => {}
@@ -55,31 +54,37 @@ impl Relay {
                 });
             }
         });
-        relay
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 
-    /// Drops every relayed connection and refuses new ones.
+    /// Drops every relayed connection and stops listening: connecting is
+    /// refused, as with a server that is down.
     pub fn cut(&self) {
-        self.up.store(false, Ordering::SeqCst);
         let mut g = self.generation.lock().expect("relay lock");
         g.cancel();
         *g = CancellationToken::new();
     }
 
-    /// Lets connections through again.
-    pub fn restore(&self) {
-        self.up.store(true, Ordering::SeqCst);
+    /// Listens on the same port again.
+    pub async fn restore(&self) {
+        let listener = loop {
+            match TcpListener::bind(self.addr).await {
+                Ok(l) => break l,
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+            }
+        };
+        self.serve(listener);
     }
 }
 
 impl Drop for Relay {
     fn drop(&mut self) {
-        self.stop.cancel();
-        self.generation.lock().map(|g| g.cancel()).ok();
+        if let Ok(g) = self.generation.lock() {
+            g.cancel();
+        }
     }
 }
 

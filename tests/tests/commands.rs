@@ -1742,6 +1742,10 @@ async fn kafka_stopped_while_500_commands_are_accepted_then_restarted_every_even
 
     broker.stop().await;
     let outage = Instant::now();
+    // Readiness means "can serve its requests": writes go to the outbox,
+    // so command-api stays ready while Kafka is down.
+    let ready = http().get(cmd.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200, "/readyz while Kafka is down");
     // 100 streams, 5 commands each, in order per stream, streams concurrent.
     let client = http();
     let per_stream = |i: usize| {
