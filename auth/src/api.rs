@@ -3,26 +3,27 @@
 use std::net::IpAddr;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::header::{HeaderName, CACHE_CONTROL, PRAGMA};
+use axum::http::{StatusCode, Uri};
 use axum::Router;
 use events::Role;
 use serde::{Deserialize, Serialize};
 use service::http::Path;
 use service::json::Json;
 use service::{FieldError, Problem};
-use utoipa::{OpenApi, ToSchema};
+use utoipa::{IntoParams, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::domain::{normalise_email, DisplayName, Email, NewPassword};
+use crate::domain::{normalise_email, DisplayName, Email, NewPassword, EMAIL_MAX_LEN};
 use crate::error::ApiError;
 use crate::keys::Jwks;
 use crate::rate_limit::Attempt;
 use crate::request::{ClientIp, CorrelationId};
 use crate::startup::AppState;
 use crate::tokens::{self, AccessTokenRequest, ACCESS_TOKEN_TTL};
-use crate::users::{self, Cause, NewUser, User};
+use crate::users::{self, Cause, NewUser, User, UserFilter};
 use crate::verify::{AdminUser, AuthUser};
 use crate::{password, refresh::RefreshToken};
 
@@ -152,7 +153,7 @@ async fn register(
     CorrelationId(correlation_id): CorrelationId,
     Json(body): Json<RegisterRequest>,
 ) -> Result<(StatusCode, Json<UserResponse>), ApiError> {
-    limit(&state, Attempt::Register, ip, &normalise_email(&body.email))?;
+    limit_ip(&state, Attempt::Register, ip)?;
 
     let mut errors = Vec::new();
     let email = Email::parse(&body.email)
@@ -167,21 +168,18 @@ async fn register(
             .ok(),
         None => email.as_ref().map(DisplayName::from_email),
     };
+    // Only a valid address is counted per email: the per-email limiter
+    // holds nothing a client made up beyond what an address can be.
+    if let Some(email) = &email {
+        limit_email(&state, Attempt::Register, email.as_str())?;
+    }
     let (Some(email), Some(password), Some(display_name)) = (email, password, display_name) else {
         return Err(ApiError::Validation(errors));
     };
 
-    // Bootstrap: the configured admin email becomes admin when it registers.
-    let is_bootstrap_admin = state
-        .config
-        .admin_email
-        .as_deref()
-        .is_some_and(|admin| normalise_email(admin) == email.as_str());
-    let role = if is_bootstrap_admin {
-        Role::Admin
-    } else {
-        Role::User
-    };
+    // Registration never makes an admin: the first one is created by the
+    // operator (`auth create-admin`), later ones by an admin.
+    let role = Role::User;
     let password_hash = password::hash(password.expose().to_owned()).await?;
     let id = Uuid::now_v7();
     let user = users::register(
@@ -209,10 +207,12 @@ async fn register(
     post, path = "/auth/login", tag = "auth",
     request_body = LoginRequest,
     responses(
-        (status = 200, description = "Logged in", body = TokenResponse),
+        (status = 200, description = "Logged in", body = TokenResponse, headers(
+            ("Cache-Control" = String, description = "`no-store`: no cache may keep tokens"),
+            ("Pragma" = String, description = "`no-cache`, for HTTP/1.0 caches"))),
         (status = 401, description = "Wrong email or password, or account deactivated (indistinguishable)", body = Problem, content_type = PROBLEM),
         (status = 413, description = "Body over 64 KiB", body = Problem, content_type = PROBLEM),
-        (status = 422, description = "Malformed body or unknown field", body = Problem, content_type = PROBLEM),
+        (status = 422, description = "Malformed body, unknown field, or an email longer than 254 bytes", body = Problem, content_type = PROBLEM),
         (status = 429, description = "Too many attempts from this IP or for this email", body = Problem, content_type = PROBLEM,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
     )
@@ -221,9 +221,18 @@ async fn login(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     Json(body): Json<LoginRequest>,
-) -> Result<Json<TokenResponse>, ApiError> {
+) -> Result<NoStore<Json<TokenResponse>>, ApiError> {
+    limit_ip(&state, Attempt::Login, ip)?;
+    // No account has a longer email, so such a login is refused before it
+    // is counted per email or costs a password hash.
+    if body.email.len() > RAW_EMAIL_MAX_BYTES {
+        return Err(email_too_long());
+    }
     let email = normalise_email(&body.email);
-    limit(&state, Attempt::Login, ip, &email)?;
+    if email.len() > EMAIL_MAX_LEN {
+        return Err(email_too_long());
+    }
+    limit_email(&state, Attempt::Login, &email)?;
     let user = users::find_by_email(&state.pool, &email).await?;
     // Unknown emails verify against a dummy hash: the same argon2 work, so
     // the answer's timing does not tell which emails have accounts.
@@ -240,19 +249,54 @@ async fn login(
     };
     metrics::counter!("auth_logins_total", "outcome" => "success").increment(1);
     let refresh = users::start_session(&state.pool, user.id).await?;
-    Ok(Json(token_response(&state, &user, refresh)?))
+    Ok(no_store(Json(token_response(&state, &user, refresh)?)))
 }
 
-/// Counts an attempt against the per-IP and per-email limits.
-fn limit(state: &AppState, attempt: Attempt, ip: IpAddr, email: &str) -> Result<(), ApiError> {
-    state.limits.check(attempt, ip, email).map_err(|retry| {
-        let attempt = match attempt {
-            Attempt::Login => "login",
-            Attempt::Register => "register",
-        };
-        metrics::counter!("auth_rate_limited_total", "attempt" => attempt).increment(1);
-        ApiError::RateLimited(retry)
-    })
+/// A login email longer than this (before normalisation) is refused without
+/// normalising it; normalised, the limit is [`EMAIL_MAX_LEN`].
+const RAW_EMAIL_MAX_BYTES: usize = 4 * EMAIL_MAX_LEN;
+
+fn email_too_long() -> ApiError {
+    ApiError::Validation(vec![FieldError::new(
+        "/email",
+        format!("must be at most {EMAIL_MAX_LEN} bytes"),
+    )])
+}
+
+/// A response that no cache may keep (RFC 6749 5.1, for token responses).
+pub type NoStore<T> = ([(HeaderName, &'static str); 2], T);
+
+fn no_store<T>(body: T) -> NoStore<T> {
+    ([(CACHE_CONTROL, "no-store"), (PRAGMA, "no-cache")], body)
+}
+
+fn attempt_label(attempt: Attempt) -> &'static str {
+    match attempt {
+        Attempt::Login => "login",
+        Attempt::Register => "register",
+    }
+}
+
+fn rate_limited(attempt: Attempt, retry: crate::rate_limit::RetryAfter) -> ApiError {
+    metrics::counter!("auth_rate_limited_total", "attempt" => attempt_label(attempt)).increment(1);
+    ApiError::RateLimited(retry)
+}
+
+/// Counts an attempt against the per-IP limit.
+fn limit_ip(state: &AppState, attempt: Attempt, ip: IpAddr) -> Result<(), ApiError> {
+    state
+        .limits
+        .check_ip(attempt, ip)
+        .map_err(|r| rate_limited(attempt, r))
+}
+
+/// Counts an attempt against the per-email limit (`email` normalised and
+/// at most [`EMAIL_MAX_LEN`] bytes).
+fn limit_email(state: &AppState, attempt: Attempt, email: &str) -> Result<(), ApiError> {
+    state
+        .limits
+        .check_email(attempt, email)
+        .map_err(|r| rate_limited(attempt, r))
 }
 
 fn token_response(
@@ -285,7 +329,9 @@ fn token_response(
     post, path = "/auth/refresh", tag = "auth",
     request_body = RefreshRequest,
     responses(
-        (status = 200, description = "Rotated", body = TokenResponse),
+        (status = 200, description = "Rotated", body = TokenResponse, headers(
+            ("Cache-Control" = String, description = "`no-store`: no cache may keep tokens"),
+            ("Pragma" = String, description = "`no-cache`, for HTTP/1.0 caches"))),
         (status = 401, description = "Unknown, expired, rotated or revoked token, or deactivated account", body = Problem, content_type = PROBLEM),
         (status = 422, description = "Malformed body or unknown field", body = Problem, content_type = PROBLEM),
     )
@@ -293,9 +339,9 @@ fn token_response(
 async fn refresh(
     State(state): State<AppState>,
     Json(body): Json<RefreshRequest>,
-) -> Result<Json<TokenResponse>, ApiError> {
+) -> Result<NoStore<Json<TokenResponse>>, ApiError> {
     let (user, next) = users::rotate(&state.pool, &body.refresh_token).await?;
-    Ok(Json(token_response(&state, &user, next)?))
+    Ok(no_store(Json(token_response(&state, &user, next)?)))
 }
 
 /// Logs out: revokes the presented refresh token's family. Idempotent, and
@@ -346,7 +392,8 @@ async fn still_admin(state: &AppState, admin: &AuthUser) -> Result<(), ApiError>
     }
 }
 
-/// Changes a user's role (admin only). Emits `user.role_changed`.
+/// Changes a user's role (admin only). Emits `user.role_changed`. The last
+/// active admin cannot be demoted (409).
 #[utoipa::path(
     patch, path = "/admin/users/{id}/role", tag = "admin",
     security(("bearer" = [])),
@@ -357,6 +404,7 @@ async fn still_admin(state: &AppState, admin: &AuthUser) -> Result<(), ApiError>
         (status = 401, description = "Missing or invalid token", body = Problem, content_type = PROBLEM),
         (status = 403, description = "Caller is not an admin", body = Problem, content_type = PROBLEM),
         (status = 404, description = "No such user", body = Problem, content_type = PROBLEM),
+        (status = 409, description = "The change would demote the last active admin", body = Problem, content_type = PROBLEM),
         (status = 422, description = "Unknown role or unknown field", body = Problem, content_type = PROBLEM),
     )
 )]
@@ -387,7 +435,7 @@ async fn change_role(
         (status = 401, description = "Missing or invalid token", body = Problem, content_type = PROBLEM),
         (status = 403, description = "Caller is not an admin", body = Problem, content_type = PROBLEM),
         (status = 404, description = "No such user", body = Problem, content_type = PROBLEM),
-        (status = 409, description = "An admin cannot deactivate their own account", body = Problem, content_type = PROBLEM),
+        (status = 409, description = "An admin cannot deactivate their own account, nor the last active admin", body = Problem, content_type = PROBLEM),
     )
 )]
 async fn deactivate(
@@ -407,6 +455,150 @@ async fn deactivate(
     let user = users::deactivate(&state.pool, id, cause).await?;
     tracing::info!(user_id = %user.id, admin_id = %admin.id, "user deactivated");
     Ok(Json(AccountResponse::from(&user)))
+}
+
+/// Largest page of `GET /admin/users`.
+pub const MAX_PAGE: usize = 200;
+/// Page size when `limit` is not given.
+pub const DEFAULT_PAGE: usize = 50;
+
+/// The query parameters of `GET /admin/users`, for the OpenAPI document
+/// (parsing is [`parse_user_query`]).
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct ListUsersParams {
+    /// Only accounts whose (normalised) email starts with this.
+    email_prefix: Option<String>,
+    /// Only accounts with this role.
+    role: Option<Role>,
+    /// Only active (`true`) or deactivated (`false`) accounts.
+    active: Option<bool>,
+    /// Page size, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
+    limit: Option<usize>,
+    /// `next_cursor` of the previous page (opaque).
+    cursor: Option<String>,
+}
+
+/// One page of accounts, oldest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserPage {
+    pub items: Vec<AccountResponse>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Parses the decoded query pairs of `GET /admin/users`, reporting every
+/// bad parameter by name.
+pub fn parse_user_query(pairs: &[(String, String)]) -> Result<UserFilter, ApiError> {
+    let mut f = UserFilter {
+        limit: DEFAULT_PAGE,
+        ..UserFilter::default()
+    };
+    let mut errors = Vec::new();
+    let mut seen: Vec<&str> = Vec::new();
+    for (name, value) in pairs {
+        let known = ["email_prefix", "role", "active", "limit", "cursor"]
+            .into_iter()
+            .find(|k| k == name);
+        let Some(known) = known else {
+            errors.push(FieldError::new(name, "unknown query parameter"));
+            continue;
+        };
+        if seen.contains(&known) {
+            errors.push(FieldError::new(known, "given more than once"));
+            continue;
+        }
+        seen.push(known);
+        let mut err = |detail: &str| errors.push(FieldError::new(known, detail));
+        match known {
+            "email_prefix" if value.len() > RAW_EMAIL_MAX_BYTES => err("too long"),
+            "email_prefix" => {
+                let prefix = normalise_email(value);
+                if prefix.is_empty() || prefix.len() > EMAIL_MAX_LEN {
+                    err("must be 1 to 254 bytes");
+                } else {
+                    f.email_prefix = Some(prefix);
+                }
+            }
+            "role" => match value.parse::<Role>() {
+                Ok(r) => f.role = Some(r),
+                Err(_) => err("expected `user` or `admin`"),
+            },
+            "active" => match value.as_str() {
+                "true" => f.active = Some(true),
+                "false" => f.active = Some(false),
+                _ => err("expected `true` or `false`"),
+            },
+            "limit" => match value.parse::<usize>() {
+                Ok(n) if (1..=MAX_PAGE).contains(&n) => f.limit = n,
+                _ => err("expected a whole number from 1 to 200"),
+            },
+            _ => match decode_cursor(value) {
+                Some(id) => f.after = Some(id),
+                None => err("not a cursor this endpoint returned"),
+            },
+        }
+    }
+    if errors.is_empty() {
+        Ok(f)
+    } else {
+        Err(ApiError::InvalidQuery(errors))
+    }
+}
+
+/// The cursor is the last id of the page: nothing secret, and any id is a
+/// valid position (accounts after it, in id order).
+fn encode_cursor(id: Uuid) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id.as_bytes())
+}
+
+fn decode_cursor(raw: &str) -> Option<Uuid> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(raw)
+        .ok()?;
+    Uuid::from_slice(&bytes).ok()
+}
+
+/// Lists accounts (admin only), oldest first, in keyset pages.
+#[utoipa::path(
+    get, path = "/admin/users", tag = "admin",
+    security(("bearer" = [])),
+    params(ListUsersParams),
+    responses(
+        (status = 200, description = "One page of accounts", body = UserPage),
+        (status = 400, description = "A malformed, unknown or repeated query parameter", body = Problem, content_type = PROBLEM),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = PROBLEM),
+        (status = 403, description = "Caller is not an admin", body = Problem, content_type = PROBLEM),
+    )
+)]
+async fn list_users(
+    State(state): State<AppState>,
+    AdminUser(admin): AdminUser,
+    uri: Uri,
+) -> Result<Json<UserPage>, ApiError> {
+    let axum::extract::Query(pairs) =
+        axum::extract::Query::<Vec<(String, String)>>::try_from_uri(&uri).map_err(|e| {
+            ApiError::InvalidQuery(vec![FieldError::new(
+                "",
+                format!("malformed query string: {e}"),
+            )])
+        })?;
+    let filter = parse_user_query(&pairs)?;
+    still_admin(&state, &admin).await?;
+    let (users, more) = users::list(&state.pool, &filter).await?;
+    let next_cursor = if more {
+        users.last().map(|u| encode_cursor(u.id))
+    } else {
+        None
+    };
+    Ok(Json(UserPage {
+        items: users.iter().map(AccountResponse::from).collect(),
+        next_cursor,
+    }))
 }
 
 /// The public keys access tokens are verified with.
@@ -442,6 +634,7 @@ pub fn routes(
         .routes(routes!(refresh))
         .routes(routes!(logout))
         .routes(routes!(me))
+        .routes(routes!(list_users))
         .routes(routes!(change_role))
         .routes(routes!(deactivate))
         .routes(routes!(jwks))

@@ -1,9 +1,9 @@
 //! Configuration, from `AUTH_*` environment variables.
 
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroUsize};
 
-use service::config::{env_opt, env_or, ConfigError};
+use service::config::{env_or, ConfigError};
 
 pub const DEFAULT_ISSUER: &str = "taskstream-auth";
 pub const DEFAULT_AUDIENCE: &str = "taskstream";
@@ -24,19 +24,21 @@ pub struct Config {
     pub issuer: String,
     /// `AUTH_AUDIENCE`, default `taskstream`.
     pub audience: String,
-    /// `AUTH_ADMIN_EMAIL`: the account with this email is made admin at
-    /// registration (bootstrap of the first admin). Unset: nobody.
-    pub admin_email: Option<String>,
     /// `AUTH_RATE_LIMIT_PER_MINUTE`, default 30: login attempts, and
     /// separately registrations, one client IP may make per minute.
     pub rate_limit_per_minute: NonZeroU32,
     /// `AUTH_RATE_LIMIT_PER_EMAIL_PER_MINUTE`, default 10: login attempts,
     /// and separately registrations, naming one email per minute (from any IP).
     pub rate_limit_per_email_per_minute: NonZeroU32,
+    /// `AUTH_RATE_LIMIT_CAPACITY`, default 100,000: the most keys (client
+    /// IPs, and separately emails) the limiters hold at once; beyond it a new
+    /// key evicts the one closest to expiry. About 100 bytes a key.
+    pub rate_limit_capacity: NonZeroUsize,
 }
 
 pub const DEFAULT_RATE_LIMIT_PER_MINUTE: NonZeroU32 = NonZeroU32::new(30).unwrap();
 pub const DEFAULT_RATE_LIMIT_PER_EMAIL_PER_MINUTE: NonZeroU32 = NonZeroU32::new(10).unwrap();
+pub const DEFAULT_RATE_LIMIT_CAPACITY: NonZeroUsize = NonZeroUsize::new(100_000).unwrap();
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -51,7 +53,6 @@ impl Config {
             signing_key_path: env_or("AUTH_SIGNING_KEY_PATH", ".dev/jwt-signing.pem".to_owned())?,
             issuer: env_or("AUTH_ISSUER", DEFAULT_ISSUER.to_owned())?,
             audience: env_or("AUTH_AUDIENCE", DEFAULT_AUDIENCE.to_owned())?,
-            admin_email: env_opt("AUTH_ADMIN_EMAIL")?,
             rate_limit_per_minute: env_or(
                 "AUTH_RATE_LIMIT_PER_MINUTE",
                 DEFAULT_RATE_LIMIT_PER_MINUTE,
@@ -60,6 +61,7 @@ impl Config {
                 "AUTH_RATE_LIMIT_PER_EMAIL_PER_MINUTE",
                 DEFAULT_RATE_LIMIT_PER_EMAIL_PER_MINUTE,
             )?,
+            rate_limit_capacity: env_or("AUTH_RATE_LIMIT_CAPACITY", DEFAULT_RATE_LIMIT_CAPACITY)?,
         })
     }
 }

@@ -30,6 +30,12 @@ pub enum ApiError {
     UserNotFound,
     #[error("an admin cannot deactivate their own account")]
     SelfDeactivation,
+    /// The change would leave no active admin.
+    #[error("the last active admin cannot be demoted or deactivated")]
+    LastAdmin,
+    /// A query parameter of a list request is malformed.
+    #[error("invalid query")]
+    InvalidQuery(Vec<FieldError>),
     #[error("rate limited")]
     RateLimited(RetryAfter),
     #[error(transparent)]
@@ -89,6 +95,24 @@ impl IntoResponse for ApiError {
                 "self-deactivation",
                 "an admin cannot deactivate their own account",
             ),
+            ApiError::LastAdmin => Problem::conflict(
+                "last-admin",
+                "this would leave no active admin; make another account admin first",
+            ),
+            ApiError::InvalidQuery(errors) => {
+                let detail = errors
+                    .iter()
+                    .map(|e| format!("query parameter `{}`: {}", e.pointer, e.detail))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid-query",
+                    "Invalid query parameters",
+                    detail,
+                )
+                .with_errors(errors)
+            }
             ApiError::RateLimited(retry) => {
                 let secs = retry.seconds();
                 Problem::new(

@@ -4,24 +4,32 @@
 //! # Endpoints
 //!
 //! `POST /auth/register`, `POST /auth/login`, `POST /auth/refresh`,
-//! `POST /auth/logout`, `GET /auth/me`, `PATCH /admin/users/{id}/role`,
-//! `POST /admin/users/{id}/deactivate`, `GET /.well-known/jwks.json`, and
-//! `GET /openapi.json` describing them all. Errors are problem+json.
+//! `POST /auth/logout`, `GET /auth/me`, `GET /admin/users`,
+//! `PATCH /admin/users/{id}/role`, `POST /admin/users/{id}/deactivate`,
+//! `GET /.well-known/jwks.json`, and `GET /openapi.json` describing them
+//! all. Errors are problem+json. Token responses carry
+//! `Cache-Control: no-store` and `Pragma: no-cache`.
 //!
 //! # The first admin (bootstrap)
 //!
-//! Nobody becomes admin by being first. Set `AUTH_ADMIN_EMAIL` to an email
-//! address: when an account with that email (any letter case) registers, it
-//! gets the `admin` role, recorded in its `user.registered` event. That admin
-//! then grants or removes the role with `PATCH /admin/users/{id}/role`.
-//! Accounts that registered before the variable was set are not changed.
+//! Registration never makes an admin, whoever registers first and with
+//! whatever address. The operator creates the first admin on the command
+//! line ([`operator`]): `auth create-admin --email ADDRESS` (the password
+//! from `AUTH_ADMIN_PASSWORD`, else the first line of standard input), or
+//! `auth promote --email ADDRESS` for an existing account. Admins then grant
+//! or remove the role with `PATCH /admin/users/{id}/role`; the last active
+//! admin can be neither demoted nor deactivated (409).
 //!
 //! # Abuse limits
 //!
 //! Login and registration are each limited per client IP
 //! (`AUTH_RATE_LIMIT_PER_MINUTE`, default 30) and per email
 //! (`AUTH_RATE_LIMIT_PER_EMAIL_PER_MINUTE`, default 10), in memory per
-//! process; over the limit the answer is 429 with `Retry-After`. The client
+//! process; over the limit the answer is 429 with `Retry-After`. The
+//! limiters hold fixed-size keys only (an email is counted only once it is
+//! at most 254 bytes, and kept as a salted hash), forget a key once its
+//! budget is whole again (checked every second), and hold at most
+//! `AUTH_RATE_LIMIT_CAPACITY` keys each (default 100,000). The client
 //! IP is the connection's peer: forwarding headers are not trusted. Bodies
 //! over 64 KiB are refused with 413, unknown JSON fields with 422.
 //!
@@ -39,11 +47,13 @@
 //! appears in an event, a response other than the one issuing the token, or
 //! a log line.
 
+pub mod accounts;
 pub mod api;
 pub mod config;
 pub mod domain;
 pub mod error;
 pub mod keys;
+pub mod operator;
 pub mod password;
 pub mod rate_limit;
 pub mod refresh;

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::keys::SigningKeys;
 use crate::rate_limit::AttemptLimits;
+use crate::tokens::ACCESS_TOKEN_TTL;
 use crate::verify::TokenVerifier;
 
 #[derive(Clone)]
@@ -40,6 +41,7 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     relay: OutboxRelay,
+    limits: Arc<AttemptLimits>,
 }
 
 impl Application {
@@ -55,10 +57,12 @@ impl Application {
             .map_err(|e| anyhow::anyhow!("kafka at {}: {e}", config.kafka_brokers))?;
         let producer = kafka::producer(&config.kafka_brokers)?;
         let relay = OutboxRelay::new(pool.clone(), producer, topics, RelayConfig::default());
-        let verifier = TokenVerifier::from_jwks(&keys.jwks(), &config.issuer, &config.audience)?;
+        let verifier = TokenVerifier::from_jwks(&keys.jwks(), &config.issuer, &config.audience)?
+            .with_max_lifetime(ACCESS_TOKEN_TTL.to_std()?);
         let limits = Arc::new(AttemptLimits::new(
             config.rate_limit_per_minute,
             config.rate_limit_per_email_per_minute,
+            config.rate_limit_capacity,
         ));
         let dummy_hash = crate::password::dummy_hash().await?.into();
         let listener = service::http::bind(config.listen_addr).await?;
@@ -67,7 +71,7 @@ impl Application {
             keys,
             config,
             verifier,
-            limits,
+            limits: limits.clone(),
             dummy_hash,
         };
         let router = service::http::finish(routes(state));
@@ -75,6 +79,7 @@ impl Application {
             listener,
             router,
             relay,
+            limits,
         })
     }
 
@@ -85,6 +90,7 @@ impl Application {
     /// Serves and relays events until `shutdown` is cancelled.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let relay = tokio::spawn(self.relay.run(shutdown.clone()));
+        crate::rate_limit::spawn_pruning(&self.limits, shutdown.clone());
         let served = service::http::serve(self.listener, self.router, shutdown.clone()).await;
         shutdown.cancel();
         let _ = relay.await;

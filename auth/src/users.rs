@@ -148,8 +148,31 @@ async fn lock(conn: &mut PgConnection, id: Uuid) -> Result<User, ApiError> {
     Ok(user_from_row(&row)?)
 }
 
+/// Locks the rows of every active admin, in id order, and returns their
+/// ids. Every change that can take the admin role away from an active
+/// account takes these locks first (before the target's row, so two such
+/// changes cannot deadlock): of two admins demoting each other at once, the
+/// second sees the first's change and is refused as the last admin.
+async fn lock_active_admins(conn: &mut PgConnection) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT id FROM users WHERE role = 'admin' AND active ORDER BY id FOR UPDATE",
+    )
+    .fetch_all(&mut *conn)
+    .await
+}
+
+/// Refuses (409) when `user` is an active admin and no other is.
+fn ensure_not_last_admin(user: &User, active_admins: &[Uuid]) -> Result<(), ApiError> {
+    let is_active_admin = user.active && user.role == Role::Admin;
+    if is_active_admin && !active_admins.iter().any(|a| *a != user.id) {
+        return Err(ApiError::LastAdmin);
+    }
+    Ok(())
+}
+
 /// Sets the role and appends `user.role_changed`; setting the role a user
-/// already has changes nothing and emits nothing.
+/// already has changes nothing and emits nothing. Demoting the last active
+/// admin is refused ([`ApiError::LastAdmin`]).
 pub async fn change_role(
     pool: &PgPool,
     id: Uuid,
@@ -157,9 +180,17 @@ pub async fn change_role(
     cause: Cause,
 ) -> Result<User, ApiError> {
     let mut tx = pool.begin().await?;
+    let admins = if role == Role::Admin {
+        Vec::new()
+    } else {
+        lock_active_admins(&mut tx).await?
+    };
     let mut user = lock(&mut tx, id).await?;
     if user.role == role {
         return Ok(user);
+    }
+    if role != Role::Admin {
+        ensure_not_last_admin(&user, &admins)?;
     }
     sqlx::query("UPDATE users SET role = $2, updated_at = now() WHERE id = $1")
         .bind(id)
@@ -178,12 +209,15 @@ pub async fn change_role(
 
 /// Deactivates the user, revokes all their refresh tokens and appends
 /// `user.deactivated`; deactivating an inactive user changes nothing.
+/// Deactivating the last active admin is refused ([`ApiError::LastAdmin`]).
 pub async fn deactivate(pool: &PgPool, id: Uuid, cause: Cause) -> Result<User, ApiError> {
     let mut tx = pool.begin().await?;
+    let admins = lock_active_admins(&mut tx).await?;
     let mut user = lock(&mut tx, id).await?;
     if !user.active {
         return Ok(user);
     }
+    ensure_not_last_admin(&user, &admins)?;
     sqlx::query(
         "UPDATE users SET active = false, deactivated_at = now(), updated_at = now()
          WHERE id = $1",
@@ -202,6 +236,47 @@ pub async fn deactivate(pool: &PgPool, id: Uuid, cause: Cause) -> Result<User, A
     tx.commit().await?;
     user.active = false;
     Ok(user)
+}
+
+/// What `GET /admin/users` asks for: filters, the keyset position (the
+/// last id of the previous page) and the page size.
+#[derive(Debug, Clone, Default)]
+pub struct UserFilter {
+    /// Only emails starting with this (already normalised) prefix.
+    pub email_prefix: Option<String>,
+    pub role: Option<Role>,
+    pub active: Option<bool>,
+    /// Only ids after this one (ids are UUID v7, so this is registration order).
+    pub after: Option<Uuid>,
+    pub limit: usize,
+}
+
+/// One page of users in id order, and whether more follow.
+pub async fn list(pool: &PgPool, f: &UserFilter) -> Result<(Vec<User>, bool), sqlx::Error> {
+    let fetch = i64::try_from(f.limit).unwrap_or(i64::MAX).saturating_add(1);
+    let rows = sqlx::query(&format!(
+        "SELECT {USER_COLUMNS} FROM users
+          WHERE ($1::text IS NULL OR starts_with(email, $1))
+            AND ($2::text IS NULL OR role = $2)
+            AND ($3::boolean IS NULL OR active = $3)
+            AND ($4::uuid IS NULL OR id > $4)
+          ORDER BY id
+          LIMIT $5"
+    ))
+    .bind(f.email_prefix.as_deref())
+    .bind(f.role.map(Role::as_str))
+    .bind(f.active)
+    .bind(f.after)
+    .bind(fetch)
+    .fetch_all(pool)
+    .await?;
+    let mut users = rows
+        .iter()
+        .map(user_from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+    let more = users.len() > f.limit;
+    users.truncate(f.limit);
+    Ok((users, more))
 }
 
 /// Starts a new token family for a fresh login.

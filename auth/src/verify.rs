@@ -4,10 +4,26 @@
 //! at start and re-fetched when a token names an unknown `kid` (key rotation);
 //! no request ever calls auth. Only EdDSA is accepted: `none`, HS256 (for
 //! instance signed with the public key as secret) and any other algorithm fail.
+//!
+//! Beyond the signature, a token must name the configured issuer and
+//! audience and must not be expired, not yet valid (`nbf`), issued in the
+//! future (`iat` later than now), or live longer than the access-token
+//! lifetime (`exp - iat`, [`TokenVerifier::with_max_lifetime`], default 15
+//! minutes); each with [`LEEWAY_SECONDS`] of clock skew allowed. A header with
+//! `crit` is refused: this verifier understands no JWS extension.
+//!
+//! Verified tokens are remembered (keyed by their SHA-256) until they expire,
+//! at most [`VERIFIED_TOKENS_CACHED`]: a full memory first forgets expired
+//! tokens, then everything.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use sha2::{Digest, Sha256};
 
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
@@ -19,6 +35,7 @@ use service::Problem;
 use tokio::sync::RwLock;
 use uuid::Uuid;
 
+use crate::accounts::{AccountDirectory, Standing};
 use crate::keys::Jwks;
 
 /// The access token's claims.
@@ -69,12 +86,17 @@ struct Inner {
     issuer: String,
     audience: String,
     leeway: u64,
+    /// Longest `exp - iat` accepted, in seconds.
+    max_lifetime: AtomicI64,
     keys: RwLock<HashMap<String, DecodingKey>>,
     last_refresh: RwLock<Option<Instant>>,
-    /// Tokens that passed every check, keyed by the whole token, so a
+    /// Tokens that passed every check, keyed by the token's SHA-256, so a
     /// client's repeated requests pay for the signature check once. `exp`
     /// is checked again on every hit; a key change empties it.
-    verified: Mutex<HashMap<Box<str>, Claims>>,
+    verified: Mutex<HashMap<[u8; 32], Claims>>,
+    /// Account standing beyond the claims (deactivation, current role),
+    /// once [`TokenVerifier::with_accounts`] attached it.
+    accounts: std::sync::OnceLock<Arc<AccountDirectory>>,
 }
 
 /// Verifies access tokens; cheap to clone.
@@ -85,9 +107,21 @@ pub struct TokenVerifier(Arc<Inner>);
 /// turn the APIs into a JWKS request amplifier.
 const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Verified tokens remembered at most; when full the memory is emptied
-/// (simple, bounded, and one signature check per token is all it costs).
+/// Verified tokens remembered at most; when full, expired ones are
+/// forgotten, and if that frees nothing the memory is emptied (simple,
+/// bounded, and one signature check per token is all it costs).
 pub const VERIFIED_TOKENS_CACHED: usize = 10_000;
+
+/// Clock skew allowed on `exp`, `nbf` and `iat`, in seconds.
+pub const LEEWAY_SECONDS: u64 = 30;
+
+/// The longest token lifetime (`exp - iat`) accepted unless configured
+/// otherwise: auth's access-token lifetime.
+pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(15 * 60);
+
+/// Longer bearer values are refused before any parsing; auth's tokens are
+/// well under 1 KiB.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 
 fn decoding_keys(jwks: &Jwks) -> Result<HashMap<String, DecodingKey>, VerifierError> {
     let mut keys = HashMap::new();
@@ -152,44 +186,94 @@ impl TokenVerifier {
             source,
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
-            leeway: 30,
+            leeway: LEEWAY_SECONDS,
+            max_lifetime: AtomicI64::new(DEFAULT_MAX_LIFETIME.as_secs() as i64),
             keys: RwLock::new(keys),
             last_refresh: RwLock::new(None),
             verified: Mutex::new(HashMap::new()),
+            accounts: std::sync::OnceLock::new(),
         }))
     }
 
-    /// Verifies signature (EdDSA only), `iss`, `aud`, `exp` (30 s leeway).
+    /// Checks every caller against `accounts` too: a deactivated account's
+    /// tokens are refused (401) and an account's current role replaces the
+    /// one in its token, as soon as the directory has seen the change.
+    pub fn with_accounts(self, accounts: Arc<AccountDirectory>) -> Self {
+        let _ = self.0.accounts.set(accounts);
+        self
+    }
+
+    /// The caller a verified token names, as the account stands now.
+    fn caller(&self, claims: Claims) -> Result<AuthUser, Problem> {
+        let role = match self.0.accounts.get().map(|a| a.standing(claims.sub)) {
+            Some(Standing::Deactivated) => {
+                return Err(Problem::unauthorized("this account has been deactivated"))
+            }
+            Some(Standing::Active(role)) => role,
+            Some(Standing::Unknown) | None => claims.role,
+        };
+        Ok(AuthUser {
+            id: claims.sub,
+            email: claims.email,
+            role,
+        })
+    }
+
+    /// Accepts tokens living at most `max` (`exp - iat`); the default is
+    /// [`DEFAULT_MAX_LIFETIME`]. Set it to the issuer's access-token lifetime.
+    pub fn with_max_lifetime(self, max: Duration) -> Self {
+        let secs = i64::try_from(max.as_secs()).unwrap_or(i64::MAX);
+        self.0.max_lifetime.store(secs, Ordering::Relaxed);
+        self
+    }
+
+    /// Verifies signature (EdDSA only), `iss`, `aud`, `exp`, `nbf`, `iat`,
+    /// the lifetime, and the absence of `crit` (see the module docs).
     pub async fn verify(&self, token: &str) -> Result<Claims, Problem> {
-        if let Some(claims) = self.remembered(token) {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(Problem::unauthorized("access token is invalid"));
+        }
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(claims) = self.remembered(&digest) {
             return Ok(claims);
         }
         let claims = self.check(token).await?;
         let mut verified = self.verified();
         if verified.len() >= VERIFIED_TOKENS_CACHED {
-            verified.clear();
+            let now = chrono::Utc::now().timestamp();
+            let leeway = self.0.leeway as i64;
+            verified.retain(|_, c| c.exp + leeway > now);
+            if verified.len() >= VERIFIED_TOKENS_CACHED {
+                verified.clear();
+            }
         }
-        verified.insert(token.into(), claims.clone());
+        verified.insert(digest, claims.clone());
         Ok(claims)
     }
 
+    /// How many verified tokens are remembered now.
+    pub fn remembered_tokens(&self) -> usize {
+        self.verified().len()
+    }
+
     /// A token verified before that has not expired since.
-    fn remembered(&self, token: &str) -> Option<Claims> {
+    fn remembered(&self, digest: &[u8; 32]) -> Option<Claims> {
         let mut verified = self.verified();
-        let claims = verified.get(token)?;
+        let claims = verified.get(digest)?;
         if claims.exp + self.0.leeway as i64 > chrono::Utc::now().timestamp() {
             return Some(claims.clone());
         }
-        verified.remove(token);
+        verified.remove(digest);
         None
     }
 
-    fn verified(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Claims>> {
+    fn verified(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Claims>> {
         // A panic while holding it leaves a map that is still consistent.
         self.0.verified.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     async fn check(&self, token: &str) -> Result<Claims, Problem> {
+        refuse_critical_extensions(token)?;
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| Problem::unauthorized("malformed access token"))?;
         if header.alg != Algorithm::EdDSA {
@@ -211,15 +295,32 @@ impl TokenVerifier {
         validation.set_issuer(&[&self.0.issuer]);
         validation.set_audience(&[&self.0.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.validate_nbf = true;
         validation.leeway = self.0.leeway;
-        jsonwebtoken::decode::<Claims>(token, &key, &validation)
+        let claims = jsonwebtoken::decode::<Claims>(token, &key, &validation)
             .map(|d| d.claims)
             .map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
                     Problem::unauthorized("access token expired")
                 }
+                jsonwebtoken::errors::ErrorKind::ImmatureSignature => {
+                    Problem::unauthorized("access token is not valid yet (nbf)")
+                }
                 _ => Problem::unauthorized("access token is invalid"),
-            })
+            })?;
+        let now = chrono::Utc::now().timestamp();
+        if claims.iat > now.saturating_add(self.0.leeway as i64) {
+            return Err(Problem::unauthorized(
+                "access token is issued in the future (iat)",
+            ));
+        }
+        let max_lifetime = self.0.max_lifetime.load(Ordering::Relaxed);
+        if claims.exp.saturating_sub(claims.iat) > max_lifetime {
+            return Err(Problem::unauthorized(format!(
+                "access token lives longer than {max_lifetime} s (exp - iat)"
+            )));
+        }
+        Ok(claims)
     }
 
     async fn key(&self, kid: &str) -> Option<DecodingKey> {
@@ -246,6 +347,24 @@ impl TokenVerifier {
             Err(e) => tracing::warn!(error = %e, "JWKS refresh failed; keeping the known keys"),
         }
     }
+}
+
+/// Refuses a token whose protected header has `crit` (RFC 7515 4.1.11):
+/// it names extensions the recipient must understand, and this verifier
+/// understands none. The JWT library ignores unknown header fields, so the
+/// header is read here first.
+fn refuse_critical_extensions(token: &str) -> Result<(), Problem> {
+    let malformed = || Problem::unauthorized("malformed access token");
+    let header = token.split('.').next().ok_or_else(malformed)?;
+    let bytes = URL_SAFE_NO_PAD.decode(header).map_err(|_| malformed())?;
+    let fields: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&bytes).map_err(|_| malformed())?;
+    if fields.contains_key("crit") {
+        return Err(Problem::unauthorized(
+            "access token header has `crit`; no critical extension is accepted",
+        ));
+    }
+    Ok(())
 }
 
 async fn fetch(
@@ -292,11 +411,7 @@ where
             .filter(|t| !t.is_empty())
             .ok_or_else(|| Problem::unauthorized("expected `Authorization: Bearer <token>`"))?;
         let claims = verifier.verify(token).await?;
-        Ok(AuthUser {
-            id: claims.sub,
-            email: claims.email,
-            role: claims.role,
-        })
+        verifier.caller(claims)
     }
 }
 
@@ -354,6 +469,36 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(2100)).await;
         let err = verifier.verify(&t).await.expect_err("expired by now");
         assert!(err.detail.contains("expired"), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn the_memory_of_verified_tokens_is_bounded() {
+        let keys = SigningKeys::generate();
+        let verifier = TokenVerifier::from_jwks(&keys.jwks(), "iss", "aud").expect("verifier");
+        for _ in 0..VERIFIED_TOKENS_CACHED + 10 {
+            verifier.verify(&token(&keys, 600)).await.expect("valid");
+            assert!(verifier.remembered_tokens() <= VERIFIED_TOKENS_CACHED);
+        }
+        // A bearer value longer than any token is refused before parsing.
+        let long = "a".repeat(MAX_TOKEN_BYTES + 1);
+        assert!(verifier.verify(&long).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn lifetime_is_capped_at_the_configured_maximum() {
+        let keys = SigningKeys::generate();
+        let verifier = TokenVerifier::from_jwks(&keys.jwks(), "iss", "aud")
+            .expect("verifier")
+            .with_max_lifetime(Duration::from_secs(60));
+        assert!(verifier.verify(&token(&keys, 60)).await.is_ok());
+        let err = verifier
+            .verify(&token(&keys, 61))
+            .await
+            .expect_err("too long");
+        assert!(err.detail.contains("exp - iat"), "{err:?}");
+        let default = TokenVerifier::from_jwks(&keys.jwks(), "iss", "aud").expect("verifier");
+        assert!(default.verify(&token(&keys, 900)).await.is_ok());
+        assert!(default.verify(&token(&keys, 901)).await.is_err());
     }
 
     #[tokio::test]

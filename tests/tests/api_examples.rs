@@ -251,9 +251,7 @@ async fn every_documented_example_answers_its_documented_status() {
     assert!(!examples.is_empty(), "docs/api.md has examples");
 
     let admin_email = format!("{}@example.test", unique("admin-"));
-    let mut deployment = Deployment::fresh().await;
-    deployment.admin_email = Some(admin_email.clone());
-    let system = System::start_with(deployment).await;
+    let system = System::start_with(Deployment::fresh().await).await;
     let (auth, commands, queries) = (
         system.auth.base.clone(),
         system.command.base.clone(),
@@ -300,7 +298,11 @@ async fn every_documented_example_answers_its_documented_status() {
     );
 
     // The variables the page describes, from real accounts and tasks.
-    register(&auth, &admin_email).await;
+    // The first admin is the operator's doing (`auth create-admin`).
+    system
+        .deployment
+        .create_admin(&admin_email, PASSWORD)
+        .await;
     let (admin_token, _) = login(&auth, &admin_email).await;
     let user_email = format!("{}@example.test", unique("user-"));
     register(&auth, &user_email).await;

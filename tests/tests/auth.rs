@@ -101,16 +101,18 @@ impl Auth {
             .bearer_auth(token)
     }
 
-    /// Registers the deployment's bootstrap admin and logs in.
+    /// Creates an admin as the operator does (`auth create-admin`) and logs in.
     async fn admin_tokens(&self) -> (Uuid, Tokens) {
-        let email = self
-            .deployment
-            .admin_email
-            .clone()
-            .expect("deployment has an admin email");
-        let user = self.register(&email).await;
-        assert_eq!(user["role"], "admin", "bootstrap admin: {user}");
-        (id_of(&user), self.login(&email).await)
+        let email = format!("{}@example.test", unique("boss-"));
+        let id = self.deployment.create_admin(&email, PASSWORD).await;
+        let me = expect_json(
+            self.me(&self.login(&email).await.access).await,
+            StatusCode::OK,
+            "admin's me",
+        )
+        .await;
+        assert_eq!(me["role"], "admin", "operator-made admin: {me}");
+        (id, self.login(&email).await)
     }
 }
 
@@ -182,12 +184,6 @@ fn pointers(problem: &Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-async fn with_admin_email() -> Deployment {
-    let mut d = Deployment::fresh().await;
-    d.admin_email = Some(format!("{}@example.test", unique("boss-")));
-    d
 }
 
 // ---------------------------------------------------------------- accounts
@@ -416,7 +412,7 @@ async fn logout_revokes_the_family_and_is_idempotent() {
 
 #[tokio::test]
 async fn admin_changes_roles_and_non_admins_are_refused() {
-    let auth = Auth::start_with(with_admin_email().await, |_| {}).await;
+    let auth = Auth::start().await;
     let (_, admin) = auth.admin_tokens().await;
     let email = email();
     let user = auth.register(&email).await;
@@ -510,7 +506,7 @@ async fn admin_changes_roles_and_non_admins_are_refused() {
 
 #[tokio::test]
 async fn deactivated_users_cannot_log_in_or_refresh() {
-    let auth = Auth::start_with(with_admin_email().await, |_| {}).await;
+    let auth = Auth::start().await;
     let (admin_id, admin) = auth.admin_tokens().await;
     let email = email();
     let user = auth.register(&email).await;
@@ -952,7 +948,7 @@ async fn openapi_document_describes_every_endpoint() {
 
 #[tokio::test]
 async fn user_events_reach_kafka_with_the_envelope_and_no_secrets() {
-    let auth = Auth::start_with(with_admin_email().await, |_| {}).await;
+    let auth = Auth::start().await;
     let (admin_id, admin) = auth.admin_tokens().await;
     let email = email();
     let request_id = Uuid::now_v7();

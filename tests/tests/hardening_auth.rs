@@ -1,0 +1,806 @@
+//! Hardening of auth (issue 11): the operator makes the first admin, the
+//! last admin stays, admins list accounts; token responses are not cached
+//! and the token verifier refuses `nbf` in the future, `crit`, `iat` in the
+//! future and over-long lifetimes; the login limiter's memory is bounded;
+//! emails and names are Unicode-clean. Real services, real Postgres and
+//! Kafka; assertions on what a client (or an operator) sees.
+
+use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::process::Stdio;
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use reqwest::{Response, StatusCode};
+use serde_json::{json, Value};
+use tests::process::{auth_env, metric, Service};
+use tests::{eventually, http, unique, Deployment, Running};
+use tokio::io::AsyncWriteExt;
+use uuid::Uuid;
+
+const PASSWORD: &str = "correct horse battery staple";
+
+// ----------------------------------------------------------------- helpers
+
+struct Auth {
+    running: Running,
+    deployment: Deployment,
+    client: reqwest::Client,
+}
+
+impl Auth {
+    async fn start() -> Self {
+        let deployment = Deployment::fresh().await;
+        let running = deployment.spawn_auth().await;
+        Auth {
+            running,
+            deployment,
+            client: http(),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        self.running.url(path)
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Response {
+        self.client
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"))
+    }
+
+    async fn register(&self, email: &str) -> Value {
+        let res = self
+            .post(
+                "/auth/register",
+                json!({ "email": email, "password": PASSWORD }),
+            )
+            .await;
+        expect_json(res, StatusCode::CREATED, &format!("register {email}")).await
+    }
+
+    async fn login(&self, email: &str) -> Value {
+        let res = self
+            .post(
+                "/auth/login",
+                json!({ "email": email, "password": PASSWORD }),
+            )
+            .await;
+        expect_json(res, StatusCode::OK, &format!("login {email}")).await
+    }
+
+    async fn access(&self, email: &str) -> String {
+        self.login(email).await["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_owned()
+    }
+
+    async fn me(&self, token: &str) -> Response {
+        self.client
+            .get(self.url("/auth/me"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("GET /auth/me")
+    }
+
+    async fn admin_post(&self, path: &str, token: &str) -> Response {
+        self.client
+            .post(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"))
+    }
+
+    async fn set_role(&self, id: Uuid, role: &str, token: &str) -> Response {
+        self.client
+            .patch(self.url(&format!("/admin/users/{id}/role")))
+            .bearer_auth(token)
+            .json(&json!({ "role": role }))
+            .send()
+            .await
+            .expect("PATCH role")
+    }
+
+    async fn list(&self, query: &str, token: &str) -> Response {
+        self.client
+            .get(self.url(&format!("/admin/users{query}")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("GET /admin/users")
+    }
+
+    /// An admin made by the operator, logged in.
+    async fn admin(&self) -> (Uuid, String) {
+        let email = email("boss-");
+        let id = self.deployment.create_admin(&email, PASSWORD).await;
+        (id, self.access(&email).await)
+    }
+}
+
+fn email(prefix: &str) -> String {
+    format!("{}@example.test", unique(prefix))
+}
+
+fn id_of(user: &Value) -> Uuid {
+    user["id"]
+        .as_str()
+        .and_then(|s| Uuid::try_parse(s).ok())
+        .unwrap_or_else(|| panic!("no id in {user}"))
+}
+
+async fn expect_json(res: Response, status: StatusCode, what: &str) -> Value {
+    let got = res.status();
+    let text = res.text().await.unwrap_or_default();
+    assert_eq!(got, status, "{what}: expected {status}, got {got}: {text}");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {text}"))
+}
+
+/// Asserts a problem+json answer with `status`; returns the body.
+async fn expect_problem(res: Response, status: StatusCode, what: &str) -> Value {
+    let content_type = res
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let body = expect_json(res, status, what).await;
+    assert_eq!(
+        content_type, "application/problem+json",
+        "{what}: content type of {body}"
+    );
+    body
+}
+
+fn pointers(problem: &Value) -> Vec<String> {
+    problem["errors"]
+        .as_array()
+        .map(|errors| {
+            errors
+                .iter()
+                .filter_map(|e| e["pointer"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Runs the real `auth` binary with `args`, `stdin` on its standard input,
+/// against the deployment's database; returns (success, stdout, stderr).
+async fn auth_cli(
+    d: &Deployment,
+    args: &[&str],
+    stdin: &str,
+    env: &[(&str, &str)],
+) -> (bool, String, String) {
+    let mut cmd = tokio::process::Command::new(tests::binary("auth"));
+    cmd.args(args)
+        .env("AUTH_DATABASE_URL", &d.database_url)
+        .env_remove("AUTH_ADMIN_PASSWORD")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("run the auth binary");
+    let mut input = child.stdin.take().expect("stdin");
+    input
+        .write_all(stdin.as_bytes())
+        .await
+        .expect("write stdin");
+    drop(input);
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("`auth {}` did not exit within 60 s", args.join(" ")))
+        .expect("auth output");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+// ------------------------------------------------------- 9: admin lifecycle
+
+#[tokio::test]
+async fn the_first_admin_is_made_by_the_operator_on_the_command_line_never_by_registering() {
+    let auth = Auth::start().await;
+    let d = &auth.deployment;
+
+    // Registration never yields an admin, not even the very first account.
+    let first = auth.register(&email("first-")).await;
+    assert_eq!(first["role"], "user", "{first}");
+
+    // `auth create-admin` with the password on standard input.
+    let boss = email("Boss-");
+    let (ok, out, err) = auth_cli(
+        d,
+        &["create-admin", "--email", &boss],
+        &format!("{PASSWORD}\n"),
+        &[],
+    )
+    .await;
+    assert!(ok, "create-admin failed: {err}");
+    let made: Value = serde_json::from_str(out.trim()).expect("create-admin prints the account");
+    assert_eq!(made["role"], "admin", "{made}");
+    assert_eq!(made["email"], boss.to_lowercase(), "{made}");
+    assert!(!out.contains(PASSWORD) && !err.contains(PASSWORD));
+    let token = auth.access(&boss).await;
+    let me = expect_json(auth.me(&token).await, StatusCode::OK, "admin me").await;
+    assert_eq!(me["role"], "admin");
+    // The new admin can administer.
+    expect_json(
+        auth.list("", &token).await,
+        StatusCode::OK,
+        "admin lists users",
+    )
+    .await;
+
+    // The same address again: refused, pointing at `promote`; nothing changes.
+    let (ok, _, err) = auth_cli(
+        d,
+        &["create-admin", "--email", &boss],
+        &format!("{PASSWORD}\n"),
+        &[],
+    )
+    .await;
+    assert!(!ok && err.contains("promote"), "{err}");
+    // A weak password is refused like at registration.
+    let (ok, _, err) = auth_cli(
+        d,
+        &["create-admin", "--email", &email("weak-")],
+        "short\n",
+        &[],
+    )
+    .await;
+    assert!(!ok && err.contains("password"), "{err}");
+    // The password may come from AUTH_ADMIN_PASSWORD instead.
+    let second = email("second-");
+    let (ok, _, err) = auth_cli(
+        d,
+        &["create-admin", "--email", &second],
+        "",
+        &[("AUTH_ADMIN_PASSWORD", PASSWORD)],
+    )
+    .await;
+    assert!(ok, "{err}");
+    auth.access(&second).await;
+
+    // `auth promote` makes an existing account admin.
+    let plain = email("plain-");
+    auth.register(&plain).await;
+    let me = expect_json(
+        auth.me(&auth.access(&plain).await).await,
+        StatusCode::OK,
+        "me",
+    )
+    .await;
+    assert_eq!(me["role"], "user");
+    let (ok, out, err) = auth_cli(d, &["promote", "--email", &plain], "", &[]).await;
+    assert!(ok, "promote failed: {err}");
+    assert!(out.contains("\"admin\""), "{out}");
+    let me = expect_json(
+        auth.me(&auth.access(&plain).await).await,
+        StatusCode::OK,
+        "me",
+    )
+    .await;
+    assert_eq!(me["role"], "admin");
+    let (ok, _, err) = auth_cli(d, &["promote", "--email", &email("nobody-")], "", &[]).await;
+    assert!(!ok && err.contains("no account"), "{err}");
+}
+
+#[tokio::test]
+async fn the_last_active_admin_can_neither_demote_nor_deactivate_themselves() {
+    let auth = Auth::start().await;
+    let (boss, boss_token) = auth.admin().await;
+
+    let res = auth.set_role(boss, "user", &boss_token).await;
+    let p = expect_problem(res, StatusCode::CONFLICT, "last admin demotes self").await;
+    assert!(
+        p["type"].as_str().unwrap_or("").ends_with("/last-admin"),
+        "{p}"
+    );
+    let res = auth
+        .admin_post(&format!("/admin/users/{boss}/deactivate"), &boss_token)
+        .await;
+    expect_problem(res, StatusCode::CONFLICT, "last admin deactivates self").await;
+    let me = expect_json(auth.me(&boss_token).await, StatusCode::OK, "still admin").await;
+    assert_eq!(me["role"], "admin");
+
+    // With a second admin, the first may step down; then the second is the last.
+    let deputy_email = email("deputy-");
+    let deputy = id_of(&auth.register(&deputy_email).await);
+    expect_json(
+        auth.set_role(deputy, "admin", &boss_token).await,
+        StatusCode::OK,
+        "promote deputy",
+    )
+    .await;
+    let deputy_token = auth.access(&deputy_email).await;
+    let stepped_down = expect_json(
+        auth.set_role(boss, "user", &boss_token).await,
+        StatusCode::OK,
+        "boss steps down",
+    )
+    .await;
+    assert_eq!(stepped_down["role"], "user");
+    expect_problem(
+        auth.set_role(deputy, "user", &deputy_token).await,
+        StatusCode::CONFLICT,
+        "deputy is the last admin now",
+    )
+    .await;
+
+    // Two admins demoting each other at the same moment: never both.
+    expect_json(
+        auth.set_role(boss, "admin", &deputy_token).await,
+        StatusCode::OK,
+        "boss back",
+    )
+    .await;
+    let role_of = |token: String| {
+        let auth = &auth;
+        async move {
+            let me = expect_json(auth.me(&token).await, StatusCode::OK, "me").await;
+            me["role"].as_str().expect("role").to_owned()
+        }
+    };
+    for round in 0..5 {
+        let (a, b) = tokio::join!(
+            auth.set_role(deputy, "user", &boss_token),
+            auth.set_role(boss, "user", &deputy_token),
+        );
+        let statuses = [a.status().as_u16(), b.status().as_u16()];
+        assert!(
+            statuses.iter().all(|s| [200, 403, 409].contains(s)) && statuses != [200, 200],
+            "round {round}: {statuses:?}"
+        );
+        let boss_role = role_of(boss_token.clone()).await;
+        let deputy_role = role_of(deputy_token.clone()).await;
+        let (survivor_token, other) = match (boss_role.as_str(), deputy_role.as_str()) {
+            ("admin", "admin") => continue,
+            ("admin", _) => (&boss_token, deputy),
+            (_, "admin") => (&deputy_token, boss),
+            _ => panic!("round {round}: no admin left ({statuses:?})"),
+        };
+        expect_json(
+            auth.set_role(other, "admin", survivor_token).await,
+            StatusCode::OK,
+            "restore",
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn admins_list_accounts_in_keyset_pages_filtered_by_email_prefix_role_and_active() {
+    let auth = Auth::start().await;
+    let (boss, token) = auth.admin().await;
+    let tag = unique("").chars().take(8).collect::<String>();
+    let mut alpha = Vec::new();
+    for i in 0..7 {
+        alpha.push(id_of(
+            &auth.register(&format!("alpha{tag}-{i}@example.test")).await,
+        ));
+    }
+    let mut beta = Vec::new();
+    for i in 0..3 {
+        beta.push(id_of(
+            &auth.register(&format!("beta{tag}-{i}@example.test")).await,
+        ));
+    }
+    for id in &alpha[1..3] {
+        expect_json(
+            auth.admin_post(&format!("/admin/users/{id}/deactivate"), &token)
+                .await,
+            StatusCode::OK,
+            "deactivate",
+        )
+        .await;
+    }
+    expect_json(
+        auth.set_role(beta[0], "admin", &token).await,
+        StatusCode::OK,
+        "promote",
+    )
+    .await;
+
+    // Pages of 3 over the alpha accounts (prefix in any letter case): every
+    // account once, in registration order, and the last page says so.
+    let mut seen = Vec::new();
+    let mut query = format!("?email_prefix=ALPHA{tag}&limit=3");
+    let mut pages = 0;
+    loop {
+        let page = expect_json(auth.list(&query, &token).await, StatusCode::OK, &query).await;
+        pages += 1;
+        let items = page["items"].as_array().expect("items");
+        assert!(items.len() <= 3, "{page}");
+        seen.extend(items.iter().map(id_of));
+        match page["next_cursor"].as_str() {
+            Some(c) => query = format!("?email_prefix=alpha{tag}&limit=3&cursor={c}"),
+            None => break,
+        }
+        assert!(pages < 10, "pagination does not end");
+    }
+    assert_eq!(seen, alpha, "every alpha account once, oldest first");
+    assert_eq!(pages, 3);
+
+    let ids = |page: &Value| -> Vec<Uuid> {
+        page["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(id_of)
+            .collect()
+    };
+    let page = expect_json(
+        auth.list(&format!("?email_prefix=alpha{tag}&active=false"), &token)
+            .await,
+        StatusCode::OK,
+        "inactive",
+    )
+    .await;
+    assert_eq!(ids(&page), alpha[1..3].to_vec());
+    assert_eq!(page["items"][0]["active"], false, "{page}");
+    let page = expect_json(
+        auth.list(&format!("?email_prefix=alpha{tag}&active=true"), &token)
+            .await,
+        StatusCode::OK,
+        "active",
+    )
+    .await;
+    assert_eq!(ids(&page).len(), 5);
+    let page = expect_json(
+        auth.list("?role=admin", &token).await,
+        StatusCode::OK,
+        "admins",
+    )
+    .await;
+    assert_eq!(ids(&page), vec![boss, beta[0]]);
+    let page = expect_json(
+        auth.list(&format!("?email_prefix=beta{tag}&role=user"), &token)
+            .await,
+        StatusCode::OK,
+        "beta users",
+    )
+    .await;
+    assert_eq!(ids(&page), beta[1..].to_vec());
+    for field in ["id", "email", "display_name", "role", "active"] {
+        assert!(page["items"][0].get(field).is_some(), "{field}: {page}");
+    }
+    assert!(page["items"][0].get("password_hash").is_none());
+
+    // Bad parameters: 400 naming each.
+    for (query, param) in [
+        ("?limit=0", "limit"),
+        ("?limit=201", "limit"),
+        ("?limit=ten", "limit"),
+        ("?role=root", "role"),
+        ("?active=yes", "active"),
+        ("?cursor=not-a-cursor", "cursor"),
+        ("?sort=email", "sort"),
+        ("?role=user&role=admin", "role"),
+        ("?email_prefix=", "email_prefix"),
+    ] {
+        let p = expect_problem(
+            auth.list(query, &token).await,
+            StatusCode::BAD_REQUEST,
+            query,
+        )
+        .await;
+        assert_eq!(pointers(&p), vec![param.to_owned()], "{query}: {p}");
+    }
+
+    // Only admins.
+    let user_email = email("nosy-");
+    auth.register(&user_email).await;
+    let user_token = auth.access(&user_email).await;
+    expect_problem(
+        auth.list("", &user_token).await,
+        StatusCode::FORBIDDEN,
+        "non-admin lists",
+    )
+    .await;
+    let res = auth
+        .client
+        .get(auth.url("/admin/users"))
+        .send()
+        .await
+        .expect("GET");
+    expect_problem(res, StatusCode::UNAUTHORIZED, "anonymous lists").await;
+}
+
+// ------------------------------------------------- 7: tokens and their checks
+
+#[tokio::test]
+async fn token_responses_forbid_caching() {
+    let auth = Auth::start().await;
+    let email = email("cache-");
+    auth.register(&email).await;
+    let res = auth
+        .post(
+            "/auth/login",
+            json!({ "email": email, "password": PASSWORD }),
+        )
+        .await;
+    let headers = res.headers().clone();
+    let body = expect_json(res, StatusCode::OK, "login").await;
+    assert_eq!(headers["cache-control"], "no-store", "login");
+    assert_eq!(headers["pragma"], "no-cache", "login");
+    let res = auth
+        .post(
+            "/auth/refresh",
+            json!({ "refresh_token": body["refresh_token"] }),
+        )
+        .await;
+    let headers = res.headers().clone();
+    expect_json(res, StatusCode::OK, "refresh").await;
+    assert_eq!(headers["cache-control"], "no-store", "refresh");
+    assert_eq!(headers["pragma"], "no-cache", "refresh");
+}
+
+fn b64(value: &Value) -> String {
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(value).expect("json"))
+}
+
+/// Signs `claims` with the deployment's key (as auth would), with
+/// `extra_header` fields added to the protected header.
+fn mint(d: &Deployment, extra_header: Value, claims: &Value) -> String {
+    use ed25519_dalek::pkcs8::DecodePrivateKey;
+    use ed25519_dalek::Signer;
+    let pem = std::fs::read_to_string(&d.signing_key_path).expect("key file");
+    let key = ed25519_dalek::SigningKey::from_pkcs8_pem(&pem).expect("Ed25519 key");
+    let kid = auth::keys::SigningKeys::from_pem(&pem).expect("keys").kid;
+    let mut header = json!({ "alg": "EdDSA", "typ": "JWT", "kid": kid });
+    if let (Some(h), Some(extra)) = (header.as_object_mut(), extra_header.as_object()) {
+        h.extend(extra.clone());
+    }
+    let input = format!("{}.{}", b64(&header), b64(claims));
+    let signature = key.sign(input.as_bytes());
+    format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature.to_bytes()))
+}
+
+#[tokio::test]
+async fn the_verifier_refuses_future_nbf_crit_future_iat_and_overlong_lifetimes() {
+    let auth = Auth::start().await;
+    let d = &auth.deployment;
+    let commands = d.spawn_command_api(&auth.running).await;
+    let email = email("claims-");
+    let user = auth.register(&email).await;
+    let now = chrono::Utc::now().timestamp();
+    let claims = |iat: i64, exp: i64| {
+        json!({
+            "sub": user["id"], "email": user["email"], "role": "user",
+            "iss": auth::config::DEFAULT_ISSUER, "aud": auth::config::DEFAULT_AUDIENCE,
+            "iat": iat, "exp": exp, "jti": Uuid::now_v7(),
+        })
+    };
+    let with = |mut c: Value, key: &str, v: Value| {
+        c[key] = v;
+        c
+    };
+    let cases: Vec<(&str, String, bool)> = vec![
+        (
+            "a token like auth's",
+            mint(d, json!({}), &claims(now, now + 900)),
+            true,
+        ),
+        (
+            "nbf passed",
+            mint(
+                d,
+                json!({}),
+                &with(claims(now, now + 900), "nbf", json!(now - 5)),
+            ),
+            true,
+        ),
+        (
+            "nbf in ten minutes",
+            mint(
+                d,
+                json!({}),
+                &with(claims(now, now + 900), "nbf", json!(now + 600)),
+            ),
+            false,
+        ),
+        (
+            "crit naming a claim",
+            mint(d, json!({ "crit": ["exp"] }), &claims(now, now + 900)),
+            false,
+        ),
+        (
+            "crit with an extension",
+            mint(
+                d,
+                json!({ "crit": ["b64"], "b64": true }),
+                &claims(now, now + 900),
+            ),
+            false,
+        ),
+        (
+            "iat within the leeway",
+            mint(d, json!({}), &claims(now + 10, now + 900)),
+            true,
+        ),
+        (
+            "iat in ten minutes",
+            mint(d, json!({}), &claims(now + 600, now + 900)),
+            false,
+        ),
+        (
+            "a day's lifetime",
+            mint(d, json!({}), &claims(now - 60, now + 86_400)),
+            false,
+        ),
+        (
+            "16 minutes' lifetime",
+            mint(d, json!({}), &claims(now, now + 960)),
+            false,
+        ),
+    ];
+    for (what, token, accepted) in cases {
+        let at_auth = auth.me(&token).await;
+        let at_commands = http()
+            .post(commands.url("/tasks"))
+            .bearer_auth(&token)
+            .json(&json!({ "title": format!("task with {what}") }))
+            .send()
+            .await
+            .expect("POST /tasks");
+        if accepted {
+            expect_json(at_auth, StatusCode::OK, &format!("auth: {what}")).await;
+            expect_json(
+                at_commands,
+                StatusCode::CREATED,
+                &format!("command-api: {what}"),
+            )
+            .await;
+        } else {
+            for (service, res) in [("auth", at_auth), ("command-api", at_commands)] {
+                let challenge = res
+                    .headers()
+                    .get("www-authenticate")
+                    .map(|v| v.to_str().unwrap_or("").to_owned());
+                expect_problem(res, StatusCode::UNAUTHORIZED, &format!("{service}: {what}")).await;
+                assert!(
+                    challenge.is_some_and(|c| c.starts_with("Bearer")),
+                    "{service}: {what}: Bearer challenge"
+                );
+            }
+        }
+    }
+}
+
+// ------------------------------------------------- 6: bounded limiter memory
+
+/// auth as its own process (its own `/metrics`), with the given limits.
+async fn auth_process(d: &Deployment, per_email: u32, capacity: usize) -> Service {
+    let base = d.auth_config();
+    Service::start_ready("auth", |port| {
+        auth_env(&auth::Config {
+            listen_addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            rate_limit_per_minute: NonZeroU32::MAX,
+            rate_limit_per_email_per_minute: NonZeroU32::new(per_email).expect("limit"),
+            rate_limit_capacity: NonZeroUsize::new(capacity).expect("capacity"),
+            ..base.clone()
+        })
+    })
+    .await
+}
+
+async fn email_keys(auth: &Service) -> Option<f64> {
+    let page = http()
+        .get(auth.url("/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    metric(&page, "auth_rate_limit_keys{limiter=\"email\"}")
+}
+
+async fn attempt(auth: &Service, path: &str, email: &str, password: &str) -> Response {
+    http()
+        .post(auth.url(path))
+        .json(&json!({ "email": email, "password": password }))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("POST {path}: {e}"))
+}
+
+#[tokio::test]
+async fn the_per_email_limiter_holds_a_bounded_number_of_fixed_size_keys() {
+    let d = Deployment::fresh().await;
+    let auth = auth_process(&d, 3, 20).await;
+
+    // An email no account can have is refused before it is counted or hashed.
+    let huge = format!("{}@example.test", "a".repeat(60 * 1024));
+    for path in ["/auth/login", "/auth/register"] {
+        let p = expect_problem(
+            attempt(&auth, path, &huge, PASSWORD).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &format!("{path} with a 60 KiB email"),
+        )
+        .await;
+        assert!(pointers(&p).contains(&"/email".to_owned()), "{p}");
+    }
+
+    // One account under attack: its budget of 3 is spent.
+    let target = email("target-");
+    for _ in 0..3 {
+        let res = attempt(&auth, "/auth/login", &target, "wrong password!").await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+    let res = attempt(&auth, "/auth/login", &target, "wrong password!").await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+
+    // A spray of 200 distinct addresses (registrations with a too-short
+    // password: counted, never hashed) fills the limiter to its capacity
+    // of 20 and no further, and never evicts the account under attack.
+    for i in 0..200 {
+        let res = attempt(
+            &auth,
+            "/auth/register",
+            &format!("spray-{i}-{}@example.test", unique("")),
+            "short",
+        )
+        .await;
+        assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY, "spray {i}");
+    }
+    let held = eventually("the email-key gauge", Duration::from_secs(10), || async {
+        email_keys(&auth).await.filter(|n| *n > 0.0)
+    })
+    .await;
+    assert!(held <= 20.0, "{held} email keys held, capacity 20");
+    let res = attempt(
+        &auth,
+        "/auth/login",
+        &target.to_uppercase(),
+        "wrong password!",
+    )
+    .await;
+    assert_eq!(
+        res.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "the attacked account is still limited"
+    );
+}
+
+#[tokio::test]
+async fn limiter_keys_are_forgotten_on_a_timer_once_their_budget_is_whole() {
+    let d = Deployment::fresh().await;
+    // 30 a minute: one attempt's key lives 2 s.
+    let auth = auth_process(&d, 30, 1_000).await;
+    for i in 0..15 {
+        let res = attempt(
+            &auth,
+            "/auth/register",
+            &format!("age-{i}-{}@example.test", unique("")),
+            "short",
+        )
+        .await;
+        assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    }
+    eventually("15 email keys held", Duration::from_secs(5), || async {
+        email_keys(&auth).await.filter(|n| *n == 15.0)
+    })
+    .await;
+    // No request comes; the timer alone empties the limiter.
+    eventually(
+        "email keys forgotten without traffic",
+        Duration::from_secs(10),
+        || async { email_keys(&auth).await.filter(|n| *n == 0.0) },
+    )
+    .await;
+}
