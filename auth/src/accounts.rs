@@ -203,7 +203,7 @@ mod tests {
         );
         let deactivated = env(id, 3, UserEvent::Deactivated(UserDeactivated {}));
         assert_eq!(dir.standing(id), Standing::Unknown);
-        dir.apply(&[registered.clone()]);
+        dir.apply(std::slice::from_ref(&registered));
         assert_eq!(dir.standing(id), Standing::Active(Role::Admin));
         dir.apply(&[registered.clone(), demoted.clone()]);
         assert_eq!(dir.standing(id), Standing::Active(Role::User));
