@@ -37,8 +37,11 @@ impl TaskTitle {
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
         let t = raw.trim();
         let n = t.chars().count();
-        if n == 0 {
-            return Err(Invalid("must not be empty or only whitespace".into()));
+        service::text::check_line(t).map_err(Invalid)?;
+        if service::text::visible_chars(t) == 0 {
+            return Err(Invalid(
+                "must not be empty or only whitespace and invisible characters".into(),
+            ));
         }
         if n > TITLE_MAX_CHARS {
             return Err(Invalid(format!(
@@ -87,8 +90,13 @@ impl Tags {
         for (i, tag) in raw.iter().enumerate() {
             let t = tag.trim();
             let n = t.chars().count();
-            if n == 0 {
-                errors.push((Some(i), Invalid("a tag must not be empty".into())));
+            if let Err(why) = service::text::check_line(t) {
+                errors.push((Some(i), Invalid(format!("a tag {why}"))));
+            } else if service::text::visible_chars(t) == 0 {
+                errors.push((
+                    Some(i),
+                    Invalid("a tag must have at least one visible character".into()),
+                ));
             } else if n > TAG_MAX_CHARS {
                 errors.push((
                     Some(i),

@@ -11,6 +11,7 @@ pub mod problem;
 pub mod rate_limit;
 pub mod shutdown;
 pub mod telemetry;
+pub mod text;
 pub mod time;
 
 pub use problem::{FieldError, Problem};

@@ -189,6 +189,45 @@ async fn duplicate_keys_in_a_body_are_refused() {
     assert_eq!(pointers(&body), ["/title"], "{body}");
 }
 
+#[tokio::test]
+async fn invisible_and_control_characters_are_refused_in_titles_and_tags() {
+    let dep = Deployment::fresh().await;
+    let cmd = dep
+        .spawn_command_api_with(dep.command_api_config("http://127.0.0.1:9/unused"))
+        .await;
+    let token = dep.token_for(Uuid::now_v7(), events::Role::User);
+    let client = http();
+    let post = |body: Value| {
+        client
+            .post(cmd.url("/tasks"))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+    };
+    for title in [
+        "pay\u{200B}roll",
+        "invoice\u{202E}fdp.exe",
+        "bell\u{0007}",
+        "\u{3164}\u{3164}",
+        " \u{2800} ",
+        "\u{0301}",
+    ] {
+        let (status, body) = problem(post(json!({ "title": title })).await.unwrap()).await;
+        assert_eq!(status, 422, "{title:?}: {body}");
+        assert_eq!(pointers(&body), ["/title"], "{title:?}: {body}");
+    }
+    for tag in ["a\u{200D}", "\u{FEFF}", "\u{3164}", "new\nline"] {
+        let (status, body) =
+            problem(post(json!({ "title": "fine", "tags": ["ok", tag] })).await.unwrap()).await;
+        assert_eq!(status, 422, "{tag:?}: {body}");
+        assert_eq!(pointers(&body), ["/tags/1"], "{tag:?}: {body}");
+    }
+    let res = post(json!({ "title": "Überprüfung 👨\u{200D}👩\u{200D}👧", "tags": ["修复"] }))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+}
+
 // -------------------------------------------------------------- metrics
 
 #[tokio::test]
