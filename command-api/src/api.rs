@@ -395,6 +395,14 @@ impl From<WriteError> for Problem {
                 "concurrent-modification",
                 "the task kept changing while this write was decided; retry",
             ),
+            WriteError::LiveTaskLimit { cap } => Problem::conflict(
+                "live-task-limit",
+                format!(
+                    "you already have {cap} live tasks, the most one user may have; \
+                     delete some before creating more"
+                ),
+            )
+            .with_extension("limit", cap),
             WriteError::Unavailable(e) => {
                 tracing::warn!(error = %e, "command refused: the event store is unavailable");
                 Problem::dependency_down("the event store")
@@ -472,7 +480,15 @@ pub async fn create_task(
         correlation_id: correlation_id(&headers),
         idempotency: scope,
     };
-    respond(tasks::execute(&state.pool, write, render_task(StatusCode::CREATED, true)).await)
+    respond(
+        tasks::execute(
+            &state.pool,
+            write,
+            state.max_live_tasks,
+            render_task(StatusCode::CREATED, true),
+        )
+        .await,
+    )
 }
 
 /// Change a task's title, description, priority, due date or tags.
@@ -533,7 +549,15 @@ pub async fn update_task(
         correlation_id: correlation_id(&headers),
         idempotency: scope,
     };
-    respond(tasks::execute(&state.pool, write, render_task(StatusCode::OK, false)).await)
+    respond(
+        tasks::execute(
+            &state.pool,
+            write,
+            state.max_live_tasks,
+            render_task(StatusCode::OK, false),
+        )
+        .await,
+    )
 }
 
 /// Move a task through its status machine.
@@ -592,7 +616,15 @@ pub async fn change_status(
         correlation_id: correlation_id(&headers),
         idempotency: scope,
     };
-    respond(tasks::execute(&state.pool, write, render_task(StatusCode::OK, false)).await)
+    respond(
+        tasks::execute(
+            &state.pool,
+            write,
+            state.max_live_tasks,
+            render_task(StatusCode::OK, false),
+        )
+        .await,
+    )
 }
 
 /// Delete a task. Afterwards every write to it is 404.
@@ -645,7 +677,7 @@ pub async fn delete_task(
         correlation_id: correlation_id(&headers),
         idempotency: scope,
     };
-    respond(tasks::execute(&state.pool, write, render_deleted).await)
+    respond(tasks::execute(&state.pool, write, state.max_live_tasks, render_deleted).await)
 }
 
 // ---------------------------------------------------------------- OpenAPI

@@ -27,9 +27,16 @@ pub struct Config {
     /// `COMMAND_API_WRITES_PER_MINUTE` (default 600) and
     /// `COMMAND_API_WRITE_BURST` (default 100): each user's write budget.
     pub write_quota: Quota,
+    /// `COMMAND_API_MAX_LIVE_TASKS` (default 10,000): live tasks per user;
+    /// a create beyond it is a 409.
+    pub max_live_tasks: std::num::NonZeroU32,
     /// `COMMAND_API_HTTP_*`: connection and body timeouts, connection cap.
     pub http: Limits,
 }
+
+/// Live tasks per user unless configured: far above what a person or a
+/// team's integration keeps open, far below what fills a disk.
+pub const DEFAULT_MAX_LIVE_TASKS: u32 = 10_000;
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -66,6 +73,10 @@ impl Config {
                     write_limit::default_quota().burst,
                 )?,
             },
+            max_live_tasks: env_or(
+                "COMMAND_API_MAX_LIVE_TASKS",
+                std::num::NonZeroU32::new(DEFAULT_MAX_LIVE_TASKS).expect("non-zero"),
+            )?,
             http: Limits::from_env("COMMAND_API")?,
         })
     }

@@ -28,6 +28,8 @@ pub struct AppState {
     pub pool: PgPool,
     pub verifier: TokenVerifier,
     pub write_limiter: WriteLimiter,
+    /// Live tasks one user may have at once.
+    pub max_live_tasks: u32,
 }
 
 impl FromRef<AppState> for TokenVerifier {
@@ -89,6 +91,7 @@ impl Application {
             pool,
             verifier,
             write_limiter: write_limiter.clone(),
+            max_live_tasks: config.max_live_tasks.get(),
         };
         let (tasks, openapi) = api::routes(readiness);
         let router = service::http::finish(

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use events::store::{self, AppendError, ExpectedVersion};
-use events::{Event, EventEnvelope, EventMeta, StreamType, StreamVersion};
+use events::{Event, EventEnvelope, EventMeta, StreamType, StreamVersion, TaskEvent};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -105,6 +105,8 @@ pub enum WriteError {
     Contended,
     #[error("the event store is unavailable: {0}")]
     Unavailable(sqlx::Error),
+    #[error("the owner already has {cap} live tasks")]
+    LiveTaskLimit { cap: u32 },
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -132,11 +134,12 @@ pub enum Outcome {
 pub async fn execute(
     pool: &PgPool,
     write: Write,
+    max_live: u32,
     render: impl Fn(&Written) -> StoredResponse,
 ) -> Result<Outcome, WriteError> {
     let creating = matches!(write.command.action, Action::Create(_));
     if creating && write.idempotency.is_none() {
-        return create(pool, write, render).await;
+        return create(pool, write, max_live, render).await;
     }
     let actor = write.command.actor;
     for _ in 0..MAX_ATTEMPTS {
@@ -201,6 +204,14 @@ pub async fn execute(
                 causation_id: None,
                 occurred_at: write.command.at,
             };
+            if creating {
+                take_live_slot(&mut tx, actor, max_live).await?;
+            } else if events
+                .iter()
+                .any(|e| matches!(e, Event::Task(TaskEvent::Deleted(_))))
+            {
+                free_live_slot(&mut tx, actor).await?;
+            }
             match store::append(&mut tx, write.task_id, expected, &events, meta).await {
                 Ok(envelopes) => {
                     written.snapshot.apply(&envelopes)?;
@@ -229,13 +240,45 @@ pub async fn execute(
     Err(WriteError::Contended)
 }
 
-/// A create without an idempotency key: its one append is a single
-/// statement (events and outbox rows in one `INSERT ... WITH`), atomic on
-/// its own, so it runs outside an explicit transaction: one round trip to
-/// Postgres instead of three (`BEGIN`, insert, `COMMIT`).
+/// Counts one more live task for `owner`, or refuses when they already
+/// have `max_live` (the row lock serialises one owner's creates).
+async fn take_live_slot(
+    tx: &mut sqlx::PgConnection,
+    owner: Uuid,
+    max_live: u32,
+) -> Result<(), WriteError> {
+    let taken: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO live_task_counts (owner_id, live) VALUES ($1, 1)
+         ON CONFLICT (owner_id) DO UPDATE SET live = live_task_counts.live + 1
+          WHERE live_task_counts.live < $2
+         RETURNING live",
+    )
+    .bind(owner)
+    .bind(i64::from(max_live))
+    .fetch_optional(&mut *tx)
+    .await?;
+    match taken {
+        Some(n) if n <= i64::from(max_live) => Ok(()),
+        _ => Err(WriteError::LiveTaskLimit { cap: max_live }),
+    }
+}
+
+/// Counts one live task fewer for `owner` (a task was deleted).
+async fn free_live_slot(tx: &mut sqlx::PgConnection, owner: Uuid) -> Result<(), WriteError> {
+    sqlx::query("UPDATE live_task_counts SET live = live - 1 WHERE owner_id = $1 AND live > 0")
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// A create without an idempotency key: no stream to load and no key to
+/// claim, so the transaction holds just the owner's live-task slot and the
+/// one append (events and outbox rows in one `INSERT ... WITH`).
 async fn create(
     pool: &PgPool,
     write: Write,
+    max_live: u32,
     render: impl Fn(&Written) -> StoredResponse,
 ) -> Result<Outcome, WriteError> {
     let snapshot = TaskSnapshot::fold(write.task_id, &[])?;
@@ -249,11 +292,13 @@ async fn create(
         .into_iter()
         .map(Event::Task)
         .collect();
-    let mut conn = pool.acquire().await?;
+    // The live-task slot and the events commit together.
+    let mut tx = pool.begin().await?;
+    take_live_slot(&mut tx, meta.actor, max_live).await?;
     // Version 0: the id is a fresh UUID v7 of this process, and should it
     // ever exist already the insert appends nothing and this is a conflict.
     let envelopes = store::append(
-        &mut conn,
+        &mut tx,
         write.task_id,
         ExpectedVersion::Exact(0),
         &events,
@@ -264,6 +309,7 @@ async fn create(
         AppendError::Conflict { .. } => WriteError::Contended,
         AppendError::Database(e) => e.into(),
     })?;
+    tx.commit().await?;
     let mut written = Written {
         snapshot,
         appended: Vec::new(),

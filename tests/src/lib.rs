@@ -163,6 +163,7 @@ impl Deployment {
                 per_minute: std::num::NonZeroU32::MAX,
                 burst: std::num::NonZeroU32::MAX,
             },
+            max_live_tasks: std::num::NonZeroU32::MAX,
             http: service::http::Limits::default(),
         }
     }

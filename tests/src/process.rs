@@ -305,6 +305,7 @@ pub fn command_api_env(c: &command_api::Config) -> Vec<(String, String)> {
         kv("COMMAND_API_JWT_AUDIENCE", &c.jwt_audience),
         kv("COMMAND_API_WRITES_PER_MINUTE", c.write_quota.per_minute),
         kv("COMMAND_API_WRITE_BURST", c.write_quota.burst),
+        kv("COMMAND_API_MAX_LIVE_TASKS", c.max_live_tasks),
     ];
     env.extend(http_limits_env("COMMAND_API", &c.http));
     env

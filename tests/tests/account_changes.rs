@@ -163,7 +163,10 @@ async fn deactivation_and_demotion_take_effect_at_every_api_within_two_seconds()
         create(user.clone())
     })
     .await;
-    assert!(took <= WITHIN, "deactivation reached command-api after {took:?}");
+    assert!(
+        took <= WITHIN,
+        "deactivation reached command-api after {took:?}"
+    );
     until_status("query-api refusing the deactivated user", 401, || {
         list(user.clone())
     })

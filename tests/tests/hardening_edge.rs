@@ -217,8 +217,12 @@ async fn invisible_and_control_characters_are_refused_in_titles_and_tags() {
         assert_eq!(pointers(&body), ["/title"], "{title:?}: {body}");
     }
     for tag in ["a\u{200D}", "\u{FEFF}", "\u{3164}", "new\nline"] {
-        let (status, body) =
-            problem(post(json!({ "title": "fine", "tags": ["ok", tag] })).await.unwrap()).await;
+        let (status, body) = problem(
+            post(json!({ "title": "fine", "tags": ["ok", tag] }))
+                .await
+                .unwrap(),
+        )
+        .await;
         assert_eq!(status, 422, "{tag:?}: {body}");
         assert_eq!(pointers(&body), ["/tags/1"], "{tag:?}: {body}");
     }
@@ -455,6 +459,70 @@ async fn writes_are_limited_per_user_with_429_and_retry_after() {
     // Reads are not counted against the budget, and it refills.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(create(&flooder).await.unwrap().status(), 201);
+}
+
+#[tokio::test]
+async fn live_tasks_per_user_are_capped_and_a_delete_frees_a_slot() {
+    let dep = Deployment::fresh().await;
+    let cmd = dep
+        .spawn_command_api_with(command_api::Config {
+            max_live_tasks: std::num::NonZeroU32::new(3).unwrap(),
+            ..dep.command_api_config("http://127.0.0.1:9/unused")
+        })
+        .await;
+    let token = dep.token_for(Uuid::now_v7(), events::Role::User);
+    let other = dep.token_for(Uuid::now_v7(), events::Role::User);
+    let client = http();
+    let create = |token: &str, key: Option<&str>| {
+        let mut req = client
+            .post(cmd.url("/tasks"))
+            .bearer_auth(token)
+            .json(&json!({ "title": "one more" }));
+        if let Some(k) = key {
+            req = req.header("idempotency-key", k);
+        }
+        req.send()
+    };
+    let mut ids = Vec::new();
+    for key in [None, Some("k-1"), None] {
+        let res = create(&token, key).await.unwrap();
+        assert_eq!(res.status(), 201);
+        ids.push(
+            res.json::<Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    for key in [None, Some("k-2")] {
+        let (status, body) = problem(create(&token, key).await.unwrap()).await;
+        assert_eq!(status, 409, "{body}");
+        assert!(
+            body["type"].as_str().unwrap().ends_with("/live-task-limit"),
+            "{body}"
+        );
+        assert_eq!(body["limit"], 3, "{body}");
+    }
+    assert_eq!(create(&other, None).await.unwrap().status(), 201);
+    let res = client
+        .delete(cmd.url(&format!("/tasks/{}", ids[0])))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    assert_eq!(create(&token, None).await.unwrap().status(), 201);
+    assert_eq!(create(&token, None).await.unwrap().status(), 409);
+    // Exactly the accepted creates are in the event store.
+    let pool = events::store::connect_and_migrate(&dep.database_url, 2)
+        .await
+        .unwrap();
+    let created: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'task.created'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(created, 5);
 }
 
 // ---------------------------------------------------- consistency tokens

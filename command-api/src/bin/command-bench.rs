@@ -87,6 +87,7 @@ async fn main() -> anyhow::Result<()> {
             per_minute: std::num::NonZeroU32::MAX,
             burst: std::num::NonZeroU32::MAX,
         },
+        max_live_tasks: std::num::NonZeroU32::MAX,
         http: service::http::Limits::default(),
     };
     let app = Application::build(config, Some(verifier)).await?;
