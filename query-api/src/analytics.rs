@@ -486,7 +486,10 @@ fn pairs(uri: &Uri) -> Result<Vec<(String, String)>, Problem> {
     responses(
         (status = 200, description = "The caller's figures for the range", body = Summary),
         (status = 400, description = "Unknown parameter or bad value", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid bearer token, or a deactivated account", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The views' database is unreachable", body = Problem, content_type = "application/problem+json", headers(
+            ("Retry-After" = u64, description = "Seconds to wait before retrying"),
+        )),
         (status = 403, description = "`owner_id` or `all` given by a non-admin", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
@@ -511,7 +514,10 @@ pub async fn get_summary(
     responses(
         (status = 200, description = "Cycle and work times of tasks completed in the range", body = CycleTimeReport),
         (status = 400, description = "Unknown parameter or bad value", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid bearer token, or a deactivated account", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The views' database is unreachable", body = Problem, content_type = "application/problem+json", headers(
+            ("Retry-After" = u64, description = "Seconds to wait before retrying"),
+        )),
         (status = 403, description = "`owner_id` or `all` given by a non-admin", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
@@ -535,7 +541,10 @@ pub async fn get_cycle_time(
     responses(
         (status = 200, description = "Completions per bucket", body = Throughput),
         (status = 400, description = "Unknown parameter or bad value", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid bearer token, or a deactivated account", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The views' database is unreachable", body = Problem, content_type = "application/problem+json", headers(
+            ("Retry-After" = u64, description = "Seconds to wait before retrying"),
+        )),
         (status = 403, description = "`owner_id` or `all` given by a non-admin", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))

@@ -120,9 +120,12 @@ fn no_such_task() -> Problem {
     ),
     responses(
         (status = 200, description = "A page of tasks", body = TaskPage),
-        (status = 400, description = "Unknown parameter, bad value, bad cursor or malformed consistency token",
+        (status = 400, description = "Unknown parameter, bad value (an instant outside the years 1-9999 included), bad cursor, or a consistency token that names no write of the caller's",
          body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid bearer token, or a deactivated account", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A store is unreachable, or too many reads wait on consistency tokens", body = Problem, content_type = "application/problem+json", headers(
+            ("Retry-After" = u64, description = "Seconds to wait before retrying"),
+        )),
         (status = 403, description = "`owner_id` given by a non-admin", body = Problem, content_type = "application/problem+json"),
         (status = 504, description = "The projection did not catch up with the consistency token in time",
          body = Problem, content_type = "application/problem+json"),
@@ -188,8 +191,11 @@ pub async fn list_tasks(
         (status = 200, description = "The task", body = TaskResource,
          headers(("ETag" = String, description = "The task's version, quoted"))),
         (status = 304, description = "Not modified since the given ETag"),
-        (status = 400, description = "Malformed consistency token", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A malformed consistency token, or one that names no write of the caller's", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid bearer token, or a deactivated account", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A store is unreachable, or too many reads wait on consistency tokens", body = Problem, content_type = "application/problem+json", headers(
+            ("Retry-After" = u64, description = "Seconds to wait before retrying"),
+        )),
         (status = 404, description = "No such task, deleted, or someone else's", body = Problem, content_type = "application/problem+json"),
         (status = 504, description = "The projection did not catch up with the consistency token in time",
          body = Problem, content_type = "application/problem+json"),
@@ -228,7 +234,10 @@ pub async fn get_task(
     params(("id" = Uuid, Path, description = "Task id")),
     responses(
         (status = 200, description = "The task's events, oldest first", body = TaskHistory),
-        (status = 401, description = "Missing or invalid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid bearer token, or a deactivated account", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A store is unreachable, or too many reads wait on consistency tokens", body = Problem, content_type = "application/problem+json", headers(
+            ("Retry-After" = u64, description = "Seconds to wait before retrying"),
+        )),
         (status = 404, description = "No such task, or someone else's", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))

@@ -1725,6 +1725,19 @@ async fn kafka_stopped_while_500_commands_are_accepted_then_restarted_every_even
     let mut broker = Broker::start().await;
     let dep = Deployment::fresh().await;
     let cmd = spawn_command_api_alone_at(&dep, &broker.bootstrap()).await;
+    // auth on the same broker, with a database of its own (its relay must
+    // not compete for this deployment's outbox): for its /readyz below.
+    let auth_app = auth::Application::build(auth::Config {
+        kafka_brokers: broker.bootstrap(),
+        database_url: tests::fresh_database().await,
+        ..dep.auth_config()
+    })
+    .await
+    .expect("auth starts");
+    let auth_ready = format!("http://127.0.0.1:{}/readyz", auth_app.port());
+    let auth_stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(auth_app.run_until_stopped(auth_stop.clone()));
+    let _stop_auth = auth_stop.drop_guard();
     let db = pool(&dep).await;
     let token = dep.token_for(Uuid::now_v7(), events::Role::User);
     let topic = events::topics::Topics::with_prefix(dep.topic_prefix.clone()).task_events();
@@ -1745,7 +1758,13 @@ async fn kafka_stopped_while_500_commands_are_accepted_then_restarted_every_even
     // Readiness means "can serve its requests": writes go to the outbox,
     // so command-api stays ready while Kafka is down.
     let ready = http().get(cmd.url("/readyz")).send().await.unwrap();
-    assert_eq!(ready.status(), 200, "/readyz while Kafka is down");
+    assert_eq!(
+        ready.status(),
+        200,
+        "command-api's /readyz while Kafka is down"
+    );
+    let ready = http().get(&auth_ready).send().await.unwrap();
+    assert_eq!(ready.status(), 200, "auth's /readyz while Kafka is down");
     // 100 streams, 5 commands each, in order per stream, streams concurrent.
     let client = http();
     let per_stream = |i: usize| {
