@@ -457,6 +457,36 @@ async fn deactivate(
     Ok(Json(AccountResponse::from(&user)))
 }
 
+/// Reactivates a deactivated user (admin only): they can log in again (their
+/// old refresh tokens stay revoked). Emits `user.reactivated`; an active
+/// user is answered as is.
+#[utoipa::path(
+    post, path = "/admin/users/{id}/reactivate", tag = "admin",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "The user's id")),
+    responses(
+        (status = 200, description = "The active user", body = AccountResponse),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = PROBLEM),
+        (status = 403, description = "Caller is not an admin", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "No such user", body = Problem, content_type = PROBLEM),
+    )
+)]
+async fn reactivate(
+    State(state): State<AppState>,
+    AdminUser(admin): AdminUser,
+    CorrelationId(correlation_id): CorrelationId,
+    Path(id): Path<Uuid>,
+) -> Result<Json<AccountResponse>, ApiError> {
+    still_admin(&state, &admin).await?;
+    let cause = Cause {
+        actor: admin.id,
+        correlation_id,
+    };
+    let user = users::reactivate(&state.pool, id, cause).await?;
+    tracing::info!(user_id = %user.id, admin_id = %admin.id, "user reactivated");
+    Ok(Json(AccountResponse::from(&user)))
+}
+
 /// Largest page of `GET /admin/users`.
 pub const MAX_PAGE: usize = 200;
 /// Page size when `limit` is not given.
@@ -637,6 +667,7 @@ pub fn routes(
         .routes(routes!(list_users))
         .routes(routes!(change_role))
         .routes(routes!(deactivate))
+        .routes(routes!(reactivate))
         .routes(routes!(jwks))
         .merge(service::health::documented_routes(readiness))
         .split_for_parts();

@@ -6,7 +6,7 @@
 //! `POST /auth/register`, `POST /auth/login`, `POST /auth/refresh`,
 //! `POST /auth/logout`, `GET /auth/me`, `GET /admin/users`,
 //! `PATCH /admin/users/{id}/role`, `POST /admin/users/{id}/deactivate`,
-//! `GET /.well-known/jwks.json`, and `GET /openapi.json` describing them
+//! `POST /admin/users/{id}/reactivate`, `GET /.well-known/jwks.json`, and `GET /openapi.json` describing them
 //! all. Errors are problem+json. Token responses carry
 //! `Cache-Control: no-store` and `Pragma: no-cache`.
 //!

@@ -8,7 +8,8 @@
 use chrono::Utc;
 use events::store::{append, ExpectedVersion};
 use events::{
-    EventMeta, Role, StreamVersion, UserDeactivated, UserEvent, UserRegistered, UserRoleChanged,
+    EventMeta, Role, StreamVersion, UserDeactivated, UserEvent, UserReactivated, UserRegistered,
+    UserRoleChanged,
 };
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgExecutor, PgPool, Row};
@@ -235,6 +236,29 @@ pub async fn deactivate(pool: &PgPool, id: Uuid, cause: Cause) -> Result<User, A
     append_one(&mut tx, id, None, event, cause).await?;
     tx.commit().await?;
     user.active = false;
+    Ok(user)
+}
+
+/// Reactivates a deactivated user and appends `user.reactivated`;
+/// reactivating an active user changes nothing and emits nothing. Their
+/// refresh tokens stay revoked: they log in again.
+pub async fn reactivate(pool: &PgPool, id: Uuid, cause: Cause) -> Result<User, ApiError> {
+    let mut tx = pool.begin().await?;
+    let mut user = lock(&mut tx, id).await?;
+    if user.active {
+        return Ok(user);
+    }
+    sqlx::query(
+        "UPDATE users SET active = true, deactivated_at = NULL, updated_at = now()
+         WHERE id = $1",
+    )
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
+    let event = UserEvent::Reactivated(UserReactivated {});
+    append_one(&mut tx, id, None, event, cause).await?;
+    tx.commit().await?;
+    user.active = true;
     Ok(user)
 }
 

@@ -520,6 +520,142 @@ async fn admins_list_accounts_in_keyset_pages_filtered_by_email_prefix_role_and_
     expect_problem(res, StatusCode::UNAUTHORIZED, "anonymous lists").await;
 }
 
+#[tokio::test]
+async fn an_admin_reactivates_a_deactivated_account_and_user_reactivated_is_published() {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::message::Message;
+
+    let auth = Auth::start().await;
+    let (boss, token) = auth.admin().await;
+    let email = email("again-");
+    let id = id_of(&auth.register(&email).await);
+    let old = auth.login(&email).await;
+    let reactivate = format!("/admin/users/{id}/reactivate");
+
+    let account = expect_json(
+        auth.admin_post(&format!("/admin/users/{id}/deactivate"), &token)
+            .await,
+        StatusCode::OK,
+        "deactivate",
+    )
+    .await;
+    assert_eq!(account["active"], false);
+    let res = auth
+        .post(
+            "/auth/login",
+            json!({ "email": email, "password": PASSWORD }),
+        )
+        .await;
+    expect_problem(res, StatusCode::UNAUTHORIZED, "deactivated login").await;
+
+    // Only admins reactivate; unknown ids are 404.
+    let user_email = self::email("nosy-");
+    auth.register(&user_email).await;
+    let user_token = auth.access(&user_email).await;
+    expect_problem(
+        auth.admin_post(&reactivate, &user_token).await,
+        StatusCode::FORBIDDEN,
+        "non-admin reactivates",
+    )
+    .await;
+    expect_problem(
+        auth.admin_post(
+            &format!("/admin/users/{}/reactivate", Uuid::now_v7()),
+            &token,
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+        "unknown id",
+    )
+    .await;
+
+    let account = expect_json(
+        auth.admin_post(&reactivate, &token).await,
+        StatusCode::OK,
+        "reactivate",
+    )
+    .await;
+    assert_eq!(account["active"], true, "{account}");
+    // Again: nothing changes, nothing is emitted.
+    expect_json(
+        auth.admin_post(&reactivate, &token).await,
+        StatusCode::OK,
+        "reactivate twice",
+    )
+    .await;
+    // They log in again; the refresh token from before stays revoked.
+    let fresh = auth.login(&email).await;
+    expect_json(
+        auth.me(fresh["access_token"].as_str().expect("token"))
+            .await,
+        StatusCode::OK,
+        "me after reactivation",
+    )
+    .await;
+    let res = auth
+        .post(
+            "/auth/refresh",
+            json!({ "refresh_token": old["refresh_token"] }),
+        )
+        .await;
+    expect_problem(res, StatusCode::UNAUTHORIZED, "old refresh token").await;
+    let page = expect_json(
+        auth.list("?active=false", &token).await,
+        StatusCode::OK,
+        "inactive",
+    )
+    .await;
+    assert_eq!(page["items"], json!([]), "{page}");
+
+    // The log: registered, deactivated, reactivated (once), by the admin.
+    let topic = format!("{}user-events", auth.deployment.topic_prefix);
+    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &tests::servers().kafka_brokers)
+        .set("group.id", unique("hardening-auth-"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[&topic]).expect("subscribe");
+    let mut seen: Vec<Value> = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while seen.len() < 3 {
+        let msg = tokio::time::timeout_at(deadline, consumer.recv())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of 3 events for {id}", seen.len()))
+            .expect("kafka message");
+        let envelope: Value =
+            serde_json::from_slice(msg.payload().unwrap_or_default()).expect("envelope");
+        if envelope["stream_id"] == id.to_string() {
+            seen.push(envelope);
+        }
+    }
+    let types: Vec<&str> = seen
+        .iter()
+        .map(|e| e["type"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        types,
+        ["user.registered", "user.deactivated", "user.reactivated"]
+    );
+    assert_eq!(seen[2]["version"], 3);
+    assert_eq!(seen[2]["actor"], boss.to_string());
+    assert_eq!(seen[2]["data"], json!({}));
+    // Nothing after it (the second reactivation emitted nothing).
+    let more = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            let msg = consumer.recv().await.expect("kafka message");
+            let envelope: Value =
+                serde_json::from_slice(msg.payload().unwrap_or_default()).expect("envelope");
+            if envelope["stream_id"] == id.to_string() {
+                return envelope;
+            }
+        }
+    })
+    .await;
+    assert!(more.is_err(), "an extra event: {more:?}");
+}
+
 // ------------------------------------------------- 7: tokens and their checks
 
 #[tokio::test]
