@@ -33,6 +33,7 @@
 
 use std::any::Any;
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,7 +45,9 @@ use futures::TryStreamExt;
 use mongodb::error::ErrorKind;
 use mongodb::options::ReplaceOneModel;
 use mongodb::{Collection, Database, Namespace};
-use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::statistics::Statistics;
@@ -66,7 +69,7 @@ pub struct BatchSettings {
     pub max_messages: usize,
     /// Once a batch has its first message, wait at most this long for more.
     pub max_wait: Duration,
-    /// Pause before retrying a batch whose write failed.
+    /// Pause before retrying a batch whose write failed (transiently).
     pub error_backoff: Duration,
 }
 
@@ -80,16 +83,87 @@ impl Default for BatchSettings {
     }
 }
 
-/// Turns librdkafka's periodic statistics into the per-partition lag gauge.
-pub struct LagReporter;
+/// Consumer lag per partition this consumer owns, as of librdkafka's last
+/// statistics. Kept here rather than in the process's metrics recorder,
+/// which cannot forget a series: a partition given up in a rebalance is
+/// removed at once (its lag is another member's to report, and a summed lag
+/// must not count it twice). [`Lag::render`] appends the series to
+/// `/metrics` (see `startup`).
+#[derive(Default)]
+pub struct Lag(std::sync::Mutex<LagState>);
+
+#[derive(Default)]
+struct LagState {
+    owned: HashSet<(String, i32)>,
+    lag: std::collections::BTreeMap<(String, i32), i64>,
+}
+
+impl Lag {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LagState> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn assigned(&self, tpl: &TopicPartitionList) {
+        let mut state = self.lock();
+        for e in tpl.elements() {
+            state.owned.insert((e.topic().to_owned(), e.partition()));
+        }
+    }
+
+    fn revoked(&self, tpl: &TopicPartitionList) {
+        let mut state = self.lock();
+        for e in tpl.elements() {
+            let key = (e.topic().to_owned(), e.partition());
+            state.owned.remove(&key);
+            state.lag.remove(&key);
+        }
+    }
+
+    /// The partitions whose lag is exported now.
+    pub fn partitions(&self) -> Vec<(String, i32)> {
+        self.lock().lag.keys().cloned().collect()
+    }
+
+    /// `projector_consumer_lag{topic, partition}` in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let state = self.lock();
+        if state.lag.is_empty() {
+            return String::new();
+        }
+        let mut out = String::from(
+            "# HELP projector_consumer_lag Messages not yet committed, per partition this projector owns.\n# TYPE projector_consumer_lag gauge\n",
+        );
+        for ((topic, partition), lag) in &state.lag {
+            out.push_str(&format!(
+                "projector_consumer_lag{{topic=\"{topic}\",partition=\"{partition}\"}} {lag}\n"
+            ));
+        }
+        out
+    }
+}
+
+/// The consumer's context: lag from the periodic statistics, ownership from
+/// the rebalance callbacks.
+pub struct LagReporter {
+    lag: Arc<Lag>,
+}
+
+impl LagReporter {
+    /// The lag this consumer reports.
+    pub fn lag(&self) -> Arc<Lag> {
+        Arc::clone(&self.lag)
+    }
+}
 
 impl ClientContext for LagReporter {
     fn stats(&self, statistics: Statistics) {
+        let mut state = self.lag.lock();
         for (topic, t) in &statistics.topics {
             for (partition, p) in &t.partitions {
                 // Partition -1 is librdkafka's internal "unassigned" queue;
                 // partitions not desired belong to another group member.
-                if *partition < 0 || !p.desired || p.hi_offset < 0 {
+                let key = (topic.clone(), *partition);
+                if *partition < 0 || !p.desired || p.hi_offset < 0 || !state.owned.contains(&key) {
                     continue;
                 }
                 // Nothing committed yet: the group starts from the beginning.
@@ -98,20 +172,39 @@ impl ClientContext for LagReporter {
                 } else {
                     p.lo_offset.max(0)
                 };
-                metrics::gauge!(
-                    "projector_consumer_lag",
-                    "topic" => topic.clone(),
-                    "partition" => partition.to_string()
-                )
-                .set((p.hi_offset - from).max(0) as f64);
+                state.lag.insert(key, (p.hi_offset - from).max(0));
             }
         }
     }
 }
 
-impl ConsumerContext for LagReporter {}
+impl ConsumerContext for LagReporter {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            self.lag.revoked(tpl);
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            self.lag.assigned(tpl);
+        }
+    }
+}
 
 pub type EventConsumer = StreamConsumer<LagReporter>;
+
+/// The pause after the `rounds`-th round of consumer errors in a row (each
+/// round drains every error queued): none after the first, then 50 ms
+/// doubling to at most 1 s, so a broker that returns is noticed within a
+/// second and a client that keeps failing does not spin.
+pub fn kafka_error_pause(rounds: u32) -> Duration {
+    match rounds {
+        0 | 1 => Duration::ZERO,
+        n => Duration::from_millis(50u64.saturating_mul(1 << (n - 2).min(5)))
+            .min(Duration::from_secs(1)),
+    }
+}
 
 /// The consumer settings: a group, manual commits only, from the beginning.
 pub fn consumer(
@@ -124,9 +217,19 @@ pub fn consumer(
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "10000")
+        // The broker's minimum. After a Kafka outage this consumer's session
+        // has expired on both sides; the restarted coordinator still lists
+        // the old member and holds the rejoin until its session expires.
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "2000")
         .set("statistics.interval.ms", "5000")
-        .create_with_context(LagReporter)
+        // librdkafka backs off reconnecting up to 10 s by default: after an
+        // outage the consumer would notice a returned broker that late.
+        .set("reconnect.backoff.ms", "100")
+        .set("reconnect.backoff.max.ms", "1000")
+        .create_with_context(LagReporter {
+            lag: Arc::default(),
+        })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -148,6 +251,8 @@ pub struct Projector {
     writer: ViewWriter,
     topics: Topics,
     settings: BatchSettings,
+    /// Rounds of consumer errors since the last message.
+    kafka_error_rounds: AtomicU32,
 }
 
 /// Which collections a batch is folded into; `None` skips that view.
@@ -276,6 +381,7 @@ impl Projector {
             writer: ViewWriter::new(db, Collections::live()),
             topics,
             settings,
+            kafka_error_rounds: AtomicU32::new(0),
         })
     }
 
@@ -332,6 +438,15 @@ impl Projector {
 
     /// Waits for a first message (or shutdown), then gathers more for at
     /// most `max_wait` or until `max_messages`.
+    ///
+    /// Consumer errors are librdkafka telling what it is doing anyway
+    /// (reconnecting, brokers down, a transport failure): the client
+    /// recovers by itself. During an outage it queues them faster than any
+    /// fixed pause per error would drain them, and a pause per error left
+    /// the views stale long after Kafka returned. So every error queued is
+    /// drained at once and logged as one line, and a pause (see
+    /// [`kafka_error_pause`]) follows only rounds of errors with no message
+    /// between them, growing from 50 ms to at most 1 s.
     async fn next_batch(&self, shutdown: &CancellationToken) -> Vec<OwnedMessage> {
         let mut batch = Vec::new();
         let first = tokio::select! {
@@ -341,15 +456,35 @@ impl Projector {
         match first {
             Ok(m) => batch.push(m.detach()),
             Err(e) => {
-                metrics::counter!("projector_kafka_errors_total").increment(1);
-                tracing::warn!(error = %e, "kafka consumer error");
-                tokio::select! {
-                    _ = shutdown.cancelled() => {}
-                    _ = tokio::time::sleep(self.settings.error_backoff) => {}
+                let mut errors = 1u64;
+                let mut last = e;
+                // Whatever is queued now comes back without waiting.
+                loop {
+                    match tokio::time::timeout(Duration::ZERO, self.consumer.recv()).await {
+                        Ok(Err(e)) => {
+                            errors += 1;
+                            last = e;
+                        }
+                        Ok(Ok(m)) => {
+                            batch.push(m.detach());
+                            break;
+                        }
+                        Err(_) => break,
+                    }
                 }
-                return batch;
+                metrics::counter!("projector_kafka_errors_total").increment(errors);
+                tracing::warn!(error = %last, errors, "kafka consumer error(s)");
+                if batch.is_empty() {
+                    let rounds = self.kafka_error_rounds.fetch_add(1, Ordering::Relaxed) + 1;
+                    tokio::select! {
+                        _ = shutdown.cancelled() => {}
+                        _ = tokio::time::sleep(kafka_error_pause(rounds)) => {}
+                    }
+                    return batch;
+                }
             }
         }
+        self.kafka_error_rounds.store(0, Ordering::Relaxed);
         let deadline = tokio::time::Instant::now() + self.settings.max_wait;
         while batch.len() < self.settings.max_messages {
             match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
@@ -915,4 +1050,17 @@ pub(crate) fn fold<V: View>(
         }
     }
     (view, outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consumer_errors_pause_only_when_they_keep_coming_and_at_most_a_second() {
+        assert_eq!(kafka_error_pause(1), Duration::ZERO);
+        assert_eq!(kafka_error_pause(2), Duration::from_millis(50));
+        assert_eq!(kafka_error_pause(3), Duration::from_millis(100));
+        assert_eq!(kafka_error_pause(50), Duration::from_secs(1));
+    }
 }

@@ -1,6 +1,13 @@
 //! Start-up as a value: build connects, prepares the views and subscribes;
 //! run consumes and serves health/metrics until stopped.
 
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::Router;
 use events::kafka;
 use events::topics::Topics;
@@ -11,7 +18,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::consumer::{BatchSettings, Projector};
+use crate::consumer::{BatchSettings, Lag, Projector};
+use rdkafka::consumer::Consumer;
 
 pub struct Application {
     listener: TcpListener,
@@ -34,6 +42,7 @@ impl Application {
             .await
             .map_err(|e| anyhow::anyhow!("kafka at {}: {e}", config.kafka_brokers))?;
         let consumer = crate::consumer::consumer(&config.kafka_brokers, &config.group_id)?;
+        let lag = consumer.context().lag();
         let producer = kafka::producer(&config.kafka_brokers)?;
         let projector = Projector::new(
             consumer,
@@ -46,9 +55,14 @@ impl Application {
             },
         )?;
         let listener = service::http::bind(config.listen_addr).await?;
-        let router = service::http::finish(Router::new().merge(service::health::routes(
-            readiness(&db, &config.kafka_brokers),
-        )));
+        let router = service::http::finish(
+            Router::new()
+                .merge(service::health::routes(readiness(
+                    &db,
+                    &config.kafka_brokers,
+                )))
+                .layer(axum::middleware::from_fn_with_state(lag, with_lag)),
+        );
         Ok(Application {
             listener,
             router,
@@ -71,6 +85,24 @@ impl Application {
         }
         served
     }
+}
+
+/// Appends the consumer lag of the partitions this projector owns to
+/// `/metrics` (see [`Lag`]: the process recorder cannot drop a series).
+async fn with_lag(State(lag): State<Arc<Lag>>, req: Request, next: Next) -> Response {
+    let metrics = req.uri().path() == "/metrics";
+    let res = next.run(req).await;
+    if !metrics || !res.status().is_success() {
+        return res;
+    }
+    let (mut parts, body) = res.into_parts();
+    let Ok(page) = axum::body::to_bytes(body, usize::MAX).await else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let mut page = page.to_vec();
+    page.extend_from_slice(lag.render().as_bytes());
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(page))
 }
 
 fn readiness(db: &Database, brokers: &str) -> Readiness {
