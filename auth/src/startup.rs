@@ -51,6 +51,10 @@ impl Application {
         let pool = events::store::connect_and_migrate(&config.database_url, 10)
             .await
             .map_err(anyhow::Error::msg)?;
+        let filled = crate::users::backfill_skeletons(&pool).await?;
+        if filled > 0 {
+            tracing::info!(accounts = filled, "email skeletons filled in");
+        }
         let topics = Topics::with_prefix(config.topic_prefix.clone());
         kafka::ensure_topics(&config.kafka_brokers, &topics)
             .await

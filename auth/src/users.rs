@@ -76,8 +76,8 @@ impl Cause {
 pub async fn register(pool: &PgPool, new: NewUser, cause: Cause) -> Result<User, ApiError> {
     let mut tx = pool.begin().await?;
     let row = sqlx::query(&format!(
-        "INSERT INTO users (id, email, display_name, password_hash, role)
-         VALUES ($1, $2, $3, $4, $5)
+        "INSERT INTO users (id, email, display_name, password_hash, role, email_skeleton)
+         VALUES ($1, $2, $3, $4, $5, $6)
          RETURNING {USER_COLUMNS}"
     ))
     .bind(new.id)
@@ -85,9 +85,12 @@ pub async fn register(pool: &PgPool, new: NewUser, cause: Cause) -> Result<User,
     .bind(new.display_name.as_str())
     .bind(&new.password_hash)
     .bind(new.role.as_str())
+    .bind(new.email.skeleton())
     .fetch_one(&mut *tx)
     .await
-    .on_constraint("users_email_key", || ApiError::EmailTaken)?;
+    .on_constraints(&["users_email_key", "users_email_skeleton_key"], || {
+        ApiError::EmailTaken
+    })?;
     let user = user_from_row(&row)?;
     let event = UserEvent::Registered(UserRegistered {
         email: user.email.clone(),
@@ -301,6 +304,49 @@ pub async fn list(pool: &PgPool, f: &UserFilter) -> Result<(Vec<User>, bool), sq
     let more = users.len() > f.limit;
     users.truncate(f.limit);
     Ok((users, more))
+}
+
+/// Fills in `email_skeleton` for accounts stored before it existed, in
+/// batches. An account whose skeleton another account already holds keeps
+/// none (both stay usable; only new look-alikes are refused) and is logged.
+pub async fn backfill_skeletons(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    let mut filled = 0;
+    let mut after = Uuid::nil();
+    loop {
+        let rows: Vec<(Uuid, String)> = sqlx::query_as(
+            "SELECT id, email FROM users WHERE email_skeleton IS NULL AND id > $1
+              ORDER BY id LIMIT 500",
+        )
+        .bind(after)
+        .fetch_all(pool)
+        .await?;
+        let Some((last, _)) = rows.last() else {
+            return Ok(filled);
+        };
+        after = *last;
+        for (id, email) in rows {
+            let skeleton: String = match Email::parse(&email) {
+                Ok(e) => e.skeleton(),
+                Err(_) => unicode_security::skeleton(&email).collect(),
+            };
+            let done = sqlx::query(
+                "UPDATE users SET email_skeleton = $2 WHERE id = $1 AND email_skeleton IS NULL",
+            )
+            .bind(id)
+            .bind(&skeleton)
+            .execute(pool)
+            .await;
+            match done {
+                Ok(_) => filled += 1,
+                Err(sqlx::Error::Database(db))
+                    if db.constraint() == Some("users_email_skeleton_key") =>
+                {
+                    tracing::warn!(user_id = %id, "an older account looks like another; its email skeleton stays empty");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
 }
 
 /// Starts a new token family for a fresh login.

@@ -940,3 +940,165 @@ async fn limiter_keys_are_forgotten_on_a_timer_once_their_budget_is_whole() {
     )
     .await;
 }
+
+// ------------------------------------------------ 8: text and identity hygiene
+
+async fn register_status(auth: &Auth, body: Value) -> (StatusCode, Value) {
+    let res = auth.post("/auth/register", body).await;
+    let status = res.status();
+    let text = res.text().await.unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or_else(|_| json!({ "raw": text })),
+    )
+}
+
+#[tokio::test]
+async fn emails_are_nfkc_case_folded_and_idna_and_look_alikes_are_one_account() {
+    let auth = Auth::start().await;
+    let tag: String = unique("").chars().take(10).collect();
+
+    // Fullwidth and upper case: the same address as plain lower case.
+    let fullwidth: String = format!("ada{tag}")
+        .chars()
+        .map(|c| match c {
+            'a'..='z' => char::from_u32(c as u32 - 'a' as u32 + 0xFF21).unwrap_or(c),
+            '0'..='9' => char::from_u32(c as u32 - '0' as u32 + 0xFF10).unwrap_or(c),
+            c => c,
+        })
+        .collect();
+    let user = auth
+        .register(&format!("{fullwidth}@ＥＸＡＭＰＬＥ.test"))
+        .await;
+    assert_eq!(user["email"], format!("ada{tag}@example.test"), "{user}");
+    auth.login(&format!("ADA{tag}@example.test")).await;
+    let (status, p) = register_status(
+        &auth,
+        json!({ "email": format!("ada{tag}@example.test"), "password": PASSWORD }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{p}");
+
+    // Full case folding: STRASSE and straße are one address.
+    auth.register(&format!("STRASSE{tag}@example.test")).await;
+    let (status, p) = register_status(
+        &auth,
+        json!({ "email": format!("straße{tag}@example.test"), "password": PASSWORD }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "straße: {p}");
+
+    // Look-alikes (TS #39 skeletons): a Cyrillic а, a digit 1 for an l.
+    auth.register(&format!("paypal{tag}@example.test")).await;
+    let (status, p) = register_status(
+        &auth,
+        json!({ "email": format!("p\u{430}ypal{tag}@example.test"), "password": PASSWORD }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "Cyrillic a: {p}");
+    assert!(
+        p["type"].as_str().unwrap_or("").ends_with("/email-taken"),
+        "{p}"
+    );
+    auth.register(&format!("alice{tag}@example.test")).await;
+    let (status, p) = register_status(
+        &auth,
+        json!({ "email": format!("a1ice{tag}@example.test"), "password": PASSWORD }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "a1ice: {p}");
+
+    // An internationalised domain is stored as its A-label; either form logs in.
+    let user = auth.register(&format!("user{tag}@Bücher.example")).await;
+    assert_eq!(
+        user["email"],
+        format!("user{tag}@xn--bcher-kva.example"),
+        "{user}"
+    );
+    auth.login(&format!("user{tag}@bücher.example")).await;
+    auth.login(&format!("user{tag}@xn--bcher-kva.example"))
+        .await;
+    let (status, p) = register_status(
+        &auth,
+        json!({ "email": format!("USER{tag}@xn--bcher-kva.example"), "password": PASSWORD }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "A-label again: {p}");
+
+    // Hidden characters and invalid domains: 422 on /email.
+    for email in [
+        format!("ada\u{200B}{tag}@example.test"),
+        format!("\u{202E}ada{tag}@example.test"),
+        format!("ada{tag}\u{2066}@example.test"),
+        format!("ada{tag}@exa\u{200D}mple.test"),
+        format!("\u{3164}{tag}@example.test"),
+        format!("ada{tag}@exa_mple.test"),
+        format!("ada{tag}@-example.test"),
+    ] {
+        let (status, p) =
+            register_status(&auth, json!({ "email": email, "password": PASSWORD })).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{email:?}: {p}");
+        assert_eq!(pointers(&p), vec!["/email".to_owned()], "{email:?}: {p}");
+    }
+}
+
+#[tokio::test]
+async fn display_names_and_passwords_must_be_visible_and_free_of_control_and_format_characters() {
+    let auth = Auth::start().await;
+    for name in [
+        "\u{200B}\u{200B}\u{200B}",
+        "\u{3164}",
+        "\u{2800}\u{2800}",
+        "   \u{FEFF}  ",
+        "Ada\u{202E}ecalevol",
+        "Ada\u{7}",
+        "\u{301}\u{301}",
+    ] {
+        let (status, p) = register_status(
+            &auth,
+            json!({ "email": email("name-"), "password": PASSWORD, "display_name": name }),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{name:?}: {p}");
+        assert_eq!(
+            pointers(&p),
+            vec!["/display_name".to_owned()],
+            "{name:?}: {p}"
+        );
+    }
+    let user = expect_json(
+        auth.post(
+            "/auth/register",
+            json!({ "email": email("name-"), "password": PASSWORD, "display_name": "  José Ada  " }),
+        )
+        .await,
+        StatusCode::CREATED,
+        "a visible name",
+    )
+    .await;
+    assert_eq!(user["display_name"], "José Ada");
+
+    for password in [
+        "\u{200B}".repeat(12),
+        "\u{3164}".repeat(12),
+        "\u{2800}".repeat(12),
+        format!("{}a", "\u{200B}".repeat(11)),
+        " ".repeat(12),
+    ] {
+        let (status, p) = register_status(
+            &auth,
+            json!({ "email": email("pw-"), "password": password }),
+        )
+        .await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{password:?}: {p}"
+        );
+        assert_eq!(
+            pointers(&p),
+            vec!["/password".to_owned()],
+            "{password:?}: {p}"
+        );
+    }
+}
