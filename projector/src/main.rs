@@ -152,9 +152,13 @@ fn replay(args: ReplayArgs) -> anyhow::Result<()> {
 async fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
     use std::io::IsTerminal;
     let config = Config::from_env()?;
-    let db = projector::mongo::connect(&config.mongodb_url, &config.mongodb_database)
-        .await
-        .map_err(anyhow::Error::msg)?;
+    let db = projector::mongo::connect_with(
+        &config.mongodb_url,
+        &config.mongodb_database,
+        Some(config.mongodb_write_concern.write_concern()),
+    )
+    .await
+    .map_err(anyhow::Error::msg)?;
     let options = projector::rebuild::RebuildOptions {
         brokers: config.kafka_brokers.clone(),
         topics: events::topics::Topics::with_prefix(config.topic_prefix.clone()),

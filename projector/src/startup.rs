@@ -31,9 +31,14 @@ impl Application {
     /// Connects to MongoDB (and creates the views' indexes), prepares the
     /// Kafka topics, joins the consumer group, binds the port.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let db = crate::mongo::connect(&config.mongodb_url, &config.mongodb_database)
-            .await
-            .map_err(anyhow::Error::msg)?;
+        let db = crate::mongo::connect_with(
+            &config.mongodb_url,
+            &config.mongodb_database,
+            Some(config.mongodb_write_concern.write_concern()),
+        )
+        .await
+        .map_err(anyhow::Error::msg)?;
+        tracing::info!(write_concern = %config.mongodb_write_concern, "view writes");
         crate::views::ensure_indexes(&db)
             .await
             .map_err(|e| anyhow::anyhow!("mongodb: cannot create the view indexes: {e}"))?;

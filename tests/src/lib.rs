@@ -187,6 +187,7 @@ impl Deployment {
             mongodb_url: servers().mongodb_url.clone(),
             mongodb_database: self.mongodb_database.clone(),
             batch_max_messages: 500,
+            mongodb_write_concern: Default::default(),
         }
     }
 

@@ -339,6 +339,7 @@ pub fn projector_env(c: &projector::Config) -> Vec<(String, String)> {
         kv("PROJECTOR_MONGODB_URL", &c.mongodb_url),
         kv("PROJECTOR_MONGODB_DATABASE", &c.mongodb_database),
         kv("PROJECTOR_BATCH_MAX_MESSAGES", c.batch_max_messages),
+        kv("PROJECTOR_MONGODB_WRITE_CONCERN", c.mongodb_write_concern),
     ]
 }
 
