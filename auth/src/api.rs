@@ -43,13 +43,16 @@ impl std::fmt::Debug for Password {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
-    /// Unique regardless of letter case; stored lowercase.
+    /// Stored normalised (NFKC, case folded, domain as IDNA A-labels) and
+    /// unique in that form and by look-alike (Unicode TS #39 skeleton); no
+    /// whitespace, control or invisible formatting characters; at most 254 bytes.
     #[schema(example = "ada@example.com")]
     pub email: String,
-    /// 10 characters to 1024 bytes.
+    /// 10 characters (invisible ones not counted, one at least visible) to 1024 bytes.
     #[schema(value_type = String, format = Password, min_length = 10)]
     pub password: Password,
-    /// Defaults to the email's local part.
+    /// Defaults to the email's local part. At most 100 characters, at least
+    /// one visible; no control or invisible formatting characters.
     #[serde(default)]
     pub display_name: Option<String>,
 }
@@ -139,10 +142,10 @@ const PROBLEM: &str = "application/problem+json";
     request_body = RegisterRequest,
     responses(
         (status = 201, description = "Registered", body = UserResponse),
-        (status = 409, description = "Email already registered", body = Problem, content_type = PROBLEM),
+        (status = 409, description = "Email already registered, or one that looks the same (same normal form or confusable skeleton)", body = Problem, content_type = PROBLEM),
         (status = 413, description = "Body over 64 KiB", body = Problem, content_type = PROBLEM),
         (status = 415, description = "Not JSON", body = Problem, content_type = PROBLEM),
-        (status = 422, description = "Invalid fields or unknown field", body = Problem, content_type = PROBLEM),
+        (status = 422, description = "Invalid fields (hidden or control characters, an invalid domain, a weak password, a blank name) or unknown field", body = Problem, content_type = PROBLEM),
         (status = 429, description = "Too many attempts from this IP or for this email", body = Problem, content_type = PROBLEM,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
     )

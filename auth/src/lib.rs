@@ -33,6 +33,17 @@
 //! IP is the connection's peer: forwarding headers are not trusted. Bodies
 //! over 64 KiB are refused with 413, unknown JSON fields with 422.
 //!
+//! # Emails, names and passwords
+//!
+//! Emails are stored, looked up and rate-limited in one normal form (NFKC,
+//! full case folding, the domain as IDNA A-labels); hidden characters
+//! (whitespace, control and format characters such as zero-width joiners and
+//! bidi controls, blank fillers) are refused. Two addresses with the same
+//! confusable skeleton (Unicode TS #39) are one account: the skeleton is
+//! unique in `users.email_skeleton`. Display names refuse control and format
+//! characters and need a visible character; passwords need 10 characters not
+//! counting invisible ones, at least one of them visible.
+//!
 //! # Deactivation
 //!
 //! A deactivated user cannot log in or refresh, and their refresh tokens are

@@ -63,8 +63,10 @@ fn expected_surface(service: &str) -> BTreeSet<(String, String)> {
             ("POST", "/auth/refresh"),
             ("POST", "/auth/logout"),
             ("GET", "/auth/me"),
+            ("GET", "/admin/users"),
             ("PATCH", "/admin/users/{id}/role"),
             ("POST", "/admin/users/{id}/deactivate"),
+            ("POST", "/admin/users/{id}/reactivate"),
             ("GET", "/.well-known/jwks.json"),
         ],
         "command-api" => &[
