@@ -1102,3 +1102,37 @@ async fn display_names_and_passwords_must_be_visible_and_free_of_control_and_for
         );
     }
 }
+
+#[tokio::test]
+async fn accounts_from_before_the_skeleton_column_get_theirs_at_start() {
+    let auth = Auth::start().await;
+    let tag: String = unique("").chars().take(10).collect();
+    let alice = auth.register(&format!("alice{tag}@example.test")).await;
+    // As if registered before migration 20261201000010: no skeleton.
+    let pool = events::store::connect_and_migrate(&auth.deployment.database_url, 1)
+        .await
+        .expect("postgres");
+    sqlx::query("UPDATE users SET email_skeleton = NULL WHERE id = $1")
+        .bind(id_of(&alice))
+        .execute(&pool)
+        .await
+        .expect("clear skeleton");
+
+    // A restarted auth fills it in, so the look-alike is refused.
+    drop(auth.running);
+    let restarted = auth.deployment.spawn_auth().await;
+    let res = http()
+        .post(restarted.url("/auth/register"))
+        .json(&json!({ "email": format!("a1ice{tag}@example.test"), "password": PASSWORD }))
+        .send()
+        .await
+        .expect("register");
+    expect_problem(res, StatusCode::CONFLICT, "look-alike of an older account").await;
+    let filled: Option<String> =
+        sqlx::query_scalar("SELECT email_skeleton FROM users WHERE id = $1")
+            .bind(id_of(&alice))
+            .fetch_one(&pool)
+            .await
+            .expect("skeleton");
+    assert!(filled.is_some());
+}
