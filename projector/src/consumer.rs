@@ -253,6 +253,8 @@ pub struct Projector {
     settings: BatchSettings,
     /// Rounds of consumer errors since the last message.
     kafka_error_rounds: AtomicU32,
+    /// Where the log is read to repair a version gap.
+    brokers: String,
 }
 
 /// Which collections a batch is folded into; `None` skips that view.
@@ -343,6 +345,9 @@ pub(crate) struct StreamOutcome {
     /// Events whose view the store refused (see [`write_errors`]), with the
     /// reason: dead-lettered like poison.
     pub(crate) refused: Vec<(usize, String)>,
+    /// Where the stream stopped at a gap: the gap event's batch index and
+    /// the first missing version.
+    pub(crate) gap: Option<(usize, u64)>,
 }
 
 /// What a batch did, for metrics.
@@ -353,6 +358,11 @@ struct BatchOutcome {
     gaps: u64,
     dead_lettered: u64,
     refused: u64,
+    /// Each gap: the gap event's batch index and the first missing version.
+    gaps_at: Vec<(usize, u64)>,
+    /// Streams whose gap was filled from the log, and the events it took.
+    repaired_streams: u64,
+    repaired_events: u64,
 }
 
 impl BatchOutcome {
@@ -360,17 +370,20 @@ impl BatchOutcome {
         self.applied += s.applied;
         self.duplicates += s.duplicates;
         self.gaps += s.gaps;
+        self.gaps_at.extend(s.gap);
     }
 }
 
 impl Projector {
     /// Subscribes to the task and user event topics.
+    /// `brokers`: where the log is read to repair a version gap.
     pub fn new(
         consumer: EventConsumer,
         producer: FutureProducer,
         db: Database,
         topics: Topics,
         settings: BatchSettings,
+        brokers: &str,
     ) -> Result<Self, rdkafka::error::KafkaError> {
         let task_events = topics.task_events();
         let user_events = topics.user_events();
@@ -382,6 +395,7 @@ impl Projector {
             topics,
             settings,
             kafka_error_rounds: AtomicU32::new(0),
+            brokers: brokers.to_owned(),
         })
     }
 
@@ -428,6 +442,8 @@ impl Projector {
             metrics::counter!("projector_version_gaps_total").increment(outcome.gaps);
             metrics::counter!("projector_dlq_total").increment(outcome.dead_lettered);
             metrics::counter!("projector_refused_writes_total").increment(outcome.refused);
+            metrics::counter!("projector_repairs_total").increment(outcome.repaired_streams);
+            metrics::counter!("projector_repaired_events_total").increment(outcome.repaired_events);
             self.commit(&batch).await;
             if shutdown.is_cancelled() {
                 break;
@@ -525,11 +541,96 @@ impl Projector {
         }
         let (outcome, more_poison) = self.writer.apply(tasks, users).await?;
         let mut outcome = outcome;
+        if !outcome.gaps_at.is_empty() {
+            self.repair(batch, &mut outcome).await?;
+        }
         poison.extend(more_poison);
         poison.sort_by_key(|(i, _)| *i);
         self.dead_letter(batch, &poison).await?;
         outcome.dead_lettered = poison.len() as u64;
         Ok(outcome)
+    }
+
+    /// Fills the batch's version gaps from the log: reads, in the gap
+    /// event's partition, from the partition's first offset up to the gap
+    /// event, the stream's missing versions, and folds them with the
+    /// batch's events of that stream (what was applied already is a
+    /// duplicate now). A version missing from the log too (the relay has
+    /// not republished it yet) leaves the gap reported, as before; so does
+    /// a failure to read, which never fails the batch.
+    async fn repair(
+        &self,
+        batch: &[OwnedMessage],
+        outcome: &mut BatchOutcome,
+    ) -> Result<(), BatchError> {
+        let mut wanted: HashMap<Uuid, Missing> = HashMap::new();
+        for (i, first_missing) in &outcome.gaps_at {
+            let Some(msg) = batch.get(*i) else { continue };
+            let Ok(env) = envelope_of(msg) else { continue };
+            let w = wanted.entry(env.stream_id).or_insert_with(|| Missing {
+                topic: msg.topic().to_owned(),
+                partition: msg.partition(),
+                before_offset: msg.offset(),
+                from_version: *first_missing,
+                before_version: env.version,
+            });
+            w.from_version = w.from_version.min(*first_missing);
+            w.before_offset = w.before_offset.max(msg.offset());
+            w.before_version = w.before_version.max(env.version);
+        }
+        let brokers = self.brokers.clone();
+        let looking = wanted.clone();
+        let found = match tokio::task::spawn_blocking(move || read_missing(&brokers, &looking))
+            .await
+        {
+            Ok(Ok(found)) => found,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot read the log to repair a version gap; the gap stays reported");
+                return Ok(());
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the log read for a version gap failed; the gap stays reported");
+                return Ok(());
+            }
+        };
+        if found.is_empty() {
+            return Ok(());
+        }
+        let streams: HashSet<Uuid> = found.iter().map(|e| e.stream_id).collect();
+        let found_events = found.len() as u64;
+        let task_topic = self.topics.task_events();
+        let (mut tasks, mut users) = (Vec::new(), Vec::new());
+        // Indices past the batch: nothing found in the log is dead-lettered
+        // again (it was dealt with when it was consumed).
+        for env in found {
+            match env.stream_type {
+                events::StreamType::Task => tasks.push((usize::MAX, env)),
+                events::StreamType::User => users.push((usize::MAX, env)),
+            }
+        }
+        for (i, msg) in batch.iter().enumerate() {
+            let Ok(env) = envelope_of(msg) else { continue };
+            if !streams.contains(&env.stream_id) {
+                continue;
+            }
+            if msg.topic() == task_topic {
+                tasks.push((i, env));
+            } else {
+                users.push((i, env));
+            }
+        }
+        let (again, _) = self.writer.apply(tasks, users).await?;
+        let repaired: Vec<String> = streams.iter().map(Uuid::to_string).collect();
+        tracing::warn!(
+            streams = ?repaired,
+            events = found_events,
+            applied = again.applied,
+            "version gap repaired from the log: a view was behind its stream"
+        );
+        outcome.applied += again.applied;
+        outcome.repaired_streams += streams.len() as u64;
+        outcome.repaired_events += found_events;
+        Ok(())
     }
 
     /// Publishes each poison message to the dead-letter topic with its
@@ -646,6 +747,9 @@ impl ViewWriter {
                 if let Some(facts) = facts {
                     for s in self.project::<TaskFacts>(facts, tasks.clone()).await? {
                         refused.extend(s.refused);
+                        // The facts may lag the view (a write lost in one
+                        // collection only): their gaps are repaired too.
+                        outcome.gaps_at.extend(s.gap);
                     }
                 }
                 for s in self.project::<TaskView>(views, tasks).await? {
@@ -878,6 +982,7 @@ impl ViewWriter {
                 Ok(Applied::Duplicate) => outcome.duplicates += 1,
                 Ok(Applied::Gap { expected, got }) => {
                     outcome.gaps += 1;
+                    outcome.gap = Some((*i, expected));
                     report_gap::<V>(env, expected, got);
                     break;
                 }
@@ -983,6 +1088,61 @@ impl ViewWriter {
     }
 }
 
+/// The versions a stream misses, and where to look for them.
+#[derive(Debug, Clone)]
+struct Missing {
+    topic: String,
+    partition: i32,
+    /// The gap event's offset: the missing versions were published before it.
+    before_offset: i64,
+    from_version: u64,
+    before_version: u64,
+}
+
+/// Reads each partition holding a gap from its first offset up to the gap
+/// event, outside the consumer group (nothing is committed), and returns
+/// the missing events found, in version order per stream.
+fn read_missing(
+    brokers: &str,
+    wanted: &HashMap<Uuid, Missing>,
+) -> anyhow::Result<Vec<EventEnvelope>> {
+    let consumer = crate::replay::detached_consumer(brokers)?;
+    let mut ranges: HashMap<(String, i32), crate::replay::PartitionRange> = HashMap::new();
+    for w in wanted.values() {
+        let key = (w.topic.clone(), w.partition);
+        if let Some(range) = ranges.get_mut(&key) {
+            range.end = range.end.max(w.before_offset);
+            continue;
+        }
+        let (low, _) = consumer.fetch_watermarks(&w.topic, w.partition, Duration::from_secs(10))?;
+        ranges.insert(
+            key,
+            crate::replay::PartitionRange {
+                start: low,
+                end: w.before_offset,
+            },
+        );
+    }
+    let mut found: std::collections::BTreeMap<(Uuid, u64), EventEnvelope> = Default::default();
+    crate::replay::read_ranges(
+        &consumer,
+        &ranges,
+        &indicatif::ProgressBar::hidden(),
+        |msg| {
+            let Ok(env) = envelope_of(msg) else {
+                return Ok(());
+            };
+            if let Some(w) = wanted.get(&env.stream_id) {
+                if env.version >= w.from_version && env.version < w.before_version {
+                    found.insert((env.stream_id, env.version), env);
+                }
+            }
+            Ok(())
+        },
+    )?;
+    Ok(found.into_values().collect())
+}
+
 /// What one bulk write of guarded replacements did, per stream.
 #[derive(Default)]
 struct WriteReport {
@@ -1043,6 +1203,7 @@ pub(crate) fn fold<V: View>(
             Ok(Applied::Duplicate) => outcome.duplicates += 1,
             Ok(Applied::Gap { expected, got }) => {
                 outcome.gaps += 1;
+                outcome.gap = Some((*i, expected));
                 report_gap::<V>(env, expected, got);
                 break;
             }

@@ -58,6 +58,7 @@ impl Application {
                 max_messages: config.batch_max_messages.max(1),
                 ..BatchSettings::default()
             },
+            &config.kafka_brokers,
         )?;
         let listener = service::http::bind(config.listen_addr).await?;
         let router = service::http::finish(
