@@ -448,16 +448,7 @@ fn respond(outcome: Result<Outcome, WriteError>) -> Response {
         (status = 400, description = "Malformed JSON or header", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The caller already has the most live tasks one user may have (`live-task-limit`, with `limit`)", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid bearer token, or a deactivated account", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Over the caller's write budget", body = Problem, content_type = "application/problem+json", headers(
-            ("Retry-After" = u64, description = "Seconds until a write would be admitted"),
-            ("RateLimit-Limit" = u32, description = "The burst size"),
-            ("RateLimit-Remaining" = u32, description = "0"),
-        )),
-        (status = 503, description = "The event store is unreachable; nothing was changed", body = Problem, content_type = "application/problem+json", headers(
-            ("Retry-After" = u64, description = "Seconds to wait before retrying"),
-        )),
         (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
-        (status = 408, description = "The body did not arrive within the body-read timeout", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields (with pointers), unknown field, or idempotency key reused with another body", body = Problem, content_type = "application/problem+json"),
     ),
@@ -519,19 +510,10 @@ pub async fn create_task(
         )),
         (status = 400, description = "Malformed JSON or header", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid bearer token, or a deactivated account", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Over the caller's write budget", body = Problem, content_type = "application/problem+json", headers(
-            ("Retry-After" = u64, description = "Seconds until a write would be admitted"),
-            ("RateLimit-Limit" = u32, description = "The burst size"),
-            ("RateLimit-Remaining" = u32, description = "0"),
-        )),
-        (status = 503, description = "The event store is unreachable; nothing was changed", body = Problem, content_type = "application/problem+json", headers(
-            ("Retry-After" = u64, description = "Seconds to wait before retrying"),
-        )),
         (status = 404, description = "No such task for this user (also: deleted, or malformed id)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The task kept changing concurrently; retry", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "If-Match does not name the current version; `current_version` says which is", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
-        (status = 408, description = "The body did not arrive within the body-read timeout", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields (with pointers), unknown field, or idempotency key reused with another body", body = Problem, content_type = "application/problem+json"),
     ),
@@ -596,19 +578,10 @@ pub async fn update_task(
         )),
         (status = 400, description = "Malformed JSON or header", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid bearer token, or a deactivated account", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Over the caller's write budget", body = Problem, content_type = "application/problem+json", headers(
-            ("Retry-After" = u64, description = "Seconds until a write would be admitted"),
-            ("RateLimit-Limit" = u32, description = "The burst size"),
-            ("RateLimit-Remaining" = u32, description = "0"),
-        )),
-        (status = 503, description = "The event store is unreachable; nothing was changed", body = Problem, content_type = "application/problem+json", headers(
-            ("Retry-After" = u64, description = "Seconds to wait before retrying"),
-        )),
         (status = 404, description = "No such task for this user (also: deleted, or malformed id)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Transition not allowed: `from`, `to` and `allowed` say which are", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "If-Match does not name the current version; `current_version` says which is", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
-        (status = 408, description = "The body did not arrive within the body-read timeout", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Unknown status or field, or idempotency key reused with another body", body = Problem, content_type = "application/problem+json"),
     ),
@@ -668,14 +641,6 @@ pub async fn change_status(
         )),
         (status = 400, description = "Malformed header", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid bearer token, or a deactivated account", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Over the caller's write budget", body = Problem, content_type = "application/problem+json", headers(
-            ("Retry-After" = u64, description = "Seconds until a write would be admitted"),
-            ("RateLimit-Limit" = u32, description = "The burst size"),
-            ("RateLimit-Remaining" = u32, description = "0"),
-        )),
-        (status = 503, description = "The event store is unreachable; nothing was changed", body = Problem, content_type = "application/problem+json", headers(
-            ("Retry-After" = u64, description = "Seconds to wait before retrying"),
-        )),
         (status = 404, description = "No such task for this user (also: already deleted, or malformed id)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The task kept changing concurrently; retry", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "If-Match does not name the current version; `current_version` says which is", body = Problem, content_type = "application/problem+json"),
@@ -762,8 +727,19 @@ pub fn routes(
         .routes(routes!(update_task, delete_task))
         .routes(routes!(change_status))
         .merge(service::health::documented_routes(readiness));
+    let mut doc = router.to_openapi();
+    service::openapi::add_retry_after_response_to_writes(
+        &mut doc,
+        "429",
+        "Over the caller's write budget (`RateLimit-*` headers say the limit)",
+    );
+    service::openapi::add_retry_after_response_to_writes(
+        &mut doc,
+        "503",
+        "The event store is unreachable; nothing was changed",
+    );
     let doc = service::openapi::finish_document(
-        router.to_openapi(),
+        doc,
         "taskstream command-api",
         "REST writes: each accepted command is committed as task events in the \
          Postgres event store before it is answered.",

@@ -38,6 +38,48 @@ pub fn finish_document(mut doc: OpenApi, title: &str, description: &str) -> Open
     doc
 }
 
+/// Documents a problem answer with `Retry-After` (429, 503) on every
+/// write operation (POST, PUT, PATCH, DELETE) of `doc` that does not
+/// already describe `code`.
+pub fn add_retry_after_response_to_writes(doc: &mut OpenApi, code: &str, description: &str) {
+    use utoipa::openapi::header::HeaderBuilder;
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+    let response = RefOr::T(
+        ResponseBuilder::new()
+            .description(description)
+            .header(
+                "Retry-After",
+                HeaderBuilder::new()
+                    .schema(<u64 as utoipa::PartialSchema>::schema())
+                    .description(Some("Seconds to wait before retrying"))
+                    .build(),
+            )
+            .content(
+                "application/problem+json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Problem")))
+                    .build(),
+            )
+            .build(),
+    );
+    for item in doc.paths.paths.values_mut() {
+        for op in [
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            op.responses
+                .responses
+                .entry(code.to_owned())
+                .or_insert_with(|| response.clone());
+        }
+    }
+}
+
 /// Documents the answers every operation can get from the shared edge
 /// (`service::json`, `service::http`, the `AuthUser` extractor), where the
 /// handler's own annotations do not already: for a JSON body 400 (malformed
@@ -79,6 +121,10 @@ pub fn add_edge_responses(doc: &mut OpenApi) {
             };
             if op.request_body.is_some() {
                 add("400", "Malformed JSON");
+                add(
+                    "408",
+                    "The body did not arrive within the body-read timeout",
+                );
                 add("413", "Body over 64 KiB");
                 add("415", "Body is not `application/json`");
                 add(

@@ -38,6 +38,17 @@ async fn register(sys: &ProcessSystem, email: &str) -> String {
     body["id"].as_str().unwrap().to_owned()
 }
 
+/// The status `request` answers with `token` as its bearer.
+async fn status_of(request: reqwest::RequestBuilder, token: String) -> u16 {
+    request
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 /// Polls `status_of` until it returns `want`; returns how long that took.
 async fn until_status<F, Fut>(what: &str, want: u16, mut status_of: F) -> Duration
 where
@@ -76,34 +87,14 @@ async fn deactivation_and_demotion_take_effect_at_every_api_within_two_seconds()
     let user_id = register(&sys, &user_email).await;
     let user = login(&sys, &user_email).await;
     let create = |token: String| {
-        let client = client.clone();
-        let url = tasks_cmd.clone();
-        async move {
+        status_of(
             client
-                .post(url)
-                .bearer_auth(token)
-                .json(&json!({ "title": "still here?" }))
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
+                .post(&tasks_cmd)
+                .json(&json!({ "title": "still here?" })),
+            token,
+        )
     };
-    let list = |token: String| {
-        let client = client.clone();
-        let url = tasks_query.clone();
-        async move {
-            client
-                .get(url)
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
-    };
+    let list = |token: String| status_of(client.get(&tasks_query), token);
     assert_eq!(create(user.clone()).await, 201);
     assert_eq!(list(user.clone()).await, 200);
 
@@ -120,20 +111,7 @@ async fn deactivation_and_demotion_take_effect_at_every_api_within_two_seconds()
         .unwrap();
     assert_eq!(res.status(), 200);
     let deputy = login(&sys, &deputy_email).await;
-    let all_users = |token: String| {
-        let client = client.clone();
-        let url = all_users_url.clone();
-        async move {
-            client
-                .get(url)
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
-    };
+    let all_users = |token: String| status_of(client.get(&all_users_url), token);
     until_status("the deputy's admin read", 200, || all_users(deputy.clone())).await;
 
     let res = client

@@ -630,6 +630,28 @@ async fn query_api_refuses_to_start_on_a_missing_or_published_cursor_secret() {
 
 // ---------------------------------------------------- dependencies down
 
+/// `request` answers 503 with `Retry-After` within a few seconds.
+async fn expect_prompt_503(
+    what: &str,
+    request: impl std::future::Future<Output = reqwest::Result<reqwest::Response>>,
+) {
+    let started = Instant::now();
+    let res = request.await.unwrap();
+    assert!(
+        res.headers().contains_key("retry-after"),
+        "{what}: {} {:?}",
+        res.status(),
+        res.headers()
+    );
+    let (status, body) = problem(res).await;
+    assert_eq!(status, 503, "{what}: {body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{what}: {:?}",
+        started.elapsed()
+    );
+}
+
 #[tokio::test]
 async fn a_store_that_is_down_is_a_prompt_503_and_service_resumes_after() {
     let dep = Deployment::fresh().await;
@@ -668,37 +690,8 @@ async fn a_store_that_is_down_is_a_prompt_503_and_service_resumes_after() {
     pg.cut();
     mongo.cut();
     for _ in 0..3 {
-        let started = Instant::now();
-        let res = create().await.unwrap();
-        assert!(
-            res.headers().contains_key("retry-after"),
-            "{} {:?}",
-            res.status(),
-            res.headers()
-        );
-        let (status, body) = problem(res).await;
-        assert_eq!(status, 503, "write while Postgres is down: {body}");
-        assert!(
-            started.elapsed() < Duration::from_secs(8),
-            "{:?}",
-            started.elapsed()
-        );
-
-        let started = Instant::now();
-        let res = list().await.unwrap();
-        assert!(
-            res.headers().contains_key("retry-after"),
-            "{} {:?}",
-            res.status(),
-            res.headers()
-        );
-        let (status, body) = problem(res).await;
-        assert_eq!(status, 503, "read while MongoDB is down: {body}");
-        assert!(
-            started.elapsed() < Duration::from_secs(8),
-            "{:?}",
-            started.elapsed()
-        );
+        expect_prompt_503("write while Postgres is down", create()).await;
+        expect_prompt_503("read while MongoDB is down", list()).await;
     }
 
     pg.restore().await;
