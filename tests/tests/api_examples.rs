@@ -299,10 +299,7 @@ async fn every_documented_example_answers_its_documented_status() {
 
     // The variables the page describes, from real accounts and tasks.
     // The first admin is the operator's doing (`auth create-admin`).
-    system
-        .deployment
-        .create_admin(&admin_email, PASSWORD)
-        .await;
+    system.deployment.create_admin(&admin_email, PASSWORD).await;
     let (admin_token, _) = login(&auth, &admin_email).await;
     let user_email = format!("{}@example.test", unique("user-"));
     register(&auth, &user_email).await;
