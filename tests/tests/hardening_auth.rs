@@ -916,8 +916,8 @@ async fn the_per_email_limiter_holds_a_bounded_number_of_fixed_size_keys() {
 #[tokio::test]
 async fn limiter_keys_are_forgotten_on_a_timer_once_their_budget_is_whole() {
     let d = Deployment::fresh().await;
-    // 30 a minute: one attempt's key lives 2 s.
-    let auth = auth_process(&d, 30, 1_000).await;
+    // 6 a minute: one attempt's key lives 10 s.
+    let auth = auth_process(&d, 6, 1_000).await;
     for i in 0..15 {
         let res = attempt(
             &auth,
@@ -928,14 +928,14 @@ async fn limiter_keys_are_forgotten_on_a_timer_once_their_budget_is_whole() {
         .await;
         assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
     }
-    eventually("15 email keys held", Duration::from_secs(5), || async {
+    eventually("15 email keys held", Duration::from_secs(8), || async {
         email_keys(&auth).await.filter(|n| *n == 15.0)
     })
     .await;
     // No request comes; the timer alone empties the limiter.
     eventually(
         "email keys forgotten without traffic",
-        Duration::from_secs(10),
+        Duration::from_secs(20),
         || async { email_keys(&auth).await.filter(|n| *n == 0.0) },
     )
     .await;
