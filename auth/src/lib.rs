@@ -48,8 +48,11 @@
 //!
 //! A deactivated user cannot log in or refresh, and their refresh tokens are
 //! revoked at once; auth's own endpoints refuse their access tokens too. The
-//! APIs verify tokens locally, so an access token issued before deactivation
-//! works there until it expires (15 minutes at most).
+//! APIs verify tokens locally, and their verifier follows the user events
+//! ([`accounts`]): a deactivated account's tokens are refused there, and a
+//! changed role applies, within about a poll interval (250 ms). An admin
+//! reactivates an account with `POST /admin/users/{id}/reactivate`; its old
+//! refresh tokens stay revoked.
 //!
 //! # Secrets
 //!
