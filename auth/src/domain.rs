@@ -152,8 +152,9 @@ pub fn normalise_email(raw: &str) -> String {
     }
 }
 
-/// How a user is shown to others: trimmed, 1 to 100 characters with at
-/// least one visible, no control or format characters.
+/// How a user is shown to others: trimmed, at most 100 characters with at
+/// least one visible, no control or format characters (the rules of
+/// `service::text`, which titles and tags follow too).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DisplayName(String);
 
@@ -165,20 +166,19 @@ impl DisplayName {
                 "must be at most {DISPLAY_NAME_MAX_CHARS} characters"
             ));
         }
+        // The rules titles and tags follow too (service::text): no control,
+        // format (a ZWJ only inside an emoji sequence), private-use or
+        // unassigned characters; and a line separator would make it two lines.
+        service::text::check_line(name)?;
         if name.chars().any(|c| {
-            is_control_or_format(c)
-                || matches!(
-                    c.general_category(),
-                    GeneralCategory::LineSeparator | GeneralCategory::ParagraphSeparator
-                )
+            matches!(
+                c.general_category(),
+                GeneralCategory::LineSeparator | GeneralCategory::ParagraphSeparator
+            )
         }) {
-            return Err(
-                "must not contain control characters or invisible formatting characters \
-                 (zero-width, bidi controls)"
-                    .into(),
-            );
+            return Err("must not contain a line or paragraph separator".into());
         }
-        if !name.chars().any(is_visible) {
+        if service::text::visible_chars(name) == 0 {
             return Err("must not be blank (it needs a visible character)".into());
         }
         Ok(DisplayName(name.to_owned()))
@@ -334,6 +334,8 @@ mod tests {
             "Ada Lovelace"
         );
         assert!(DisplayName::parse("José").is_ok());
+        assert!(DisplayName::parse("Ada 👨\u{200D}👩\u{200D}👧").is_ok());
+        assert!(DisplayName::parse("Ada\u{2028}Lovelace").is_err());
         assert!(DisplayName::parse(&"n".repeat(101)).is_err());
         let email = Email::parse("grace@example.com").unwrap();
         assert_eq!(DisplayName::from_email(&email).as_str(), "grace");
