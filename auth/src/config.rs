@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::num::{NonZeroU32, NonZeroUsize};
 
 use service::config::{env_or, ConfigError};
+use service::http::Limits;
 
 pub const DEFAULT_ISSUER: &str = "taskstream-auth";
 pub const DEFAULT_AUDIENCE: &str = "taskstream";
@@ -34,6 +35,9 @@ pub struct Config {
     /// IPs, and separately emails) the limiters hold at once; beyond it a new
     /// key evicts the one closest to expiry. About 100 bytes a key.
     pub rate_limit_capacity: NonZeroUsize,
+    /// `AUTH_HTTP_*`: header-read, body-read and idle timeouts and the
+    /// connection cap (see `service::http::Limits`; defaults as the APIs').
+    pub http: Limits,
 }
 
 pub const DEFAULT_RATE_LIMIT_PER_MINUTE: NonZeroU32 = NonZeroU32::new(30).unwrap();
@@ -62,6 +66,7 @@ impl Config {
                 DEFAULT_RATE_LIMIT_PER_EMAIL_PER_MINUTE,
             )?,
             rate_limit_capacity: env_or("AUTH_RATE_LIMIT_CAPACITY", DEFAULT_RATE_LIMIT_CAPACITY)?,
+            http: Limits::from_env("AUTH")?,
         })
     }
 }

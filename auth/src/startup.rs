@@ -42,6 +42,7 @@ pub struct Application {
     router: Router,
     relay: OutboxRelay,
     limits: Arc<AttemptLimits>,
+    http: service::http::Limits,
 }
 
 impl Application {
@@ -70,6 +71,7 @@ impl Application {
         ));
         let dummy_hash = crate::password::dummy_hash().await?.into();
         let listener = service::http::bind(config.listen_addr).await?;
+        let http = config.http.clone();
         let state = AppState {
             pool,
             keys,
@@ -84,6 +86,7 @@ impl Application {
             router,
             relay,
             limits,
+            http,
         })
     }
 
@@ -95,7 +98,9 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let relay = tokio::spawn(self.relay.run(shutdown.clone()));
         crate::rate_limit::spawn_pruning(&self.limits, shutdown.clone());
-        let served = service::http::serve(self.listener, self.router, shutdown.clone()).await;
+        let served =
+            service::http::serve_with(self.listener, self.router, shutdown.clone(), self.http)
+                .await;
         shutdown.cancel();
         let _ = relay.await;
         served

@@ -125,6 +125,7 @@ impl Deployment {
             rate_limit_per_minute: std::num::NonZeroU32::MAX,
             rate_limit_per_email_per_minute: std::num::NonZeroU32::MAX,
             rate_limit_capacity: auth::config::DEFAULT_RATE_LIMIT_CAPACITY,
+            http: service::http::Limits::default(),
         }
     }
 

@@ -277,7 +277,7 @@ impl Drop for Service {
 /// config does, so the in-process `Deployment::*_config` stays the one
 /// source of the test settings.
 pub fn auth_env(c: &auth::Config) -> Vec<(String, String)> {
-    vec![
+    let mut env = vec![
         kv("AUTH_LISTEN_ADDR", c.listen_addr),
         kv("AUTH_DATABASE_URL", &c.database_url),
         kv("AUTH_KAFKA_BROKERS", &c.kafka_brokers),
@@ -291,7 +291,9 @@ pub fn auth_env(c: &auth::Config) -> Vec<(String, String)> {
             c.rate_limit_per_email_per_minute,
         ),
         kv("AUTH_RATE_LIMIT_CAPACITY", c.rate_limit_capacity),
-    ]
+    ];
+    env.extend(http_limits_env("AUTH", &c.http));
+    env
 }
 
 pub fn command_api_env(c: &command_api::Config) -> Vec<(String, String)> {

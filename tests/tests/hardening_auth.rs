@@ -1136,3 +1136,41 @@ async fn accounts_from_before_the_skeleton_column_get_theirs_at_start() {
             .expect("skeleton");
     assert!(filled.is_some());
 }
+
+#[tokio::test]
+async fn auth_reads_its_http_limits_from_the_environment() {
+    use tokio::io::AsyncReadExt;
+
+    let d = Deployment::fresh().await;
+    let base = d.auth_config();
+    let auth = Service::start_ready("auth", |port| {
+        auth_env(&auth::Config {
+            listen_addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            http: service::http::Limits {
+                header_read_timeout: Duration::from_millis(500),
+                ..service::http::Limits::default()
+            },
+            ..base.clone()
+        })
+    })
+    .await;
+    // Half a request head: the connection is closed after AUTH_HTTP_HEADER_READ_TIMEOUT_MS.
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", auth.port))
+        .await
+        .expect("connect");
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: auth\r\n")
+        .await
+        .expect("write");
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut buf)).await;
+    assert!(
+        read.is_ok(),
+        "a half-sent head is still held after 5 s (AUTH_HTTP_HEADER_READ_TIMEOUT_MS=500)"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
