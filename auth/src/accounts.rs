@@ -18,9 +18,9 @@
 //! user's row lock).
 //!
 //! Memory: one small entry per account that exists, nothing per request.
-//! A failed poll keeps the last state, logs, and counts
+//! A failed or slow poll keeps the last state, logs, and counts
 //! `account_directory_poll_errors_total`; `account_directory_age_seconds`
-//! says how old the view is.
+//! says how long ago the last poll succeeded.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -34,8 +34,15 @@ use uuid::Uuid;
 /// How often the directory reads new user events.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
 
-/// How far back each poll looks (see the module docs).
+/// How far back each poll looks (see the module docs). A user change whose
+/// transaction commits later than this after it started would be missed
+/// until the service restarts; auth's account transactions last
+/// milliseconds.
 pub const OVERLAP: Duration = Duration::from_secs(30);
+
+/// A poll that takes longer is abandoned (and counted); the next one
+/// re-reads the same window.
+pub const POLL_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Account {
@@ -71,21 +78,27 @@ impl AccountDirectory {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(POLL_INTERVAL);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last_success = tokio::time::Instant::now();
             loop {
                 tick.tick().await;
                 let Some(d) = weak.upgrade() else { return };
-                match d.poll(&pool, Some(since)).await {
-                    Ok(now) => {
+                let polled = tokio::time::timeout(POLL_TIMEOUT, d.poll(&pool, Some(since))).await;
+                match polled {
+                    Ok(Ok(now)) => {
                         since = now;
-                        metrics::gauge!("account_directory_age_seconds").set(0.0);
+                        last_success = tokio::time::Instant::now();
                     }
-                    Err(e) => {
+                    Ok(Err(e)) => {
                         metrics::counter!("account_directory_poll_errors_total").increment(1);
-                        let age = (Utc::now() - since).num_milliseconds() as f64 / 1000.0;
-                        metrics::gauge!("account_directory_age_seconds").set(age);
                         tracing::warn!(error = %e, "reading account changes failed; keeping the last view");
                     }
+                    Err(_) => {
+                        metrics::counter!("account_directory_poll_errors_total").increment(1);
+                        tracing::warn!("reading account changes took over {POLL_TIMEOUT:?}; keeping the last view");
+                    }
                 }
+                metrics::gauge!("account_directory_age_seconds")
+                    .set(last_success.elapsed().as_secs_f64());
             }
         });
         Ok(dir)
@@ -148,6 +161,15 @@ impl AccountDirectory {
             };
             accounts.insert(env.stream_id, next);
         }
+    }
+
+    /// `verifier`, checking every caller against a directory that follows
+    /// `pool`'s event store: what each API does before it serves.
+    pub async fn attach(
+        verifier: crate::TokenVerifier,
+        pool: &PgPool,
+    ) -> Result<crate::TokenVerifier, sqlx::Error> {
+        Ok(verifier.with_accounts(Self::follow(pool.clone()).await?))
     }
 
     /// The account's standing now.

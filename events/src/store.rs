@@ -265,11 +265,15 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
         // The connection broke mid-handshake or mid-reply.
         | sqlx::Error::Protocol(_)
         | sqlx::Error::WorkerCrashed => true,
-        // Class 08 (connection exception) and 57P01-57P03 (the server is
-        // shutting down, or not yet accepting connections).
-        sqlx::Error::Database(db) => db
-            .code()
-            .is_some_and(|c| c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03")),
+        // Class 08 (connection exception), class 53 (insufficient
+        // resources: too many connections, out of memory or disk), 57014
+        // (cancelled, e.g. by a statement timeout) and 57P01-57P03 (the
+        // server is shutting down, or not yet accepting connections).
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| {
+            c.starts_with("08")
+                || c.starts_with("53")
+                || matches!(&*c, "57014" | "57P01" | "57P02" | "57P03")
+        }),
         _ => false,
     }
 }

@@ -70,10 +70,9 @@ impl Application {
         };
         // Deactivations and role changes apply here as soon as auth has
         // recorded them, not when the caller's token expires.
-        let accounts = auth::accounts::AccountDirectory::follow(pool.clone())
+        let verifier = auth::accounts::AccountDirectory::attach(verifier, &pool)
             .await
             .map_err(|e| anyhow::anyhow!("postgres: cannot read the accounts: {e}"))?;
-        let verifier = verifier.with_accounts(accounts);
         let listener = service::http::bind(config.listen_addr).await?;
         let readiness = readiness(&db, &pool);
         let state = AppState {

@@ -79,37 +79,36 @@ pub async fn serve(
     serve_with(listener, router, shutdown, Limits::default()).await
 }
 
-/// Serves with explicit connection limits. Each connection gets hyper's
-/// header-read timeout (a half-sent header is dropped) and an idle timeout
-/// (no byte either way for that long closes it); connections beyond
-/// `max_connections` are closed at once, so a flood of slow clients is
-/// refused rather than left hanging. On shutdown the listener closes and
-/// open connections finish their requests, bounded by `drain`.
+/// Serves with explicit connection limits, HTTP/1.1 only (the services sit
+/// behind a proxy; HTTP/2's preface and frames would escape the head
+/// timeout). Each connection gets hyper's header-read timeout (a request
+/// head, or the first byte of the next one on a kept-alive connection, must
+/// arrive within it) and an idle timeout (no byte either way for that long
+/// closes it). Connections beyond `max_connections`, or beyond
+/// `max_connections_per_ip` from one address, are closed at once, so a
+/// flood of slow clients is refused rather than left hanging, and one
+/// client cannot take every slot. On shutdown the listener closes and open
+/// connections finish their requests, bounded by `drain`.
 pub async fn serve_with(
     listener: TcpListener,
     router: Router,
     shutdown: CancellationToken,
     limits: Limits,
 ) -> std::io::Result<()> {
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-    use hyper_util::server::conn::auto;
+    use hyper_util::rt::{TokioIo, TokioTimer};
     use tower::{Service, ServiceExt};
 
     let drain = Duration::from_secs(20);
     let router = router.layer(axum::Extension(limits.clone()));
     let mut make_service = router.into_make_service_with_connect_info::<SocketAddr>();
     let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let per_ip = Arc::new(PerIp::default());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = hyper::server::conn::http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(limits.max_http2_streams);
 
     loop {
         let (stream, peer) = tokio::select! {
@@ -126,7 +125,15 @@ pub async fn serve_with(
             _ = shutdown.cancelled() => break,
         };
         let Ok(permit) = connections.clone().try_acquire_owned() else {
-            metrics::counter!("http_connections_refused_total").increment(1);
+            metrics::counter!("http_connections_refused_total", "why" => "total").increment(1);
+            drop(stream);
+            continue;
+        };
+        let Some(ip_slot) = per_ip
+            .clone()
+            .take(peer.ip(), limits.max_connections_per_ip)
+        else {
+            metrics::counter!("http_connections_refused_total", "why" => "per_ip").increment(1);
             drop(stream);
             continue;
         };
@@ -142,15 +149,14 @@ pub async fn serve_with(
                     .oneshot(req.map(axum::body::Body::new))
             });
         let io = TokioIo::new(IdleTimeout::new(stream, limits.idle_timeout));
-        let conn = builder
-            .serve_connection_with_upgrades(io, hyper_service)
-            .into_owned();
+        let conn = builder.serve_connection(io, hyper_service);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             // Errors here are the client's (reset, timeout, bad framing).
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "connection closed with an error");
             }
+            drop(ip_slot);
             drop(permit);
         });
     }
@@ -162,6 +168,43 @@ pub async fn serve_with(
         }
     }
     Ok(())
+}
+
+/// Open connections per client address. An entry exists only while its
+/// address has a connection open, so the map never holds more entries than
+/// there are open connections (bounded by `max_connections`).
+#[derive(Default)]
+struct PerIp(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+/// One connection's claim on its address's count, released on drop.
+struct IpSlot {
+    ip: std::net::IpAddr,
+    owner: Arc<PerIp>,
+}
+
+impl PerIp {
+    fn take(self: Arc<Self>, ip: std::net::IpAddr, max: usize) -> Option<IpSlot> {
+        let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        drop(open);
+        Some(IpSlot { ip, owner: self })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut open = self.owner.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// Connection and request limits every service applies at its edge.
@@ -178,8 +221,11 @@ pub struct Limits {
     /// Open connections per process (`*_HTTP_MAX_CONNECTIONS`); more are
     /// closed on accept.
     pub max_connections: usize,
-    /// Concurrent HTTP/2 streams per connection.
-    pub max_http2_streams: u32,
+    /// Open connections from one client address
+    /// (`*_HTTP_MAX_CONNECTIONS_PER_IP`); more are closed on accept. Behind
+    /// a proxy every client shares the proxy's address: set it to
+    /// `max_connections` there and limit per client at the proxy.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for Limits {
@@ -189,7 +235,7 @@ impl Default for Limits {
             body_read_timeout: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(60),
             max_connections: 1024,
-            max_http2_streams: 64,
+            max_connections_per_ip: 128,
         }
     }
 }
@@ -210,21 +256,35 @@ impl Limits {
             }
             Ok(Duration::from_millis(v))
         };
-        let max_connections: usize =
-            env_or(&format!("{prefix}_HTTP_MAX_CONNECTIONS"), d.max_connections)?;
-        if max_connections == 0 {
-            return Err(crate::config::ConfigError {
-                var: format!("{prefix}_HTTP_MAX_CONNECTIONS"),
-                reason: "must be at least 1".into(),
-            });
-        }
-        Ok(Limits {
+        let count = |name: &str, default: usize| -> Result<usize, crate::config::ConfigError> {
+            let var = format!("{prefix}_HTTP_{name}");
+            match env_or(&var, default)? {
+                0 => Err(crate::config::ConfigError {
+                    var,
+                    reason: "must be at least 1".into(),
+                }),
+                n => Ok(n),
+            }
+        };
+        let limits = Limits {
             header_read_timeout: ms("HEADER_READ_TIMEOUT_MS", d.header_read_timeout)?,
             body_read_timeout: ms("BODY_READ_TIMEOUT_MS", d.body_read_timeout)?,
             idle_timeout: ms("IDLE_TIMEOUT_MS", d.idle_timeout)?,
-            max_connections,
-            max_http2_streams: d.max_http2_streams,
-        })
+            max_connections: count("MAX_CONNECTIONS", d.max_connections)?,
+            max_connections_per_ip: count("MAX_CONNECTIONS_PER_IP", d.max_connections_per_ip)?,
+        };
+        // A stalled body must meet the body timeout (408) before the idle
+        // timeout silently closes its connection.
+        if limits.body_read_timeout >= limits.idle_timeout {
+            return Err(crate::config::ConfigError {
+                var: format!("{prefix}_HTTP_BODY_READ_TIMEOUT_MS"),
+                reason: format!(
+                    "must be below {prefix}_HTTP_IDLE_TIMEOUT_MS ({} ms)",
+                    limits.idle_timeout.as_millis()
+                ),
+            });
+        }
+        Ok(limits)
     }
 }
 

@@ -67,20 +67,18 @@ pub async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes,
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
     let value: serde_json::Value = serde_json::from_slice(bytes)
         .map_err(|e| Problem::bad_request(format!("malformed JSON: {e}")))?;
-    if let Some(pointer) = find_duplicate_key(bytes) {
-        return Err(Problem::validation(vec![FieldError::new(
-            pointer,
-            "this member appears more than once in its object",
-        )]));
-    }
-    if let Some(pointer) = find_nul(&value, String::new()) {
+    if let Some((pointer, flaw)) = scan(bytes) {
+        let detail = match flaw {
+            Flaw::RepeatedKey => "this member appears more than once in its object",
+            Flaw::Nul => "must not contain the character U+0000",
+        };
         return Err(Problem::validation(vec![FieldError::new(
             if pointer.is_empty() {
                 "/".to_owned()
             } else {
                 pointer
             },
-            "must not contain the character U+0000",
+            detail,
         )]));
     }
     serde_path_to_error::deserialize::<_, T>(value).map_err(|err| {
@@ -92,64 +90,93 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
     })
 }
 
-/// The JSON pointer of the first member that repeats a key of its object
-/// (`serde_json::Value` would silently keep the last one). `bytes` is
-/// known to be valid JSON.
-fn find_duplicate_key(bytes: &[u8]) -> Option<String> {
+/// What [`scan`] refuses in a syntactically valid document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flaw {
+    /// An object repeats a key (`serde_json::Value` would keep the last).
+    RepeatedKey,
+    /// A string, value or key, holds U+0000, which Postgres cannot store.
+    Nul,
+}
+
+/// One pass over a valid JSON document: the JSON pointer of its first
+/// [`Flaw`]. The pointer is kept as one string that grows and shrinks with
+/// the walk, so a large document costs a copy of each key once, not per
+/// element.
+fn scan(bytes: &[u8]) -> Option<(String, Flaw)> {
     use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
     use std::collections::HashSet;
 
-    /// Walks a value; `Err` carries the pointer of the first duplicate.
-    struct Walk<'a>(&'a str);
+    struct Walk<'p>(&'p mut String);
 
     impl<'de> DeserializeSeed<'de> for Walk<'_> {
-        type Value = Option<String>;
+        type Value = Option<Flaw>;
         fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
             d.deserialize_any(self)
         }
     }
 
+    /// Appends `/key` (escaped as RFC 6901 says); returns the old length.
+    fn push(path: &mut String, key: &str) -> usize {
+        let len = path.len();
+        path.push('/');
+        for c in key.chars() {
+            match c {
+                '~' => path.push_str("~0"),
+                '/' => path.push_str("~1"),
+                c => path.push(c),
+            }
+        }
+        len
+    }
+
     impl<'de> Visitor<'de> for Walk<'_> {
-        type Value = Option<String>;
+        type Value = Option<Flaw>;
         fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
             f.write_str("any JSON value")
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
             let mut seen = HashSet::new();
-            let mut found = None;
             while let Some(key) = map.next_key::<String>()? {
-                let here = format!("{}/{}", self.0, key.replace('~', "~0").replace('/', "~1"));
+                let len = push(self.0, &key);
+                let found = if key.contains('\0') {
+                    map.next_value::<IgnoredAny>()?;
+                    Some(Flaw::Nul)
+                } else if !seen.insert(key) {
+                    map.next_value::<IgnoredAny>()?;
+                    Some(Flaw::RepeatedKey)
+                } else {
+                    map.next_value_seed(Walk(&mut *self.0))?
+                };
                 if found.is_some() {
-                    map.next_value::<IgnoredAny>()?;
-                    continue;
+                    // The pointer stays where the flaw is; skip the rest.
+                    while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                    return Ok(found);
                 }
-                if !seen.insert(key) {
-                    found = Some(here);
-                    map.next_value::<IgnoredAny>()?;
-                    continue;
-                }
-                found = map.next_value_seed(Walk(&here))?;
+                self.0.truncate(len);
             }
-            Ok(found)
+            Ok(None)
         }
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-            let mut found = None;
             let mut i = 0usize;
             loop {
-                if found.is_some() {
-                    if seq.next_element::<IgnoredAny>()?.is_none() {
-                        break;
+                let len = push(self.0, &i.to_string());
+                match seq.next_element_seed(Walk(&mut *self.0))? {
+                    None => {
+                        self.0.truncate(len);
+                        return Ok(None);
                     }
-                    continue;
-                }
-                let here = format!("{}/{i}", self.0);
-                match seq.next_element_seed(Walk(&here))? {
-                    Some(inner) => found = inner,
-                    None => break,
+                    Some(Some(found)) => {
+                        while seq.next_element::<IgnoredAny>()?.is_some() {}
+                        return Ok(Some(found));
+                    }
+                    Some(None) => self.0.truncate(len),
                 }
                 i += 1;
             }
-            Ok(found)
+        }
+        fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(v.contains('\0').then_some(Flaw::Nul))
         }
         fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
             Ok(None)
@@ -163,38 +190,15 @@ fn find_duplicate_key(bytes: &[u8]) -> Option<String> {
         fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
             Ok(None)
         }
-        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-            Ok(None)
-        }
         fn visit_unit<E>(self) -> Result<Self::Value, E> {
             Ok(None)
         }
     }
 
+    let mut path = String::new();
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    Walk("").deserialize(&mut de).ok().flatten()
-}
-
-/// The JSON pointer of the first string (value or key) holding U+0000.
-fn find_nul(value: &serde_json::Value, at: String) -> Option<String> {
-    use serde_json::Value;
-    let escape = |k: &str| k.replace('~', "~0").replace('/', "~1");
-    match value {
-        Value::String(s) if s.contains('\0') => Some(at),
-        Value::Array(items) => items
-            .iter()
-            .enumerate()
-            .find_map(|(i, v)| find_nul(v, format!("{at}/{i}"))),
-        Value::Object(map) => map.iter().find_map(|(k, v)| {
-            let here = format!("{at}/{}", escape(k));
-            if k.contains('\0') {
-                Some(here)
-            } else {
-                find_nul(v, here)
-            }
-        }),
-        _ => None,
-    }
+    let found = Walk(&mut path).deserialize(&mut de).ok().flatten()?;
+    Some((path, found))
 }
 
 fn is_json(req: &Request) -> bool {

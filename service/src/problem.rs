@@ -159,9 +159,12 @@ impl Problem {
 
     /// A dependency (a database, the broker) does not answer: 503 with
     /// `Retry-After`, so clients and proxies back off instead of failing.
+    /// The detail promises nothing about a write: a connection that broke
+    /// during a commit leaves its outcome unknown to the server too.
     pub fn dependency_down(what: &str) -> Self {
         Self::unavailable(format!(
-            "{what} is not reachable at the moment; nothing was changed, retry shortly"
+            "{what} is not reachable at the moment; retry shortly \
+             (a write retried with the same Idempotency-Key is applied at most once)"
         ))
         .with_header(header::RETRY_AFTER, HeaderValue::from_static("5"))
     }

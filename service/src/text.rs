@@ -4,7 +4,9 @@
 //! differently from how it is stored), and "not empty" means at least one
 //! visible character, not a string of blanks that merely look like content.
 
-use unicode_properties::{GeneralCategory, GeneralCategoryGroup, UnicodeGeneralCategory};
+use unicode_properties::{
+    GeneralCategory, GeneralCategoryGroup, UnicodeEmoji, UnicodeGeneralCategory,
+};
 
 /// Letters that render as nothing (Hangul fillers, the braille blank, ...):
 /// Unicode calls them letters or symbols, a reader sees an empty field.
@@ -21,11 +23,14 @@ pub fn check_line(s: &str) -> Result<(), String> {
     for (i, &c) in chars.iter().enumerate() {
         let bad = match c.general_category() {
             GeneralCategory::Control => Some("a control character"),
+            GeneralCategory::LineSeparator | GeneralCategory::ParagraphSeparator => {
+                Some("a line or paragraph separator")
+            }
             GeneralCategory::Format => {
                 let joins_emoji = c == '\u{200D}'
                     && i > 0
-                    && is_symbolish(chars[i - 1])
-                    && chars.get(i + 1).copied().is_some_and(is_symbolish);
+                    && ends_emoji(&chars[..i])
+                    && chars.get(i + 1).is_some_and(|n| n.is_emoji_char());
                 (!joins_emoji).then_some("an invisible format character")
             }
             GeneralCategory::Surrogate | GeneralCategory::PrivateUse => {
@@ -41,11 +46,17 @@ pub fn check_line(s: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn is_symbolish(c: char) -> bool {
-    matches!(
-        c.general_category_group(),
-        GeneralCategoryGroup::Symbol | GeneralCategoryGroup::Mark
-    )
+/// Whether `before` ends with an emoji, possibly followed by emoji
+/// components (variation selectors, skin tones) and marks.
+fn ends_emoji(before: &[char]) -> bool {
+    before
+        .iter()
+        .rev()
+        .find(|c| {
+            !(c.general_category_group() == GeneralCategoryGroup::Mark
+                || (c.is_emoji_component() && !c.is_ascii()))
+        })
+        .is_some_and(|c| c.is_emoji_char() && !c.is_ascii())
 }
 
 /// How many characters a reader sees: letters, numbers, punctuation and
@@ -80,6 +91,9 @@ mod tests {
             "soft\u{00AD}hyphen",
             "bom\u{FEFF}",
             "private\u{E000}",
+            "line\u{2028}break",
+            "pay\u{FE0F}\u{200D}\u{FE0F}roll",
+            "a\u{200D}b",
         ] {
             assert!(check_line(bad).is_err(), "{bad:?}");
         }

@@ -13,6 +13,11 @@ pub const YEARS: std::ops::RangeInclusive<i32> = 1..=9999;
 
 /// `t` itself when its UTC year is within [`YEARS`].
 pub fn storable(t: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+    // A leap second (`23:59:60`) parses, but the stores count milliseconds
+    // and would read 9999-12-31T23:59:60Z as the year 10000.
+    if t.timestamp_subsec_nanos() >= 1_000_000_000 {
+        return Err("must not be a leap second (:60)".into());
+    }
     if YEARS.contains(&t.year()) {
         Ok(t)
     } else {
@@ -74,6 +79,8 @@ mod tests {
             "+10000-01-01T00:00:00Z",
             "0001-01-01T00:00:00+01:00",
             "9999-12-31T23:00:00-02:00",
+            "9999-12-31T23:59:60Z",
+            "2016-12-31T23:59:60Z",
         ] {
             assert!(parse_rfc3339(bad).is_err(), "{bad}");
             assert!(

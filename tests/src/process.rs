@@ -329,6 +329,10 @@ pub fn http_limits_env(prefix: &str, l: &service::http::Limits) -> Vec<(String, 
             l.idle_timeout.as_millis(),
         ),
         kv(&format!("{prefix}_HTTP_MAX_CONNECTIONS"), l.max_connections),
+        kv(
+            &format!("{prefix}_HTTP_MAX_CONNECTIONS_PER_IP"),
+            l.max_connections_per_ip,
+        ),
     ]
 }
 
