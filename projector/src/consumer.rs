@@ -12,7 +12,12 @@
 //! advancing for the rest of the batch. The outbox relay republishes a
 //! stream from its first unpublished version, in order, so the missing
 //! version arrives again followed by the ones after it, and the stream
-//! catches up then; the gap never becomes a hole in the view.
+//! catches up then; the gap never becomes a hole in the view. A view can also
+//! be behind because the store lost an acknowledged write (the offset was
+//! committed, nothing will redeliver it): so a gap is first repaired from the
+//! log (`Projector::repair`: the gap event's partition is read up to it for
+//! the stream's missing versions), and stays reported only when the missing
+//! versions are not on the log yet.
 //!
 //! Poison (a message that can never apply: not an envelope, an unknown type
 //! or a newer schema, a payload that does not match, a stream that does not
