@@ -76,6 +76,9 @@ pub struct BatchSettings {
     pub max_wait: Duration,
     /// Pause before retrying a batch whose write failed (transiently).
     pub error_backoff: Duration,
+    /// End each batch that wrote a view with a journaled write (see
+    /// [`Projector::journal_barrier`]) before committing its offsets.
+    pub journal_barrier: bool,
 }
 
 impl Default for BatchSettings {
@@ -84,6 +87,7 @@ impl Default for BatchSettings {
             max_messages: 500,
             max_wait: Duration::from_millis(20),
             error_backoff: Duration::from_millis(500),
+            journal_barrier: true,
         }
     }
 }
@@ -553,7 +557,40 @@ impl Projector {
         poison.sort_by_key(|(i, _)| *i);
         self.dead_letter(batch, &poison).await?;
         outcome.dead_lettered = poison.len() as u64;
+        if outcome.applied > 0 || outcome.refused > 0 {
+            self.journal_barrier().await?;
+        }
         Ok(outcome)
+    }
+
+    /// One small write with `j: true` after the batch's view writes, so
+    /// that they are on the journal before the offsets are committed.
+    ///
+    /// The view writes already carry the configured write concern, and a
+    /// MongoDB server honours it; but SecantusDB 0.7 (the development and
+    /// test server) drops `writeConcern.j` inside a client `bulkWrite` and
+    /// acknowledges before its journal is written, so a SIGKILL lost
+    /// acknowledged views. A journaled write flushes the journal up to
+    /// itself, hence every earlier write too: one round trip per batch.
+    async fn journal_barrier(&self) -> Result<(), BatchError> {
+        if !self.settings.journal_barrier {
+            return Ok(());
+        }
+        let journaled = mongodb::options::WriteConcern::builder()
+            .w(mongodb::options::Acknowledgment::Nodes(1))
+            .journal(true)
+            .build();
+        self.writer
+            .db
+            .collection::<bson::Document>(crate::rebuild::CONTROL)
+            .update_one(
+                doc! { "_id": "journal-barrier" },
+                doc! { "$inc": { "batches": 1_i64 } },
+            )
+            .upsert(true)
+            .write_concern(journaled)
+            .await?;
+        Ok(())
     }
 
     /// Fills the batch's version gaps from the log: reads, in the gap

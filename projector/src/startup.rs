@@ -56,6 +56,8 @@ impl Application {
             topics,
             BatchSettings {
                 max_messages: config.batch_max_messages.max(1),
+                journal_barrier: config.mongodb_write_concern
+                    != crate::config::WriteConcernSetting::Acknowledged,
                 ..BatchSettings::default()
             },
             &config.kafka_brokers,

@@ -3,6 +3,7 @@
 //! port 0 against the real servers `scripts/test` brought up.
 
 pub mod broker;
+pub mod mongod;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -524,3 +524,71 @@ async fn a_view_behind_its_stream_is_repaired_from_the_log_at_the_next_event() {
     let repairs = metric(&page, "projector_repairs_total").unwrap_or(0.0);
     assert!(repairs >= 1.0, "projector_repairs_total = {repairs}");
 }
+
+/// query-api in this process, reading the views at `mongodb_url`.
+async fn spawn_query_api_at(d: &tests::Deployment, mongodb_url: &str) -> tests::Running {
+    let config = query_api::Config {
+        mongodb_url: mongodb_url.to_owned(),
+        ..d.query_api_config("http://127.0.0.1:9/unused-jwks")
+    };
+    let app = query_api::Application::build(config, Some(d.token_verifier()))
+        .await
+        .expect("query-api starts");
+    let port = app.port();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let handle = tokio::spawn(app.run_until_stopped(stop.clone()));
+    tests::Running {
+        base: format!("http://127.0.0.1:{port}"),
+        stop,
+        handle,
+    }
+}
+
+/// The MongoDB-wire server (one of the test's own, on disk) is SIGKILLed
+/// right after the projector's view writes were acknowledged (they are
+/// served), three times; each new task has one event only, so
+/// nothing later would reveal a lost write. Every view is there after each
+/// restart: the projector writes with a journaled write concern. (With
+/// `PROJECTOR_MONGODB_WRITE_CONCERN=acknowledged` this server loses most of
+/// them.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn view_writes_survive_a_sigkill_of_the_store_right_after_they_were_acknowledged() {
+    let mut store = tests::mongod::MongoServer::start().await;
+    let d = tests::Deployment::fresh().await;
+    let command = spawn_command_api_at(&d, &servers().kafka_brokers).await;
+    let _projector = d
+        .spawn_projector_with(projector::Config {
+            mongodb_url: store.url(),
+            ..d.projector_config()
+        })
+        .await;
+    let query = spawn_query_api_at(&d, &store.url()).await;
+    let client = http();
+    let user = Uuid::new_v4();
+    let token = d.token_for(user, Role::User);
+    let mut all = Vec::new();
+    for round in 0..3 {
+        for i in 0..10 {
+            all.push(
+                create_task(
+                    &client,
+                    &command,
+                    &token,
+                    &format!("round {round} task {i}"),
+                )
+                .await,
+            );
+        }
+        for id in &all {
+            visible(&client, &query, &token, id, WAIT).await;
+        }
+        // Right after: a running projector never writes a view again once
+        // its write was acknowledged, committed or not.
+        store.kill().await;
+        store.restart().await;
+        for id in &all {
+            visible(&client, &query, &token, id, Duration::from_secs(10)).await;
+        }
+        eprintln!("round {round}: {} views survived the SIGKILL", all.len());
+    }
+}
