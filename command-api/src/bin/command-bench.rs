@@ -57,11 +57,14 @@ async fn main() -> anyhow::Result<()> {
     let prefix = format!("bench-{run}-");
 
     let keys = auth::keys::SigningKeys::generate();
+    // A run can outlast an access token's 15 minutes; the verifier accepts
+    // this bench's longer token, as it would if auth issued such tokens.
     let verifier = auth::TokenVerifier::from_jwks(
         &keys.jwks(),
         auth::config::DEFAULT_ISSUER,
         auth::config::DEFAULT_AUDIENCE,
-    )?;
+    )?
+    .with_max_lifetime(std::time::Duration::from_secs(2 * 3600));
     let user = Uuid::now_v7();
     let (token, _) = auth::tokens::issue(
         &keys,
