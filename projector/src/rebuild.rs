@@ -33,6 +33,7 @@ use events::kafka::envelope_of;
 use events::topics::Topics;
 use events::{EventEnvelope, StreamType};
 use futures::TryStreamExt;
+use mongodb::error::ErrorKind;
 use mongodb::Database;
 use rdkafka::message::Message;
 use tokio_util::sync::CancellationToken;
@@ -42,7 +43,8 @@ use crate::consumer::Collections;
 use crate::replay::{
     detached_consumer, plan, progress_bar, read_ranges, PartitionRange, ReplayFrom,
 };
-use crate::views::{TaskView, UserView, View};
+use crate::views::{Applied, TaskView, UserView, View};
+use crate::write_errors::{self, Failure};
 
 /// Collection of control documents shared by rebuilds and the live projector.
 pub const CONTROL: &str = "projector_control";
@@ -141,41 +143,157 @@ async fn apply_exclusive<V: View>(
     }
     let mut counts = Counts::default();
     let mut changed = Vec::new();
+    // Each changed stream's view before this batch, in case the store
+    // refuses the folded one.
+    let mut before: HashMap<uuid::Uuid, Option<V>> = HashMap::new();
+    let mut batches: HashMap<uuid::Uuid, Vec<(usize, EventEnvelope)>> = HashMap::new();
     for (id, mut stream) in streams {
         stream.sort_by_key(|(_, e)| e.version);
         let start = views.get(&id);
-        let before = start.map(View::version).unwrap_or(0);
+        let start_version = start.map(View::version).unwrap_or(0);
         let (view, outcome) = crate::consumer::fold(start, &stream);
         counts.applied += outcome.applied;
         counts.duplicates += outcome.duplicates;
         counts.gaps += outcome.gaps;
         counts.poison += outcome.poison.len() as u64;
-        if let Some(view) = view.filter(|v| v.version() > before) {
+        if let Some(view) = view.filter(|v| v.version() > start_version) {
             changed.push(id);
-            views.insert(id, view);
+            before.insert(id, views.insert(id, view));
+            batches.insert(id, stream);
         }
     }
     if changed.is_empty() {
         return Ok(counts);
     }
     let namespace = db.collection::<Document>(collection).namespace();
-    let mut models: Vec<mongodb::options::WriteModel> = Vec::with_capacity(changed.len());
+    let mut models = Vec::with_capacity(changed.len());
+    let mut refused: Vec<uuid::Uuid> = Vec::new();
+    let mut written: Vec<uuid::Uuid> = Vec::with_capacity(changed.len());
     for id in &changed {
-        let Some(view) = views.get(id) else { continue };
-        let replacement =
-            bson::to_document(view).map_err(|e| mongodb::error::Error::custom(e.to_string()))?;
-        models.push(
-            mongodb::options::ReplaceOneModel::builder()
-                .namespace(namespace.clone())
-                .filter(doc! { "_id": id.to_string() })
-                .replacement(replacement)
-                .upsert(true)
-                .build()
-                .into(),
-        );
+        match views.get(id).and_then(|v| upsert(&namespace, id, v)) {
+            Some(m) => {
+                models.push(m);
+                written.push(*id);
+            }
+            None => refused.push(*id),
+        }
     }
-    db.client().bulk_write(models).ordered(false).await?;
+    if let Err(e) = db.client().bulk_write(models).ordered(false).await {
+        // The live projector's rule: a document the store refuses is set
+        // aside; anything else fails the rebuild (which can be run again).
+        match e.kind.as_ref() {
+            ErrorKind::BulkWrite(b)
+                if write_errors::inner(&e).is_none() && !b.write_errors.is_empty() =>
+            {
+                for (i, w) in &b.write_errors {
+                    let name = w.code_name.as_deref().unwrap_or("");
+                    match write_errors::classify_write_error(w.code, name, &w.message) {
+                        Failure::Refused(_) => refused.extend(written.get(*i).copied()),
+                        _ => return Err(e),
+                    }
+                }
+            }
+            _ if matches!(write_errors::classify(&e), Failure::Refused(_)) => {
+                // The refusal names no document: write them one at a time.
+                for id in &written {
+                    if let Some(view) = views.get(id) {
+                        if !write_one(db, &namespace, id, view).await? {
+                            refused.push(*id);
+                        }
+                    }
+                }
+            }
+            _ => return Err(e),
+        }
+    }
+    // A refused stream is written again one event at a time from its view
+    // before the batch; a refused event's version is spent unchanged.
+    for id in refused {
+        let Some(stream) = batches.get(&id) else {
+            continue;
+        };
+        let mut view = before.remove(&id).flatten();
+        for (_, env) in stream {
+            let Ok(Applied::Advanced(next)) = V::apply(view.as_ref(), env) else {
+                continue;
+            };
+            if write_one(db, &namespace, &id, &next).await? {
+                view = Some(next);
+                continue;
+            }
+            tracing::warn!(
+                stream_id = %id,
+                version = env.version,
+                "the view store refused this event's view: skipped"
+            );
+            counts.poison += 1;
+            counts.applied = counts.applied.saturating_sub(1);
+            if let Some(v) = view.take() {
+                let spent = v.with_version(env.version);
+                write_one(db, &namespace, &id, &spent).await?;
+                view = Some(spent);
+            }
+        }
+        match view {
+            Some(v) => views.insert(id, v),
+            None => views.remove(&id),
+        };
+    }
     Ok(counts)
+}
+
+/// The unguarded upsert of one rebuilt view (`None`: not encodable).
+fn upsert<V: View>(
+    namespace: &mongodb::Namespace,
+    id: &uuid::Uuid,
+    view: &V,
+) -> Option<mongodb::options::WriteModel> {
+    let replacement = bson::to_document(view).ok()?;
+    Some(
+        mongodb::options::ReplaceOneModel::builder()
+            .namespace(namespace.clone())
+            .filter(doc! { "_id": id.to_string() })
+            .replacement(replacement)
+            .upsert(true)
+            .build()
+            .into(),
+    )
+}
+
+/// Writes one rebuilt view; `false` when the store refuses it.
+async fn write_one<V: View>(
+    db: &Database,
+    namespace: &mongodb::Namespace,
+    id: &uuid::Uuid,
+    view: &V,
+) -> Result<bool, mongodb::error::Error> {
+    let Some(model) = upsert(namespace, id, view) else {
+        return Ok(false);
+    };
+    match db.client().bulk_write([model]).await {
+        Ok(_) => Ok(true),
+        Err(e) => {
+            let refused = match e.kind.as_ref() {
+                ErrorKind::BulkWrite(b)
+                    if write_errors::inner(&e).is_none() && !b.write_errors.is_empty() =>
+                {
+                    b.write_errors.values().all(|w| {
+                        let name = w.code_name.as_deref().unwrap_or("");
+                        matches!(
+                            write_errors::classify_write_error(w.code, name, &w.message),
+                            Failure::Refused(_)
+                        )
+                    })
+                }
+                _ => matches!(write_errors::classify(&e), Failure::Refused(_)),
+            };
+            if refused {
+                Ok(false)
+            } else {
+                Err(e)
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -592,3 +592,90 @@ async fn view_writes_survive_a_sigkill_of_the_store_right_after_they_were_acknow
         eprintln!("round {round}: {} views survived the SIGKILL", all.len());
     }
 }
+
+/// `projector rebuild` over a log holding events the view store refuses:
+/// the rebuild completes and swaps in views where each refused event is
+/// set aside (counted as poison) and the rest of its stream applied, as
+/// the live projector does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rebuild_sets_aside_events_the_view_store_refuses() {
+    let d = tests::Deployment::fresh().await;
+    let brokers = servers().kafka_brokers.clone();
+    let topics = Topics::with_prefix(d.topic_prefix.clone());
+    events::kafka::ensure_topics(&brokers, &topics)
+        .await
+        .expect("topics");
+    let owner = Uuid::new_v4();
+    let t0 = Utc::now();
+    let year_0 = Utc.with_ymd_and_hms(0, 6, 1, 0, 0, 0).unwrap();
+    let refused_create = EventEnvelope::new(
+        Uuid::new_v4(),
+        1,
+        &created(owner, "due in year 0", Some(year_0)),
+        meta(owner, t0),
+    );
+    let task = Uuid::new_v4();
+    let fine = Uuid::new_v4();
+    let log = [
+        refused_create.clone(),
+        EventEnvelope::new(task, 1, &created(owner, "task", None), meta(owner, t0)),
+        EventEnvelope::new(
+            task,
+            2,
+            &TaskEvent::DueDateChanged(TaskDueDateChanged {
+                due_at: Some(year_0),
+            })
+            .into(),
+            meta(owner, t0),
+        ),
+        EventEnvelope::new(
+            task,
+            3,
+            &TaskEvent::Updated(TaskUpdated {
+                title: Some("renamed".into()),
+                description: None,
+                tags: None,
+            })
+            .into(),
+            meta(owner, t0),
+        ),
+        EventEnvelope::new(fine, 1, &created(owner, "fine", None), meta(owner, t0)),
+    ];
+    produce(&brokers, &topics, &log).await;
+    let db = projector::mongo::connect(&servers().mongodb_url, &d.mongodb_database)
+        .await
+        .expect("mongodb");
+    let report = projector::rebuild::rebuild(
+        &db,
+        &projector::rebuild::RebuildOptions {
+            brokers: brokers.clone(),
+            topics: topics.clone(),
+            target: projector::rebuild::Target::Tasks,
+            dry_run: false,
+            progress: false,
+            batch_size: 100,
+        },
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .expect("the rebuild completes");
+    assert!(report.swapped);
+    assert_eq!(report.counts.poison, 2, "{:?}", report.counts);
+    let views = db.collection::<projector::views::TaskView>(projector::views::TASK_VIEWS);
+    let get = |id: Uuid| {
+        let views = views.clone();
+        async move {
+            views
+                .find_one(mongodb::bson::doc! { "_id": id.to_string() })
+                .await
+                .expect("find")
+        }
+    };
+    assert!(get(refused_create.stream_id).await.is_none());
+    let view = get(task).await.expect("the task's view");
+    assert_eq!(
+        (view.version, view.title.as_str(), view.due_at),
+        (3, "renamed", None)
+    );
+    assert!(get(fine).await.is_some());
+}
