@@ -47,6 +47,12 @@ struct Args {
     /// Seconds per measurement.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// Distinct users the clients write as (client i is user i mod N). One
+    /// user's creates take turns on that user's live-task count, as the
+    /// per-user write limit (10/s by default, off here) expects; 1 measures
+    /// that serialised path.
+    #[arg(long, default_value_t = 64)]
+    users: usize,
 }
 
 #[tokio::main]
@@ -65,18 +71,21 @@ async fn main() -> anyhow::Result<()> {
         auth::config::DEFAULT_AUDIENCE,
     )?
     .with_max_lifetime(std::time::Duration::from_secs(2 * 3600));
-    let user = Uuid::now_v7();
-    let (token, _) = auth::tokens::issue(
-        &keys,
-        &auth::tokens::AccessTokenRequest {
-            user_id: user,
-            email: "bench@example.test",
-            role: events::Role::User,
-            issuer: auth::config::DEFAULT_ISSUER,
-            audience: auth::config::DEFAULT_AUDIENCE,
-            ttl: chrono::Duration::hours(2),
-        },
-    )?;
+    let mut tokens = Vec::with_capacity(args.users.max(1));
+    for _ in 0..args.users.max(1) {
+        let (token, _) = auth::tokens::issue(
+            &keys,
+            &auth::tokens::AccessTokenRequest {
+                user_id: Uuid::now_v7(),
+                email: "bench@example.test",
+                role: events::Role::User,
+                issuer: auth::config::DEFAULT_ISSUER,
+                audience: auth::config::DEFAULT_AUDIENCE,
+                ttl: chrono::Duration::hours(2),
+            },
+        )?;
+        tokens.push(token);
+    }
     let config = Config {
         listen_addr: ([127, 0, 0, 1], 0).into(),
         database_url: db_url.clone(),
@@ -106,9 +115,10 @@ async fn main() -> anyhow::Result<()> {
     client.get(format!("{base}/metrics")).send().await?;
 
     println!(
-        "pool size {}, {} s per measurement",
+        "pool size {}, {} s per measurement, {} users",
         command_api::startup::POOL_SIZE,
-        args.seconds
+        args.seconds,
+        tokens.len()
     );
     let raw_pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(command_api::startup::POOL_SIZE)
@@ -126,7 +136,7 @@ async fn main() -> anyhow::Result<()> {
         http_load(
             &client,
             &base,
-            &token,
+            &tokens,
             c,
             Duration::from_secs(1),
             None,
@@ -137,7 +147,7 @@ async fn main() -> anyhow::Result<()> {
         let (mut http_rate, mut tx_rate, mut single_rate) = (0.0, 0.0, 0.0);
         let mut lat = Vec::new();
         for _ in 0..SLICES {
-            let (rate, l) = http_load(&client, &base, &token, c, slice, None, None).await;
+            let (rate, l) = http_load(&client, &base, &tokens, c, slice, None, None).await;
             http_rate += rate / SLICES as f64;
             lat.extend(l);
             tx_rate += raw_inserts(&raw_pool, c, slice, true).await / SLICES as f64;
@@ -195,7 +205,7 @@ async fn main() -> anyhow::Result<()> {
     http_load(
         &client,
         &base,
-        &token,
+        &tokens,
         64,
         duration,
         Some(rate),
@@ -287,7 +297,7 @@ async fn fresh_database(admin: &str, name: &str) -> anyhow::Result<String> {
 async fn http_load(
     client: &reqwest::Client,
     base: &str,
-    token: &str,
+    tokens: &[String],
     clients: usize,
     duration: Duration,
     rate: Option<f64>,
@@ -298,7 +308,7 @@ async fn http_load(
     let workers = (0..clients).map(|i| {
         let client = client.clone();
         let url = format!("{base}/tasks");
-        let token = token.to_owned();
+        let token = tokens[i % tokens.len()].clone();
         let answered = answered.clone();
         async move {
             let mut lat = Vec::new();
