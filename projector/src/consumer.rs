@@ -64,6 +64,10 @@ use crate::analytics::TaskFacts;
 use crate::views::{Applied, TaskView, UserView, View};
 use crate::write_errors::{self, Failure};
 
+/// The collection of the projector's journal barrier: one document,
+/// counting batches (see `Projector::journal_barrier`).
+pub const JOURNAL_BARRIER: &str = "projector_journal";
+
 /// Kafka header on dead-lettered messages: `<topic>/<partition>/<offset>` of the original.
 pub const HEADER_DLQ_SOURCE: &str = "dlq-source";
 
@@ -563,7 +567,8 @@ impl Projector {
         Ok(outcome)
     }
 
-    /// One small write with `j: true` after the batch's view writes, so
+    /// One small write with `j: true` (to [`JOURNAL_BARRIER`]) after the
+    /// batch's view writes, so
     /// that they are on the journal before the offsets are committed.
     ///
     /// The view writes already carry the configured write concern, and a
@@ -582,7 +587,7 @@ impl Projector {
             .build();
         self.writer
             .db
-            .collection::<bson::Document>(crate::rebuild::CONTROL)
+            .collection::<bson::Document>(JOURNAL_BARRIER)
             .update_one(
                 doc! { "_id": "journal-barrier" },
                 doc! { "$inc": { "batches": 1_i64 } },
