@@ -14,6 +14,8 @@ use crate::topics::{Topics, EVENT_TOPIC_PARTITIONS, HEADER_SCHEMA, HEADER_TYPE};
 
 /// Producer settings for event publication: idempotent, `acks=all`, so a
 /// retry inside the client never duplicates or reorders a partition.
+/// Reconnects back off from 100 ms to at most 1 s (librdkafka's ceiling is
+/// 10 s), so publication resumes within a second or so of a broker's return.
 pub fn producer_config(brokers: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", brokers)
@@ -21,7 +23,9 @@ pub fn producer_config(brokers: &str) -> ClientConfig {
         .set("acks", "all")
         .set("linger.ms", "2")
         .set("compression.type", "lz4")
-        .set("message.timeout.ms", "30000");
+        .set("message.timeout.ms", "30000")
+        .set("reconnect.backoff.ms", "100")
+        .set("reconnect.backoff.max.ms", "1000");
     c
 }
 

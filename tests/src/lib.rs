@@ -126,7 +126,7 @@ impl Deployment {
             rate_limit_per_minute: std::num::NonZeroU32::MAX,
             rate_limit_per_email_per_minute: std::num::NonZeroU32::MAX,
             rate_limit_capacity: auth::config::DEFAULT_RATE_LIMIT_CAPACITY,
-            http: service::http::Limits::default(),
+            http: test_http_limits(),
         }
     }
 
@@ -166,7 +166,7 @@ impl Deployment {
                 burst: std::num::NonZeroU32::MAX,
             },
             max_live_tasks: std::num::NonZeroU32::MAX,
-            http: service::http::Limits::default(),
+            http: test_http_limits(),
         }
     }
 
@@ -215,7 +215,7 @@ impl Deployment {
             jwt_audience: auth::config::DEFAULT_AUDIENCE.into(),
             cursor_secret: unique("cursor-secret-"),
             consistency_timeout: Duration::from_secs(2),
-            http: service::http::Limits::default(),
+            http: test_http_limits(),
         }
     }
 
@@ -306,6 +306,17 @@ impl System {
             projector,
             query,
         }
+    }
+}
+
+/// The production limits, except that one address may hold every
+/// connection: every test client connects from 127.0.0.1, as every client
+/// does behind a proxy.
+pub fn test_http_limits() -> service::http::Limits {
+    let d = service::http::Limits::default();
+    service::http::Limits {
+        max_connections_per_ip: d.max_connections,
+        ..d
     }
 }
 

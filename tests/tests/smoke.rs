@@ -57,6 +57,8 @@ async fn four_binaries_start_report_ready_and_stop_on_sigterm() {
             kv("QUERY_API_MONGODB_URL", &s.mongodb_url),
             kv("QUERY_API_MONGODB_DATABASE", &d.mongodb_database),
             kv("QUERY_API_JWKS_URL", &jwks),
+            // A secret of its own: outside development mode there is no default.
+            kv("QUERY_API_CURSOR_SECRET", unique("smoke-cursor-secret-")),
         ],
     );
     let mut projector = Service::start(
