@@ -38,26 +38,30 @@ pub fn finish_document(mut doc: OpenApi, title: &str, description: &str) -> Open
     doc
 }
 
+/// A response described as `description` whose body is a problem+json.
+fn problem_response(description: &str) -> utoipa::openapi::ResponseBuilder {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    ResponseBuilder::new().description(description).content(
+        "application/problem+json",
+        ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name("Problem")))
+            .build(),
+    )
+}
+
 /// Documents a problem answer with `Retry-After` (429, 503) on every
 /// write operation (POST, PUT, PATCH, DELETE) of `doc` that does not
 /// already describe `code`.
 pub fn add_retry_after_response_to_writes(doc: &mut OpenApi, code: &str, description: &str) {
     use utoipa::openapi::header::HeaderBuilder;
-    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+    use utoipa::openapi::RefOr;
     let response = RefOr::T(
-        ResponseBuilder::new()
-            .description(description)
+        problem_response(description)
             .header(
                 "Retry-After",
                 HeaderBuilder::new()
                     .schema(<u64 as utoipa::PartialSchema>::schema())
                     .description(Some("Seconds to wait before retrying"))
-                    .build(),
-            )
-            .content(
-                "application/problem+json",
-                ContentBuilder::new()
-                    .schema(Some(Ref::from_schema_name("Problem")))
                     .build(),
             )
             .build(),
@@ -87,20 +91,8 @@ pub fn add_retry_after_response_to_writes(doc: &mut OpenApi, code: &str, descrip
 /// invalid field); for a path parameter 404 (malformed id); for a Bearer
 /// operation 401. One mechanism, so no operation can forget one.
 pub fn add_edge_responses(doc: &mut OpenApi) {
-    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
-    let problem = |description: &str| {
-        RefOr::T(
-            ResponseBuilder::new()
-                .description(description)
-                .content(
-                    "application/problem+json",
-                    ContentBuilder::new()
-                        .schema(Some(Ref::from_schema_name("Problem")))
-                        .build(),
-                )
-                .build(),
-        )
-    };
+    use utoipa::openapi::RefOr;
+    let problem = |description: &str| RefOr::T(problem_response(description).build());
     for (path, item) in doc.paths.paths.iter_mut() {
         let has_path_params = path.contains('{');
         for op in [
