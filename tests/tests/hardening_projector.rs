@@ -523,10 +523,14 @@ async fn a_view_behind_its_stream_is_repaired_from_the_log_at_the_next_event() {
     // The batch is counted right after its write, which the read above may
     // have seen first.
     let metrics_url = sys.projector.url("/metrics");
-    eventually("projector_repairs_total to count the repair", WAIT, || async {
-        let page = metrics_text(&client, &metrics_url).await;
-        (metric(&page, "projector_repairs_total")? >= 1.0).then_some(())
-    })
+    eventually(
+        "projector_repairs_total to count the repair",
+        WAIT,
+        || async {
+            let page = metrics_text(&client, &metrics_url).await;
+            (metric(&page, "projector_repairs_total")? >= 1.0).then_some(())
+        },
+    )
     .await;
 }
 
