@@ -60,29 +60,11 @@ async fn spawn_command_api_alone(dep: &Deployment) -> Running {
 
 /// [`spawn_command_api_alone`] publishing to the Kafka at `brokers`.
 async fn spawn_command_api_alone_at(dep: &Deployment, brokers: &str) -> Running {
-    let keys = auth::keys::SigningKeys::from_pem_file(&dep.signing_key_path.display().to_string())
-        .expect("signing key");
-    let verifier = auth::TokenVerifier::from_jwks(
-        &keys.jwks(),
-        auth::config::DEFAULT_ISSUER,
-        auth::config::DEFAULT_AUDIENCE,
-    )
-    .expect("verifier");
-    let config = command_api::Config {
+    dep.spawn_command_api_with(command_api::Config {
         kafka_brokers: brokers.to_owned(),
         ..dep.command_api_config("http://127.0.0.1:9/unused")
-    };
-    let app = command_api::Application::build(config, Some(verifier))
-        .await
-        .expect("command-api starts");
-    let port = app.port();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let handle = tokio::spawn(app.run_until_stopped(stop.clone()));
-    Running {
-        base: format!("http://127.0.0.1:{port}"),
-        stop,
-        handle,
-    }
+    })
+    .await
 }
 
 async fn stop(running: &mut Running) {

@@ -318,21 +318,11 @@ async fn after_a_rebalance_a_projector_exports_lag_only_for_the_partitions_it_ow
 /// command-api in this process, publishing to `brokers`, trusting the
 /// deployment's key (no auth process).
 async fn spawn_command_api_at(d: &tests::Deployment, brokers: &str) -> tests::Running {
-    let config = command_api::Config {
+    d.spawn_command_api_with(command_api::Config {
         kafka_brokers: brokers.to_owned(),
         ..d.command_api_config("http://127.0.0.1:9/unused-jwks")
-    };
-    let app = command_api::Application::build(config, Some(d.token_verifier()))
-        .await
-        .expect("command-api starts");
-    let port = app.port();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let handle = tokio::spawn(app.run_until_stopped(stop.clone()));
-    tests::Running {
-        base: format!("http://127.0.0.1:{port}"),
-        stop,
-        handle,
-    }
+    })
+    .await
 }
 
 /// Creates a task through command-api; returns its id.
@@ -536,21 +526,11 @@ async fn a_view_behind_its_stream_is_repaired_from_the_log_at_the_next_event() {
 
 /// query-api in this process, reading the views at `mongodb_url`.
 async fn spawn_query_api_at(d: &tests::Deployment, mongodb_url: &str) -> tests::Running {
-    let config = query_api::Config {
+    d.spawn_query_api_with(query_api::Config {
         mongodb_url: mongodb_url.to_owned(),
         ..d.query_api_config("http://127.0.0.1:9/unused-jwks")
-    };
-    let app = query_api::Application::build(config, Some(d.token_verifier()))
-        .await
-        .expect("query-api starts");
-    let port = app.port();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let handle = tokio::spawn(app.run_until_stopped(stop.clone()));
-    tests::Running {
-        base: format!("http://127.0.0.1:{port}"),
-        stop,
-        handle,
-    }
+    })
+    .await
 }
 
 /// The MongoDB-wire server (one of the test's own, on disk) is SIGKILLed
