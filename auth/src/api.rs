@@ -20,12 +20,13 @@ use crate::domain::{normalise_email, DisplayName, Email, NewPassword, EMAIL_MAX_
 use crate::error::ApiError;
 use crate::keys::Jwks;
 use crate::rate_limit::Attempt;
-use crate::request::{ClientIp, CorrelationId};
+use crate::request::ClientIp;
 use crate::startup::AppState;
 use crate::tokens::{self, AccessTokenRequest, ACCESS_TOKEN_TTL};
 use crate::users::{self, Cause, NewUser, User, UserFilter};
-use crate::verify::{AdminUser, AuthUser};
 use crate::{password, refresh::RefreshToken};
+use access::{AdminUser, AuthUser};
+use service::http::CorrelationId;
 
 // ------------------------------------------------------------------ bodies
 

@@ -6,8 +6,7 @@ use std::num::{NonZeroU32, NonZeroUsize};
 use service::config::{env_or, ConfigError};
 use service::http::Limits;
 
-pub const DEFAULT_ISSUER: &str = "taskstream-auth";
-pub const DEFAULT_AUDIENCE: &str = "taskstream";
+pub use access::{DEFAULT_AUDIENCE, DEFAULT_ISSUER};
 
 #[derive(Debug, Clone)]
 pub struct Config {

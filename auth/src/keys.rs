@@ -5,9 +5,9 @@ use base64::Engine;
 use ed25519_dalek::pkcs8::DecodePrivateKey;
 use ed25519_dalek::SigningKey;
 use jsonwebtoken::EncodingKey;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use utoipa::ToSchema;
+
+pub use access::jwks::{Jwk, Jwks};
 
 /// The key auth signs access tokens with (EdDSA / Ed25519).
 #[derive(Clone)]
@@ -85,25 +85,6 @@ impl SigningKeys {
             keys: vec![self.jwk()],
         }
     }
-}
-
-/// One public key (RFC 8037 OKP form).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct Jwk {
-    pub kty: String,
-    pub crv: String,
-    pub alg: String,
-    #[serde(rename = "use")]
-    pub key_use: String,
-    pub kid: String,
-    /// The raw public key, base64url without padding.
-    pub x: String,
-}
-
-/// `GET /.well-known/jwks.json`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct Jwks {
-    pub keys: Vec<Jwk>,
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -1,5 +1,6 @@
-//! taskstream auth: the service (users, login, tokens, roles) and the
-//! library the APIs use to verify access tokens locally ([`verify`]).
+//! taskstream auth: the service that owns users, logins, roles and the
+//! signing key, and issues tokens. The APIs verify them with the `access`
+//! crate, which this service uses too for its own endpoints.
 //!
 //! # Endpoints
 //!
@@ -49,7 +50,7 @@
 //! A deactivated user cannot log in or refresh, and their refresh tokens are
 //! revoked at once; auth's own endpoints refuse their access tokens too. The
 //! APIs verify tokens locally, and their verifier follows the user events
-//! ([`accounts`]): a deactivated account's tokens are refused there, and a
+//! (`access::accounts`): a deactivated account's tokens are refused there, and a
 //! changed role applies, within about a poll interval (250 ms). An admin
 //! reactivates an account with `POST /admin/users/{id}/reactivate`; its old
 //! refresh tokens stay revoked.
@@ -61,7 +62,6 @@
 //! appears in an event, a response other than the one issuing the token, or
 //! a log line.
 
-pub mod accounts;
 pub mod api;
 pub mod config;
 pub mod domain;
@@ -75,8 +75,6 @@ pub mod request;
 pub mod startup;
 pub mod tokens;
 pub mod users;
-pub mod verify;
 
 pub use config::Config;
 pub use startup::Application;
-pub use verify::{AdminUser, AuthUser, Claims, TokenVerifier};

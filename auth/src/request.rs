@@ -1,12 +1,10 @@
-//! Small extractors for what a request says about itself.
+//! The client address, as auth counts it for its rate limits.
 
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
-use service::http::REQUEST_ID;
-use uuid::Uuid;
 
 /// The peer address of the connection. Auth trusts no forwarding header:
 /// behind a proxy, limits apply to the proxy unless it is taught otherwise.
@@ -25,24 +23,5 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
             .map(|ConnectInfo(addr)| addr.ip())
             .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         Ok(ClientIp(ip))
-    }
-}
-
-/// The correlation id events of this request carry: the request id
-/// (`x-request-id`) when it is a UUID, else a fresh UUID v7.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CorrelationId(pub Uuid);
-
-impl<S: Send + Sync> FromRequestParts<S> for CorrelationId {
-    type Rejection = Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let id = parts
-            .headers
-            .get(REQUEST_ID)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|s| Uuid::try_parse(s.trim()).ok())
-            .unwrap_or_else(Uuid::now_v7);
-        Ok(CorrelationId(id))
     }
 }

@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::keys::SigningKeys;
 use crate::rate_limit::AttemptLimits;
 use crate::tokens::ACCESS_TOKEN_TTL;
-use crate::verify::TokenVerifier;
+use access::TokenVerifier;
 
 #[derive(Clone)]
 pub struct AppState {

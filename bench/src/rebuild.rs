@@ -17,9 +17,9 @@ use futures::future::join_all;
 use mongodb::bson::doc;
 use projector::rebuild::{rebuild, RebuildOptions, Target};
 use projector::replay::{detached_consumer, plan, ReplayFrom};
-use projector::views::{Applied, TaskView, View};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
+use read_model::views::{Applied, TaskView, View};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -96,7 +96,7 @@ async fn raw_upserts(
     let scratch = db.collection::<TaskView>(name);
     if indexed {
         scratch
-            .create_indexes(projector::views::task_indexes())
+            .create_indexes(read_model::views::task_indexes())
             .await?;
     }
     let namespace = scratch.namespace();
@@ -163,7 +163,7 @@ async fn main() -> anyhow::Result<()> {
     let d = tests::Deployment::fresh().await;
     let topics = Topics::with_prefix(d.topic_prefix.clone());
     events::kafka::ensure_topics(&brokers, &topics).await?;
-    let db = projector::mongo::connect(&tests::servers().mongodb_url, &d.mongodb_database)
+    let db = read_model::mongo::connect(&tests::servers().mongodb_url, &d.mongodb_database)
         .await
         .map_err(anyhow::Error::msg)?;
 

@@ -2,7 +2,7 @@
 //! `ETag`, `Location` and `X-Consistency-Token`, problem+json errors, and
 //! the OpenAPI document describing all of it.
 
-use auth::AuthUser;
+use access::AuthUser;
 use axum::body::Body;
 use axum::extract::{FromRequest, Request, State};
 use axum::http::{header, HeaderMap, HeaderName, Method, StatusCode};

@@ -55,13 +55,10 @@ impl Config {
                 "COMMAND_API_JWKS_URL",
                 "http://127.0.0.1:8081/.well-known/jwks.json".to_owned(),
             )?,
-            jwt_issuer: env_or(
-                "COMMAND_API_JWT_ISSUER",
-                auth::config::DEFAULT_ISSUER.to_owned(),
-            )?,
+            jwt_issuer: env_or("COMMAND_API_JWT_ISSUER", access::DEFAULT_ISSUER.to_owned())?,
             jwt_audience: env_or(
                 "COMMAND_API_JWT_AUDIENCE",
-                auth::config::DEFAULT_AUDIENCE.to_owned(),
+                access::DEFAULT_AUDIENCE.to_owned(),
             )?,
             write_quota: Quota {
                 per_minute: env_or(

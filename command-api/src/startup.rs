@@ -1,6 +1,6 @@
 //! Start-up as a value: build binds the port and connects; run serves.
 
-use auth::TokenVerifier;
+use access::TokenVerifier;
 use axum::extract::FromRef;
 use axum::Router;
 use events::kafka;
@@ -79,7 +79,7 @@ impl Application {
         };
         // Deactivations and role changes apply here as soon as auth has
         // recorded them, not when the caller's token expires.
-        let verifier = auth::accounts::AccountDirectory::attach(verifier, &pool)
+        let verifier = access::accounts::AccountDirectory::attach(verifier, &pool)
             .await
             .map_err(|e| anyhow::anyhow!("postgres: cannot read the accounts: {e}"))?;
         let listener = service::http::bind(config.listen_addr).await?;

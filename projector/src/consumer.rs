@@ -60,9 +60,9 @@ use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::analytics::TaskFacts;
-use crate::views::{Applied, TaskView, UserView, View};
 use crate::write_errors::{self, Failure};
+use read_model::analytics::TaskFacts;
+use read_model::views::{Applied, TaskView, UserView, View};
 
 /// The collection of the projector's journal barrier: one document,
 /// counting batches (see `Projector::journal_barrier`).

@@ -152,7 +152,7 @@ fn replay(args: ReplayArgs) -> anyhow::Result<()> {
 async fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
     use std::io::IsTerminal;
     let config = Config::from_env()?;
-    let db = projector::mongo::connect_with(
+    let db = read_model::mongo::connect_with(
         &config.mongodb_url,
         &config.mongodb_database,
         Some(config.mongodb_write_concern.write_concern()),

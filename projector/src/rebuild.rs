@@ -38,13 +38,13 @@ use mongodb::Database;
 use rdkafka::message::Message;
 use tokio_util::sync::CancellationToken;
 
-use crate::analytics::TaskFacts;
 use crate::consumer::Collections;
 use crate::replay::{
     detached_consumer, plan, progress_bar, read_ranges, PartitionRange, ReplayFrom,
 };
-use crate::views::{Applied, TaskView, UserView, View};
 use crate::write_errors::{self, Failure};
+use read_model::analytics::TaskFacts;
+use read_model::views::{Applied, TaskView, UserView, View};
 
 /// Collection of control documents shared by rebuilds and the live projector.
 pub const CONTROL: &str = "projector_control";
@@ -92,12 +92,12 @@ impl Target {
         let c = db.collection::<Document>(collection);
         match self {
             Target::Tasks => c
-                .create_indexes(crate::views::task_indexes())
+                .create_indexes(read_model::views::task_indexes())
                 .await
                 .map(|_| ()),
-            Target::Analytics => crate::analytics::ensure_facts_indexes(db, collection).await,
+            Target::Analytics => read_model::analytics::ensure_facts_indexes(db, collection).await,
             Target::Users => c
-                .create_indexes(crate::views::user_indexes())
+                .create_indexes(read_model::views::user_indexes())
                 .await
                 .map(|_| ()),
         }

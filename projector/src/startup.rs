@@ -31,7 +31,7 @@ impl Application {
     /// Connects to MongoDB (and creates the views' indexes), prepares the
     /// Kafka topics, joins the consumer group, binds the port.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let db = crate::mongo::connect_with(
+        let db = read_model::mongo::connect_with(
             &config.mongodb_url,
             &config.mongodb_database,
             Some(config.mongodb_write_concern.write_concern()),
@@ -39,7 +39,7 @@ impl Application {
         .await
         .map_err(anyhow::Error::msg)?;
         tracing::info!(write_concern = %config.mongodb_write_concern, "view writes");
-        crate::views::ensure_indexes(&db)
+        read_model::views::ensure_indexes(&db)
             .await
             .map_err(|e| anyhow::anyhow!("mongodb: cannot create the view indexes: {e}"))?;
         let topics = Topics::with_prefix(config.topic_prefix.clone());
@@ -119,7 +119,7 @@ fn readiness(db: &Database, brokers: &str) -> Readiness {
     Readiness::new()
         .check("mongodb", move || {
             let db = db.clone();
-            async move { crate::mongo::ping(&db).await }.boxed()
+            async move { read_model::mongo::ping(&db).await }.boxed()
         })
         .check("kafka", move || {
             let brokers = brokers.clone();

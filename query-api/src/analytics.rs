@@ -1,5 +1,5 @@
 //! `/analytics/...`: figures aggregated from the analytics projection
-//! (`task_facts`, one document per task, see `projector::analytics` for the
+//! (`task_facts`, one document per task, see `read_model::analytics` for the
 //! definitions). The projection is maintained and rebuilt like the task view;
 //! these handlers only aggregate it.
 //!
@@ -16,7 +16,7 @@ use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
 use events::{Priority, TaskStatus};
 use futures::TryStreamExt;
 use mongodb::bson::doc;
-use projector::analytics::{TaskFacts, TASK_FACTS};
+use read_model::analytics::{TaskFacts, TASK_FACTS};
 use serde::Serialize;
 use service::{FieldError, Problem};
 use utoipa::{IntoParams, ToSchema};
@@ -24,7 +24,7 @@ use uuid::Uuid;
 
 use crate::params::invalid;
 use crate::startup::AppState;
-use auth::AuthUser;
+use access::AuthUser;
 
 /// Longest range one request may aggregate.
 pub const MAX_RANGE_DAYS: i64 = 366;

@@ -77,13 +77,10 @@ impl Config {
                 "QUERY_API_JWKS_URL",
                 "http://127.0.0.1:8081/.well-known/jwks.json".to_owned(),
             )?,
-            jwt_issuer: env_or(
-                "QUERY_API_JWT_ISSUER",
-                auth::config::DEFAULT_ISSUER.to_owned(),
-            )?,
+            jwt_issuer: env_or("QUERY_API_JWT_ISSUER", access::DEFAULT_ISSUER.to_owned())?,
             jwt_audience: env_or(
                 "QUERY_API_JWT_AUDIENCE",
-                auth::config::DEFAULT_AUDIENCE.to_owned(),
+                access::DEFAULT_AUDIENCE.to_owned(),
             )?,
             cursor_secret: service::config::secret(
                 "QUERY_API_CURSOR_SECRET",

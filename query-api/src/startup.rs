@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use auth::TokenVerifier;
+use access::TokenVerifier;
 use axum::extract::FromRef;
 use axum::Router;
 use futures::FutureExt;
@@ -51,7 +51,7 @@ impl Application {
         }
         let cursor_key = CursorKey::new(&config.cursor_secret)
             .map_err(|e| anyhow::anyhow!("configuration: QUERY_API_CURSOR_SECRET: {e}"))?;
-        let db = projector::mongo::connect(&config.mongodb_url, &config.mongodb_database)
+        let db = read_model::mongo::connect(&config.mongodb_url, &config.mongodb_database)
             .await
             .map_err(anyhow::Error::msg)?;
         let pool = events::store::connect_and_migrate(&config.database_url, 10)
@@ -70,7 +70,7 @@ impl Application {
         };
         // Deactivations and role changes apply here as soon as auth has
         // recorded them, not when the caller's token expires.
-        let verifier = auth::accounts::AccountDirectory::attach(verifier, &pool)
+        let verifier = access::accounts::AccountDirectory::attach(verifier, &pool)
             .await
             .map_err(|e| anyhow::anyhow!("postgres: cannot read the accounts: {e}"))?;
         let listener = service::http::bind(config.listen_addr).await?;
@@ -123,7 +123,7 @@ fn readiness(db: &Database, pool: &PgPool) -> Readiness {
     Readiness::new()
         .check("mongodb", move || {
             let db = db.clone();
-            async move { projector::mongo::ping(&db).await }.boxed()
+            async move { read_model::mongo::ping(&db).await }.boxed()
         })
         .check("postgres", move || {
             let pool = pool.clone();

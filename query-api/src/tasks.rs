@@ -19,14 +19,14 @@ use bson::{doc, Bson, Document};
 use chrono::{DateTime, Utc};
 use events::{ConsistencyToken, Event, EventEnvelope, Priority, TaskEvent, TaskStatus};
 use futures::TryStreamExt;
-use projector::views::{TaskView, TASK_VIEWS, USER_VIEWS};
+use read_model::views::{TaskView, TASK_VIEWS, USER_VIEWS};
 use serde::Serialize;
 use service::http::Path;
 use service::{FieldError, Problem};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use auth::AuthUser;
+use access::AuthUser;
 
 use crate::cursor::Position;
 use crate::params::{ListQuery, ListTasksParams};

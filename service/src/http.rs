@@ -1,6 +1,7 @@
 //! The HTTP edge every service shares: binding, middleware, fallbacks,
 //! path extraction with problem+json rejections, and serving until shutdown.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -23,11 +24,31 @@ use tower_http::request_id::{
     MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
 use tower_http::trace::TraceLayer;
+use uuid::Uuid;
 
 use crate::json::BODY_LIMIT;
 use crate::problem::Problem;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The correlation id events of this request carry: the request id
+/// (`x-request-id`) when it is a UUID, else a fresh UUID v7.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CorrelationId(pub Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for CorrelationId {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let id = parts
+            .headers
+            .get(REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| Uuid::try_parse(s.trim()).ok())
+            .unwrap_or_else(Uuid::now_v7);
+        Ok(CorrelationId(id))
+    }
+}
 
 /// Binds a listener; a taken port is an error that names the address.
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, std::io::Error> {

@@ -120,8 +120,8 @@ impl Deployment {
             kafka_brokers: servers().kafka_brokers.clone(),
             topic_prefix: self.topic_prefix.clone(),
             signing_key_path: self.signing_key_path.display().to_string(),
-            issuer: auth::config::DEFAULT_ISSUER.into(),
-            audience: auth::config::DEFAULT_AUDIENCE.into(),
+            issuer: access::DEFAULT_ISSUER.into(),
+            audience: access::DEFAULT_AUDIENCE.into(),
             // High enough that no test is throttled unless it lowers them.
             rate_limit_per_minute: std::num::NonZeroU32::MAX,
             rate_limit_per_email_per_minute: std::num::NonZeroU32::MAX,
@@ -158,8 +158,8 @@ impl Deployment {
             kafka_brokers: servers().kafka_brokers.clone(),
             topic_prefix: self.topic_prefix.clone(),
             jwks_url: jwks_url.to_owned(),
-            jwt_issuer: auth::config::DEFAULT_ISSUER.into(),
-            jwt_audience: auth::config::DEFAULT_AUDIENCE.into(),
+            jwt_issuer: access::DEFAULT_ISSUER.into(),
+            jwt_audience: access::DEFAULT_AUDIENCE.into(),
             // High enough that no test is throttled unless it lowers it.
             write_quota: service::rate_limit::Quota {
                 per_minute: std::num::NonZeroU32::MAX,
@@ -211,8 +211,8 @@ impl Deployment {
             mongodb_database: self.mongodb_database.clone(),
             database_url: self.database_url.clone(),
             jwks_url: jwks_url.to_owned(),
-            jwt_issuer: auth::config::DEFAULT_ISSUER.into(),
-            jwt_audience: auth::config::DEFAULT_AUDIENCE.into(),
+            jwt_issuer: access::DEFAULT_ISSUER.into(),
+            jwt_audience: access::DEFAULT_AUDIENCE.into(),
             cursor_secret: unique("cursor-secret-"),
             consistency_timeout: Duration::from_secs(2),
             http: test_http_limits(),
@@ -221,14 +221,14 @@ impl Deployment {
 
     /// Trusts this deployment's signing key, exactly as auth's JWKS would,
     /// for tests of the read side that do not run auth.
-    pub fn token_verifier(&self) -> auth::TokenVerifier {
+    pub fn token_verifier(&self) -> access::TokenVerifier {
         let keys =
             auth::keys::SigningKeys::from_pem_file(&self.signing_key_path.display().to_string())
                 .expect("test signing key");
-        auth::TokenVerifier::from_jwks(
+        access::TokenVerifier::from_jwks(
             &keys.jwks(),
-            auth::config::DEFAULT_ISSUER,
-            auth::config::DEFAULT_AUDIENCE,
+            access::DEFAULT_ISSUER,
+            access::DEFAULT_AUDIENCE,
         )
         .expect("verifier over the test key")
     }
@@ -361,8 +361,8 @@ impl Deployment {
                 user_id,
                 email: &email,
                 role,
-                issuer: auth::config::DEFAULT_ISSUER,
-                audience: auth::config::DEFAULT_AUDIENCE,
+                issuer: access::DEFAULT_ISSUER,
+                audience: access::DEFAULT_AUDIENCE,
                 ttl: auth::tokens::ACCESS_TOKEN_TTL,
             },
         )

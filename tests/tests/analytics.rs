@@ -317,7 +317,7 @@ async fn figures_match_the_events_including_reopened_tasks_and_survive_a_rebuild
         .expect("topics");
     let _projector = d.spawn_projector().await;
     let query = d.spawn_query_api_standalone().await;
-    let db = projector::mongo::connect(&servers().mongodb_url, &d.mongodb_database)
+    let db = read_model::mongo::connect(&servers().mongodb_url, &d.mongodb_database)
         .await
         .expect("mongo");
 

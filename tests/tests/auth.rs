@@ -675,36 +675,26 @@ async fn tampered_access_tokens_are_rejected_with_a_bearer_challenge() {
     let minutes = chrono::Duration::minutes;
     let control = sign(
         &keys,
-        auth::config::DEFAULT_AUDIENCE,
-        auth::config::DEFAULT_ISSUER,
+        access::DEFAULT_AUDIENCE,
+        access::DEFAULT_ISSUER,
         minutes(15),
     );
     expect_json(auth.me(&control).await, StatusCode::OK, "control token").await;
     let expired = sign(
         &keys,
-        auth::config::DEFAULT_AUDIENCE,
-        auth::config::DEFAULT_ISSUER,
+        access::DEFAULT_AUDIENCE,
+        access::DEFAULT_ISSUER,
         minutes(-5),
     );
-    let wrong_audience = sign(
-        &keys,
-        "somebody-else",
-        auth::config::DEFAULT_ISSUER,
-        minutes(15),
-    );
-    let wrong_issuer = sign(
-        &keys,
-        auth::config::DEFAULT_AUDIENCE,
-        "evil-issuer",
-        minutes(15),
-    );
+    let wrong_audience = sign(&keys, "somebody-else", access::DEFAULT_ISSUER, minutes(15));
+    let wrong_issuer = sign(&keys, access::DEFAULT_AUDIENCE, "evil-issuer", minutes(15));
 
     // Signed by a key auth never published: under its own kid, and under auth's kid.
     let stranger = auth::keys::SigningKeys::generate();
     let unknown_kid = sign(
         &stranger,
-        auth::config::DEFAULT_AUDIENCE,
-        auth::config::DEFAULT_ISSUER,
+        access::DEFAULT_AUDIENCE,
+        access::DEFAULT_ISSUER,
         minutes(15),
     );
     let mut borrowed_header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);

@@ -717,7 +717,7 @@ async fn the_verifier_refuses_future_nbf_crit_future_iat_and_overlong_lifetimes(
     let claims = |iat: i64, exp: i64| {
         json!({
             "sub": user["id"], "email": user["email"], "role": "user",
-            "iss": auth::config::DEFAULT_ISSUER, "aud": auth::config::DEFAULT_AUDIENCE,
+            "iss": access::DEFAULT_ISSUER, "aud": access::DEFAULT_AUDIENCE,
             "iat": iat, "exp": exp, "jti": Uuid::now_v7(),
         })
     };

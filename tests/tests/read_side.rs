@@ -21,11 +21,11 @@ use events::{
 };
 use futures::TryStreamExt;
 use mongodb::bson::{self, doc};
-use projector::views::{Applied, TaskView, UserView, TASK_VIEWS, USER_VIEWS};
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use read_model::views::{Applied, TaskView, UserView, TASK_VIEWS, USER_VIEWS};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use tests::process::{metric, ProcessSystem, Service};
@@ -1362,13 +1362,14 @@ fn fold(log: &[EventEnvelope]) -> (BTreeMap<String, TaskView>, BTreeMap<String, 
         for env in envs {
             match env.stream_type {
                 events::StreamType::Task => {
-                    if let Ok(Applied::Advanced(v)) = projector::views::apply(tasks.get(&id), env) {
+                    if let Ok(Applied::Advanced(v)) = read_model::views::apply(tasks.get(&id), env)
+                    {
                         tasks.insert(id.clone(), v);
                     }
                 }
                 events::StreamType::User => {
                     if let Ok(Applied::Advanced(v)) =
-                        projector::views::apply_user(users.get(&id), env)
+                        read_model::views::apply_user(users.get(&id), env)
                     {
                         users.insert(id.clone(), v);
                     }

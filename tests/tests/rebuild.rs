@@ -18,8 +18,8 @@ use events::{
 use futures::future::join_all;
 use mongodb::bson::{doc, Document};
 use projector::rebuild::{rebuild, RebuildOptions, Target};
-use projector::views::{TaskView, TASK_VIEWS};
 use rdkafka::producer::FutureProducer;
+use read_model::views::{TaskView, TASK_VIEWS};
 use tests::{servers, Deployment, Running};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -102,7 +102,7 @@ impl Writer {
 
 async fn views(d: &Deployment) -> HashMap<String, TaskView> {
     use futures::TryStreamExt;
-    let db = projector::mongo::connect(&servers().mongodb_url, &d.mongodb_database)
+    let db = read_model::mongo::connect(&servers().mongodb_url, &d.mongodb_database)
         .await
         .expect("mongo");
     db.collection::<TaskView>(TASK_VIEWS)
@@ -118,7 +118,7 @@ async fn views(d: &Deployment) -> HashMap<String, TaskView> {
 }
 
 async fn collection_names(d: &Deployment) -> Vec<String> {
-    let db = projector::mongo::connect(&servers().mongodb_url, &d.mongodb_database)
+    let db = read_model::mongo::connect(&servers().mongodb_url, &d.mongodb_database)
         .await
         .expect("mongo");
     db.list_collection_names().await.expect("names")
@@ -129,7 +129,7 @@ async fn collection_names(d: &Deployment) -> Vec<String> {
 /// the wait does not itself load the server the projector writes to.
 async fn wait_until_projected(d: &Deployment, writer: &Writer) {
     use futures::TryStreamExt;
-    let db = projector::mongo::connect(&servers().mongodb_url, &d.mongodb_database)
+    let db = read_model::mongo::connect(&servers().mongodb_url, &d.mongodb_database)
         .await
         .expect("mongo");
     let count = writer.versions.len() as i64;
@@ -215,7 +215,7 @@ async fn live_system() -> (Deployment, Running, Running, mongodb::Database) {
     .expect("topics");
     let projector = d.spawn_projector().await;
     let query = d.spawn_query_api_standalone().await;
-    let db = projector::mongo::connect(&servers().mongodb_url, &d.mongodb_database)
+    let db = read_model::mongo::connect(&servers().mongodb_url, &d.mongodb_database)
         .await
         .expect("mongo");
     (d, projector, query, db)

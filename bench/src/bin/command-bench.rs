@@ -65,10 +65,10 @@ async fn main() -> anyhow::Result<()> {
     let keys = auth::keys::SigningKeys::generate();
     // A run can outlast an access token's 15 minutes; the verifier accepts
     // this bench's longer token, as it would if auth issued such tokens.
-    let verifier = auth::TokenVerifier::from_jwks(
+    let verifier = access::TokenVerifier::from_jwks(
         &keys.jwks(),
-        auth::config::DEFAULT_ISSUER,
-        auth::config::DEFAULT_AUDIENCE,
+        access::DEFAULT_ISSUER,
+        access::DEFAULT_AUDIENCE,
     )?
     .with_max_lifetime(std::time::Duration::from_secs(2 * 3600));
     let mut tokens = Vec::with_capacity(args.users.max(1));
@@ -79,8 +79,8 @@ async fn main() -> anyhow::Result<()> {
                 user_id: Uuid::now_v7(),
                 email: "bench@example.test",
                 role: events::Role::User,
-                issuer: auth::config::DEFAULT_ISSUER,
-                audience: auth::config::DEFAULT_AUDIENCE,
+                issuer: access::DEFAULT_ISSUER,
+                audience: access::DEFAULT_AUDIENCE,
                 ttl: chrono::Duration::hours(2),
             },
         )?;
@@ -92,8 +92,8 @@ async fn main() -> anyhow::Result<()> {
         kafka_brokers: args.kafka_brokers.clone(),
         topic_prefix: prefix.clone(),
         jwks_url: "http://127.0.0.1:9/unused".into(),
-        jwt_issuer: auth::config::DEFAULT_ISSUER.into(),
-        jwt_audience: auth::config::DEFAULT_AUDIENCE.into(),
+        jwt_issuer: access::DEFAULT_ISSUER.into(),
+        jwt_audience: access::DEFAULT_AUDIENCE.into(),
         // The bench measures the write path itself, not the per-user limit.
         write_quota: service::rate_limit::Quota {
             per_minute: std::num::NonZeroU32::MAX,

@@ -23,10 +23,10 @@ use events::{Event, EventEnvelope, EventMeta, Priority, Role, TaskCreated, TaskE
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
 use mongodb::Database;
-use projector::analytics::{ensure_facts_indexes, TaskFacts, TASK_FACTS};
-use projector::views::{task_indexes, Applied, TaskView, View, TASK_VIEWS};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use read_model::analytics::{ensure_facts_indexes, TaskFacts, TASK_FACTS};
+use read_model::views::{task_indexes, Applied, TaskView, View, TASK_VIEWS};
 use tests::Deployment;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -115,7 +115,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn connect(database: &str) -> anyhow::Result<Database> {
-    projector::mongo::connect(&tests::servers().mongodb_url, database)
+    read_model::mongo::connect(&tests::servers().mongodb_url, database)
         .await
         .map_err(anyhow::Error::msg)
 }
@@ -453,7 +453,7 @@ fn seeded_views(tasks: usize, owned: usize, reader: Uuid) -> anyhow::Result<Vec<
 async fn list_latency(args: &Args) -> anyhow::Result<()> {
     let d = Deployment::fresh().await;
     let db = connect(&d.mongodb_database).await?;
-    projector::views::ensure_indexes(&db).await?;
+    read_model::views::ensure_indexes(&db).await?;
     let reader = Uuid::new_v4();
     let views = seeded_views(args.tasks, args.owned.min(args.tasks), reader)?;
     eprintln!(

@@ -1,0 +1,22 @@
+//! taskstream access: what every API needs to decide who is calling.
+//!
+//! Verifying auth's access tokens locally ([`verify`]: the [`TokenVerifier`]
+//! and the [`AuthUser`]/[`AdminUser`] extractors), the public keys they are
+//! checked against ([`jwks`]), and the account directory that makes a
+//! deactivation or a role change apply at once ([`accounts`]).
+//!
+//! **API boundary.** auth issues tokens with its own private key and only
+//! publishes [`jwks::Jwks`]; this crate never signs anything and holds no
+//! secret. It depends on no service crate, so command-api and query-api can
+//! check tokens without linking auth's password hashing or its store.
+
+pub mod accounts;
+pub mod jwks;
+pub mod verify;
+
+pub use verify::{AdminUser, AuthUser, Claims, TokenVerifier};
+
+/// The `iss` auth puts in its tokens unless configured otherwise.
+pub const DEFAULT_ISSUER: &str = "taskstream-auth";
+/// The `aud` auth puts in its tokens unless configured otherwise.
+pub const DEFAULT_AUDIENCE: &str = "taskstream";
