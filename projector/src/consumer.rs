@@ -255,6 +255,8 @@ enum BatchError {
     DeadLetter(String),
     #[error("the view store refuses a view it stored before: {0}; retrying")]
     Stuck(String),
+    #[error("the view store restarted since the last durable batch, which may have lost this batch's writes; replaying it")]
+    StoreRestarted,
 }
 
 /// The projector's consumer loop.
@@ -268,6 +270,9 @@ pub struct Projector {
     kafka_error_rounds: AtomicU32,
     /// Where the log is read to repair a version gap.
     brokers: String,
+    /// The view store's process (`hello.topologyVersion.processId`) at the
+    /// last journal barrier (see [`Projector::journal_barrier`]).
+    store_process: std::sync::Mutex<Option<bson::oid::ObjectId>>,
 }
 
 /// Which collections a batch is folded into; `None` skips that view.
@@ -337,6 +342,10 @@ impl Remembered {
             }
             known.insert(view.id().to_owned(), Box::new(view));
         }
+    }
+
+    fn forget_all(&self) {
+        self.lock().clear();
     }
 
     fn forget(&self, collection: &str, ids: impl IntoIterator<Item = String>) {
@@ -409,6 +418,7 @@ impl Projector {
             settings,
             kafka_error_rounds: AtomicU32::new(0),
             brokers: brokers.to_owned(),
+            store_process: std::sync::Mutex::new(None),
         })
     }
 
@@ -417,6 +427,12 @@ impl Projector {
     /// counted and retried (the batch is replayed; the views absorb it).
     pub async fn run(self, shutdown: CancellationToken) {
         tracing::info!("projector consuming");
+        match store_process(&self.writer.db).await {
+            Ok(process) => {
+                self.set_store_process(process);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot tell the view store's process yet"),
+        }
         loop {
             let batch = self.next_batch(&shutdown).await;
             if batch.is_empty() {
@@ -436,6 +452,11 @@ impl Projector {
                 match self.handle(&batch).await {
                     Ok(outcome) => break Some(outcome),
                     Err(e) => {
+                        // What this batch wrote may be gone (a store that
+                        // restarted loses what it had not journaled): fold
+                        // the retry onto what the store holds, not onto the
+                        // views remembered from the failed attempt.
+                        self.writer.forget_all();
                         metrics::counter!("projector_errors_total").increment(1);
                         tracing::warn!(error = %e, messages = batch.len(), "batch failed; retrying");
                         tokio::select! {
@@ -595,7 +616,26 @@ impl Projector {
             .upsert(true)
             .write_concern(journaled)
             .await?;
+        // The barrier makes durable what its own server process was sent. A
+        // store killed after the views were acknowledged and restarted
+        // before the barrier reached it lost them, and the barrier succeeds
+        // on the new process all the same: so the process must be the one
+        // the previous barrier saw, or this batch is replayed.
+        let now = store_process(&self.writer.db).await?;
+        let before = self.set_store_process(now);
+        if before.is_some() && now.is_some() && before != now {
+            return Err(BatchError::StoreRestarted);
+        }
         Ok(())
+    }
+
+    /// Records the store's process; returns the one recorded before.
+    fn set_store_process(
+        &self,
+        process: Option<bson::oid::ObjectId>,
+    ) -> Option<bson::oid::ObjectId> {
+        let mut known = self.store_process.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::replace(&mut *known, process)
     }
 
     /// Fills the batch's version gaps from the log: reads, in the gap
@@ -772,6 +812,11 @@ impl ViewWriter {
             collections,
             remembered: Arc::default(),
         }
+    }
+
+    /// Forgets every remembered view: the next batch reads them from the store.
+    pub(crate) fn forget_all(&self) {
+        self.remembered.forget_all();
     }
 
     /// Folds a batch of task and user events (each with its index in the
@@ -1133,6 +1178,19 @@ impl ViewWriter {
         }
         Ok(report)
     }
+}
+
+/// The server process behind `db` (MongoDB 4.4+ `hello.topologyVersion`),
+/// which changes when the server restarts; `None` from a server that does
+/// not say.
+async fn store_process(
+    db: &Database,
+) -> Result<Option<bson::oid::ObjectId>, mongodb::error::Error> {
+    let hello = db.run_command(doc! { "hello": 1 }).await?;
+    Ok(hello
+        .get_document("topologyVersion")
+        .ok()
+        .and_then(|t| t.get_object_id("processId").ok()))
 }
 
 /// The versions a stream misses, and where to look for them.
