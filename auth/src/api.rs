@@ -2,9 +2,11 @@
 
 use std::net::IpAddr;
 
-use axum::extract::State;
+use axum::extract::{FromRequestParts, State};
 use axum::http::header::{HeaderName, CACHE_CONTROL, PRAGMA};
+use axum::http::request::Parts;
 use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
 use axum::Router;
 use events::Role;
 use serde::{Deserialize, Serialize};
@@ -396,6 +398,33 @@ async fn still_admin(state: &AppState, admin: &AuthUser) -> Result<(), ApiError>
     }
 }
 
+/// An admin changing an account: a token with the admin role, an account
+/// that is still an active admin now, and the cause its events carry.
+struct ActingAdmin {
+    admin: AuthUser,
+    cause: Cause,
+}
+
+impl FromRequestParts<AppState> for ActingAdmin {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let AdminUser(admin) = AdminUser::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let Ok(CorrelationId(correlation_id)) =
+            CorrelationId::from_request_parts(parts, state).await;
+        still_admin(state, &admin)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let cause = Cause {
+            actor: admin.id,
+            correlation_id,
+        };
+        Ok(ActingAdmin { admin, cause })
+    }
+}
+
 /// Changes a user's role (admin only). Emits `user.role_changed`. The last
 /// active admin cannot be demoted (409).
 #[utoipa::path(
@@ -414,16 +443,10 @@ async fn still_admin(state: &AppState, admin: &AuthUser) -> Result<(), ApiError>
 )]
 async fn change_role(
     State(state): State<AppState>,
-    AdminUser(admin): AdminUser,
-    CorrelationId(correlation_id): CorrelationId,
+    ActingAdmin { cause, .. }: ActingAdmin,
     Path(id): Path<Uuid>,
     Json(body): Json<RoleRequest>,
 ) -> Result<Json<AccountResponse>, ApiError> {
-    still_admin(&state, &admin).await?;
-    let cause = Cause {
-        actor: admin.id,
-        correlation_id,
-    };
     let user = users::change_role(&state.pool, id, body.role, cause).await?;
     Ok(Json(AccountResponse::from(&user)))
 }
@@ -444,18 +467,12 @@ async fn change_role(
 )]
 async fn deactivate(
     State(state): State<AppState>,
-    AdminUser(admin): AdminUser,
-    CorrelationId(correlation_id): CorrelationId,
+    ActingAdmin { admin, cause }: ActingAdmin,
     Path(id): Path<Uuid>,
 ) -> Result<Json<AccountResponse>, ApiError> {
-    still_admin(&state, &admin).await?;
     if id == admin.id {
         return Err(ApiError::SelfDeactivation);
     }
-    let cause = Cause {
-        actor: admin.id,
-        correlation_id,
-    };
     let user = users::deactivate(&state.pool, id, cause).await?;
     tracing::info!(user_id = %user.id, admin_id = %admin.id, "user deactivated");
     Ok(Json(AccountResponse::from(&user)))
@@ -477,15 +494,9 @@ async fn deactivate(
 )]
 async fn reactivate(
     State(state): State<AppState>,
-    AdminUser(admin): AdminUser,
-    CorrelationId(correlation_id): CorrelationId,
+    ActingAdmin { admin, cause }: ActingAdmin,
     Path(id): Path<Uuid>,
 ) -> Result<Json<AccountResponse>, ApiError> {
-    still_admin(&state, &admin).await?;
-    let cause = Cause {
-        actor: admin.id,
-        correlation_id,
-    };
     let user = users::reactivate(&state.pool, id, cause).await?;
     tracing::info!(user_id = %user.id, admin_id = %admin.id, "user reactivated");
     Ok(Json(AccountResponse::from(&user)))
