@@ -49,6 +49,22 @@ fn problem_response(description: &str) -> utoipa::openapi::ResponseBuilder {
     )
 }
 
+/// The operations the services declare (GET, POST, PUT, PATCH, DELETE) of
+/// one path, with their method.
+fn operations(
+    item: &mut utoipa::openapi::PathItem,
+) -> impl Iterator<Item = (&'static str, &mut utoipa::openapi::path::Operation)> {
+    [
+        ("get", &mut item.get),
+        ("post", &mut item.post),
+        ("put", &mut item.put),
+        ("patch", &mut item.patch),
+        ("delete", &mut item.delete),
+    ]
+    .into_iter()
+    .filter_map(|(method, op)| op.as_mut().map(|op| (method, op)))
+}
+
 /// Documents a problem answer with `Retry-After` (429, 503) on every
 /// write operation (POST, PUT, PATCH, DELETE) of `doc` that does not
 /// already describe `code`.
@@ -67,15 +83,7 @@ pub fn add_retry_after_response_to_writes(doc: &mut OpenApi, code: &str, descrip
             .build(),
     );
     for item in doc.paths.paths.values_mut() {
-        for op in [
-            &mut item.post,
-            &mut item.put,
-            &mut item.patch,
-            &mut item.delete,
-        ]
-        .into_iter()
-        .flatten()
-        {
+        for (_, op) in operations(item).filter(|(method, _)| *method != "get") {
             op.responses
                 .responses
                 .entry(code.to_owned())
@@ -95,16 +103,7 @@ pub fn add_edge_responses(doc: &mut OpenApi) {
     let problem = |description: &str| RefOr::T(problem_response(description).build());
     for (path, item) in doc.paths.paths.iter_mut() {
         let has_path_params = path.contains('{');
-        for op in [
-            &mut item.get,
-            &mut item.post,
-            &mut item.put,
-            &mut item.patch,
-            &mut item.delete,
-        ]
-        .into_iter()
-        .flatten()
-        {
+        for (_, op) in operations(item) {
             let responses = &mut op.responses.responses;
             let mut add = |code: &str, description: &str| {
                 responses
