@@ -19,10 +19,10 @@ use crate::tasks;
 
 /// A write request: its context and its body `B`.
 ///
-/// Refusals come in the order a client fixes them: no valid token (401),
-/// a path naming no task (404), a body that is not the JSON asked for
-/// (400/408/413/415/422), then a malformed `If-Match` or `Idempotency-Key`
-/// (400). The body's field errors (422) are the handler's.
+/// Refusals come in one order: no valid token (401), a path naming no task
+/// (404), a body that is not the JSON asked for (400/408/413/415/422), then
+/// a malformed `If-Match` or `Idempotency-Key` (400). The body's field
+/// errors (422) are the handler's.
 pub struct WriteRequest<B>(pub WriteContext, pub B);
 
 /// Everything about a write but its body.
