@@ -87,3 +87,90 @@ impl IntoResponse for Outcome {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::{DateTime, TimeDelta, Utc};
+    use events::{
+        Event, EventEnvelope, EventMeta, Priority, TaskCreated, TaskEvent, TaskStatus,
+        TaskStatusChanged,
+    };
+    use uuid::Uuid;
+
+    use super::task_resource;
+    use crate::tasks::TaskSnapshot;
+
+    /// The resource after folding `events`, the n-th (from 0) at `t0 + n s`.
+    fn after(events: &[TaskEvent]) -> (resources::TaskResource, DateTime<Utc>) {
+        let (id, owner) = (Uuid::now_v7(), Uuid::now_v7());
+        let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let history: Vec<EventEnvelope> = events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let meta = EventMeta {
+                    actor: owner,
+                    correlation_id: Uuid::now_v7(),
+                    causation_id: None,
+                    occurred_at: t0 + TimeDelta::seconds(i as i64),
+                };
+                let e = match e {
+                    TaskEvent::Created(c) => TaskEvent::Created(TaskCreated {
+                        owner_id: owner,
+                        ..c.clone()
+                    }),
+                    other => other.clone(),
+                };
+                EventEnvelope::new(id, i as u64 + 1, &Event::Task(e), meta)
+            })
+            .collect();
+        let snapshot = TaskSnapshot::fold(id, &history).unwrap();
+        (task_resource(&snapshot).unwrap(), t0)
+    }
+
+    fn created(status: TaskStatus) -> TaskEvent {
+        TaskEvent::Created(TaskCreated {
+            owner_id: Uuid::nil(),
+            title: "t".into(),
+            description: String::new(),
+            status,
+            priority: Priority::Medium,
+            due_at: None,
+            tags: vec![],
+        })
+    }
+
+    fn moved(from: TaskStatus, to: TaskStatus) -> TaskEvent {
+        TaskEvent::StatusChanged(TaskStatusChanged { from, to })
+    }
+
+    /// `completed_at` follows the task view's rule: set when the task
+    /// becomes done, cleared when it leaves done.
+    #[test]
+    fn completed_at_is_when_the_task_last_became_done() {
+        use TaskStatus::{Done, InProgress, Todo};
+        let s = |n: i64| TimeDelta::seconds(n);
+        let (t, t0) = after(&[created(Todo)]);
+        assert_eq!(t.completed_at, None);
+        assert_eq!((t.created_at, t.updated_at, t.version), (t0, t0, 1));
+
+        let (t, t0) = after(&[
+            created(Todo),
+            moved(Todo, InProgress),
+            moved(InProgress, Done),
+        ]);
+        assert_eq!(t.completed_at, Some(t0 + s(2)));
+        assert_eq!((t.created_at, t.updated_at, t.version), (t0, t0 + s(2), 3));
+
+        let (t, _) = after(&[
+            created(Todo),
+            moved(Todo, InProgress),
+            moved(InProgress, Done),
+            moved(Done, Todo),
+        ]);
+        assert_eq!(t.completed_at, None);
+
+        let (t, t0) = after(&[created(Done)]);
+        assert_eq!(t.completed_at, Some(t0));
+    }
+}
