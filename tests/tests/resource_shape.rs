@@ -4,7 +4,7 @@
 //! the same schema.
 
 use reqwest::{Client, Method, StatusCode};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use tests::{http, Deployment, Running};
 use uuid::Uuid;
 
@@ -33,17 +33,20 @@ impl Sides {
         }
     }
 
-    /// A write's answer (status checked) and its consistency token.
-    async fn write(
+    /// Sends a write, reads the task back from query-api at the version
+    /// written (its consistency token), asserts the two are the same JSON,
+    /// and returns the write's answer.
+    async fn write_then_read(
         &self,
         method: Method,
         path: &str,
         body: Value,
         expect: StatusCode,
-    ) -> (Value, String) {
+    ) -> Value {
+        let what = format!("{method} {path} {body}");
         let res = self
             .client
-            .request(method.clone(), self.command.url(path))
+            .request(method, self.command.url(path))
             .bearer_auth(&self.token)
             .json(&body)
             .send()
@@ -56,13 +59,9 @@ impl Sides {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_owned();
-        let answer: Value = res.json().await.expect("a JSON body");
-        assert_eq!(status, expect, "{method} {path}: {answer}");
-        (answer, token)
-    }
-
-    /// `GET /tasks/{id}` once the view has caught up with `token`.
-    async fn read(&self, id: &str, token: &str) -> Value {
+        let written: Value = res.json().await.expect("a JSON body");
+        assert_eq!(status, expect, "{what}: {written}");
+        let id = written["id"].as_str().expect("an id");
         let res = self
             .client
             .get(self.query.url(&format!("/tasks/{id}")))
@@ -72,9 +71,10 @@ impl Sides {
             .await
             .expect("query-api answers");
         let status = res.status();
-        let body: Value = res.json().await.expect("a JSON body");
-        assert_eq!(status, StatusCode::OK, "GET /tasks/{id}: {body}");
-        body
+        let read: Value = res.json().await.expect("a JSON body");
+        assert_eq!(status, StatusCode::OK, "GET /tasks/{id}: {read}");
+        assert_same_task(&what, &written, &read);
+        written
     }
 
     async fn openapi(&self, side: &Running) -> Value {
@@ -94,10 +94,9 @@ fn assert_same_task(what: &str, written: &Value, read: &Value) {
     let (Some(w), Some(r)) = (written.as_object(), read.as_object()) else {
         panic!("{what}: not two objects:\nwrite answered {written}\nread served {read}");
     };
-    let keys = |m: &Map<String, Value>| m.keys().cloned().collect::<Vec<_>>();
     assert_eq!(
-        keys(w),
-        keys(r),
+        keys(written),
+        keys(read),
         "{what}: the write answered other fields than the read serves"
     );
     for (field, value) in w {
@@ -109,14 +108,40 @@ fn assert_same_task(what: &str, written: &Value, read: &Value) {
     }
 }
 
+/// An object's keys, sorted (JSON objects have no order).
+fn keys(v: &Value) -> Vec<&str> {
+    let mut keys: Vec<&str> = v
+        .as_object()
+        .map(|o| o.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    keys.sort_unstable();
+    keys
+}
+
+/// The task resource's fields, sorted.
+const FIELDS: [&str; 12] = [
+    "completed_at",
+    "created_at",
+    "description",
+    "due_at",
+    "id",
+    "owner_id",
+    "priority",
+    "status",
+    "tags",
+    "title",
+    "updated_at",
+    "version",
+];
+
 #[tokio::test]
 async fn a_write_answers_the_task_as_the_read_side_serves_it() {
     let sides = Sides::start().await;
 
     // Every field set; a due date finer than a millisecond, which the views
     // keep to the millisecond.
-    let (created, token) = sides
-        .write(
+    let created = sides
+        .write_then_read(
             Method::POST,
             "/tasks",
             json!({
@@ -129,71 +154,33 @@ async fn a_write_answers_the_task_as_the_read_side_serves_it() {
             StatusCode::CREATED,
         )
         .await;
-    let id = created["id"].as_str().expect("an id").to_owned();
     assert_eq!(created["due_at"], "2030-01-02T03:04:05.123Z", "{created}");
-    assert_same_task("POST /tasks", &created, &sides.read(&id, &token).await);
+    let id = created["id"].as_str().expect("an id");
 
-    let (patched, token) = sides
-        .write(
-            Method::PATCH,
-            &format!("/tasks/{id}"),
-            json!({"title": "Write the final report", "tags": ["work", "q3", "final"]}),
-            StatusCode::OK,
-        )
+    let edit = json!({"title": "Write the final report", "tags": ["work", "q3", "final"]});
+    let path = format!("/tasks/{id}");
+    sides
+        .write_then_read(Method::PATCH, &path, edit, StatusCode::OK)
         .await;
-    assert_same_task(
-        "PATCH /tasks/{id}",
-        &patched,
-        &sides.read(&id, &token).await,
-    );
 
-    let status = format!("/tasks/{id}/status");
-    let (started, token) = sides
-        .write(
-            Method::POST,
-            &status,
-            json!({"status": "in_progress"}),
-            StatusCode::OK,
-        )
+    let path = format!("/tasks/{id}/status");
+    let started = json!({"status": "in_progress"});
+    let started = sides
+        .write_then_read(Method::POST, &path, started, StatusCode::OK)
         .await;
     assert_eq!(started["completed_at"], Value::Null, "{started}");
-    assert_same_task(
-        "POST /tasks/{id}/status in_progress",
-        &started,
-        &sides.read(&id, &token).await,
-    );
 
-    let (done, token) = sides
-        .write(
-            Method::POST,
-            &status,
-            json!({"status": "done"}),
-            StatusCode::OK,
-        )
+    let done = json!({"status": "done"});
+    let done = sides
+        .write_then_read(Method::POST, &path, done, StatusCode::OK)
         .await;
-    let read = sides.read(&id, &token).await;
-    assert_same_task("POST /tasks/{id}/status done", &done, &read);
-    let fields = done.as_object().expect("an object");
-    for field in [
-        "id",
-        "owner_id",
-        "title",
-        "description",
-        "status",
-        "priority",
-        "due_at",
-        "tags",
-        "created_at",
-        "updated_at",
-        "completed_at",
-        "version",
-    ] {
+    assert_eq!(keys(&done), FIELDS, "{done}");
+    for field in FIELDS {
         assert!(
-            fields.get(field).is_some_and(|v| !v.is_null()),
+            !done[field].is_null(),
             "`{field}` is set on a completed task with every field given: {done}"
         );
     }
-    assert_eq!(fields.len(), 12, "{done}");
     assert_eq!(done["status"], "done");
     assert_eq!(done["completed_at"], done["updated_at"], "{done}");
     assert_eq!(
@@ -234,26 +221,8 @@ async fn both_documents_describe_the_task_with_one_schema() {
         );
     }
 
-    let properties = read["properties"].as_object().expect("properties");
-    let mut names: Vec<&str> = properties.keys().map(String::as_str).collect();
-    names.sort_unstable();
-    assert_eq!(
-        names,
-        [
-            "completed_at",
-            "created_at",
-            "description",
-            "due_at",
-            "id",
-            "owner_id",
-            "priority",
-            "status",
-            "tags",
-            "title",
-            "updated_at",
-            "version"
-        ]
-    );
+    let properties = &read["properties"];
+    assert_eq!(keys(properties), FIELDS, "{read}");
     for instant in ["created_at", "updated_at", "due_at", "completed_at"] {
         assert_eq!(
             properties[instant]["format"], "date-time",
