@@ -1,6 +1,6 @@
 //! taskstream command side: REST writes → pure domain → Postgres event store.
 
-pub mod api;
+mod api;
 pub mod config;
 pub mod domain;
 pub mod idempotency;

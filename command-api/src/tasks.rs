@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use events::store::{self, AppendError, ExpectedVersion};
-use events::{Event, EventEnvelope, EventMeta, StreamType, StreamVersion, TaskEvent};
+use events::{Event, EventEnvelope, EventMeta, StreamType, StreamVersion, TaskEvent, TaskStatus};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -35,6 +35,9 @@ pub struct TaskSnapshot {
     pub version: StreamVersion,
     pub created_at: Option<DateTime<Utc>>,
     pub updated_at: Option<DateTime<Utc>>,
+    /// When the task last became `done`; cleared when it leaves `done`
+    /// (the rule the task view folds by).
+    pub completed_at: Option<DateTime<Utc>>,
 }
 
 impl TaskSnapshot {
@@ -47,6 +50,7 @@ impl TaskSnapshot {
             version: 0,
             created_at: None,
             updated_at: None,
+            completed_at: None,
         };
         if history.iter().any(|e| e.stream_type != StreamType::Task) {
             return Err(WriteError::Domain(DomainError::NotFound));
@@ -63,6 +67,15 @@ impl TaskSnapshot {
             let Event::Task(event) = event else {
                 return Err(WriteError::Domain(DomainError::NotFound));
             };
+            match &event {
+                TaskEvent::Created(c) => {
+                    self.completed_at = (c.status == TaskStatus::Done).then_some(env.occurred_at);
+                }
+                TaskEvent::StatusChanged(c) => {
+                    self.completed_at = (c.to == TaskStatus::Done).then_some(env.occurred_at);
+                }
+                _ => {}
+            }
             self.state = domain::evolve(std::mem::take(&mut self.state), &event);
             self.version = env.version;
             self.created_at.get_or_insert(env.occurred_at);

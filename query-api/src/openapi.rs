@@ -11,7 +11,7 @@ use utoipa::{Modify, OpenApi};
         description = "Filtered, paginated reads over the task views, with read-your-writes via X-Consistency-Token."
     ),
     components(schemas(
-        crate::tasks::TaskResource,
+        resources::TaskResource,
         crate::tasks::TaskPage,
         crate::tasks::TaskHistory,
         crate::params::Sort,

@@ -17,9 +17,10 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use bson::{doc, Bson, Document};
 use chrono::{DateTime, Utc};
-use events::{ConsistencyToken, Event, EventEnvelope, Priority, TaskEvent, TaskStatus};
+use events::{ConsistencyToken, Event, EventEnvelope, TaskEvent, TaskStatus};
 use futures::TryStreamExt;
 use read_model::views::{TaskView, TASK_VIEWS, USER_VIEWS};
+use resources::TaskResource;
 use serde::Serialize;
 use service::http::Path;
 use service::{FieldError, Problem};
@@ -38,48 +39,29 @@ pub const CONSISTENCY_TOKEN: &str = "x-consistency-token";
 /// How often a consistency wait looks at the view again.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
-/// A task as the API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
-pub struct TaskResource {
-    pub id: Uuid,
-    pub owner_id: Uuid,
-    pub title: String,
-    pub description: String,
-    pub status: TaskStatus,
-    pub priority: Priority,
-    pub due_at: Option<DateTime<Utc>>,
-    pub tags: Vec<String>,
-    pub created_at: DateTime<Utc>,
-    /// When the last event of the task happened.
-    pub updated_at: DateTime<Utc>,
-    pub completed_at: Option<DateTime<Utc>>,
-    /// The task's stream version; also its `ETag`.
-    pub version: u64,
-}
-
-impl TaskResource {
-    fn from_view(v: &TaskView) -> Result<Self, Problem> {
-        let id = |s: &str| {
-            Uuid::try_parse(s).map_err(|e| {
-                tracing::error!(error = %e, id = s, "a task view holds a malformed id");
-                Problem::internal()
-            })
-        };
-        Ok(TaskResource {
-            id: id(&v.id)?,
-            owner_id: id(&v.owner_id)?,
-            title: v.title.clone(),
-            description: v.description.clone(),
-            status: v.status,
-            priority: v.priority,
-            due_at: v.due_at.map(|t| t.to_chrono()),
-            tags: v.tags.clone(),
-            created_at: v.created_at.to_chrono(),
-            updated_at: v.updated_at.to_chrono(),
-            completed_at: v.completed_at.map(|t| t.to_chrono()),
-            version: v.version.max(0) as u64,
+/// The task resource of a view (the same shape command-api answers writes
+/// with); a malformed id in the store is an internal error.
+fn task_resource(v: &TaskView) -> Result<TaskResource, Problem> {
+    let id = |s: &str| {
+        Uuid::try_parse(s).map_err(|e| {
+            tracing::error!(error = %e, id = s, "a task view holds a malformed id");
+            Problem::internal()
         })
-    }
+    };
+    Ok(TaskResource {
+        id: id(&v.id)?,
+        owner_id: id(&v.owner_id)?,
+        title: v.title.clone(),
+        description: v.description.clone(),
+        status: v.status,
+        priority: v.priority,
+        due_at: v.due_at.map(|t| t.to_chrono()),
+        tags: v.tags.clone(),
+        created_at: v.created_at.to_chrono(),
+        updated_at: v.updated_at.to_chrono(),
+        completed_at: v.completed_at.map(|t| t.to_chrono()),
+        version: v.version.max(0) as u64,
+    })
 }
 
 /// One page of tasks.
@@ -171,7 +153,7 @@ pub async fn list_tasks(
     };
     let items = views
         .iter()
-        .map(TaskResource::from_view)
+        .map(task_resource)
         .collect::<Result<Vec<_>, _>>()?;
     Ok(axum::Json(TaskPage { items, next_cursor }).into_response())
 }
@@ -222,7 +204,7 @@ pub async fn get_task(
     if if_none_match(&headers, &etag) {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag_value)]).into_response());
     }
-    let resource = TaskResource::from_view(&view)?;
+    let resource = task_resource(&view)?;
     Ok(([(header::ETAG, etag_value)], axum::Json(resource)).into_response())
 }
 

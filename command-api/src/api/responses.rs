@@ -1,0 +1,176 @@
+//! What a write answers: the task resource (the one `GET /tasks/{id}`
+//! serves) with its version headers, rendered once and, under an
+//! idempotency key, stored and replayed as rendered.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use resources::TaskResource;
+
+use super::headers;
+use crate::idempotency::{StoredResponse, REPLAYED_HEADER};
+use crate::tasks::{Outcome, TaskSnapshot, Written};
+
+/// The task as it stands after the write; `None` once it is deleted.
+pub fn task_resource(s: &TaskSnapshot) -> Option<TaskResource> {
+    let task = s.task()?;
+    Some(TaskResource {
+        id: s.id,
+        owner_id: task.owner_id,
+        title: task.title.clone(),
+        description: task.description.clone(),
+        status: task.status,
+        priority: task.priority,
+        due_at: task.due_at,
+        tags: task.tags.clone(),
+        created_at: s.created_at?,
+        updated_at: s.updated_at?,
+        completed_at: s.completed_at,
+        version: s.version,
+    })
+}
+
+/// 201 with the task and its `Location`.
+pub fn created(w: &Written) -> StoredResponse {
+    with_task(
+        StatusCode::CREATED,
+        w,
+        Some(headers::location(w.snapshot.id)),
+    )
+}
+
+/// 200 with the task.
+pub fn changed(w: &Written) -> StoredResponse {
+    with_task(StatusCode::OK, w, None)
+}
+
+/// 204 with the version of the deletion.
+pub fn deleted(w: &Written) -> StoredResponse {
+    StoredResponse {
+        status: StatusCode::NO_CONTENT.as_u16(),
+        headers: headers::version(&w.snapshot).into(),
+        body: Vec::new(),
+    }
+}
+
+fn with_task(
+    status: StatusCode,
+    w: &Written,
+    location: Option<(String, String)>,
+) -> StoredResponse {
+    let mut headers = vec![(
+        header::CONTENT_TYPE.to_string(),
+        "application/json".to_owned(),
+    )];
+    headers.extend(location);
+    headers.extend(headers::version(&w.snapshot));
+    let body = task_resource(&w.snapshot)
+        .and_then(|t| serde_json::to_vec(&t).ok())
+        .unwrap_or_default();
+    StoredResponse {
+        status: status.as_u16(),
+        headers,
+        body,
+    }
+}
+
+/// A replay says so (`Idempotent-Replayed: true`).
+impl IntoResponse for Outcome {
+    fn into_response(self) -> Response {
+        match self {
+            Outcome::Done(r) => r.into_response(),
+            Outcome::Replayed(r) => {
+                let mut res = r.into_response();
+                res.headers_mut()
+                    .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
+                res
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{DateTime, TimeDelta, Utc};
+    use events::{
+        Event, EventEnvelope, EventMeta, Priority, TaskCreated, TaskEvent, TaskStatus,
+        TaskStatusChanged,
+    };
+    use uuid::Uuid;
+
+    use super::task_resource;
+    use crate::tasks::TaskSnapshot;
+
+    /// The resource after folding `events`, the n-th (from 0) at `t0 + n s`.
+    fn after(events: &[TaskEvent]) -> (resources::TaskResource, DateTime<Utc>) {
+        let (id, owner) = (Uuid::now_v7(), Uuid::now_v7());
+        let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let history: Vec<EventEnvelope> = events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let meta = EventMeta {
+                    actor: owner,
+                    correlation_id: Uuid::now_v7(),
+                    causation_id: None,
+                    occurred_at: t0 + TimeDelta::seconds(i as i64),
+                };
+                let e = match e {
+                    TaskEvent::Created(c) => TaskEvent::Created(TaskCreated {
+                        owner_id: owner,
+                        ..c.clone()
+                    }),
+                    other => other.clone(),
+                };
+                EventEnvelope::new(id, i as u64 + 1, &Event::Task(e), meta)
+            })
+            .collect();
+        let snapshot = TaskSnapshot::fold(id, &history).unwrap();
+        (task_resource(&snapshot).unwrap(), t0)
+    }
+
+    fn created(status: TaskStatus) -> TaskEvent {
+        TaskEvent::Created(TaskCreated {
+            owner_id: Uuid::nil(),
+            title: "t".into(),
+            description: String::new(),
+            status,
+            priority: Priority::Medium,
+            due_at: None,
+            tags: vec![],
+        })
+    }
+
+    fn moved(from: TaskStatus, to: TaskStatus) -> TaskEvent {
+        TaskEvent::StatusChanged(TaskStatusChanged { from, to })
+    }
+
+    /// `completed_at` follows the task view's rule: set when the task
+    /// becomes done, cleared when it leaves done.
+    #[test]
+    fn completed_at_is_when_the_task_last_became_done() {
+        use TaskStatus::{Done, InProgress, Todo};
+        let s = |n: i64| TimeDelta::seconds(n);
+        let (t, t0) = after(&[created(Todo)]);
+        assert_eq!(t.completed_at, None);
+        assert_eq!((t.created_at, t.updated_at, t.version), (t0, t0, 1));
+
+        let (t, t0) = after(&[
+            created(Todo),
+            moved(Todo, InProgress),
+            moved(InProgress, Done),
+        ]);
+        assert_eq!(t.completed_at, Some(t0 + s(2)));
+        assert_eq!((t.created_at, t.updated_at, t.version), (t0, t0 + s(2), 3));
+
+        let (t, _) = after(&[
+            created(Todo),
+            moved(Todo, InProgress),
+            moved(InProgress, Done),
+            moved(Done, Todo),
+        ]);
+        assert_eq!(t.completed_at, None);
+
+        let (t, t0) = after(&[created(Done)]);
+        assert_eq!(t.completed_at, Some(t0));
+    }
+}
