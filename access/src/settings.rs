@@ -1,7 +1,7 @@
 //! Which tokens an API accepts: `{PREFIX}_JWKS_URL`, `{PREFIX}_JWT_ISSUER`
 //! and `{PREFIX}_JWT_AUDIENCE`.
 
-use service::config::{env_or, kv, var, ConfigError, Settings};
+use service::config::{env_or, kv, prefixed, var, ConfigError, Settings};
 
 use crate::{DEFAULT_AUDIENCE, DEFAULT_ISSUER};
 
@@ -35,10 +35,7 @@ impl JwtSettings {
 
 impl Settings for JwtSettings {
     fn vars(prefix: &str) -> Vec<String> {
-        [Self::JWKS_URL, Self::ISSUER, Self::AUDIENCE]
-            .iter()
-            .map(|name| var(prefix, name))
-            .collect()
+        prefixed(prefix, &[Self::JWKS_URL, Self::ISSUER, Self::AUDIENCE])
     }
 
     fn from_env(prefix: &str) -> Result<Self, ConfigError> {

@@ -3,7 +3,9 @@
 use std::net::SocketAddr;
 use std::num::{NonZeroU32, NonZeroUsize};
 
-use service::config::{env_or, kv, var, ConfigError, KafkaSettings, PostgresSettings, Settings};
+use service::config::{
+    env_or, kv, prefixed, var, ConfigError, KafkaSettings, PostgresSettings, Settings,
+};
 use service::http::Limits;
 
 pub use access::{DEFAULT_AUDIENCE, DEFAULT_ISSUER};
@@ -104,64 +106,21 @@ impl Config {
 
     /// Every variable [`Config::from_env`] reads.
     pub fn vars() -> Vec<String> {
-        let mut vars: Vec<String> = [
-            LISTEN_ADDR,
-            SIGNING_KEY_PATH,
-            ISSUER,
-            AUDIENCE,
-            RATE_LIMIT_PER_MINUTE,
-            RATE_LIMIT_PER_EMAIL_PER_MINUTE,
-            RATE_LIMIT_CAPACITY,
-        ]
-        .iter()
-        .map(|name| var(PREFIX, name))
-        .collect();
+        let mut vars = prefixed(
+            PREFIX,
+            &[
+                LISTEN_ADDR,
+                SIGNING_KEY_PATH,
+                ISSUER,
+                AUDIENCE,
+                RATE_LIMIT_PER_MINUTE,
+                RATE_LIMIT_PER_EMAIL_PER_MINUTE,
+                RATE_LIMIT_CAPACITY,
+            ],
+        );
         vars.extend(PostgresSettings::vars(PREFIX));
         vars.extend(KafkaSettings::vars(PREFIX));
         vars.extend(Limits::vars(PREFIX));
         vars
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::collections::BTreeSet;
-
-    use super::*;
-    use service::config::read_from;
-
-    fn config() -> Config {
-        Config {
-            listen_addr: SocketAddr::from(([127, 0, 0, 1], 9081)),
-            postgres: PostgresSettings::new("postgres://taskstream:s3cr3t-pw@db:5432/auth"),
-            kafka: KafkaSettings {
-                brokers: "kafka:9092".into(),
-                topic_prefix: "t-".into(),
-            },
-            signing_key_path: "/keys/jwt.pem".into(),
-            issuer: "issuer".into(),
-            audience: "audience".into(),
-            rate_limit_per_minute: NonZeroU32::new(5).expect("5"),
-            rate_limit_per_email_per_minute: NonZeroU32::new(2).expect("2"),
-            rate_limit_capacity: NonZeroUsize::new(9).expect("9"),
-            http: Limits::default(),
-        }
-    }
-
-    #[test]
-    fn reads_back_every_variable_it_writes_and_no_other() {
-        let env = config().to_env();
-        let (read, asked) = read_from(&env, Config::from_env);
-        assert_eq!(read.expect("reads back").to_env(), env);
-        let written: BTreeSet<String> = env.into_iter().map(|(k, _)| k).collect();
-        assert_eq!(written, Config::vars().into_iter().collect());
-        assert_eq!(asked, written);
-    }
-
-    #[test]
-    fn debug_never_shows_the_database_password() {
-        let shown = format!("{:?}", config());
-        assert!(!shown.contains("s3cr3t-pw"), "{shown}");
-        assert!(shown.contains("[REDACTED]"), "{shown}");
     }
 }

@@ -4,7 +4,9 @@ use std::net::SocketAddr;
 use std::num::NonZeroU32;
 
 use access::JwtSettings;
-use service::config::{env_or, kv, var, ConfigError, KafkaSettings, PostgresSettings, Settings};
+use service::config::{
+    env_or, kv, prefixed, var, ConfigError, KafkaSettings, PostgresSettings, Settings,
+};
 use service::http::Limits;
 use service::rate_limit::Quota;
 
@@ -89,57 +91,14 @@ impl Config {
 
     /// Every variable [`Config::from_env`] reads.
     pub fn vars() -> Vec<String> {
-        let mut vars: Vec<String> = [LISTEN_ADDR, WRITES_PER_MINUTE, WRITE_BURST, MAX_LIVE_TASKS]
-            .iter()
-            .map(|name| var(PREFIX, name))
-            .collect();
+        let mut vars = prefixed(
+            PREFIX,
+            &[LISTEN_ADDR, WRITES_PER_MINUTE, WRITE_BURST, MAX_LIVE_TASKS],
+        );
         vars.extend(PostgresSettings::vars(PREFIX));
         vars.extend(KafkaSettings::vars(PREFIX));
         vars.extend(JwtSettings::vars(PREFIX));
         vars.extend(Limits::vars(PREFIX));
         vars
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::collections::BTreeSet;
-
-    use super::*;
-    use service::config::read_from;
-
-    fn config() -> Config {
-        Config {
-            listen_addr: SocketAddr::from(([127, 0, 0, 1], 9082)),
-            postgres: PostgresSettings::new("postgres://taskstream:s3cr3t-pw@db:5432/tasks"),
-            kafka: KafkaSettings {
-                brokers: "kafka:9092".into(),
-                topic_prefix: "t-".into(),
-            },
-            jwt: JwtSettings::new("http://auth:8081/.well-known/jwks.json"),
-            write_quota: Quota {
-                per_minute: NonZeroU32::new(60).expect("60"),
-                burst: NonZeroU32::new(6).expect("6"),
-            },
-            max_live_tasks: NonZeroU32::new(3).expect("3"),
-            http: Limits::default(),
-        }
-    }
-
-    #[test]
-    fn reads_back_every_variable_it_writes_and_no_other() {
-        let env = config().to_env();
-        let (read, asked) = read_from(&env, Config::from_env);
-        assert_eq!(read.expect("reads back").to_env(), env);
-        let written: BTreeSet<String> = env.into_iter().map(|(k, _)| k).collect();
-        assert_eq!(written, Config::vars().into_iter().collect());
-        assert_eq!(asked, written);
-    }
-
-    #[test]
-    fn debug_never_shows_the_database_password() {
-        let shown = format!("{:?}", config());
-        assert!(!shown.contains("s3cr3t-pw"), "{shown}");
-        assert!(shown.contains("[REDACTED]"), "{shown}");
     }
 }

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use access::JwtSettings;
 use service::config::{
-    env_or, kv, var, ConfigError, ExposeSecret, MongoSettings, PostgresSettings, SecretString,
-    Settings, DEVELOPMENT_VAR,
+    env_or, kv, prefixed, var, ConfigError, ExposeSecret, MongoSettings, PostgresSettings,
+    SecretString, Settings, DEVELOPMENT_VAR,
 };
 use service::http::Limits;
 
@@ -94,56 +94,15 @@ impl Config {
     /// Every variable [`Config::from_env`] reads, development mode included
     /// (it decides whether the cursor secret may be left unset).
     pub fn vars() -> Vec<String> {
-        let mut vars: Vec<String> = [LISTEN_ADDR, CURSOR_SECRET, CONSISTENCY_TIMEOUT_MS]
-            .iter()
-            .map(|name| var(PREFIX, name))
-            .collect();
+        let mut vars = prefixed(
+            PREFIX,
+            &[LISTEN_ADDR, CURSOR_SECRET, CONSISTENCY_TIMEOUT_MS],
+        );
         vars.push(DEVELOPMENT_VAR.to_owned());
         vars.extend(MongoSettings::vars(PREFIX));
         vars.extend(PostgresSettings::vars(PREFIX));
         vars.extend(JwtSettings::vars(PREFIX));
         vars.extend(Limits::vars(PREFIX));
         vars
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::collections::BTreeSet;
-
-    use super::*;
-    use service::config::read_from;
-
-    fn config() -> Config {
-        Config {
-            listen_addr: SocketAddr::from(([127, 0, 0, 1], 9083)),
-            mongo: MongoSettings::new("mongodb://reader:m0ng0-pw@mongo:27017/", "views"),
-            postgres: PostgresSettings::new("postgres://taskstream:s3cr3t-pw@db:5432/tasks"),
-            jwt: JwtSettings::new("http://auth:8081/.well-known/jwks.json"),
-            cursor_secret: SecretString::from("a-cursor-secret-of-at-least-32-bytes".to_owned()),
-            consistency_timeout: Duration::from_millis(750),
-            http: Limits::default(),
-        }
-    }
-
-    #[test]
-    fn reads_back_every_variable_it_writes_and_no_other() {
-        let env = config().to_env();
-        let (read, asked) = read_from(&env, Config::from_env);
-        assert_eq!(read.expect("reads back").to_env(), env);
-        let mut written: BTreeSet<String> = env.into_iter().map(|(k, _)| k).collect();
-        // Development mode is off unless set, and a config does not record it.
-        written.insert(DEVELOPMENT_VAR.to_owned());
-        assert_eq!(written, Config::vars().into_iter().collect());
-        assert_eq!(asked, written);
-    }
-
-    #[test]
-    fn debug_never_shows_a_password_or_the_cursor_secret() {
-        let shown = format!("{:?}", config());
-        for secret in ["s3cr3t-pw", "m0ng0-pw", "a-cursor-secret"] {
-            assert!(!shown.contains(secret), "{shown}");
-        }
-        assert!(shown.contains("[REDACTED]"), "{shown}");
     }
 }

@@ -22,6 +22,11 @@ pub fn var(prefix: &str, name: &str) -> String {
     format!("{prefix}_{name}")
 }
 
+/// The variables `names` of the service with `prefix`.
+pub fn prefixed(prefix: &str, names: &[&str]) -> Vec<String> {
+    names.iter().map(|name| var(prefix, name)).collect()
+}
+
 /// `(name, value)` for an environment variable.
 pub fn kv(name: impl Into<String>, value: impl ToString) -> (String, String) {
     (name.into(), value.to_string())
@@ -43,8 +48,9 @@ struct Reading {
 /// variable it asked for, so a config's list of its variables can be
 /// checked against what it really reads.
 pub fn read_from<T>(vars: &[(String, String)], read: impl FnOnce() -> T) -> (T, BTreeSet<String>) {
-    struct Restore;
-    impl Drop for Restore {
+    // Cleared even if `read` panics, so this thread reads the process environment again.
+    struct Clear;
+    impl Drop for Clear {
         fn drop(&mut self) {
             READING.with_borrow_mut(|r| *r = None);
         }
@@ -55,14 +61,10 @@ pub fn read_from<T>(vars: &[(String, String)], read: impl FnOnce() -> T) -> (T, 
             asked: BTreeSet::new(),
         })
     });
-    let restore = Restore;
+    let _clear = Clear;
     let value = read();
-    let asked = READING
-        .with_borrow_mut(|r| r.take())
-        .map(|r| r.asked)
-        .unwrap_or_default();
-    drop(restore);
-    (value, asked)
+    let asked = READING.with_borrow_mut(|r| r.as_mut().map(|r| std::mem::take(&mut r.asked)));
+    (value, asked.unwrap_or_default())
 }
 
 /// The raw value of `var`: from [`read_from`]'s list inside it, else from the process environment.

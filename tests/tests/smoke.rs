@@ -12,6 +12,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
+use service::config::{read_from, ConfigError, ExposeSecret, MongoSettings};
 use tests::process::{free_port, kv, ProcessSystem, Service};
 use tests::{binary, http, servers, unique, Deployment};
 
@@ -321,6 +322,93 @@ fn variables_read() -> BTreeMap<&'static str, BTreeSet<String>> {
         (service, vars.into_iter().collect())
     })
     .collect()
+}
+
+/// `config` written as variables (as the process harness does) and read
+/// back writes the same variables; it reads exactly those it lists, and
+/// writes all of them but development mode (which no config records).
+fn check_round_trip(
+    service: &str,
+    written: Vec<(String, String)>,
+    listed: Vec<String>,
+    read_back: impl FnOnce() -> Result<Vec<(String, String)>, ConfigError>,
+) {
+    let (rewritten, asked) = read_from(&written, read_back);
+    let rewritten =
+        rewritten.unwrap_or_else(|e| panic!("{service} reads back its own variables: {e}"));
+    assert_eq!(rewritten, written, "{service} reads back what it writes");
+    let listed: BTreeSet<String> = listed.into_iter().collect();
+    assert_eq!(
+        asked, listed,
+        "{service} reads exactly the variables it lists"
+    );
+    let unwritten: Vec<&String> = listed
+        .iter()
+        .filter(|var| !written.iter().any(|(name, _)| name == *var))
+        .collect();
+    assert!(
+        unwritten
+            .iter()
+            .all(|var| *var == service::config::DEVELOPMENT_VAR),
+        "{service} does not write {unwritten:?}"
+    );
+}
+
+#[test]
+fn every_config_reads_back_what_it_writes_and_never_prints_a_secret() {
+    let d = Deployment {
+        database_url: "postgres://taskstream:pg-s3cr3t@db:5432/ts".into(),
+        topic_prefix: "t-".into(),
+        mongodb_database: "views".into(),
+        signing_key_path: "/keys/jwt-signing.pem".into(),
+    };
+    let mongo = MongoSettings::new("mongodb://reader:mongo-s3cr3t@mongo:27017/", "views");
+    let jwks = "http://auth:8081/.well-known/jwks.json";
+
+    let auth = d.auth_config();
+    check_round_trip("auth", auth.to_env(), auth::Config::vars(), || {
+        auth::Config::from_env().map(|c| c.to_env())
+    });
+    let command = d.command_api_config(jwks);
+    check_round_trip(
+        "command-api",
+        command.to_env(),
+        command_api::Config::vars(),
+        || command_api::Config::from_env().map(|c| c.to_env()),
+    );
+    let query = query_api::Config {
+        mongo: mongo.clone(),
+        ..d.query_api_config(jwks)
+    };
+    check_round_trip(
+        "query-api",
+        query.to_env(),
+        query_api::Config::vars(),
+        || query_api::Config::from_env().map(|c| c.to_env()),
+    );
+    let projector = projector::Config {
+        mongo,
+        ..d.projector_config()
+    };
+    check_round_trip(
+        "projector",
+        projector.to_env(),
+        projector::Config::vars(),
+        || projector::Config::from_env().map(|c| c.to_env()),
+    );
+
+    let cursor_secret = query.cursor_secret.expose_secret().to_owned();
+    for shown in [
+        format!("{auth:?}"),
+        format!("{command:?}"),
+        format!("{query:?}"),
+        format!("{projector:?}"),
+    ] {
+        for secret in ["pg-s3cr3t", "mongo-s3cr3t", &cursor_secret] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("[REDACTED]"), "{shown}");
+    }
 }
 
 fn repository_file(path: &str) -> String {

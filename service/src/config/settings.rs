@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{env_or, kv, var, ConfigError};
+use super::{env_or, kv, prefixed, var, ConfigError};
 use crate::http::Limits;
 
 /// Settings read from `{PREFIX}_*` environment variables: every service
@@ -163,16 +163,16 @@ impl Limits {
 
 impl Settings for Limits {
     fn vars(prefix: &str) -> Vec<String> {
-        [
-            Self::HEADER_READ_TIMEOUT_MS,
-            Self::BODY_READ_TIMEOUT_MS,
-            Self::IDLE_TIMEOUT_MS,
-            Self::MAX_CONNECTIONS,
-            Self::MAX_CONNECTIONS_PER_IP,
-        ]
-        .iter()
-        .map(|name| var(prefix, name))
-        .collect()
+        prefixed(
+            prefix,
+            &[
+                Self::HEADER_READ_TIMEOUT_MS,
+                Self::BODY_READ_TIMEOUT_MS,
+                Self::IDLE_TIMEOUT_MS,
+                Self::MAX_CONNECTIONS,
+                Self::MAX_CONNECTIONS_PER_IP,
+            ],
+        )
     }
 
     fn from_env(prefix: &str) -> Result<Self, ConfigError> {
