@@ -1,7 +1,9 @@
 //! Smoke test of the whole installation: the four real binaries start
 //! against the real Postgres, Kafka and MongoDB-wire servers, report ready,
 //! stop cleanly on SIGTERM; a message produced to the event topic is read
-//! back by a consumer; bad configuration fails start-up fast and says why.
+//! back by a consumer; bad configuration fails start-up fast and says why;
+//! every variable a service reads round-trips through its config, is in
+//! README.md's table, and is the only kind compose sets.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
