@@ -3,7 +3,8 @@
 //! Verifying auth's access tokens locally ([`verify`]: the [`TokenVerifier`]
 //! and the [`AuthUser`]/[`AdminUser`] extractors), the public keys they are
 //! checked against ([`jwks`]), and the account directory that makes a
-//! deactivation or a role change apply at once ([`accounts`]).
+//! deactivation or a role change apply at once ([`accounts`]); which tokens
+//! an API accepts, from its environment ([`settings`]).
 //!
 //! **API boundary.** auth issues tokens with its own private key and only
 //! publishes [`jwks::Jwks`]; this crate never signs anything and holds no
@@ -12,8 +13,10 @@
 
 pub mod accounts;
 pub mod jwks;
+pub mod settings;
 pub mod verify;
 
+pub use settings::JwtSettings;
 pub use verify::{AdminUser, AuthUser, Claims, TokenVerifier};
 
 /// The `iss` auth puts in its tokens unless configured otherwise.

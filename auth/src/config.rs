@@ -3,21 +3,28 @@
 use std::net::SocketAddr;
 use std::num::{NonZeroU32, NonZeroUsize};
 
-use service::config::{env_or, ConfigError};
+use service::config::{
+    env_or, kv, prefixed, var, ConfigError, KafkaSettings, PostgresSettings, Settings,
+};
 use service::http::Limits;
 
 pub use access::{DEFAULT_AUDIENCE, DEFAULT_ISSUER};
+
+/// The prefix of every variable auth reads.
+pub const PREFIX: &str = "AUTH";
+
+/// `AUTH_ADMIN_PASSWORD`: read only by `auth create-admin`, never by the server.
+pub const ADMIN_PASSWORD_VAR: &str = "AUTH_ADMIN_PASSWORD";
 
 #[derive(Debug, Clone)]
 pub struct Config {
     /// `AUTH_LISTEN_ADDR`, default `127.0.0.1:8081`.
     pub listen_addr: SocketAddr,
     /// `AUTH_DATABASE_URL`.
-    pub database_url: String,
-    /// `AUTH_KAFKA_BROKERS`, default `127.0.0.1:9092`.
-    pub kafka_brokers: String,
-    /// `AUTH_KAFKA_TOPIC_PREFIX`, default empty.
-    pub topic_prefix: String,
+    pub postgres: PostgresSettings,
+    /// `AUTH_KAFKA_BROKERS` (default `127.0.0.1:9092`) and
+    /// `AUTH_KAFKA_TOPIC_PREFIX` (default empty).
+    pub kafka: KafkaSettings,
     /// `AUTH_SIGNING_KEY_PATH`: Ed25519 PKCS#8 PEM, default `.dev/jwt-signing.pem`.
     pub signing_key_path: String,
     /// `AUTH_ISSUER`, default `taskstream-auth`.
@@ -39,33 +46,81 @@ pub struct Config {
     pub http: Limits,
 }
 
+// auth's own variables, after `AUTH_`.
+const LISTEN_ADDR: &str = "LISTEN_ADDR";
+const SIGNING_KEY_PATH: &str = "SIGNING_KEY_PATH";
+const ISSUER: &str = "ISSUER";
+const AUDIENCE: &str = "AUDIENCE";
+const RATE_LIMIT_PER_MINUTE: &str = "RATE_LIMIT_PER_MINUTE";
+const RATE_LIMIT_PER_EMAIL_PER_MINUTE: &str = "RATE_LIMIT_PER_EMAIL_PER_MINUTE";
+const RATE_LIMIT_CAPACITY: &str = "RATE_LIMIT_CAPACITY";
+
 pub const DEFAULT_RATE_LIMIT_PER_MINUTE: NonZeroU32 = NonZeroU32::new(30).unwrap();
 pub const DEFAULT_RATE_LIMIT_PER_EMAIL_PER_MINUTE: NonZeroU32 = NonZeroU32::new(10).unwrap();
 pub const DEFAULT_RATE_LIMIT_CAPACITY: NonZeroUsize = NonZeroUsize::new(100_000).unwrap();
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
+        let own = |name| var(PREFIX, name);
         Ok(Config {
-            listen_addr: env_or("AUTH_LISTEN_ADDR", SocketAddr::from(([127, 0, 0, 1], 8081)))?,
-            database_url: env_or(
-                "AUTH_DATABASE_URL",
-                "postgres://taskstream:taskstream@127.0.0.1:55432/taskstream".to_owned(),
-            )?,
-            kafka_brokers: env_or("AUTH_KAFKA_BROKERS", "127.0.0.1:9092".to_owned())?,
-            topic_prefix: env_or("AUTH_KAFKA_TOPIC_PREFIX", String::new())?,
-            signing_key_path: env_or("AUTH_SIGNING_KEY_PATH", ".dev/jwt-signing.pem".to_owned())?,
-            issuer: env_or("AUTH_ISSUER", DEFAULT_ISSUER.to_owned())?,
-            audience: env_or("AUTH_AUDIENCE", DEFAULT_AUDIENCE.to_owned())?,
+            listen_addr: env_or(&own(LISTEN_ADDR), SocketAddr::from(([127, 0, 0, 1], 8081)))?,
+            postgres: PostgresSettings::from_env(PREFIX)?,
+            kafka: KafkaSettings::from_env(PREFIX)?,
+            signing_key_path: env_or(&own(SIGNING_KEY_PATH), ".dev/jwt-signing.pem".to_owned())?,
+            issuer: env_or(&own(ISSUER), DEFAULT_ISSUER.to_owned())?,
+            audience: env_or(&own(AUDIENCE), DEFAULT_AUDIENCE.to_owned())?,
             rate_limit_per_minute: env_or(
-                "AUTH_RATE_LIMIT_PER_MINUTE",
+                &own(RATE_LIMIT_PER_MINUTE),
                 DEFAULT_RATE_LIMIT_PER_MINUTE,
             )?,
             rate_limit_per_email_per_minute: env_or(
-                "AUTH_RATE_LIMIT_PER_EMAIL_PER_MINUTE",
+                &own(RATE_LIMIT_PER_EMAIL_PER_MINUTE),
                 DEFAULT_RATE_LIMIT_PER_EMAIL_PER_MINUTE,
             )?,
-            rate_limit_capacity: env_or("AUTH_RATE_LIMIT_CAPACITY", DEFAULT_RATE_LIMIT_CAPACITY)?,
-            http: Limits::from_env("AUTH")?,
+            rate_limit_capacity: env_or(&own(RATE_LIMIT_CAPACITY), DEFAULT_RATE_LIMIT_CAPACITY)?,
+            http: Limits::from_env(PREFIX)?,
         })
+    }
+
+    /// The variables that configure auth as this config does, secrets in
+    /// the clear (for a child process, never for a log).
+    pub fn to_env(&self) -> Vec<(String, String)> {
+        let own = |name| var(PREFIX, name);
+        let mut env = vec![
+            kv(own(LISTEN_ADDR), self.listen_addr),
+            kv(own(SIGNING_KEY_PATH), &self.signing_key_path),
+            kv(own(ISSUER), &self.issuer),
+            kv(own(AUDIENCE), &self.audience),
+            kv(own(RATE_LIMIT_PER_MINUTE), self.rate_limit_per_minute),
+            kv(
+                own(RATE_LIMIT_PER_EMAIL_PER_MINUTE),
+                self.rate_limit_per_email_per_minute,
+            ),
+            kv(own(RATE_LIMIT_CAPACITY), self.rate_limit_capacity),
+        ];
+        env.extend(self.postgres.to_env(PREFIX));
+        env.extend(self.kafka.to_env(PREFIX));
+        env.extend(self.http.to_env(PREFIX));
+        env
+    }
+
+    /// Every variable [`Config::from_env`] reads.
+    pub fn vars() -> Vec<String> {
+        let mut vars = prefixed(
+            PREFIX,
+            &[
+                LISTEN_ADDR,
+                SIGNING_KEY_PATH,
+                ISSUER,
+                AUDIENCE,
+                RATE_LIMIT_PER_MINUTE,
+                RATE_LIMIT_PER_EMAIL_PER_MINUTE,
+                RATE_LIMIT_CAPACITY,
+            ],
+        );
+        vars.extend(PostgresSettings::vars(PREFIX));
+        vars.extend(KafkaSettings::vars(PREFIX));
+        vars.extend(Limits::vars(PREFIX));
+        vars
     }
 }

@@ -2,6 +2,7 @@ use std::io::BufRead;
 
 use auth::{Application, Config};
 use clap::{Parser, Subcommand};
+use service::config::ExposeSecret;
 
 /// taskstream auth: serves the API, or runs one operator action and exits.
 #[derive(Parser)]
@@ -64,7 +65,7 @@ async fn serve() -> anyhow::Result<()> {
 
 async fn database() -> anyhow::Result<sqlx::PgPool> {
     let config = Config::from_env()?;
-    events::store::connect_and_migrate(&config.database_url, 2)
+    events::store::connect_and_migrate(config.postgres.url.expose_secret(), 2)
         .await
         .map_err(anyhow::Error::msg)
 }
@@ -72,7 +73,7 @@ async fn database() -> anyhow::Result<sqlx::PgPool> {
 /// The new admin's password: `AUTH_ADMIN_PASSWORD`, else one line of stdin
 /// (never a command-line argument, which other local users can read).
 fn admin_password() -> anyhow::Result<String> {
-    if let Ok(password) = std::env::var("AUTH_ADMIN_PASSWORD") {
+    if let Ok(password) = std::env::var(auth::config::ADMIN_PASSWORD_VAR) {
         return Ok(password);
     }
     let mut line = String::new();

@@ -8,6 +8,7 @@ use events::kafka;
 use events::relay::{OutboxRelay, RelayConfig};
 use events::topics::Topics;
 use futures::FutureExt;
+use service::config::ExposeSecret;
 use service::health::Readiness;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -49,18 +50,18 @@ impl Application {
     /// Connects to Postgres (and migrates), prepares Kafka, binds the port.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let keys = SigningKeys::from_pem_file(&config.signing_key_path)?;
-        let pool = events::store::connect_and_migrate(&config.database_url, 10)
+        let pool = events::store::connect_and_migrate(config.postgres.url.expose_secret(), 10)
             .await
             .map_err(anyhow::Error::msg)?;
         let filled = crate::users::backfill_skeletons(&pool).await?;
         if filled > 0 {
             tracing::info!(accounts = filled, "email skeletons filled in");
         }
-        let topics = Topics::with_prefix(config.topic_prefix.clone());
-        kafka::ensure_topics(&config.kafka_brokers, &topics)
+        let topics = Topics::with_prefix(config.kafka.topic_prefix.clone());
+        kafka::ensure_topics(&config.kafka.brokers, &topics)
             .await
-            .map_err(|e| anyhow::anyhow!("kafka at {}: {e}", config.kafka_brokers))?;
-        let producer = kafka::producer(&config.kafka_brokers)?;
+            .map_err(|e| anyhow::anyhow!("kafka at {}: {e}", config.kafka.brokers))?;
+        let producer = kafka::producer(&config.kafka.brokers)?;
         let relay = OutboxRelay::new(pool.clone(), producer, topics, RelayConfig::default());
         let verifier = TokenVerifier::from_jwks(&keys.jwks(), &config.issuer, &config.audience)?
             .with_max_lifetime(ACCESS_TOKEN_TTL.to_std()?);

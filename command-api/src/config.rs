@@ -1,35 +1,40 @@
 //! Configuration, from `COMMAND_API_*` environment variables.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 
-use service::config::{env_or, ConfigError};
+use access::JwtSettings;
+use service::config::{
+    env_or, kv, prefixed, var, ConfigError, KafkaSettings, PostgresSettings, Settings,
+};
 use service::http::Limits;
 use service::rate_limit::Quota;
 
 use crate::write_limit;
+
+/// The prefix of every variable command-api reads.
+pub const PREFIX: &str = "COMMAND_API";
 
 #[derive(Debug, Clone)]
 pub struct Config {
     /// `COMMAND_API_LISTEN_ADDR`, default `127.0.0.1:8082`.
     pub listen_addr: SocketAddr,
     /// `COMMAND_API_DATABASE_URL`.
-    pub database_url: String,
-    /// `COMMAND_API_KAFKA_BROKERS`, default `127.0.0.1:9092`.
-    pub kafka_brokers: String,
-    /// `COMMAND_API_KAFKA_TOPIC_PREFIX`, default empty.
-    pub topic_prefix: String,
-    /// `COMMAND_API_JWKS_URL`, default `http://127.0.0.1:8081/.well-known/jwks.json`.
-    pub jwks_url: String,
-    /// `COMMAND_API_JWT_ISSUER`, default `taskstream-auth`.
-    pub jwt_issuer: String,
-    /// `COMMAND_API_JWT_AUDIENCE`, default `taskstream`.
-    pub jwt_audience: String,
+    pub postgres: PostgresSettings,
+    /// `COMMAND_API_KAFKA_BROKERS` (default `127.0.0.1:9092`) and
+    /// `COMMAND_API_KAFKA_TOPIC_PREFIX` (default empty).
+    pub kafka: KafkaSettings,
+    /// `COMMAND_API_JWKS_URL` (default
+    /// `http://127.0.0.1:8081/.well-known/jwks.json`),
+    /// `COMMAND_API_JWT_ISSUER` (default `taskstream-auth`) and
+    /// `COMMAND_API_JWT_AUDIENCE` (default `taskstream`).
+    pub jwt: JwtSettings,
     /// `COMMAND_API_WRITES_PER_MINUTE` (default 600) and
     /// `COMMAND_API_WRITE_BURST` (default 100): each user's write budget.
     pub write_quota: Quota,
     /// `COMMAND_API_MAX_LIVE_TASKS` (default 10,000): live tasks per user;
     /// a create beyond it is a 409.
-    pub max_live_tasks: std::num::NonZeroU32,
+    pub max_live_tasks: NonZeroU32,
     /// `COMMAND_API_HTTP_*`: connection and body timeouts, connection cap.
     pub http: Limits,
 }
@@ -38,43 +43,62 @@ pub struct Config {
 /// team's integration keeps open, far below what fills a disk.
 pub const DEFAULT_MAX_LIVE_TASKS: u32 = 10_000;
 
+// command-api's own variables, after `COMMAND_API_`.
+const LISTEN_ADDR: &str = "LISTEN_ADDR";
+const WRITES_PER_MINUTE: &str = "WRITES_PER_MINUTE";
+const WRITE_BURST: &str = "WRITE_BURST";
+const MAX_LIVE_TASKS: &str = "MAX_LIVE_TASKS";
+
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
+        let own = |name| var(PREFIX, name);
         Ok(Config {
-            listen_addr: env_or(
-                "COMMAND_API_LISTEN_ADDR",
-                SocketAddr::from(([127, 0, 0, 1], 8082)),
-            )?,
-            database_url: env_or(
-                "COMMAND_API_DATABASE_URL",
-                "postgres://taskstream:taskstream@127.0.0.1:55432/taskstream".to_owned(),
-            )?,
-            kafka_brokers: env_or("COMMAND_API_KAFKA_BROKERS", "127.0.0.1:9092".to_owned())?,
-            topic_prefix: env_or("COMMAND_API_KAFKA_TOPIC_PREFIX", String::new())?,
-            jwks_url: env_or(
-                "COMMAND_API_JWKS_URL",
-                "http://127.0.0.1:8081/.well-known/jwks.json".to_owned(),
-            )?,
-            jwt_issuer: env_or("COMMAND_API_JWT_ISSUER", access::DEFAULT_ISSUER.to_owned())?,
-            jwt_audience: env_or(
-                "COMMAND_API_JWT_AUDIENCE",
-                access::DEFAULT_AUDIENCE.to_owned(),
-            )?,
+            listen_addr: env_or(&own(LISTEN_ADDR), SocketAddr::from(([127, 0, 0, 1], 8082)))?,
+            postgres: PostgresSettings::from_env(PREFIX)?,
+            kafka: KafkaSettings::from_env(PREFIX)?,
+            jwt: JwtSettings::from_env(PREFIX)?,
             write_quota: Quota {
                 per_minute: env_or(
-                    "COMMAND_API_WRITES_PER_MINUTE",
+                    &own(WRITES_PER_MINUTE),
                     write_limit::default_quota().per_minute,
                 )?,
-                burst: env_or(
-                    "COMMAND_API_WRITE_BURST",
-                    write_limit::default_quota().burst,
-                )?,
+                burst: env_or(&own(WRITE_BURST), write_limit::default_quota().burst)?,
             },
             max_live_tasks: env_or(
-                "COMMAND_API_MAX_LIVE_TASKS",
-                std::num::NonZeroU32::new(DEFAULT_MAX_LIVE_TASKS).expect("non-zero"),
+                &own(MAX_LIVE_TASKS),
+                NonZeroU32::new(DEFAULT_MAX_LIVE_TASKS).expect("non-zero"),
             )?,
-            http: Limits::from_env("COMMAND_API")?,
+            http: Limits::from_env(PREFIX)?,
         })
+    }
+
+    /// The variables that configure command-api as this config does,
+    /// secrets in the clear (for a child process, never for a log).
+    pub fn to_env(&self) -> Vec<(String, String)> {
+        let own = |name| var(PREFIX, name);
+        let mut env = vec![
+            kv(own(LISTEN_ADDR), self.listen_addr),
+            kv(own(WRITES_PER_MINUTE), self.write_quota.per_minute),
+            kv(own(WRITE_BURST), self.write_quota.burst),
+            kv(own(MAX_LIVE_TASKS), self.max_live_tasks),
+        ];
+        env.extend(self.postgres.to_env(PREFIX));
+        env.extend(self.kafka.to_env(PREFIX));
+        env.extend(self.jwt.to_env(PREFIX));
+        env.extend(self.http.to_env(PREFIX));
+        env
+    }
+
+    /// Every variable [`Config::from_env`] reads.
+    pub fn vars() -> Vec<String> {
+        let mut vars = prefixed(
+            PREFIX,
+            &[LISTEN_ADDR, WRITES_PER_MINUTE, WRITE_BURST, MAX_LIVE_TASKS],
+        );
+        vars.extend(PostgresSettings::vars(PREFIX));
+        vars.extend(KafkaSettings::vars(PREFIX));
+        vars.extend(JwtSettings::vars(PREFIX));
+        vars.extend(Limits::vars(PREFIX));
+        vars
     }
 }

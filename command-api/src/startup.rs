@@ -7,6 +7,7 @@ use events::kafka;
 use events::relay::{OutboxRelay, RelayConfig};
 use events::topics::Topics;
 use futures::FutureExt;
+use service::config::ExposeSecret;
 use service::health::Readiness;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -51,14 +52,15 @@ impl Application {
     /// Connects to Postgres (and migrates), prepares Kafka, fetches the
     /// token keys, binds the port. `verifier` overrides the JWKS fetch (tests).
     pub async fn build(config: Config, verifier: Option<TokenVerifier>) -> anyhow::Result<Self> {
-        let pool = events::store::connect_and_migrate(&config.database_url, POOL_SIZE)
+        let pool =
+            events::store::connect_and_migrate(config.postgres.url.expose_secret(), POOL_SIZE)
+                .await
+                .map_err(anyhow::Error::msg)?;
+        let topics = Topics::with_prefix(config.kafka.topic_prefix.clone());
+        kafka::ensure_topics(&config.kafka.brokers, &topics)
             .await
-            .map_err(anyhow::Error::msg)?;
-        let topics = Topics::with_prefix(config.topic_prefix.clone());
-        kafka::ensure_topics(&config.kafka_brokers, &topics)
-            .await
-            .map_err(|e| anyhow::anyhow!("kafka at {}: {e}", config.kafka_brokers))?;
-        let producer = kafka::producer(&config.kafka_brokers)?;
+            .map_err(|e| anyhow::anyhow!("kafka at {}: {e}", config.kafka.brokers))?;
+        let producer = kafka::producer(&config.kafka.brokers)?;
         // The relay gets connections of its own: queued behind a burst of
         // requests in the shared pool, publication would lag behind the load.
         let relay_pool = sqlx::postgres::PgPoolOptions::new()
@@ -70,9 +72,9 @@ impl Application {
             Some(v) => v,
             None => {
                 TokenVerifier::from_jwks_url(
-                    &config.jwks_url,
-                    &config.jwt_issuer,
-                    &config.jwt_audience,
+                    &config.jwt.jwks_url,
+                    &config.jwt.issuer,
+                    &config.jwt.audience,
                 )
                 .await?
             }

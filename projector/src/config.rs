@@ -2,22 +2,26 @@
 
 use std::net::SocketAddr;
 
-use service::config::{env_or, ConfigError};
+use service::config::{
+    env_or, kv, prefixed, var, ConfigError, KafkaSettings, MongoSettings, Settings,
+};
+
+/// The prefix of every variable the projector reads.
+pub const PREFIX: &str = "PROJECTOR";
 
 #[derive(Debug, Clone)]
 pub struct Config {
     /// `PROJECTOR_LISTEN_ADDR` (health and metrics), default `127.0.0.1:8084`.
     pub listen_addr: SocketAddr,
-    /// `PROJECTOR_KAFKA_BROKERS`, default `127.0.0.1:9092`.
-    pub kafka_brokers: String,
-    /// `PROJECTOR_KAFKA_TOPIC_PREFIX`, default empty.
-    pub topic_prefix: String,
+    /// `PROJECTOR_KAFKA_BROKERS` (default `127.0.0.1:9092`) and
+    /// `PROJECTOR_KAFKA_TOPIC_PREFIX` (default empty).
+    pub kafka: KafkaSettings,
     /// `PROJECTOR_GROUP_ID`, default `taskstream-projector`.
     pub group_id: String,
-    /// `PROJECTOR_MONGODB_URL`, default `mongodb://127.0.0.1:27017/?retryWrites=false`.
-    pub mongodb_url: String,
-    /// `PROJECTOR_MONGODB_DATABASE`, default `taskstream`.
-    pub mongodb_database: String,
+    /// `PROJECTOR_MONGODB_URL` (default
+    /// `mongodb://127.0.0.1:27017/?retryWrites=false`) and
+    /// `PROJECTOR_MONGODB_DATABASE` (default `taskstream`).
+    pub mongo: MongoSettings,
     /// `PROJECTOR_BATCH_MAX_MESSAGES`: events applied per MongoDB round trip, default 500.
     pub batch_max_messages: usize,
     /// `PROJECTOR_MONGODB_WRITE_CONCERN`: `journaled` (default: `w: 1,
@@ -28,6 +32,12 @@ pub struct Config {
     /// unless a later event of its stream reveals the gap: durable by default.
     pub mongodb_write_concern: WriteConcernSetting,
 }
+
+// The projector's own variables, after `PROJECTOR_`.
+const LISTEN_ADDR: &str = "LISTEN_ADDR";
+const GROUP_ID: &str = "GROUP_ID";
+const BATCH_MAX_MESSAGES: &str = "BATCH_MAX_MESSAGES";
+const MONGODB_WRITE_CONCERN: &str = "MONGODB_WRITE_CONCERN";
 
 /// How durable a view write is before the projector moves on.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -91,39 +101,73 @@ impl std::str::FromStr for WriteConcernSetting {
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
+        let own = |name| var(PREFIX, name);
         Ok(Config {
-            listen_addr: env_or(
-                "PROJECTOR_LISTEN_ADDR",
-                SocketAddr::from(([127, 0, 0, 1], 8084)),
-            )?,
-            kafka_brokers: env_or("PROJECTOR_KAFKA_BROKERS", "127.0.0.1:9092".to_owned())?,
-            topic_prefix: env_or("PROJECTOR_KAFKA_TOPIC_PREFIX", String::new())?,
-            group_id: env_or("PROJECTOR_GROUP_ID", "taskstream-projector".to_owned())?,
-            mongodb_url: env_or(
-                "PROJECTOR_MONGODB_URL",
-                "mongodb://127.0.0.1:27017/?retryWrites=false".to_owned(),
-            )?,
-            mongodb_database: env_or("PROJECTOR_MONGODB_DATABASE", "taskstream".to_owned())?,
-            batch_max_messages: match env_or("PROJECTOR_BATCH_MAX_MESSAGES", 500usize)? {
+            listen_addr: env_or(&own(LISTEN_ADDR), SocketAddr::from(([127, 0, 0, 1], 8084)))?,
+            kafka: KafkaSettings::from_env(PREFIX)?,
+            group_id: env_or(&own(GROUP_ID), "taskstream-projector".to_owned())?,
+            mongo: MongoSettings::from_env(PREFIX)?,
+            batch_max_messages: match env_or(&own(BATCH_MAX_MESSAGES), 500usize)? {
                 0 => {
                     return Err(ConfigError {
-                        var: "PROJECTOR_BATCH_MAX_MESSAGES".into(),
+                        var: own(BATCH_MAX_MESSAGES),
                         reason: "must be at least 1".into(),
                     })
                 }
                 n => n,
             },
             mongodb_write_concern: env_or(
-                "PROJECTOR_MONGODB_WRITE_CONCERN",
+                &own(MONGODB_WRITE_CONCERN),
                 WriteConcernSetting::default(),
             )?,
         })
+    }
+
+    /// The variables that configure the projector as this config does,
+    /// secrets in the clear (for a child process, never for a log).
+    pub fn to_env(&self) -> Vec<(String, String)> {
+        let own = |name| var(PREFIX, name);
+        let mut env = vec![
+            kv(own(LISTEN_ADDR), self.listen_addr),
+            kv(own(GROUP_ID), &self.group_id),
+            kv(own(BATCH_MAX_MESSAGES), self.batch_max_messages),
+            kv(own(MONGODB_WRITE_CONCERN), self.mongodb_write_concern),
+        ];
+        env.extend(self.kafka.to_env(PREFIX));
+        env.extend(self.mongo.to_env(PREFIX));
+        env
+    }
+
+    /// Every variable [`Config::from_env`] reads.
+    pub fn vars() -> Vec<String> {
+        let mut vars = prefixed(
+            PREFIX,
+            &[
+                LISTEN_ADDR,
+                GROUP_ID,
+                BATCH_MAX_MESSAGES,
+                MONGODB_WRITE_CONCERN,
+            ],
+        );
+        vars.extend(KafkaSettings::vars(PREFIX));
+        vars.extend(MongoSettings::vars(PREFIX));
+        vars
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::WriteConcernSetting;
+    use super::*;
+    use service::config::read_from;
+
+    #[test]
+    fn a_batch_of_zero_names_its_variable() {
+        let (read, _) = read_from(&[kv("PROJECTOR_BATCH_MAX_MESSAGES", 0)], Config::from_env);
+        assert_eq!(
+            read.expect_err("zero").to_string(),
+            "configuration: PROJECTOR_BATCH_MAX_MESSAGES: must be at least 1"
+        );
+    }
 
     #[test]
     fn write_concerns_parse_and_default_to_journaled() {

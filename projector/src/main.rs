@@ -1,5 +1,6 @@
 use clap::{Parser, Subcommand};
 use projector::{Application, Config};
+use service::config::ExposeSecret;
 
 /// taskstream projector: builds the MongoDB views from the Kafka event log.
 /// Settings come from `PROJECTOR_*` environment variables.
@@ -110,10 +111,10 @@ async fn run() -> anyhow::Result<()> {
 fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     use std::io::{IsTerminal, Write};
     let config = Config::from_env()?;
-    let topics = events::topics::Topics::with_prefix(config.topic_prefix.clone());
+    let topics = events::topics::Topics::with_prefix(config.kafka.topic_prefix.clone());
     let Format::Ndjson = args.format;
     let options = projector::replay::ReplayOptions {
-        brokers: config.kafka_brokers.clone(),
+        brokers: config.kafka.brokers.clone(),
         topics: match args.streams {
             Streams::All => vec![topics.task_events(), topics.user_events()],
             Streams::Tasks => vec![topics.task_events()],
@@ -153,15 +154,15 @@ async fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
     use std::io::IsTerminal;
     let config = Config::from_env()?;
     let db = read_model::mongo::connect_with(
-        &config.mongodb_url,
-        &config.mongodb_database,
+        config.mongo.url.expose_secret(),
+        &config.mongo.database,
         Some(config.mongodb_write_concern.write_concern()),
     )
     .await
     .map_err(anyhow::Error::msg)?;
     let options = projector::rebuild::RebuildOptions {
-        brokers: config.kafka_brokers.clone(),
-        topics: events::topics::Topics::with_prefix(config.topic_prefix.clone()),
+        brokers: config.kafka.brokers.clone(),
+        topics: events::topics::Topics::with_prefix(config.kafka.topic_prefix.clone()),
         target: args.target,
         dry_run: args.dry_run,
         progress: !args.quiet && std::io::stderr().is_terminal(),

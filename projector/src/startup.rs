@@ -13,6 +13,7 @@ use events::kafka;
 use events::topics::Topics;
 use futures::FutureExt;
 use mongodb::Database;
+use service::config::ExposeSecret;
 use service::health::Readiness;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -32,8 +33,8 @@ impl Application {
     /// Kafka topics, joins the consumer group, binds the port.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let db = read_model::mongo::connect_with(
-            &config.mongodb_url,
-            &config.mongodb_database,
+            config.mongo.url.expose_secret(),
+            &config.mongo.database,
             Some(config.mongodb_write_concern.write_concern()),
         )
         .await
@@ -42,13 +43,13 @@ impl Application {
         read_model::views::ensure_indexes(&db)
             .await
             .map_err(|e| anyhow::anyhow!("mongodb: cannot create the view indexes: {e}"))?;
-        let topics = Topics::with_prefix(config.topic_prefix.clone());
-        kafka::ensure_topics(&config.kafka_brokers, &topics)
+        let topics = Topics::with_prefix(config.kafka.topic_prefix.clone());
+        kafka::ensure_topics(&config.kafka.brokers, &topics)
             .await
-            .map_err(|e| anyhow::anyhow!("kafka at {}: {e}", config.kafka_brokers))?;
-        let consumer = crate::consumer::consumer(&config.kafka_brokers, &config.group_id)?;
+            .map_err(|e| anyhow::anyhow!("kafka at {}: {e}", config.kafka.brokers))?;
+        let consumer = crate::consumer::consumer(&config.kafka.brokers, &config.group_id)?;
         let lag = consumer.context().lag();
-        let producer = kafka::producer(&config.kafka_brokers)?;
+        let producer = kafka::producer(&config.kafka.brokers)?;
         let projector = Projector::new(
             consumer,
             producer,
@@ -60,14 +61,14 @@ impl Application {
                     != crate::config::WriteConcernSetting::Acknowledged,
                 ..BatchSettings::default()
             },
-            &config.kafka_brokers,
+            &config.kafka.brokers,
         )?;
         let listener = service::http::bind(config.listen_addr).await?;
         let router = service::http::finish(
             Router::new()
                 .merge(service::health::routes(readiness(
                     &db,
-                    &config.kafka_brokers,
+                    &config.kafka.brokers,
                 )))
                 .layer(axum::middleware::from_fn_with_state(lag, with_lag)),
         );

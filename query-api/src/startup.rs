@@ -7,6 +7,7 @@ use axum::extract::FromRef;
 use axum::Router;
 use futures::FutureExt;
 use mongodb::Database;
+use service::config::ExposeSecret;
 use service::health::Readiness;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -46,24 +47,25 @@ pub struct Application {
 impl Application {
     /// `verifier` overrides the JWKS fetch (tests).
     pub async fn build(config: Config, verifier: Option<TokenVerifier>) -> anyhow::Result<Self> {
-        if config.cursor_secret.is_empty() {
+        if config.cursor_secret.expose_secret().is_empty() {
             anyhow::bail!("configuration: QUERY_API_CURSOR_SECRET: must not be empty");
         }
-        let cursor_key = CursorKey::new(&config.cursor_secret)
+        let cursor_key = CursorKey::new(config.cursor_secret.expose_secret())
             .map_err(|e| anyhow::anyhow!("configuration: QUERY_API_CURSOR_SECRET: {e}"))?;
-        let db = read_model::mongo::connect(&config.mongodb_url, &config.mongodb_database)
-            .await
-            .map_err(anyhow::Error::msg)?;
-        let pool = events::store::connect_and_migrate(&config.database_url, 10)
+        let db =
+            read_model::mongo::connect(config.mongo.url.expose_secret(), &config.mongo.database)
+                .await
+                .map_err(anyhow::Error::msg)?;
+        let pool = events::store::connect_and_migrate(config.postgres.url.expose_secret(), 10)
             .await
             .map_err(anyhow::Error::msg)?;
         let verifier = match verifier {
             Some(v) => v,
             None => {
                 TokenVerifier::from_jwks_url(
-                    &config.jwks_url,
-                    &config.jwt_issuer,
-                    &config.jwt_audience,
+                    &config.jwt.jwks_url,
+                    &config.jwt.issuer,
+                    &config.jwt.audience,
                 )
                 .await?
             }

@@ -228,7 +228,8 @@ impl Drop for IpSlot {
     }
 }
 
-/// Connection and request limits every service applies at its edge.
+/// Connection and request limits every service applies at its edge, read
+/// from `{PREFIX}_HTTP_*` (see `config::Settings`).
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// The whole request head must arrive within this (`*_HTTP_HEADER_READ_TIMEOUT_MS`).
@@ -258,54 +259,6 @@ impl Default for Limits {
             max_connections: 1024,
             max_connections_per_ip: 128,
         }
-    }
-}
-
-impl Limits {
-    /// Reads `{prefix}_HTTP_*`, each defaulting to [`Limits::default`].
-    pub fn from_env(prefix: &str) -> Result<Self, crate::config::ConfigError> {
-        use crate::config::env_or;
-        let d = Limits::default();
-        let ms = |name: &str, default: Duration| -> Result<Duration, crate::config::ConfigError> {
-            let var = format!("{prefix}_HTTP_{name}");
-            let v: u64 = env_or(&var, default.as_millis() as u64)?;
-            if v == 0 {
-                return Err(crate::config::ConfigError {
-                    var,
-                    reason: "must be at least 1 millisecond".into(),
-                });
-            }
-            Ok(Duration::from_millis(v))
-        };
-        let count = |name: &str, default: usize| -> Result<usize, crate::config::ConfigError> {
-            let var = format!("{prefix}_HTTP_{name}");
-            match env_or(&var, default)? {
-                0 => Err(crate::config::ConfigError {
-                    var,
-                    reason: "must be at least 1".into(),
-                }),
-                n => Ok(n),
-            }
-        };
-        let limits = Limits {
-            header_read_timeout: ms("HEADER_READ_TIMEOUT_MS", d.header_read_timeout)?,
-            body_read_timeout: ms("BODY_READ_TIMEOUT_MS", d.body_read_timeout)?,
-            idle_timeout: ms("IDLE_TIMEOUT_MS", d.idle_timeout)?,
-            max_connections: count("MAX_CONNECTIONS", d.max_connections)?,
-            max_connections_per_ip: count("MAX_CONNECTIONS_PER_IP", d.max_connections_per_ip)?,
-        };
-        // A stalled body must meet the body timeout (408) before the idle
-        // timeout silently closes its connection.
-        if limits.body_read_timeout >= limits.idle_timeout {
-            return Err(crate::config::ConfigError {
-                var: format!("{prefix}_HTTP_BODY_READ_TIMEOUT_MS"),
-                reason: format!(
-                    "must be below {prefix}_HTTP_IDLE_TIMEOUT_MS ({} ms)",
-                    limits.idle_timeout.as_millis()
-                ),
-            });
-        }
-        Ok(limits)
     }
 }
 

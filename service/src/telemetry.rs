@@ -7,7 +7,8 @@ use tracing_subscriber::EnvFilter;
 /// Installs the global JSON log subscriber (`RUST_LOG` filters, default `info`).
 /// Safe to call more than once (tests): later calls do nothing.
 pub fn init() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_env(crate::config::LOG_FILTER_VAR)
+        .unwrap_or_else(|_| EnvFilter::new("info"));
     let _ = tracing_subscriber::registry()
         .with(filter)
         .with(

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use service::config::{KafkaSettings, MongoSettings, PostgresSettings};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -113,12 +114,29 @@ impl Deployment {
         }
     }
 
+    /// This deployment's database.
+    pub fn postgres(&self) -> PostgresSettings {
+        PostgresSettings::new(self.database_url.clone())
+    }
+
+    /// The test Kafka, with this deployment's topic prefix.
+    pub fn kafka(&self) -> KafkaSettings {
+        KafkaSettings {
+            brokers: servers().kafka_brokers.clone(),
+            topic_prefix: self.topic_prefix.clone(),
+        }
+    }
+
+    /// The test MongoDB-wire server, with this deployment's database.
+    pub fn mongo(&self) -> MongoSettings {
+        MongoSettings::new(servers().mongodb_url.clone(), self.mongodb_database.clone())
+    }
+
     pub fn auth_config(&self) -> auth::Config {
         auth::Config {
             listen_addr: any_port(),
-            database_url: self.database_url.clone(),
-            kafka_brokers: servers().kafka_brokers.clone(),
-            topic_prefix: self.topic_prefix.clone(),
+            postgres: self.postgres(),
+            kafka: self.kafka(),
             signing_key_path: self.signing_key_path.display().to_string(),
             issuer: access::DEFAULT_ISSUER.into(),
             audience: access::DEFAULT_AUDIENCE.into(),
@@ -154,12 +172,9 @@ impl Deployment {
     pub fn command_api_config(&self, jwks_url: &str) -> command_api::Config {
         command_api::Config {
             listen_addr: any_port(),
-            database_url: self.database_url.clone(),
-            kafka_brokers: servers().kafka_brokers.clone(),
-            topic_prefix: self.topic_prefix.clone(),
-            jwks_url: jwks_url.to_owned(),
-            jwt_issuer: access::DEFAULT_ISSUER.into(),
-            jwt_audience: access::DEFAULT_AUDIENCE.into(),
+            postgres: self.postgres(),
+            kafka: self.kafka(),
+            jwt: access::JwtSettings::new(jwks_url),
             // High enough that no test is throttled unless it lowers it.
             write_quota: service::rate_limit::Quota {
                 per_minute: std::num::NonZeroU32::MAX,
@@ -181,13 +196,11 @@ impl Deployment {
     pub fn projector_config(&self) -> projector::Config {
         projector::Config {
             listen_addr: any_port(),
-            kafka_brokers: servers().kafka_brokers.clone(),
-            topic_prefix: self.topic_prefix.clone(),
+            kafka: self.kafka(),
             // One group per deployment, so a restarted projector resumes
             // from the offsets its predecessor committed.
             group_id: format!("projector-{}", self.mongodb_database),
-            mongodb_url: servers().mongodb_url.clone(),
-            mongodb_database: self.mongodb_database.clone(),
+            mongo: self.mongo(),
             batch_max_messages: 500,
             mongodb_write_concern: Default::default(),
         }
@@ -207,13 +220,10 @@ impl Deployment {
     pub fn query_api_config(&self, jwks_url: &str) -> query_api::Config {
         query_api::Config {
             listen_addr: any_port(),
-            mongodb_url: servers().mongodb_url.clone(),
-            mongodb_database: self.mongodb_database.clone(),
-            database_url: self.database_url.clone(),
-            jwks_url: jwks_url.to_owned(),
-            jwt_issuer: access::DEFAULT_ISSUER.into(),
-            jwt_audience: access::DEFAULT_AUDIENCE.into(),
-            cursor_secret: unique("cursor-secret-"),
+            mongo: self.mongo(),
+            postgres: self.postgres(),
+            jwt: access::JwtSettings::new(jwks_url),
+            cursor_secret: unique("cursor-secret-").into(),
             consistency_timeout: Duration::from_secs(2),
             http: test_http_limits(),
         }

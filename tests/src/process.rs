@@ -25,10 +25,7 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
-/// `(name, value)` for an environment variable.
-pub fn kv(k: &str, v: impl ToString) -> (String, String) {
-    (k.to_owned(), v.to_string())
-}
+pub use service::config::kv;
 
 enum NotReady {
     Exited(ExitStatus),
@@ -274,98 +271,23 @@ impl Drop for Service {
 }
 
 /// The environment variables that configure each service as the given
-/// config does, so the in-process `Deployment::*_config` stays the one
-/// source of the test settings.
+/// config does (its `to_env`, the names its `from_env` reads), so the
+/// in-process `Deployment::*_config` stays the one source of the test
+/// settings.
 pub fn auth_env(c: &auth::Config) -> Vec<(String, String)> {
-    let mut env = vec![
-        kv("AUTH_LISTEN_ADDR", c.listen_addr),
-        kv("AUTH_DATABASE_URL", &c.database_url),
-        kv("AUTH_KAFKA_BROKERS", &c.kafka_brokers),
-        kv("AUTH_KAFKA_TOPIC_PREFIX", &c.topic_prefix),
-        kv("AUTH_SIGNING_KEY_PATH", &c.signing_key_path),
-        kv("AUTH_ISSUER", &c.issuer),
-        kv("AUTH_AUDIENCE", &c.audience),
-        kv("AUTH_RATE_LIMIT_PER_MINUTE", c.rate_limit_per_minute),
-        kv(
-            "AUTH_RATE_LIMIT_PER_EMAIL_PER_MINUTE",
-            c.rate_limit_per_email_per_minute,
-        ),
-        kv("AUTH_RATE_LIMIT_CAPACITY", c.rate_limit_capacity),
-    ];
-    env.extend(http_limits_env("AUTH", &c.http));
-    env
+    c.to_env()
 }
 
 pub fn command_api_env(c: &command_api::Config) -> Vec<(String, String)> {
-    let mut env = vec![
-        kv("COMMAND_API_LISTEN_ADDR", c.listen_addr),
-        kv("COMMAND_API_DATABASE_URL", &c.database_url),
-        kv("COMMAND_API_KAFKA_BROKERS", &c.kafka_brokers),
-        kv("COMMAND_API_KAFKA_TOPIC_PREFIX", &c.topic_prefix),
-        kv("COMMAND_API_JWKS_URL", &c.jwks_url),
-        kv("COMMAND_API_JWT_ISSUER", &c.jwt_issuer),
-        kv("COMMAND_API_JWT_AUDIENCE", &c.jwt_audience),
-        kv("COMMAND_API_WRITES_PER_MINUTE", c.write_quota.per_minute),
-        kv("COMMAND_API_WRITE_BURST", c.write_quota.burst),
-        kv("COMMAND_API_MAX_LIVE_TASKS", c.max_live_tasks),
-    ];
-    env.extend(http_limits_env("COMMAND_API", &c.http));
-    env
-}
-
-/// `{prefix}_HTTP_*` as `service::http::Limits::from_env` reads them.
-pub fn http_limits_env(prefix: &str, l: &service::http::Limits) -> Vec<(String, String)> {
-    vec![
-        kv(
-            &format!("{prefix}_HTTP_HEADER_READ_TIMEOUT_MS"),
-            l.header_read_timeout.as_millis(),
-        ),
-        kv(
-            &format!("{prefix}_HTTP_BODY_READ_TIMEOUT_MS"),
-            l.body_read_timeout.as_millis(),
-        ),
-        kv(
-            &format!("{prefix}_HTTP_IDLE_TIMEOUT_MS"),
-            l.idle_timeout.as_millis(),
-        ),
-        kv(&format!("{prefix}_HTTP_MAX_CONNECTIONS"), l.max_connections),
-        kv(
-            &format!("{prefix}_HTTP_MAX_CONNECTIONS_PER_IP"),
-            l.max_connections_per_ip,
-        ),
-    ]
+    c.to_env()
 }
 
 pub fn projector_env(c: &projector::Config) -> Vec<(String, String)> {
-    vec![
-        kv("PROJECTOR_LISTEN_ADDR", c.listen_addr),
-        kv("PROJECTOR_KAFKA_BROKERS", &c.kafka_brokers),
-        kv("PROJECTOR_KAFKA_TOPIC_PREFIX", &c.topic_prefix),
-        kv("PROJECTOR_GROUP_ID", &c.group_id),
-        kv("PROJECTOR_MONGODB_URL", &c.mongodb_url),
-        kv("PROJECTOR_MONGODB_DATABASE", &c.mongodb_database),
-        kv("PROJECTOR_BATCH_MAX_MESSAGES", c.batch_max_messages),
-        kv("PROJECTOR_MONGODB_WRITE_CONCERN", c.mongodb_write_concern),
-    ]
+    c.to_env()
 }
 
 pub fn query_api_env(c: &query_api::Config) -> Vec<(String, String)> {
-    let mut env = vec![
-        kv("QUERY_API_LISTEN_ADDR", c.listen_addr),
-        kv("QUERY_API_MONGODB_URL", &c.mongodb_url),
-        kv("QUERY_API_MONGODB_DATABASE", &c.mongodb_database),
-        kv("QUERY_API_DATABASE_URL", &c.database_url),
-        kv("QUERY_API_JWKS_URL", &c.jwks_url),
-        kv("QUERY_API_JWT_ISSUER", &c.jwt_issuer),
-        kv("QUERY_API_JWT_AUDIENCE", &c.jwt_audience),
-        kv("QUERY_API_CURSOR_SECRET", &c.cursor_secret),
-        kv(
-            "QUERY_API_CONSISTENCY_TIMEOUT_MS",
-            c.consistency_timeout.as_millis(),
-        ),
-    ];
-    env.extend(http_limits_env("QUERY_API", &c.http));
-    env
+    c.to_env()
 }
 
 fn on_port(port: u16) -> std::net::SocketAddr {

@@ -60,11 +60,9 @@ async fn spawn_command_api_alone(dep: &Deployment) -> Running {
 
 /// [`spawn_command_api_alone`] publishing to the Kafka at `brokers`.
 async fn spawn_command_api_alone_at(dep: &Deployment, brokers: &str) -> Running {
-    dep.spawn_command_api_with(command_api::Config {
-        kafka_brokers: brokers.to_owned(),
-        ..dep.command_api_config("http://127.0.0.1:9/unused")
-    })
-    .await
+    let mut config = dep.command_api_config("http://127.0.0.1:9/unused");
+    config.kafka.brokers = brokers.to_owned();
+    dep.spawn_command_api_with(config).await
 }
 
 async fn stop(running: &mut Running) {
@@ -1709,13 +1707,12 @@ async fn kafka_stopped_while_500_commands_are_accepted_then_restarted_every_even
     let cmd = spawn_command_api_alone_at(&dep, &broker.bootstrap()).await;
     // auth on the same broker, with a database of its own (its relay must
     // not compete for this deployment's outbox): for its /readyz below.
-    let auth_app = auth::Application::build(auth::Config {
-        kafka_brokers: broker.bootstrap(),
-        database_url: tests::fresh_database().await,
-        ..dep.auth_config()
-    })
-    .await
-    .expect("auth starts");
+    let mut auth_config = dep.auth_config();
+    auth_config.kafka.brokers = broker.bootstrap();
+    auth_config.postgres = service::config::PostgresSettings::new(tests::fresh_database().await);
+    let auth_app = auth::Application::build(auth_config)
+        .await
+        .expect("auth starts");
     let auth_ready = format!("http://127.0.0.1:{}/readyz", auth_app.port());
     let auth_stop = tokio_util::sync::CancellationToken::new();
     tokio::spawn(auth_app.run_until_stopped(auth_stop.clone()));

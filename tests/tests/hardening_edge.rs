@@ -728,7 +728,7 @@ async fn a_store_that_is_down_is_a_prompt_503_and_service_resumes_after() {
     let mongo = Relay::start(url_addr(&servers().mongodb_url)).await;
     let cmd = dep
         .spawn_command_api_with(command_api::Config {
-            database_url: via(&dep.database_url, pg.addr()),
+            postgres: service::config::PostgresSettings::new(via(&dep.database_url, pg.addr())),
             ..dep.command_api_config("http://127.0.0.1:9/unused")
         })
         .await;
@@ -736,9 +736,12 @@ async fn a_store_that_is_down_is_a_prompt_503_and_service_resumes_after() {
         .spawn_query_api_with(query_api::Config {
             // Direct: the driver must not discover the server's own address
             // and go around the relay.
-            mongodb_url: format!(
-                "{}&directConnection=true",
-                via(&servers().mongodb_url, mongo.addr())
+            mongo: service::config::MongoSettings::new(
+                format!(
+                    "{}&directConnection=true",
+                    via(&servers().mongodb_url, mongo.addr())
+                ),
+                dep.mongodb_database.clone(),
             ),
             ..dep.query_api_config("http://127.0.0.1:9/unused")
         })

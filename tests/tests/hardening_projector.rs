@@ -319,7 +319,10 @@ async fn after_a_rebalance_a_projector_exports_lag_only_for_the_partitions_it_ow
 /// deployment's key (no auth process).
 async fn spawn_command_api_at(d: &tests::Deployment, brokers: &str) -> tests::Running {
     d.spawn_command_api_with(command_api::Config {
-        kafka_brokers: brokers.to_owned(),
+        kafka: service::config::KafkaSettings {
+            brokers: brokers.to_owned(),
+            ..d.kafka()
+        },
         ..d.command_api_config("http://127.0.0.1:9/unused-jwks")
     })
     .await
@@ -371,7 +374,10 @@ async fn after_a_kafka_outage_new_writes_are_visible_within_ten_seconds() {
     let command = spawn_command_api_at(&d, &broker.bootstrap()).await;
     let _projector = d
         .spawn_projector_with(projector::Config {
-            kafka_brokers: broker.bootstrap(),
+            kafka: service::config::KafkaSettings {
+                brokers: broker.bootstrap(),
+                ..d.kafka()
+            },
             ..d.projector_config()
         })
         .await;
@@ -527,7 +533,7 @@ async fn a_view_behind_its_stream_is_repaired_from_the_log_at_the_next_event() {
 /// query-api in this process, reading the views at `mongodb_url`.
 async fn spawn_query_api_at(d: &tests::Deployment, mongodb_url: &str) -> tests::Running {
     d.spawn_query_api_with(query_api::Config {
-        mongodb_url: mongodb_url.to_owned(),
+        mongo: service::config::MongoSettings::new(mongodb_url, d.mongodb_database.clone()),
         ..d.query_api_config("http://127.0.0.1:9/unused-jwks")
     })
     .await
@@ -547,7 +553,7 @@ async fn view_writes_survive_a_sigkill_of_the_store_right_after_they_were_acknow
     let command = spawn_command_api_at(&d, &servers().kafka_brokers).await;
     let _projector = d
         .spawn_projector_with(projector::Config {
-            mongodb_url: store.url(),
+            mongo: service::config::MongoSettings::new(store.url(), d.mongodb_database.clone()),
             ..d.projector_config()
         })
         .await;
@@ -596,7 +602,7 @@ async fn under_load_repeated_store_sigkills_leave_every_view_equal_to_its_stream
     let command = spawn_command_api_at(&d, &servers().kafka_brokers).await;
     let _projector = d
         .spawn_projector_with(projector::Config {
-            mongodb_url: store.url(),
+            mongo: service::config::MongoSettings::new(store.url(), d.mongodb_database.clone()),
             ..d.projector_config()
         })
         .await;

@@ -1,8 +1,11 @@
 //! Smoke test of the whole installation: the four real binaries start
 //! against the real Postgres, Kafka and MongoDB-wire servers, report ready,
 //! stop cleanly on SIGTERM; a message produced to the event topic is read
-//! back by a consumer; bad configuration fails start-up fast and says why.
+//! back by a consumer; bad configuration fails start-up fast and says why;
+//! every variable a service reads round-trips through its config, is in
+//! README.md's table, and is the only kind compose sets.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -11,6 +14,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
+use service::config::{read_from, ConfigError, ExposeSecret, MongoSettings};
 use tests::process::{free_port, kv, ProcessSystem, Service};
 use tests::{binary, http, servers, unique, Deployment};
 
@@ -301,16 +305,201 @@ async fn bad_configuration_fails_start_up_naming_the_cause() {
     );
 }
 
+/// Every environment variable each service binary reads, from its
+/// config's own list (checked in each crate against what `from_env` asks
+/// for), the operator command's password and the log filter.
+fn variables_read() -> BTreeMap<&'static str, BTreeSet<String>> {
+    let log = service::config::LOG_FILTER_VAR.to_owned();
+    let mut auth = auth::Config::vars();
+    auth.push(auth::config::ADMIN_PASSWORD_VAR.to_owned());
+    [
+        ("auth", auth),
+        ("command-api", command_api::Config::vars()),
+        ("query-api", query_api::Config::vars()),
+        ("projector", projector::Config::vars()),
+    ]
+    .into_iter()
+    .map(|(service, mut vars)| {
+        vars.push(log.clone());
+        (service, vars.into_iter().collect())
+    })
+    .collect()
+}
+
+/// `config` written as variables (as the process harness does) and read
+/// back writes the same variables; it reads exactly those it lists, and
+/// writes all of them but development mode (which no config records).
+fn check_round_trip(
+    service: &str,
+    written: Vec<(String, String)>,
+    listed: Vec<String>,
+    read_back: impl FnOnce() -> Result<Vec<(String, String)>, ConfigError>,
+) {
+    let (rewritten, asked) = read_from(&written, read_back);
+    let rewritten =
+        rewritten.unwrap_or_else(|e| panic!("{service} reads back its own variables: {e}"));
+    assert_eq!(rewritten, written, "{service} reads back what it writes");
+    let listed: BTreeSet<String> = listed.into_iter().collect();
+    assert_eq!(
+        asked, listed,
+        "{service} reads exactly the variables it lists"
+    );
+    let unwritten: Vec<&String> = listed
+        .iter()
+        .filter(|var| !written.iter().any(|(name, _)| name == *var))
+        .collect();
+    assert!(
+        unwritten
+            .iter()
+            .all(|var| *var == service::config::DEVELOPMENT_VAR),
+        "{service} does not write {unwritten:?}"
+    );
+}
+
+#[test]
+fn every_config_reads_back_what_it_writes_and_never_prints_a_secret() {
+    let d = Deployment {
+        database_url: "postgres://taskstream:pg-s3cr3t@db:5432/ts".into(),
+        topic_prefix: "t-".into(),
+        mongodb_database: "views".into(),
+        signing_key_path: "/keys/jwt-signing.pem".into(),
+    };
+    let mongo = MongoSettings::new("mongodb://reader:mongo-s3cr3t@mongo:27017/", "views");
+    let jwks = "http://auth:8081/.well-known/jwks.json";
+
+    let auth = d.auth_config();
+    check_round_trip("auth", auth.to_env(), auth::Config::vars(), || {
+        auth::Config::from_env().map(|c| c.to_env())
+    });
+    let command = d.command_api_config(jwks);
+    check_round_trip(
+        "command-api",
+        command.to_env(),
+        command_api::Config::vars(),
+        || command_api::Config::from_env().map(|c| c.to_env()),
+    );
+    let query = query_api::Config {
+        mongo: mongo.clone(),
+        ..d.query_api_config(jwks)
+    };
+    check_round_trip(
+        "query-api",
+        query.to_env(),
+        query_api::Config::vars(),
+        || query_api::Config::from_env().map(|c| c.to_env()),
+    );
+    let projector = projector::Config {
+        mongo,
+        ..d.projector_config()
+    };
+    check_round_trip(
+        "projector",
+        projector.to_env(),
+        projector::Config::vars(),
+        || projector::Config::from_env().map(|c| c.to_env()),
+    );
+
+    let cursor_secret = query.cursor_secret.expose_secret().to_owned();
+    for shown in [
+        format!("{auth:?}"),
+        format!("{command:?}"),
+        format!("{query:?}"),
+        format!("{projector:?}"),
+    ] {
+        for secret in ["pg-s3cr3t", "mongo-s3cr3t", &cursor_secret] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("[REDACTED]"), "{shown}");
+    }
+}
+
+fn repository_file(path: &str) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(path);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The names in code spans of the table rows of README.md's configuration
+/// section.
+fn readme_configuration_variables(readme: &str) -> BTreeSet<String> {
+    let start = readme
+        .find("\n## Configuration\n")
+        .expect("README.md has a configuration section");
+    let section = &readme[start + 1..];
+    let section = section[1..]
+        .find("\n## ")
+        .map_or(section, |end| &section[..end + 1]);
+    section
+        .lines()
+        .filter(|line| line.starts_with('|'))
+        .flat_map(|line| line.split('`').skip(1).step_by(2))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn readme_lists_every_variable_the_services_read() {
+    let listed = readme_configuration_variables(&repository_file("README.md"));
+    let missing: Vec<String> = variables_read()
+        .into_values()
+        .flatten()
+        .filter(|var| !listed.contains(var))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "README.md's configuration table lacks {missing:?}"
+    );
+}
+
+/// The variable names set under `environment:` of each entry under
+/// `services:` (map form `NAME: value` or list form `- NAME=value`).
+fn compose_environment(compose: &str) -> BTreeMap<String, Vec<String>> {
+    let mut found: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let (mut in_services, mut service, mut in_environment) = (false, None::<String>, false);
+    for line in compose.lines() {
+        let item = line.trim();
+        if item.is_empty() || item.starts_with('#') {
+            continue;
+        }
+        match line.len() - line.trim_start().len() {
+            0 => {
+                in_services = item == "services:";
+                service = None;
+                in_environment = false;
+            }
+            2 if in_services => {
+                service = item.strip_suffix(':').map(str::to_owned);
+                in_environment = false;
+            }
+            4 => in_environment = item == "environment:",
+            _ if in_environment => {
+                let entry = item.trim_start_matches('-').trim_start();
+                let name: String = entry
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                if let Some(service) = &service {
+                    found.entry(service.clone()).or_default().push(name);
+                }
+            }
+            _ => {}
+        }
+    }
+    found
+}
+
 #[test]
 fn compose_sets_only_variables_the_services_read() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let out = Command::new("bash")
-        .arg(root.join("compose/check-env.sh"))
-        .output()
-        .expect("run compose/check-env.sh");
-    assert!(
-        out.status.success(),
-        "compose/docker-compose.yml sets variables no service reads:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let compose = compose_environment(&repository_file("compose/docker-compose.yml"));
+    for (service, read) in variables_read() {
+        let set = compose
+            .get(service)
+            .unwrap_or_else(|| panic!("compose/docker-compose.yml configures no {service}"));
+        let unread: Vec<&String> = set.iter().filter(|var| !read.contains(*var)).collect();
+        assert!(
+            unread.is_empty(),
+            "compose/docker-compose.yml sets {unread:?} for {service}, which reads only {read:?}"
+        );
+    }
 }

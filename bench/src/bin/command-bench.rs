@@ -88,12 +88,12 @@ async fn main() -> anyhow::Result<()> {
     }
     let config = Config {
         listen_addr: ([127, 0, 0, 1], 0).into(),
-        database_url: db_url.clone(),
-        kafka_brokers: args.kafka_brokers.clone(),
-        topic_prefix: prefix.clone(),
-        jwks_url: "http://127.0.0.1:9/unused".into(),
-        jwt_issuer: access::DEFAULT_ISSUER.into(),
-        jwt_audience: access::DEFAULT_AUDIENCE.into(),
+        postgres: service::config::PostgresSettings::new(db_url.clone()),
+        kafka: service::config::KafkaSettings {
+            brokers: args.kafka_brokers.clone(),
+            topic_prefix: prefix.clone(),
+        },
+        jwt: access::JwtSettings::new("http://127.0.0.1:9/unused"),
         // The bench measures the write path itself, not the per-user limit.
         write_quota: service::rate_limit::Quota {
             per_minute: std::num::NonZeroU32::MAX,
