@@ -18,7 +18,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::consumer::{BatchSettings, Lag, Projector};
+use crate::consumer::{BatchSettings, Projector};
+use crate::lag::Lag;
 use rdkafka::consumer::Consumer;
 
 pub struct Application {
@@ -39,7 +40,7 @@ impl Application {
         .await
         .map_err(anyhow::Error::msg)?;
         tracing::info!(write_concern = %config.mongodb_write_concern, "view writes");
-        read_model::views::ensure_indexes(&db)
+        read_model::ensure_indexes(&db)
             .await
             .map_err(|e| anyhow::anyhow!("mongodb: cannot create the view indexes: {e}"))?;
         let topics = Topics::with_prefix(config.topic_prefix.clone());
