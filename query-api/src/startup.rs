@@ -27,7 +27,7 @@ pub struct AppState {
     pub cursor_key: CursorKey,
     /// Bound on a read's wait for its consistency token.
     pub consistency_timeout: Duration,
-    /// Permits for reads waiting on a consistency token (see `tasks`).
+    /// Permits for reads waiting on a consistency token (see `consistency`).
     pub token_waits: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
@@ -82,7 +82,7 @@ impl Application {
             cursor_key,
             consistency_timeout: config.consistency_timeout,
             token_waits: std::sync::Arc::new(tokio::sync::Semaphore::new(
-                crate::tasks::MAX_TOKEN_WAITS,
+                crate::consistency::MAX_TOKEN_WAITS,
             )),
         };
         let router = service::http::finish(routes(state, readiness));
