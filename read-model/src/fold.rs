@@ -81,37 +81,46 @@ fn wrong_stream(expected: StreamType, got: StreamType) -> Poison {
     }
 }
 
-/// The task event `env` carries when it is the next version after `have`;
-/// otherwise `Err` with what applying it amounts to (a duplicate or a gap).
-/// Poison (undecodable, wrong stream) is reported before the version check.
-pub(crate) fn next_task_event<V>(
+/// The event of an `expected` stream that `env` carries ([`task_event`] or
+/// [`user_event`] takes it out of [`Event`]) when it is the next version
+/// after `have`; otherwise `Err` with what applying it amounts to (a
+/// duplicate or a gap). Poison (undecodable, wrong stream) is reported
+/// before the version check.
+pub(crate) fn next_event<E, V>(
     have: u64,
     env: &EventEnvelope,
-) -> Result<Result<TaskEvent, Applied<V>>, Poison> {
-    let event = match decode(env, StreamType::Task)? {
-        Event::Task(e) => e,
-        Event::User(_) => return Err(wrong_stream(StreamType::Task, StreamType::User)),
-    };
+    expected: StreamType,
+    pick: impl FnOnce(Event) -> Option<E>,
+) -> Result<Result<E, Applied<V>>, Poison> {
+    let event = decode(env, expected)?;
+    let got = event.stream_type();
+    let event = pick(event).ok_or_else(|| wrong_stream(expected, got))?;
     Ok(match version_guard(have, env.version) {
         Some(skipped) => Err(skipped),
         None => Ok(event),
     })
 }
 
-/// The user event `env` carries when it is the next version after `have`;
-/// otherwise `Err` with what applying it amounts to, as [`next_task_event`].
-pub(crate) fn next_user_event<V>(
+/// [`next_event`] of a task stream.
+pub(crate) fn next_task_event<V>(
     have: u64,
     env: &EventEnvelope,
-) -> Result<Result<UserEvent, Applied<V>>, Poison> {
-    let event = match decode(env, StreamType::User)? {
-        Event::User(e) => e,
-        Event::Task(_) => return Err(wrong_stream(StreamType::User, StreamType::Task)),
-    };
-    Ok(match version_guard(have, env.version) {
-        Some(skipped) => Err(skipped),
-        None => Ok(event),
-    })
+) -> Result<Result<TaskEvent, Applied<V>>, Poison> {
+    next_event(have, env, StreamType::Task, task_event)
+}
+
+fn task_event(e: Event) -> Option<TaskEvent> {
+    match e {
+        Event::Task(e) => Some(e),
+        Event::User(_) => None,
+    }
+}
+
+pub(crate) fn user_event(e: Event) -> Option<UserEvent> {
+    match e {
+        Event::User(e) => Some(e),
+        Event::Task(_) => None,
+    }
 }
 
 /// `None` when `got` is the next version after `have`, else the duplicate or gap.

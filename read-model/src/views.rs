@@ -34,7 +34,7 @@ use mongodb::options::IndexOptions;
 use mongodb::IndexModel;
 use serde::{Deserialize, Serialize};
 
-use crate::fold::{next_task_event, next_user_event};
+use crate::fold::{next_event, next_task_event, user_event};
 pub use crate::fold::{Applied, Poison, View};
 
 /// Collection of [`TaskView`]s.
@@ -161,7 +161,8 @@ pub fn apply_user(
     view: Option<&UserView>,
     env: &EventEnvelope,
 ) -> Result<Applied<UserView>, Poison> {
-    let event = match next_user_event(view.map(View::version).unwrap_or(0), env)? {
+    let have = view.map(View::version).unwrap_or(0);
+    let event = match next_event(have, env, StreamType::User, user_event)? {
         Ok(event) => event,
         Err(skipped) => return Ok(skipped),
     };
