@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use anyhow::Context;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
@@ -42,7 +43,7 @@ impl Application {
         tracing::info!(write_concern = %config.mongodb_write_concern, "view writes");
         read_model::ensure_indexes(&db)
             .await
-            .map_err(|e| anyhow::anyhow!("mongodb: cannot create the view indexes: {e}"))?;
+            .context("mongodb: cannot create the view indexes")?;
         let topics = Topics::with_prefix(config.topic_prefix.clone());
         kafka::ensure_topics(&config.kafka_brokers, &topics)
             .await

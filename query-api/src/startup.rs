@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use access::TokenVerifier;
+use anyhow::Context;
 use axum::extract::FromRef;
 use axum::Router;
 use futures::FutureExt;
@@ -72,7 +73,7 @@ impl Application {
         // recorded them, not when the caller's token expires.
         let verifier = access::accounts::AccountDirectory::attach(verifier, &pool)
             .await
-            .map_err(|e| anyhow::anyhow!("postgres: cannot read the accounts: {e}"))?;
+            .context("postgres: cannot read the accounts")?;
         let listener = service::http::bind(config.listen_addr).await?;
         let readiness = readiness(&db, &pool);
         let state = AppState {
