@@ -1,5 +1,5 @@
 //! The live loop: Kafka batches → version-guarded MongoDB bulk writes (the
-//! [`crate::writer`]) → offset commits.
+//! `writer`) → offset commits.
 //!
 //! Delivery contract: Kafka gives each event at least once; the views absorb
 //! the repeats, because [`read_model::views::View::apply`] skips every version at or below the

@@ -2,20 +2,20 @@
 //!
 //! The view documents and their pure folds live in the `read-model` crate,
 //! shared with query-api. [`consumer`] is the live loop around them, which
-//! writes through the guarded [`writer`]; [`rebuild`] rebuilds a view beside
+//! writes through the guarded `writer`; [`rebuild`] rebuilds a view beside
 //! the live one and swaps it in, coordinating with the live loop through
-//! [`control`]; both fold with `fold`.
+//! `control`; both fold with `fold`.
 
 pub mod config;
 pub mod consumer;
-pub mod control;
+mod control;
 mod fold;
-pub mod lag;
+mod lag;
 pub mod rebuild;
 pub mod replay;
 pub mod startup;
 pub mod write_errors;
-pub mod writer;
+mod writer;
 
 pub use config::Config;
 pub use startup::Application;

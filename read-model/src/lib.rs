@@ -3,13 +3,13 @@
 //! analytics facts, their indexes and the MongoDB connection.
 //!
 //! **API boundary.** The shape of every view lives here and only here: the
-//! projector folds events with [`fold::View::apply`] and
+//! projector folds events with [`views::View::apply`] and
 //! [`analytics::TaskFacts`], query-api deserialises the same types. This
 //! crate does no Kafka and no HTTP; it depends on no service crate, so the
 //! read-only query-api links neither the broker client nor the projector.
 
 pub mod analytics;
-pub mod fold;
+mod fold;
 pub mod mongo;
 pub mod views;
 
