@@ -126,20 +126,26 @@ pub async fn ensure_named_topics(
     Ok(())
 }
 
+/// Why a [`ping`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PingError {
+    #[error(transparent)]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// The blocking metadata request did not finish (a panic or shutdown).
+    #[error(transparent)]
+    Task(#[from] tokio::task::JoinError),
+}
+
 /// A real round trip to the cluster (metadata request), for readiness checks.
-pub async fn ping(brokers: &str) -> Result<(), String> {
+pub async fn ping(brokers: &str) -> Result<(), PingError> {
     let brokers = brokers.to_owned();
     tokio::task::spawn_blocking(move || {
         use rdkafka::consumer::{BaseConsumer, Consumer};
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &brokers)
-            .create()
-            .map_err(|e| e.to_string())?;
-        consumer
-            .fetch_metadata(None, Duration::from_secs(2))
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+            .create()?;
+        consumer.fetch_metadata(None, Duration::from_secs(2))?;
+        Ok::<_, PingError>(())
     })
-    .await
-    .map_err(|e| e.to_string())?
+    .await?
 }

@@ -235,9 +235,22 @@ pub async fn load_user_events_since<'e>(
     rows.iter().map(envelope_from_row).collect()
 }
 
+/// Why [`connect_and_migrate`] failed; each message names the step and
+/// the driver's cause.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("postgres: cannot connect: {0}")]
+    Connect(sqlx::Error),
+    #[error("postgres: migrations failed: {0}")]
+    Migrate(sqlx::migrate::MigrateError),
+}
+
 /// Connects with a bounded wait and applies the migrations (idempotent,
 /// safe when several services start at once: sqlx takes a lock).
-pub async fn connect_and_migrate(url: &str, max_connections: u32) -> Result<sqlx::PgPool, String> {
+pub async fn connect_and_migrate(
+    url: &str,
+    max_connections: u32,
+) -> Result<sqlx::PgPool, ConnectError> {
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(max_connections)
         // While Postgres is down, a request waits this long for a connection
@@ -245,11 +258,8 @@ pub async fn connect_and_migrate(url: &str, max_connections: u32) -> Result<sqlx
         .acquire_timeout(std::time::Duration::from_secs(2))
         .connect(url)
         .await
-        .map_err(|e| format!("postgres: cannot connect: {e}"))?;
-    MIGRATOR
-        .run(&pool)
-        .await
-        .map_err(|e| format!("postgres: migrations failed: {e}"))?;
+        .map_err(ConnectError::Connect)?;
+    MIGRATOR.run(&pool).await.map_err(ConnectError::Migrate)?;
     Ok(pool)
 }
 
@@ -279,10 +289,6 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
 }
 
 /// A real round trip, for readiness checks.
-pub async fn ping(pool: &sqlx::PgPool) -> Result<(), String> {
-    sqlx::query("SELECT 1")
-        .execute(pool)
-        .await
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+pub async fn ping(pool: &sqlx::PgPool) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT 1").execute(pool).await.map(|_| ())
 }

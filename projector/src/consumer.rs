@@ -1,8 +1,8 @@
-//! The consumer loop: Kafka batches → version-guarded MongoDB bulk writes →
-//! offset commits.
+//! The live loop: Kafka batches → version-guarded MongoDB bulk writes (the
+//! `writer`) → offset commits.
 //!
 //! Delivery contract: Kafka gives each event at least once; the views absorb
-//! the repeats, because [`View::apply`] skips every version at or below the
+//! the repeats, because [`read_model::views::View::apply`] skips every version at or below the
 //! view's. Offsets are committed only after the batch's MongoDB write (and
 //! its dead-letter publications) succeeded, so a crash at any instant
 //! replays from the last commit and converges to the same views.
@@ -28,7 +28,7 @@
 //!
 //! Refused writes: an event whose view the store refuses (a value it cannot
 //! hold, a document over its size limit, a validation failure; see
-//! [`write_errors`]) is dead-lettered the same way, with the store's reason,
+//! [`crate::write_errors`]) is dead-lettered the same way, with the store's reason,
 //! and counted (`projector_refused_writes_total`). The rest of the batch is
 //! applied: the refused stream is written again one event at a time, the
 //! refused event's version is spent without its change (so the stream's
@@ -36,7 +36,6 @@
 //! offsets move on. Only failures that pass (connection, timeout, not
 //! primary, interrupted) retry the batch.
 
-use std::any::Any;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -46,23 +45,16 @@ use bson::doc;
 use events::kafka::envelope_of;
 use events::topics::{Topics, HEADER_DLQ_REASON};
 use events::EventEnvelope;
-use futures::TryStreamExt;
-use mongodb::error::ErrorKind;
-use mongodb::options::ReplaceOneModel;
-use mongodb::{Collection, Database, Namespace};
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
-};
+use mongodb::Database;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::statistics::Statistics;
-use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::write_errors::{self, Failure};
-use read_model::analytics::TaskFacts;
-use read_model::views::{Applied, TaskView, UserView, View};
+use crate::lag::LagReporter;
+use crate::writer::{BatchOutcome, Collections, ViewWriter, WriteError};
 
 /// The collection of the projector's journal barrier: one document,
 /// counting batches (see `Projector::journal_barrier`).
@@ -92,115 +84,6 @@ impl Default for BatchSettings {
             max_wait: Duration::from_millis(20),
             error_backoff: Duration::from_millis(500),
             journal_barrier: true,
-        }
-    }
-}
-
-/// Consumer lag per partition this consumer owns, as of librdkafka's last
-/// statistics. Kept here rather than in the process's metrics recorder,
-/// which cannot forget a series: a partition given up in a rebalance is
-/// removed at once (its lag is another member's to report, and a summed lag
-/// must not count it twice). [`Lag::render`] appends the series to
-/// `/metrics` (see `startup`).
-#[derive(Default)]
-pub struct Lag(std::sync::Mutex<LagState>);
-
-#[derive(Default)]
-struct LagState {
-    owned: HashSet<(String, i32)>,
-    lag: std::collections::BTreeMap<(String, i32), i64>,
-}
-
-impl Lag {
-    fn lock(&self) -> std::sync::MutexGuard<'_, LagState> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn assigned(&self, tpl: &TopicPartitionList) {
-        let mut state = self.lock();
-        for e in tpl.elements() {
-            state.owned.insert((e.topic().to_owned(), e.partition()));
-        }
-    }
-
-    fn revoked(&self, tpl: &TopicPartitionList) {
-        let mut state = self.lock();
-        for e in tpl.elements() {
-            let key = (e.topic().to_owned(), e.partition());
-            state.owned.remove(&key);
-            state.lag.remove(&key);
-        }
-    }
-
-    /// The partitions whose lag is exported now.
-    pub fn partitions(&self) -> Vec<(String, i32)> {
-        self.lock().lag.keys().cloned().collect()
-    }
-
-    /// `projector_consumer_lag{topic, partition}` in the Prometheus text format.
-    pub fn render(&self) -> String {
-        let state = self.lock();
-        if state.lag.is_empty() {
-            return String::new();
-        }
-        let mut out = String::from(
-            "# HELP projector_consumer_lag Messages not yet committed, per partition this projector owns.\n# TYPE projector_consumer_lag gauge\n",
-        );
-        for ((topic, partition), lag) in &state.lag {
-            out.push_str(&format!(
-                "projector_consumer_lag{{topic=\"{topic}\",partition=\"{partition}\"}} {lag}\n"
-            ));
-        }
-        out
-    }
-}
-
-/// The consumer's context: lag from the periodic statistics, ownership from
-/// the rebalance callbacks.
-pub struct LagReporter {
-    lag: Arc<Lag>,
-}
-
-impl LagReporter {
-    /// The lag this consumer reports.
-    pub fn lag(&self) -> Arc<Lag> {
-        Arc::clone(&self.lag)
-    }
-}
-
-impl ClientContext for LagReporter {
-    fn stats(&self, statistics: Statistics) {
-        let mut state = self.lag.lock();
-        for (topic, t) in &statistics.topics {
-            for (partition, p) in &t.partitions {
-                // Partition -1 is librdkafka's internal "unassigned" queue;
-                // partitions not desired belong to another group member.
-                let key = (topic.clone(), *partition);
-                if *partition < 0 || !p.desired || p.hi_offset < 0 || !state.owned.contains(&key) {
-                    continue;
-                }
-                // Nothing committed yet: the group starts from the beginning.
-                let from = if p.committed_offset >= 0 {
-                    p.committed_offset
-                } else {
-                    p.lo_offset.max(0)
-                };
-                state.lag.insert(key, (p.hi_offset - from).max(0));
-            }
-        }
-    }
-}
-
-impl ConsumerContext for LagReporter {
-    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(tpl) = rebalance {
-            self.lag.revoked(tpl);
-        }
-    }
-
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(tpl) = rebalance {
-            self.lag.assigned(tpl);
         }
     }
 }
@@ -240,21 +123,17 @@ pub fn consumer(
         // outage the consumer would notice a returned broker that late.
         .set("reconnect.backoff.ms", "100")
         .set("reconnect.backoff.max.ms", "1000")
-        .create_with_context(LagReporter {
-            lag: Arc::default(),
-        })
+        .create_with_context(LagReporter::default())
 }
 
 #[derive(Debug, thiserror::Error)]
 enum BatchError {
+    #[error(transparent)]
+    Write(#[from] WriteError),
     #[error("mongodb: {0}")]
     Mongo(#[from] mongodb::error::Error),
-    #[error("views kept changing under this projector (another instance?); retrying")]
-    Contended,
     #[error("kafka: dead-letter publication failed: {0}")]
     DeadLetter(String),
-    #[error("the view store refuses a view it stored before: {0}; retrying")]
-    Stuck(String),
     #[error("the view store restarted since the last durable batch, which may have lost this batch's writes; replaying it")]
     StoreRestarted,
 }
@@ -273,127 +152,6 @@ pub struct Projector {
     /// The view store's process (`hello.topologyVersion.processId`) at the
     /// last journal barrier (see [`Projector::journal_barrier`]).
     store_process: std::sync::Mutex<Option<bson::oid::ObjectId>>,
-}
-
-/// Which collections a batch is folded into; `None` skips that view.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Collections {
-    pub task_views: Option<String>,
-    pub task_facts: Option<String>,
-    pub users: Option<String>,
-}
-
-impl Collections {
-    /// What the live projector maintains.
-    pub fn live() -> Self {
-        Collections {
-            task_views: Some(TaskView::COLLECTION.to_owned()),
-            task_facts: Some(TaskFacts::COLLECTION.to_owned()),
-            users: Some(UserView::COLLECTION.to_owned()),
-        }
-    }
-}
-
-/// Folds decoded events into views with version-guarded bulk writes.
-/// Shared by the live consumer loop and `projector rebuild`.
-#[derive(Clone)]
-pub struct ViewWriter {
-    pub(crate) db: Database,
-    pub(crate) collections: Collections,
-    remembered: Arc<Remembered>,
-}
-
-/// Views remembered per collection at most; when full, that collection's
-/// memory is emptied (bounded, and a miss costs one read).
-pub const VIEWS_REMEMBERED: usize = 50_000;
-
-/// The views this writer last wrote or read, by collection and id, so a
-/// batch folds onto them without reading them back. Only a shortcut: every
-/// write is still guarded by the version it folded onto, and a stream whose
-/// guard fails is read from MongoDB again. So another writer (a second
-/// projector after a rebalance, a rebuild's swap) costs a re-read, never
-/// a wrong view.
-#[derive(Default)]
-struct Remembered(std::sync::Mutex<ByCollection>);
-
-/// Collection name → view id → the view (a `V: View` of that collection).
-type ByCollection = HashMap<String, HashMap<String, Box<dyn Any + Send>>>;
-
-impl Remembered {
-    fn lock(&self) -> std::sync::MutexGuard<'_, ByCollection> {
-        // A panic while holding it leaves entries that are each whole.
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn get<V: View>(&self, collection: &str, id: &str) -> Option<V> {
-        self.lock()
-            .get(collection)?
-            .get(id)?
-            .downcast_ref::<V>()
-            .cloned()
-    }
-
-    fn put<V: View>(&self, collection: &str, views: impl IntoIterator<Item = V>) {
-        let mut all = self.lock();
-        let known = all.entry(collection.to_owned()).or_default();
-        for view in views {
-            if known.len() >= VIEWS_REMEMBERED {
-                known.clear();
-            }
-            known.insert(view.id().to_owned(), Box::new(view));
-        }
-    }
-
-    fn forget_all(&self) {
-        self.lock().clear();
-    }
-
-    fn forget(&self, collection: &str, ids: impl IntoIterator<Item = String>) {
-        if let Some(known) = self.lock().get_mut(collection) {
-            for id in ids {
-                known.remove(&id);
-            }
-        }
-    }
-}
-
-/// What one stream's events did in a batch.
-#[derive(Default)]
-pub(crate) struct StreamOutcome {
-    pub(crate) applied: u64,
-    pub(crate) duplicates: u64,
-    pub(crate) gaps: u64,
-    pub(crate) poison: Vec<(usize, String)>,
-    /// Events whose view the store refused (see [`write_errors`]), with the
-    /// reason: dead-lettered like poison.
-    pub(crate) refused: Vec<(usize, String)>,
-    /// Where the stream stopped at a gap: the gap event's batch index and
-    /// the first missing version.
-    pub(crate) gap: Option<(usize, u64)>,
-}
-
-/// What a batch did, for metrics.
-#[derive(Default)]
-struct BatchOutcome {
-    applied: u64,
-    duplicates: u64,
-    gaps: u64,
-    dead_lettered: u64,
-    refused: u64,
-    /// Each gap: the gap event's batch index and the first missing version.
-    gaps_at: Vec<(usize, u64)>,
-    /// Streams whose gap was filled from the log, and the events it took.
-    repaired_streams: u64,
-    repaired_events: u64,
-}
-
-impl BatchOutcome {
-    fn add(&mut self, s: &StreamOutcome) {
-        self.applied += s.applied;
-        self.duplicates += s.duplicates;
-        self.gaps += s.gaps;
-        self.gaps_at.extend(s.gap);
-    }
 }
 
 impl Projector {
@@ -441,10 +199,8 @@ impl Projector {
                 }
                 continue;
             }
-            if let Err(e) =
-                crate::rebuild::honour_pause(&self.writer.db, &self.writer.collections, &shutdown)
-                    .await
-            {
+            let writes = self.writer.collections.names();
+            if let Err(e) = crate::control::honour_pause(&self.writer.db, writes, &shutdown).await {
                 tracing::warn!(error = %e, "cannot read the rebuild control documents; carrying on");
             }
             metrics::histogram!("projector_batch_size").record(batch.len() as f64);
@@ -452,12 +208,12 @@ impl Projector {
                 match self.handle(&batch).await {
                     Ok(outcome) => break Some(outcome),
                     Err(e) => {
+                        metrics::counter!("projector_errors_total").increment(1);
                         // What this batch wrote may be gone (a store that
                         // restarted loses what it had not journaled): fold
                         // the retry onto what the store holds, not onto the
                         // views remembered from the failed attempt.
                         self.writer.forget_all();
-                        metrics::counter!("projector_errors_total").increment(1);
                         tracing::warn!(error = %e, messages = batch.len(), "batch failed; retrying");
                         tokio::select! {
                             _ = shutdown.cancelled() => break None,
@@ -805,394 +561,6 @@ impl Projector {
     }
 }
 
-impl ViewWriter {
-    pub fn new(db: Database, collections: Collections) -> Self {
-        ViewWriter {
-            db,
-            collections,
-            remembered: Arc::default(),
-        }
-    }
-
-    /// Forgets every remembered view: the next batch reads them from the store.
-    pub(crate) fn forget_all(&self) {
-        self.remembered.forget_all();
-    }
-
-    /// Folds a batch of task and user events (each with its index in the
-    /// batch) into every configured view. Returns the counts and the events
-    /// that can never apply (with their batch index and reason).
-    async fn apply(
-        &self,
-        tasks: Vec<(usize, EventEnvelope)>,
-        users: Vec<(usize, EventEnvelope)>,
-    ) -> Result<(BatchOutcome, Vec<(usize, String)>), BatchError> {
-        let mut outcome = BatchOutcome::default();
-        let mut poison = Vec::new();
-        // An event whose view any collection refused is dead-lettered once.
-        let mut refused: Vec<(usize, String)> = Vec::new();
-        // Poison is decided by the event alone, so the task view and the
-        // facts agree on it: take it (and the counts) from the view the
-        // projector serves first, and only the writes from the facts.
-        match (&self.collections.task_views, &self.collections.task_facts) {
-            (Some(views), facts) => {
-                if let Some(facts) = facts {
-                    for s in self.project::<TaskFacts>(facts, tasks.clone()).await? {
-                        refused.extend(s.refused);
-                        // The facts may lag the view (a write lost in one
-                        // collection only): their gaps are repaired too.
-                        outcome.gaps_at.extend(s.gap);
-                    }
-                }
-                for s in self.project::<TaskView>(views, tasks).await? {
-                    outcome.add(&s);
-                    poison.extend(s.poison);
-                    refused.extend(s.refused);
-                }
-            }
-            (None, Some(facts)) => {
-                for s in self.project::<TaskFacts>(facts, tasks).await? {
-                    outcome.add(&s);
-                    poison.extend(s.poison);
-                    refused.extend(s.refused);
-                }
-            }
-            (None, None) => {}
-        }
-        if let Some(users_collection) = &self.collections.users {
-            for s in self.project::<UserView>(users_collection, users).await? {
-                outcome.add(&s);
-                poison.extend(s.poison);
-                refused.extend(s.refused);
-            }
-        }
-        refused.sort_by_key(|(i, _)| *i);
-        refused.dedup_by_key(|(i, _)| *i);
-        refused.retain(|(i, _)| !poison.iter().any(|(p, _)| p == i));
-        outcome.refused = refused.len() as u64;
-        poison.extend(refused);
-        Ok((outcome, poison))
-    }
-
-    /// Folds each stream's events into its view and writes the changed
-    /// views in one bulk round trip, each guarded by the version it was
-    /// folded onto. The starting views come from memory ([`Remembered`]),
-    /// or are taken to be absent for a stream whose events start at its
-    /// first version, or are read. A guard that fails (another writer moved
-    /// the view, or a redelivered stream did exist) re-reads and re-folds
-    /// just those streams.
-    async fn project<V: View>(
-        &self,
-        collection: &str,
-        events: Vec<(usize, EventEnvelope)>,
-    ) -> Result<Vec<StreamOutcome>, BatchError> {
-        let mut pending: HashMap<Uuid, Vec<(usize, EventEnvelope)>> = HashMap::new();
-        for (i, env) in events {
-            pending.entry(env.stream_id).or_default().push((i, env));
-        }
-        for stream in pending.values_mut() {
-            // Offset order within a partition is version order already;
-            // sorting also repairs re-deliveries that landed in one batch.
-            stream.sort_by_key(|(_, env)| env.version);
-        }
-        let collection = self.db.collection::<V>(collection);
-        let namespace = collection.namespace();
-        let mut done = Vec::new();
-        // Streams whose guard failed: their views are read, not recalled.
-        let mut read_again: HashSet<Uuid> = HashSet::new();
-        // Streams whose view the store refused: written one event at a
-        // time, so that only the event it refuses is set aside.
-        let mut careful: HashSet<Uuid> = HashSet::new();
-        const ATTEMPTS: usize = 5;
-        for _ in 0..ATTEMPTS {
-            if pending.is_empty() {
-                return Ok(done);
-            }
-            let mut current: HashMap<String, V> = HashMap::with_capacity(pending.len());
-            let mut ids = Vec::new();
-            let mut recalled: HashSet<Uuid> = HashSet::new();
-            for (stream_id, stream) in &pending {
-                let id = stream_id.to_string();
-                if !read_again.contains(stream_id) {
-                    if let Some(view) = self.remembered.get::<V>(collection.name(), &id) {
-                        current.insert(id, view);
-                        recalled.insert(*stream_id);
-                        continue;
-                    }
-                    if stream.first().is_some_and(|(_, env)| env.version == 1) {
-                        recalled.insert(*stream_id);
-                        continue;
-                    }
-                }
-                ids.push(id);
-            }
-            if !ids.is_empty() {
-                let mut cursor = collection.find(doc! { "_id": { "$in": &ids } }).await?;
-                let mut read = Vec::with_capacity(ids.len());
-                while let Some(view) = cursor.try_next().await? {
-                    current.insert(view.id().to_owned(), view.clone());
-                    read.push(view);
-                }
-                self.remembered.put(collection.name(), read);
-            }
-            let mut written = Vec::new();
-            let mut writes = Vec::new();
-            let mut outcomes: Vec<(Uuid, StreamOutcome)> = Vec::new();
-            // A gap over a recalled start may only mean that another writer
-            // moved the view: read it and fold again before calling it a gap.
-            let mut stale: Vec<Uuid> = Vec::new();
-            let mut one_by_one: Vec<Uuid> = Vec::new();
-            for (stream_id, stream) in &pending {
-                if careful.contains(stream_id) {
-                    one_by_one.push(*stream_id);
-                    continue;
-                }
-                let start = current.get(&stream_id.to_string());
-                let (view, outcome) = fold(start, stream);
-                if outcome.gaps > 0 && recalled.contains(stream_id) {
-                    stale.push(*stream_id);
-                    continue;
-                }
-                let start_version = start.map(View::version).unwrap_or(0);
-                if let Some(view) = view.filter(|v| v.version() > start_version) {
-                    let Ok(replacement) = bson::to_document(&view) else {
-                        // Not even encodable: find the event that did it.
-                        careful.insert(*stream_id);
-                        continue;
-                    };
-                    written.push((*stream_id, view));
-                    writes.push((
-                        *stream_id,
-                        guarded(&namespace, *stream_id, start_version, replacement),
-                    ));
-                }
-                outcomes.push((*stream_id, outcome));
-            }
-            let report = self.write(&writes).await?;
-            let mut conflicts = report.conflicts;
-            conflicts.extend(stale);
-            let refused: HashSet<Uuid> = report.refused.iter().map(|(id, _)| *id).collect();
-            for (stream_id, why) in &report.refused {
-                tracing::warn!(
-                    collection = collection.name(),
-                    stream_id = %stream_id,
-                    reason = %why,
-                    "the view store refused a view; writing its events one at a time"
-                );
-            }
-            careful.extend(refused.iter().copied());
-            for stream_id in one_by_one {
-                let start = current.get(&stream_id.to_string());
-                let Some(stream) = pending.get(&stream_id) else {
-                    continue;
-                };
-                match self.isolate(&collection, stream_id, start, stream).await? {
-                    Some((view, outcome)) => {
-                        written.extend(view.map(|v| (stream_id, v)));
-                        outcomes.push((stream_id, outcome));
-                    }
-                    None => conflicts.push(stream_id),
-                }
-            }
-            self.remembered
-                .forget(collection.name(), conflicts.iter().map(Uuid::to_string));
-            read_again.extend(conflicts.iter().copied());
-            self.remembered.put(
-                collection.name(),
-                written
-                    .into_iter()
-                    .filter(|(id, _)| !conflicts.contains(id) && !refused.contains(id))
-                    .map(|(_, view)| view),
-            );
-            for (stream_id, outcome) in outcomes {
-                if !conflicts.contains(&stream_id) && !refused.contains(&stream_id) {
-                    pending.remove(&stream_id);
-                    done.push(outcome);
-                }
-            }
-        }
-        if pending.is_empty() {
-            Ok(done)
-        } else {
-            Err(BatchError::Contended)
-        }
-    }
-
-    /// Writes one stream's events one at a time, each guarded by the
-    /// version before it, after the store refused the view they fold into.
-    /// An event whose view is refused is set aside (returned in
-    /// [`StreamOutcome::refused`], to be dead-lettered) and its version is
-    /// spent without its change, so the stream's later events still apply
-    /// and a redelivery of it is a duplicate. A refused creation leaves no
-    /// view; the stream's later events are then poison (not created first).
-    /// `None`: another writer moved the view (read it again).
-    async fn isolate<V: View>(
-        &self,
-        collection: &Collection<V>,
-        stream_id: Uuid,
-        start: Option<&V>,
-        stream: &[(usize, EventEnvelope)],
-    ) -> Result<Option<(Option<V>, StreamOutcome)>, BatchError> {
-        let namespace = collection.namespace();
-        let mut view = start.cloned();
-        let mut outcome = StreamOutcome::default();
-        let mut changed = false;
-        for (i, env) in stream {
-            match V::apply(view.as_ref(), env) {
-                Ok(Applied::Advanced(next)) => {
-                    let guard = view.as_ref().map(View::version).unwrap_or(0);
-                    match self.write_one(&namespace, stream_id, guard, &next).await? {
-                        One::Written => {
-                            view = Some(next);
-                            outcome.applied += 1;
-                            changed = true;
-                        }
-                        One::Moved => return Ok(None),
-                        One::Refused(why) => {
-                            tracing::warn!(
-                                collection = collection.name(),
-                                stream_id = %stream_id,
-                                version = env.version,
-                                event_type = %env.event_type,
-                                reason = %why,
-                                "the view store refused this event's view: dead-lettering it"
-                            );
-                            outcome.refused.push((*i, why));
-                            let Some(before) = view.take() else { continue };
-                            let spent = before.with_version(env.version);
-                            match self.write_one(&namespace, stream_id, guard, &spent).await? {
-                                One::Written => {
-                                    view = Some(spent);
-                                    changed = true;
-                                }
-                                One::Moved => return Ok(None),
-                                One::Refused(why) => return Err(BatchError::Stuck(why)),
-                            }
-                        }
-                    }
-                }
-                Ok(Applied::Duplicate) => outcome.duplicates += 1,
-                Ok(Applied::Gap { expected, got }) => {
-                    outcome.gaps += 1;
-                    outcome.gap = Some((*i, expected));
-                    report_gap::<V>(env, expected, got);
-                    break;
-                }
-                Err(poison) => outcome.poison.push((*i, poison.to_string())),
-            }
-        }
-        Ok(Some((view.filter(|_| changed), outcome)))
-    }
-
-    /// One guarded replacement on its own.
-    async fn write_one<V: View>(
-        &self,
-        namespace: &Namespace,
-        stream_id: Uuid,
-        guard: u64,
-        view: &V,
-    ) -> Result<One, BatchError> {
-        let replacement = match bson::to_document(view) {
-            Ok(r) => r,
-            Err(e) => {
-                return Ok(One::Refused(format!(
-                    "the view cannot be encoded as BSON: {e}"
-                )))
-            }
-        };
-        let model = guarded(namespace, stream_id, guard, replacement);
-        let report = self.write(&[(stream_id, model)]).await?;
-        Ok(if !report.conflicts.is_empty() {
-            One::Moved
-        } else if let Some((_, why)) = report.refused.into_iter().next() {
-            One::Refused(why)
-        } else {
-            One::Written
-        })
-    }
-
-    /// One unordered bulk write. A transient failure (or one not known to
-    /// be about a document) fails the batch, which is retried. Per-document
-    /// failures are reported per stream: a failed guard as a conflict, a
-    /// refused document as refused (the other models were written). A
-    /// refusal of the whole command names no document: the models are
-    /// written again in halves until each refused one stands alone (the
-    /// halves that pass are written; a model written before the refusal
-    /// fails its guard the second time and is read again).
-    async fn write(&self, writes: &[(Uuid, ReplaceOneModel)]) -> Result<WriteReport, BatchError> {
-        let mut report = WriteReport::default();
-        let mut ranges: Vec<std::ops::Range<usize>> = Vec::with_capacity(1);
-        ranges.push(0..writes.len());
-        while let Some(range) = ranges.pop() {
-            let Some(chunk) = writes.get(range.clone()).filter(|c| !c.is_empty()) else {
-                continue;
-            };
-            let models: Vec<mongodb::options::WriteModel> =
-                chunk.iter().map(|(_, m)| m.clone().into()).collect();
-            let e = match self.db.client().bulk_write(models).ordered(false).await {
-                Ok(_) => continue,
-                Err(e) => e,
-            };
-            if let ErrorKind::BulkWrite(bulk) = e.kind.as_ref() {
-                if bulk.write_concern_errors.is_empty()
-                    && !bulk.write_errors.is_empty()
-                    && write_errors::inner(&e).is_none()
-                {
-                    let mut transient = false;
-                    for (i, w) in &bulk.write_errors {
-                        let Some((id, _)) = chunk.get(*i) else {
-                            continue;
-                        };
-                        if w.code == DUPLICATE_KEY {
-                            // The guard `{_id, version: <read>}` matched
-                            // nothing, so the upsert tried to insert an `_id`
-                            // that exists: the view moved.
-                            report.conflicts.push(*id);
-                            continue;
-                        }
-                        let name = w.code_name.as_deref().unwrap_or("");
-                        match write_errors::classify_write_error(w.code, name, &w.message) {
-                            Failure::Refused(why) => report.refused.push((*id, why)),
-                            Failure::Transient | Failure::Other => transient = true,
-                        }
-                    }
-                    if transient {
-                        return Err(e.into());
-                    }
-                    continue;
-                }
-            }
-            match write_errors::classify(&e) {
-                Failure::Refused(why) if chunk.len() == 1 => report.refused.push((chunk[0].0, why)),
-                Failure::Refused(_) => {
-                    let mid = range.start + chunk.len() / 2;
-                    ranges.push(mid..range.end);
-                    ranges.push(range.start..mid);
-                }
-                Failure::Transient => return Err(e.into()),
-                Failure::Other => {
-                    tracing::error!(error = %e, "view write failed for a reason not known to pass; retrying");
-                    return Err(e.into());
-                }
-            }
-        }
-        Ok(report)
-    }
-}
-
-/// The server process behind `db` (MongoDB 4.4+ `hello.topologyVersion`),
-/// which changes when the server restarts; `None` from a server that does
-/// not say.
-async fn store_process(
-    db: &Database,
-) -> Result<Option<bson::oid::ObjectId>, mongodb::error::Error> {
-    let hello = db.run_command(doc! { "hello": 1 }).await?;
-    Ok(hello
-        .get_document("topologyVersion")
-        .ok()
-        .and_then(|t| t.get_object_id("processId").ok()))
-}
-
 /// The versions a stream misses, and where to look for them.
 #[derive(Debug, Clone)]
 struct Missing {
@@ -1248,74 +616,17 @@ fn read_missing(
     Ok(found.into_values().collect())
 }
 
-/// What one bulk write of guarded replacements did, per stream.
-#[derive(Default)]
-struct WriteReport {
-    /// The version guard failed: another writer moved the view.
-    conflicts: Vec<Uuid>,
-    /// The store refuses the view (never retried as it is), with the reason.
-    refused: Vec<(Uuid, String)>,
-}
-
-/// What writing one view on its own did.
-enum One {
-    Written,
-    Moved,
-    Refused(String),
-}
-
-/// The version-guarded upsert of one view.
-fn guarded(
-    namespace: &Namespace,
-    stream_id: Uuid,
-    guard: u64,
-    view: bson::Document,
-) -> ReplaceOneModel {
-    ReplaceOneModel::builder()
-        .namespace(namespace.clone())
-        .filter(doc! { "_id": stream_id.to_string(), "version": guard as i64 })
-        .replacement(view)
-        .upsert(true)
-        .build()
-}
-
-fn report_gap<V: View>(env: &EventEnvelope, expected: u64, got: u64) {
-    tracing::warn!(
-        stream_id = %env.stream_id,
-        stream_type = V::STREAM_TYPE.as_str(),
-        expected,
-        got,
-        "version gap: not applying past it until the missing version arrives"
-    );
-}
-
-const DUPLICATE_KEY: i32 = 11000;
-
-/// Folds one stream's batch (sorted by version) into its view. Stops at the
-/// first gap: nothing after a missing version is applied.
-pub(crate) fn fold<V: View>(
-    start: Option<&V>,
-    stream: &[(usize, EventEnvelope)],
-) -> (Option<V>, StreamOutcome) {
-    let mut view = start.cloned();
-    let mut outcome = StreamOutcome::default();
-    for (i, env) in stream {
-        match V::apply(view.as_ref(), env) {
-            Ok(Applied::Advanced(v)) => {
-                view = Some(v);
-                outcome.applied += 1;
-            }
-            Ok(Applied::Duplicate) => outcome.duplicates += 1,
-            Ok(Applied::Gap { expected, got }) => {
-                outcome.gaps += 1;
-                outcome.gap = Some((*i, expected));
-                report_gap::<V>(env, expected, got);
-                break;
-            }
-            Err(poison) => outcome.poison.push((*i, poison.to_string())),
-        }
-    }
-    (view, outcome)
+/// The server process behind `db` (MongoDB 4.4+ `hello.topologyVersion`),
+/// which changes when the server restarts; `None` from a server that does
+/// not say.
+async fn store_process(
+    db: &Database,
+) -> Result<Option<bson::oid::ObjectId>, mongodb::error::Error> {
+    let hello = db.run_command(doc! { "hello": 1 }).await?;
+    Ok(hello
+        .get_document("topologyVersion")
+        .ok()
+        .and_then(|t| t.get_object_id("processId").ok()))
 }
 
 #[cfg(test)]

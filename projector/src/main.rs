@@ -1,3 +1,4 @@
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use projector::{Application, Config};
 use service::config::ExposeSecret;
@@ -128,7 +129,7 @@ fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     let summary = match &args.output {
         Some(path) => {
             let file = std::fs::File::create(path)
-                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+                .with_context(|| format!("cannot write {}", path.display()))?;
             let mut out = std::io::BufWriter::new(file);
             projector::replay::replay(&options, &mut out)?
         }

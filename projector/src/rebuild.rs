@@ -32,13 +32,14 @@ use bson::{doc, Document};
 use events::kafka::envelope_of;
 use events::topics::Topics;
 use events::{EventEnvelope, StreamType};
-use futures::TryStreamExt;
 use mongodb::error::ErrorKind;
 use mongodb::Database;
 use rdkafka::message::Message;
 use tokio_util::sync::CancellationToken;
 
-use crate::consumer::Collections;
+use crate::control::{heartbeat, pause_live, release, take_lock};
+pub use crate::control::{CONTROL, LOCK_STALE, MAX_PAUSE};
+use crate::fold::{by_stream, fold};
 use crate::replay::{
     detached_consumer, plan, progress_bar, read_ranges, PartitionRange, ReplayFrom,
 };
@@ -46,14 +47,8 @@ use crate::write_errors::{self, Failure};
 use read_model::analytics::TaskFacts;
 use read_model::views::{Applied, TaskView, UserView, View};
 
-/// Collection of control documents shared by rebuilds and the live projector.
-pub const CONTROL: &str = "projector_control";
 /// The rebuild pauses the live projector once it is this close to the end.
 pub const PAUSE_THRESHOLD: i64 = 500;
-/// A live projector waits at most this long for a pause to be lifted.
-pub const MAX_PAUSE: Duration = Duration::from_secs(30);
-/// How long the rebuild waits for the live projector to acknowledge a pause.
-const ACK_WAIT: Duration = Duration::from_secs(3);
 /// Catch-up rounds before the rebuild pauses the live projector regardless.
 const MAX_ROUNDS: u32 = 8;
 
@@ -137,21 +132,17 @@ async fn apply_exclusive<V: View>(
     collection: &str,
     events: Vec<EventEnvelope>,
 ) -> Result<Counts, mongodb::error::Error> {
-    let mut streams: HashMap<uuid::Uuid, Vec<(usize, EventEnvelope)>> = HashMap::new();
-    for (i, env) in events.into_iter().enumerate() {
-        streams.entry(env.stream_id).or_default().push((i, env));
-    }
+    let streams = by_stream(events.into_iter().enumerate());
     let mut counts = Counts::default();
     let mut changed = Vec::new();
     // Each changed stream's view before this batch, in case the store
     // refuses the folded one.
     let mut before: HashMap<uuid::Uuid, Option<V>> = HashMap::new();
     let mut batches: HashMap<uuid::Uuid, Vec<(usize, EventEnvelope)>> = HashMap::new();
-    for (id, mut stream) in streams {
-        stream.sort_by_key(|(_, e)| e.version);
+    for (id, stream) in streams {
         let start = views.get(&id);
         let start_version = start.map(View::version).unwrap_or(0);
-        let (view, outcome) = crate::consumer::fold(start, &stream);
+        let (view, outcome) = fold(start, &stream);
         counts.applied += outcome.applied;
         counts.duplicates += outcome.duplicates;
         counts.gaps += outcome.gaps;
@@ -349,14 +340,6 @@ impl RebuildReport {
     }
 }
 
-fn pause_id(collection: &str) -> String {
-    format!("pause:{collection}")
-}
-
-fn lock_id(collection: &str) -> String {
-    format!("rebuild:{collection}")
-}
-
 /// Rebuilds `options.target` from the first event; see the module docs.
 pub async fn rebuild(
     db: &Database,
@@ -391,7 +374,6 @@ pub async fn rebuild(
         return Ok(report);
     }
 
-    let control = db.collection::<Document>(CONTROL);
     take_lock(db, live).await?;
     let result = build_and_swap(
         db,
@@ -403,91 +385,12 @@ pub async fn rebuild(
         &shutdown,
     )
     .await;
-    // Whatever happened, lift the pause and release the lock.
-    let _ = control.delete_one(doc! { "_id": pause_id(live) }).await;
-    let _ = control.delete_one(doc! { "_id": lock_id(live) }).await;
+    release(db, live).await;
     if result.is_err() || !report.swapped {
         let _ = db.collection::<Document>(&collection).drop().await;
     }
     report.elapsed = started.elapsed();
     result.map(|()| report)
-}
-
-/// A rebuild's lock counts as abandoned once its heartbeat (renewed every
-/// batch) is this old, or at once when its holder was a process on this host
-/// that no longer exists (a killed rebuild restarted on the same machine).
-pub const LOCK_STALE: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// `<host>:<pid>` of this process, recorded in the lock.
-fn holder() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    format!("{}:{}", host.trim(), std::process::id())
-}
-
-/// True when `holder` names a process of this host that has exited.
-fn holder_is_gone(holder: &str) -> bool {
-    let Some((host, pid)) = holder.rsplit_once(':') else {
-        return false;
-    };
-    let mine = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    !host.is_empty()
-        && host == mine.trim()
-        && pid.parse::<u32>().is_ok_and(|p| p != std::process::id())
-        && !std::path::Path::new(&format!("/proc/{pid}")).exists()
-}
-
-/// One rebuild per view at a time. A lock whose holder died (see
-/// [`LOCK_STALE`]) is taken over, and the dead rebuild's pause request, if
-/// any, is lifted.
-async fn take_lock(db: &Database, live: &str) -> anyhow::Result<()> {
-    let control = db.collection::<Document>(CONTROL);
-    let now = bson::DateTime::now();
-    let me = holder();
-    match control
-        .insert_one(doc! { "_id": lock_id(live), "heartbeat_at": now, "holder": &me })
-        .await
-    {
-        Ok(_) => return Ok(()),
-        Err(e) if is_duplicate_key(&e) => {}
-        Err(e) => return Err(e.into()),
-    }
-    let current = control.find_one(doc! { "_id": lock_id(live) }).await?;
-    let abandoned = current.as_ref().is_some_and(|d| {
-        let beat = d
-            .get_datetime("heartbeat_at")
-            .map(|t| t.timestamp_millis())
-            .unwrap_or(0);
-        now.timestamp_millis() - beat > LOCK_STALE.as_millis() as i64
-            || d.get_str("holder").is_ok_and(holder_is_gone)
-    });
-    if !abandoned {
-        anyhow::bail!("another rebuild of {live} is running");
-    }
-    // Take it over only if it is still the abandoned one.
-    let previous = current
-        .and_then(|d| d.get_str("holder").ok().map(str::to_owned))
-        .unwrap_or_default();
-    let taken = control
-        .update_one(
-            doc! { "_id": lock_id(live), "holder": &previous },
-            doc! { "$set": { "heartbeat_at": now, "holder": &me } },
-        )
-        .await?;
-    if taken.matched_count != 1 {
-        anyhow::bail!("another rebuild of {live} is running");
-    }
-    tracing::warn!(previous = %previous, "took over the lock of an abandoned rebuild");
-    control.delete_one(doc! { "_id": pause_id(live) }).await?;
-    Ok(())
-}
-
-fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
-    match e.kind.as_ref() {
-        mongodb::error::ErrorKind::Write(mongodb::error::WriteFailure::WriteError(w)) => {
-            w.code == 11000
-        }
-        _ => e.to_string().contains("E11000") || e.to_string().contains("duplicate key"),
-    }
 }
 
 async fn build_and_swap(
@@ -510,7 +413,6 @@ async fn build_and_swap(
         users: HashMap::new(),
     };
     let bar = progress_bar(report.planned, options.progress, &format!("rebuild {live}"));
-    let control = db.collection::<Document>(CONTROL);
 
     let mut ranges = first;
     let mut paused_at: Option<Instant> = None;
@@ -519,12 +421,7 @@ async fn build_and_swap(
         rounds += 1;
         let counts = run_round(&consumer, &ranges, &mut state, options, &bar, shutdown).await?;
         report.counts.add(counts);
-        control
-            .update_one(
-                doc! { "_id": lock_id(live) },
-                doc! { "$set": { "heartbeat_at": bson::DateTime::now() } },
-            )
-            .await?;
+        heartbeat(db, live).await?;
         if paused_at.is_some() {
             break;
         }
@@ -655,42 +552,10 @@ async fn run_round(
         c.read = read;
         c.undecodable = undecodable;
         counts.add(c);
-        // The heartbeat that tells a later rebuild this one is alive.
-        state
-            .db
-            .collection::<Document>(CONTROL)
-            .update_one(
-                doc! { "_id": lock_id(options.target.live_collection()) },
-                doc! { "$set": { "heartbeat_at": bson::DateTime::now() } },
-            )
-            .await?;
+        heartbeat(&state.db, options.target.live_collection()).await?;
     }
     reader.await??;
     Ok(counts)
-}
-
-/// Asks the live projector to pause and waits (briefly) for its answer.
-async fn pause_live(db: &Database, live: &str) -> anyhow::Result<()> {
-    let control = db.collection::<Document>(CONTROL);
-    control
-        .replace_one(
-            doc! { "_id": pause_id(live) },
-            doc! { "_id": pause_id(live), "requested_at": bson::DateTime::now() },
-        )
-        .upsert(true)
-        .await?;
-    let deadline = Instant::now() + ACK_WAIT;
-    while Instant::now() < deadline {
-        let doc = control.find_one(doc! { "_id": pause_id(live) }).await?;
-        if doc.is_some_and(|d| d.contains_key("acked_at")) {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    // No answer: the live projector is idle (it checks before each batch)
-    // or not running; either way the final round covers what it may write.
-    tracing::info!("live projector did not acknowledge the pause (idle or not running)");
-    Ok(())
 }
 
 /// Drops collections left by interrupted rebuilds of `live`.
@@ -715,51 +580,5 @@ async fn rename_over(db: &Database, built: &str, live: &str) -> anyhow::Result<(
             "dropTarget": true,
         })
         .await?;
-    Ok(())
-}
-
-/// Called by the live projector before each batch: if a rebuild asked it to
-/// pause a collection it writes, acknowledge and wait until the pause is
-/// lifted (at most [`MAX_PAUSE`]).
-pub async fn honour_pause(
-    db: &Database,
-    collections: &Collections,
-    shutdown: &CancellationToken,
-) -> Result<(), mongodb::error::Error> {
-    let ids: Vec<String> = [
-        &collections.task_views,
-        &collections.task_facts,
-        &collections.users,
-    ]
-    .into_iter()
-    .flatten()
-    .map(|c| pause_id(c))
-    .collect();
-    let control = db.collection::<Document>(CONTROL);
-    let filter = doc! { "_id": { "$in": &ids } };
-    let pending: Vec<Document> = control.find(filter.clone()).await?.try_collect().await?;
-    if pending.is_empty() {
-        return Ok(());
-    }
-    let since = Instant::now();
-    control
-        .update_many(
-            filter.clone(),
-            doc! { "$set": { "acked_at": bson::DateTime::now() } },
-        )
-        .await?;
-    tracing::info!("paused for a rebuild's swap");
-    metrics::counter!("projector_rebuild_pauses_total").increment(1);
-    while since.elapsed() < MAX_PAUSE && !shutdown.is_cancelled() {
-        if control.count_documents(filter.clone()).await? == 0 {
-            tracing::info!(
-                paused_ms = since.elapsed().as_millis() as u64,
-                "resumed after a rebuild's swap"
-            );
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tracing::warn!("a rebuild's pause was not lifted within {MAX_PAUSE:?}; resuming");
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use anyhow::Context;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
@@ -19,7 +20,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::consumer::{BatchSettings, Lag, Projector};
+use crate::consumer::{BatchSettings, Projector};
+use crate::lag::Lag;
 use rdkafka::consumer::Consumer;
 
 pub struct Application {
@@ -40,9 +42,9 @@ impl Application {
         .await
         .map_err(anyhow::Error::msg)?;
         tracing::info!(write_concern = %config.mongodb_write_concern, "view writes");
-        read_model::views::ensure_indexes(&db)
+        read_model::ensure_indexes(&db)
             .await
-            .map_err(|e| anyhow::anyhow!("mongodb: cannot create the view indexes: {e}"))?;
+            .context("mongodb: cannot create the view indexes")?;
         let topics = Topics::with_prefix(config.kafka.topic_prefix.clone());
         kafka::ensure_topics(&config.kafka.brokers, &topics)
             .await

@@ -9,21 +9,20 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::Uri;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
 use events::{Priority, TaskStatus};
-use futures::TryStreamExt;
-use mongodb::bson::doc;
-use read_model::analytics::{TaskFacts, TASK_FACTS};
+use read_model::analytics::TaskFacts;
 use serde::Serialize;
 use service::{FieldError, Problem};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::params::invalid;
+use crate::params::{invalid, query_pairs};
 use crate::startup::AppState;
+use crate::store;
 use access::AuthUser;
 
 /// Longest range one request may aggregate.
@@ -53,6 +52,16 @@ pub enum Scope {
     Owner(Uuid),
     /// Every user's (admins only).
     All,
+}
+
+impl Scope {
+    /// The one owner counted, `None` for everyone.
+    pub fn owner(self) -> Option<Uuid> {
+        match self {
+            Scope::Owner(o) => Some(o),
+            Scope::All => None,
+        }
+    }
 }
 
 #[derive(Debug, IntoParams)]
@@ -453,30 +462,6 @@ pub fn throughput(facts: &[TaskFacts], q: &AnalyticsQuery) -> Throughput {
 
 // ----------------------------------------------------------------- handlers
 
-async fn load(state: &AppState, scope: Scope) -> Result<Vec<TaskFacts>, Problem> {
-    let filter = match scope {
-        Scope::Owner(o) => doc! { "owner_id": o.to_string(), "deleted": false },
-        Scope::All => doc! { "deleted": false },
-    };
-    let cursor = state
-        .db
-        .collection::<TaskFacts>(TASK_FACTS)
-        .find(filter)
-        .await
-        .map_err(internal)?;
-    cursor.try_collect().await.map_err(internal)
-}
-
-fn internal(e: mongodb::error::Error) -> Problem {
-    crate::storage_error::mongo("reading the analytics projection failed", &e)
-}
-
-fn pairs(uri: &Uri) -> Result<Vec<(String, String)>, Problem> {
-    Query::<Vec<(String, String)>>::try_from_uri(uri)
-        .map(|Query(p)| p)
-        .map_err(|e| Problem::bad_request(format!("malformed query string: {e}")))
-}
-
 /// Counts by status and priority, created and completed per day, completion rate, overdue.
 #[utoipa::path(
     get,
@@ -500,8 +485,8 @@ pub async fn get_summary(
     uri: Uri,
 ) -> Result<Response, Problem> {
     let now = Utc::now();
-    let q = AnalyticsQuery::parse(&pairs(&uri)?, &user, now, false)?;
-    let facts = load(&state, q.scope).await?;
+    let q = AnalyticsQuery::parse(&query_pairs(&uri)?, &user, now, false)?;
+    let facts = store::analytics::facts(&state.db, q.scope.owner()).await?;
     Ok(axum::Json(summary(&facts, &q, now)).into_response())
 }
 
@@ -527,8 +512,8 @@ pub async fn get_cycle_time(
     State(state): State<AppState>,
     uri: Uri,
 ) -> Result<Response, Problem> {
-    let q = AnalyticsQuery::parse(&pairs(&uri)?, &user, Utc::now(), false)?;
-    let facts = load(&state, q.scope).await?;
+    let q = AnalyticsQuery::parse(&query_pairs(&uri)?, &user, Utc::now(), false)?;
+    let facts = store::analytics::facts(&state.db, q.scope.owner()).await?;
     Ok(axum::Json(cycle_time(&facts, &q)).into_response())
 }
 
@@ -554,8 +539,8 @@ pub async fn get_throughput(
     State(state): State<AppState>,
     uri: Uri,
 ) -> Result<Response, Problem> {
-    let q = AnalyticsQuery::parse(&pairs(&uri)?, &user, Utc::now(), true)?;
-    let facts = load(&state, q.scope).await?;
+    let q = AnalyticsQuery::parse(&query_pairs(&uri)?, &user, Utc::now(), true)?;
+    let facts = store::analytics::facts(&state.db, q.scope.owner()).await?;
     Ok(axum::Json(throughput(&facts, &q)).into_response())
 }
 

@@ -3,11 +3,12 @@
 
 pub mod analytics;
 pub mod config;
+pub mod consistency;
 pub mod cursor;
 pub mod openapi;
 pub mod params;
 pub mod startup;
-mod storage_error;
+mod store;
 pub mod tasks;
 
 pub use config::Config;

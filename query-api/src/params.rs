@@ -1,6 +1,8 @@
 //! The query parameters of `GET /tasks`, parsed (not merely validated):
 //! once a [`ListQuery`] exists, every value in it is meaningful.
 
+use axum::extract::Query;
+use axum::http::Uri;
 use chrono::{DateTime, Utc};
 use events::{Priority, TaskStatus};
 use serde::{Deserialize, Serialize};
@@ -164,6 +166,13 @@ const KNOWN: &[&str] = &[
     "cursor",
     "owner_id",
 ];
+
+/// The query string's name/value pairs, in order (repeats kept).
+pub fn query_pairs(uri: &Uri) -> Result<Vec<(String, String)>, Problem> {
+    Query::<Vec<(String, String)>>::try_from_uri(uri)
+        .map(|Query(p)| p)
+        .map_err(|e| Problem::bad_request(format!("malformed query string: {e}")))
+}
 
 /// A 400 listing each bad parameter.
 pub fn invalid(errors: Vec<FieldError>) -> Problem {

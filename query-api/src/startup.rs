@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use access::TokenVerifier;
+use anyhow::Context;
 use axum::extract::FromRef;
 use axum::Router;
 use futures::FutureExt;
@@ -28,7 +29,7 @@ pub struct AppState {
     pub cursor_key: CursorKey,
     /// Bound on a read's wait for its consistency token.
     pub consistency_timeout: Duration,
-    /// Permits for reads waiting on a consistency token (see `tasks`).
+    /// Permits for reads waiting on a consistency token (see `consistency`).
     pub token_waits: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
@@ -74,7 +75,7 @@ impl Application {
         // recorded them, not when the caller's token expires.
         let verifier = access::accounts::AccountDirectory::attach(verifier, &pool)
             .await
-            .map_err(|e| anyhow::anyhow!("postgres: cannot read the accounts: {e}"))?;
+            .context("postgres: cannot read the accounts")?;
         let listener = service::http::bind(config.listen_addr).await?;
         let readiness = readiness(&db, &pool);
         let state = AppState {
@@ -84,7 +85,7 @@ impl Application {
             cursor_key,
             consistency_timeout: config.consistency_timeout,
             token_waits: std::sync::Arc::new(tokio::sync::Semaphore::new(
-                crate::tasks::MAX_TOKEN_WAITS,
+                crate::consistency::MAX_TOKEN_WAITS,
             )),
         };
         let router = service::http::finish(routes(state, readiness));

@@ -19,7 +19,7 @@ use mongodb::options::IndexOptions;
 use mongodb::{Database, IndexModel};
 use serde::{Deserialize, Serialize};
 
-use crate::views::{next_task_event, Applied, Poison, View};
+use crate::fold::{next_task_event, Applied, Poison, View};
 
 /// Collection of [`TaskFacts`].
 pub const TASK_FACTS: &str = "task_facts";

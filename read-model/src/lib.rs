@@ -9,5 +9,21 @@
 //! read-only query-api links neither the broker client nor the projector.
 
 pub mod analytics;
+mod fold;
 pub mod mongo;
 pub mod views;
+
+use bson::Document;
+use mongodb::Database;
+
+/// Creates the indexes of every view and of the analytics facts if they do
+/// not exist yet (see [`views`] and [`analytics`]); idempotent.
+pub async fn ensure_indexes(db: &Database) -> Result<(), mongodb::error::Error> {
+    db.collection::<Document>(views::TASK_VIEWS)
+        .create_indexes(views::task_indexes())
+        .await?;
+    db.collection::<Document>(views::USER_VIEWS)
+        .create_indexes(views::user_indexes())
+        .await?;
+    analytics::ensure_facts_indexes(db, analytics::TASK_FACTS).await
+}

@@ -6,8 +6,23 @@ use mongodb::bson::doc;
 use mongodb::options::{ClientOptions, WriteConcern};
 use mongodb::{Client, Database};
 
+/// Why [`connect`] failed; each message names the step and the driver's cause.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("mongodb: bad url: {0}")]
+    BadUrl(mongodb::error::Error),
+    #[error("mongodb: {0}")]
+    Client(mongodb::error::Error),
+    /// The server did not answer the first `ping`.
+    #[error("mongodb at {url}: {cause}")]
+    Unreachable {
+        url: String,
+        cause: mongodb::error::Error,
+    },
+}
+
 /// Connects and proves the server answers (a `ping`), with bounded waits.
-pub async fn connect(url: &str, database: &str) -> Result<Database, String> {
+pub async fn connect(url: &str, database: &str) -> Result<Database, ConnectError> {
     connect_with(url, database, None).await
 }
 
@@ -17,28 +32,26 @@ pub async fn connect_with(
     url: &str,
     database: &str,
     write_concern: Option<WriteConcern>,
-) -> Result<Database, String> {
+) -> Result<Database, ConnectError> {
     let mut options = ClientOptions::parse(url)
         .await
-        .map_err(|e| format!("mongodb: bad url: {e}"))?;
+        .map_err(ConnectError::BadUrl)?;
     if write_concern.is_some() {
         options.write_concern = write_concern;
     }
     options.server_selection_timeout = Some(Duration::from_secs(5));
     options.connect_timeout = Some(Duration::from_secs(5));
     options.app_name = Some("taskstream".into());
-    let client = Client::with_options(options).map_err(|e| format!("mongodb: {e}"))?;
+    let client = Client::with_options(options).map_err(ConnectError::Client)?;
     let db = client.database(database);
-    ping(&db)
-        .await
-        .map_err(|e| format!("mongodb at {url}: {e}"))?;
+    ping(&db).await.map_err(|cause| ConnectError::Unreachable {
+        url: url.to_owned(),
+        cause,
+    })?;
     Ok(db)
 }
 
 /// A real round trip, for readiness checks.
-pub async fn ping(db: &Database) -> Result<(), String> {
-    db.run_command(doc! { "ping": 1 })
-        .await
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+pub async fn ping(db: &Database) -> Result<(), mongodb::error::Error> {
+    db.run_command(doc! { "ping": 1 }).await.map(|_| ())
 }

@@ -6,7 +6,7 @@
 //! - `task_views`: one [`TaskView`] per task, `_id` = task id.
 //! - `users`: one [`UserView`] per user, `_id` = user id.
 //!
-//! # Indexes (created at start by [`ensure_indexes`])
+//! # Indexes (created at start by [`crate::ensure_indexes`])
 //!
 //! Every task query is scoped to one owner, so every task index starts with
 //! `owner_id`; each sort order has its own index ending in `_id`, the tie
@@ -29,13 +29,13 @@
 //! task. query-api never serves a flagged task.
 
 use bson::{doc, Document};
-use events::{
-    DecodeError, Event, EventEnvelope, Priority, Role, StreamType, TaskEvent, TaskStatus, UserEvent,
-};
+use events::{Event, EventEnvelope, Priority, Role, StreamType, TaskEvent, TaskStatus, UserEvent};
 use mongodb::options::IndexOptions;
-use mongodb::{Database, IndexModel};
-use serde::de::DeserializeOwned;
+use mongodb::IndexModel;
 use serde::{Deserialize, Serialize};
+
+use crate::fold::{next_event, next_task_event, user_event};
+pub use crate::fold::{Applied, Poison, View};
 
 /// Collection of [`TaskView`]s.
 pub const TASK_VIEWS: &str = "task_views";
@@ -80,56 +80,6 @@ pub struct UserView {
     pub created_at: bson::DateTime,
     pub updated_at: bson::DateTime,
     pub version: i64,
-}
-
-/// What applying one event to a view did.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Applied<V> {
-    /// The event was the next version; here is the new view.
-    Advanced(V),
-    /// The event is at or below the view's version: already applied.
-    Duplicate,
-    /// The event is beyond the next version; applying it would skip
-    /// `expected..got`. The view stays as it is.
-    Gap { expected: u64, got: u64 },
-}
-
-/// An event that can never be applied, whatever arrives later: it goes to
-/// the dead-letter topic.
-#[derive(Debug, thiserror::Error)]
-pub enum Poison {
-    #[error(transparent)]
-    Decode(#[from] DecodeError),
-    #[error("a {got} event on the {expected} stream")]
-    WrongStreamType {
-        expected: &'static str,
-        got: &'static str,
-    },
-    #[error("version 0 is not a valid event version")]
-    VersionZero,
-    #[error("the stream starts with `{0}` instead of its creation event")]
-    NotCreatedFirst(String),
-    #[error("a creation event at version {0}, after the stream already exists")]
-    CreatedAgain(u64),
-    #[error("`{event_type}` is not an event of a {stream} stream, as its envelope says")]
-    Mismatch {
-        event_type: String,
-        stream: &'static str,
-    },
-}
-
-/// A view that events of one stream type fold into.
-pub trait View: Serialize + DeserializeOwned + Clone + Send + Sync + Unpin + 'static {
-    const COLLECTION: &'static str;
-    const STREAM_TYPE: StreamType;
-    /// The stream id, as stored in `_id`.
-    fn id(&self) -> &str;
-    fn version(&self) -> u64;
-    /// The same view at another version, nothing else changed: how an event
-    /// the store refused is passed over (see `consumer`).
-    fn with_version(self, version: u64) -> Self;
-    /// Folds one event into the view (`None`: the stream has no view yet).
-    fn apply(view: Option<&Self>, env: &EventEnvelope) -> Result<Applied<Self>, Poison>;
 }
 
 /// Applies one task event to a task view. Pure: no I/O, no clock.
@@ -212,13 +162,10 @@ pub fn apply_user(
     env: &EventEnvelope,
 ) -> Result<Applied<UserView>, Poison> {
     let have = view.map(View::version).unwrap_or(0);
-    let event = match decode(env, StreamType::User)? {
-        Event::User(e) => e,
-        Event::Task(_) => return Err(wrong_stream(StreamType::User, StreamType::Task)),
+    let event = match next_event(have, env, StreamType::User, user_event)? {
+        Ok(event) => event,
+        Err(skipped) => return Ok(skipped),
     };
-    if let Some(skipped) = version_guard(have, env.version) {
-        return Ok(skipped);
-    }
     let at = bson::DateTime::from_chrono(env.occurred_at);
     let next = match (view, event) {
         (None, UserEvent::Registered(r)) => UserView {
@@ -252,75 +199,6 @@ pub fn apply_user(
         version: env.version as i64,
         ..next
     }))
-}
-
-fn decode(env: &EventEnvelope, expected: StreamType) -> Result<Event, Poison> {
-    if env.stream_type != expected {
-        return Err(wrong_stream(expected, env.stream_type));
-    }
-    let event = env.decode()?;
-    if event.stream_type() != env.stream_type {
-        return Err(Poison::Mismatch {
-            event_type: env.event_type.clone(),
-            stream: env.stream_type.as_str(),
-        });
-    }
-    if env.version == 0 {
-        return Err(Poison::VersionZero);
-    }
-    Ok(event)
-}
-
-fn wrong_stream(expected: StreamType, got: StreamType) -> Poison {
-    Poison::WrongStreamType {
-        expected: expected.as_str(),
-        got: got.as_str(),
-    }
-}
-
-/// The task event `env` carries when it is the next version after `have`;
-/// otherwise `Err` with what applying it amounts to (a duplicate or a gap).
-/// Poison (undecodable, wrong stream) is reported before the version check.
-pub(crate) fn next_task_event<V>(
-    have: u64,
-    env: &EventEnvelope,
-) -> Result<Result<TaskEvent, Applied<V>>, Poison> {
-    let event = match decode(env, StreamType::Task)? {
-        Event::Task(e) => e,
-        Event::User(_) => return Err(wrong_stream(StreamType::Task, StreamType::User)),
-    };
-    Ok(match version_guard(have, env.version) {
-        Some(skipped) => Err(skipped),
-        None => Ok(event),
-    })
-}
-
-/// `None` when `got` is the next version after `have`, else the duplicate or gap.
-fn version_guard<V>(have: u64, got: u64) -> Option<Applied<V>> {
-    match check_version(have, got) {
-        VersionCheck::Next => None,
-        VersionCheck::Duplicate => Some(Applied::Duplicate),
-        VersionCheck::Gap { expected, got } => Some(Applied::Gap { expected, got }),
-    }
-}
-
-enum VersionCheck {
-    Next,
-    Duplicate,
-    Gap { expected: u64, got: u64 },
-}
-
-fn check_version(have: u64, got: u64) -> VersionCheck {
-    if got <= have {
-        VersionCheck::Duplicate
-    } else if got > have + 1 {
-        VersionCheck::Gap {
-            expected: have + 1,
-            got,
-        }
-    } else {
-        VersionCheck::Next
-    }
 }
 
 impl View for TaskView {
@@ -393,18 +271,6 @@ pub fn task_indexes() -> Vec<IndexModel> {
 /// The indexes of the users view.
 pub fn user_indexes() -> Vec<IndexModel> {
     vec![index(doc! { "email": 1 }, "email")]
-}
-
-/// Creates the views' indexes if they do not exist yet.
-pub async fn ensure_indexes(db: &Database) -> Result<(), mongodb::error::Error> {
-    db.collection::<Document>(TASK_VIEWS)
-        .create_indexes(task_indexes())
-        .await?;
-    db.collection::<Document>(USER_VIEWS)
-        .create_indexes(user_indexes())
-        .await?;
-    crate::analytics::ensure_facts_indexes(db, crate::analytics::TASK_FACTS).await?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Router};
 use futures::future::{join_all, BoxFuture};
+use futures::FutureExt;
 use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -30,12 +31,18 @@ impl Readiness {
         Self::default()
     }
 
-    /// Adds a named check; it should make a real round trip (a query, not a port probe).
-    pub fn check<F>(mut self, name: &'static str, f: F) -> Self
+    /// Adds a named check; it should make a real round trip (a query, not a
+    /// port probe). Its error is shown in `/readyz` as its message.
+    pub fn check<F, E>(mut self, name: &'static str, f: F) -> Self
     where
-        F: Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync + 'static,
+        F: Fn() -> BoxFuture<'static, Result<(), E>> + Send + Sync + 'static,
+        E: std::fmt::Display + 'static,
     {
-        self.checks.push((name, Arc::new(f)));
+        let check = move || {
+            let outcome = f();
+            async move { outcome.await.map_err(|e| e.to_string()) }.boxed()
+        };
+        self.checks.push((name, Arc::new(check)));
         self
     }
 

@@ -453,7 +453,7 @@ fn seeded_views(tasks: usize, owned: usize, reader: Uuid) -> anyhow::Result<Vec<
 async fn list_latency(args: &Args) -> anyhow::Result<()> {
     let d = Deployment::fresh().await;
     let db = connect(&d.mongodb_database).await?;
-    read_model::views::ensure_indexes(&db).await?;
+    read_model::ensure_indexes(&db).await?;
     let reader = Uuid::new_v4();
     let views = seeded_views(args.tasks, args.owned.min(args.tasks), reader)?;
     eprintln!(
