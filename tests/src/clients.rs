@@ -209,8 +209,8 @@ impl Call {
     }
 
     /// Replaces the client's bearer token for this request (`None`: anonymous).
-    pub fn token(mut self, token: Option<&str>) -> Self {
-        self.api.token = token.map(str::to_owned);
+    pub fn token(mut self, token: Option<String>) -> Self {
+        self.api.token = token;
         self
     }
 
@@ -324,13 +324,18 @@ impl AuthClient {
         self.api.raw()
     }
 
+    /// `GET path`, anonymous.
+    pub fn get(&self, path: &str) -> Call {
+        self.api.request(Method::GET, path)
+    }
+
     /// `POST path` with a JSON body, anonymous.
     pub fn post(&self, path: &str, body: &Value) -> Call {
         self.api.request(Method::POST, path).json(body)
     }
 
     fn as_caller(&self, method: Method, path: &str, token: &str) -> Call {
-        self.api.request(method, path).token(Some(token))
+        self.api.request(method, path).token(Some(token.to_owned()))
     }
 
     /// `POST /auth/register` with any body.
@@ -350,10 +355,7 @@ impl AuthClient {
     }
 
     pub fn refresh(&self, refresh_token: &str) -> Call {
-        self.post(
-            "/auth/refresh",
-            &json!({ "refresh_token": refresh_token }),
-        )
+        self.post("/auth/refresh", &json!({ "refresh_token": refresh_token }))
     }
 
     pub fn logout(&self, refresh_token: &str) -> Call {
@@ -425,6 +427,20 @@ impl AuthClient {
             .as_str()
             .expect("access_token")
             .to_owned()
+    }
+
+    /// An admin made as the operator makes one (`auth create-admin`) in
+    /// `deployment`, logged in: its id and tokens.
+    pub async fn admin(&self, deployment: &crate::Deployment) -> (Uuid, Tokens) {
+        let email = email("boss-");
+        let id = deployment.create_admin(&email, PASSWORD).await;
+        let tokens = self.tokens(&email).await;
+        let me = self
+            .me(&tokens.access)
+            .await
+            .expect(StatusCode::OK, "admin's me");
+        assert_eq!(me["role"], "admin", "operator-made admin: {me}");
+        (id, tokens)
     }
 
     /// A new account, logged in: its access token.
