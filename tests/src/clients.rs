@@ -97,6 +97,22 @@ impl Reply {
         String::from_utf8_lossy(&self.raw).into_owned()
     }
 
+    /// The body as JSON; panics when it is not JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.raw)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    /// The body as JSON, if it is JSON.
+    pub fn try_json(&self) -> Option<Value> {
+        serde_json::from_slice(&self.raw).ok()
+    }
+
+    /// The status and the JSON body, for tests that look at both.
+    pub fn status_and_body(self) -> (StatusCode, Value) {
+        (self.status, self.body)
+    }
+
     /// The validation problem's pointers.
     pub fn pointers(&self) -> Vec<String> {
         pointers(&self.body)
