@@ -620,6 +620,15 @@ impl QueryClient {
         .await;
     }
 
+    /// Waits until `GET /tasks/{id}` answers 200, or panics after `within`.
+    pub async fn wait_for_task(&self, id: impl std::fmt::Display, within: Duration) {
+        let path = format!("/tasks/{id}");
+        self.eventually("the task to be visible", within, &path, |r| {
+            (r.status == 200).then_some(())
+        })
+        .await
+    }
+
     /// Polls `GET path` until `check` accepts the reply, or panics after
     /// `within` naming `what`.
     pub async fn eventually<T>(
