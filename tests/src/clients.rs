@@ -6,7 +6,7 @@
 //! Every call is a [`Call`]: add headers with its builder methods, then
 //! `.await` it (or [`Call::send`]) for a [`Reply`] whose body is already
 //! read. Tests that send hostile requests (malformed JSON, odd headers, raw
-//! TCP) use [`Api::raw`] and the reqwest client directly.
+//! TCP) use `client.api().raw()`: the reqwest client and the URL builder.
 
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
@@ -186,6 +186,14 @@ impl Api {
         (&self.http, move |path: &str| self.url(path))
     }
 
+    /// The same API as the holder of `token`.
+    pub fn as_user(&self, token: &str) -> Api {
+        Api {
+            token: Some(token.to_owned()),
+            ..self.clone()
+        }
+    }
+
     /// Any request to this API, with its token.
     pub fn request(&self, method: Method, path: &str) -> Call {
         Call {
@@ -330,14 +338,6 @@ impl AuthClient {
 
     pub fn api(&self) -> &Api {
         &self.api
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        self.api.url(path)
-    }
-
-    pub fn raw(&self) -> (&reqwest::Client, impl Fn(&str) -> String + '_) {
-        self.api.raw()
     }
 
     /// `GET path`, anonymous.
@@ -487,21 +487,13 @@ impl CommandClient {
 
     /// The same client as the holder of `token`.
     pub fn as_user(&self, token: &str) -> Self {
-        let mut api = self.api.clone();
-        api.token = Some(token.to_owned());
-        CommandClient { api }
+        CommandClient {
+            api: self.api.as_user(token),
+        }
     }
 
     pub fn api(&self) -> &Api {
         &self.api
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        self.api.url(path)
-    }
-
-    pub fn raw(&self) -> (&reqwest::Client, impl Fn(&str) -> String + '_) {
-        self.api.raw()
     }
 
     /// Any request with this client's token.
@@ -554,21 +546,13 @@ impl QueryClient {
 
     /// The same client as the holder of `token`.
     pub fn as_user(&self, token: &str) -> Self {
-        let mut api = self.api.clone();
-        api.token = Some(token.to_owned());
-        QueryClient { api }
+        QueryClient {
+            api: self.api.as_user(token),
+        }
     }
 
     pub fn api(&self) -> &Api {
         &self.api
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        self.api.url(path)
-    }
-
-    pub fn raw(&self) -> (&reqwest::Client, impl Fn(&str) -> String + '_) {
-        self.api.raw()
     }
 
     /// `GET path` with this client's token.

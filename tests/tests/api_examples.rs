@@ -274,14 +274,8 @@ async fn every_documented_example_answers_its_documented_status() {
     };
     let (task, consistency) = create_task("Review the API reference").await;
     let (old_task, _) = create_task("An old task").await;
-    let query_client = QueryClient::new(&queries, &token);
-    query_client
-        .eventually(
-            "the task in query-api",
-            Duration::from_secs(30),
-            &format!("/tasks/{task}"),
-            |res| (res.status == 200).then_some(()),
-        )
+    QueryClient::new(&queries, &token)
+        .wait_for_task(&task, Duration::from_secs(30))
         .await;
 
     let vars = [

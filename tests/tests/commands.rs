@@ -131,7 +131,7 @@ async fn create_patch_status_delete_with_headers() {
     let r = ctx
         .api
         .patch_task(
-            &id,
+            id,
             &json!({"title": "Write the final report", "priority": "high", "due_at": null}),
         )
         .request_id(&request_id.to_string())
@@ -170,7 +170,7 @@ async fn create_patch_status_delete_with_headers() {
 
     let r = ctx
         .api
-        .set_status(&id, &json!({"status": "in_progress"}))
+        .set_status(id, &json!({"status": "in_progress"}))
         .if_match("\"4\"")
         .send()
         .await;
@@ -179,7 +179,7 @@ async fn create_patch_status_delete_with_headers() {
     assert_eq!(r.etag(), "\"5\"");
     assert_ne!(r.body["updated_at"], r.body["created_at"]);
 
-    let r = ctx.api.delete_task(&id).if_match("\"5\"").send().await;
+    let r = ctx.api.delete_task(id).if_match("\"5\"").send().await;
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{r:?}");
     assert_eq!(r.etag(), "\"6\"");
     assert_eq!(
@@ -203,14 +203,14 @@ async fn a_command_that_changes_nothing_appends_nothing() {
         json!({}),
         json!({"title": " t ", "priority": "low", "tags": ["b", "a"], "due_at": null, "description": ""}),
     ] {
-        let r = ctx.api.patch_task(&id, &body).send().await;
+        let r = ctx.api.patch_task(id, &body).send().await;
         assert_eq!(r.status, StatusCode::OK, "{body}: {r:?}");
         assert_eq!(r.etag(), "\"1\"", "{body}");
         assert_eq!(r.body["version"], 1);
     }
     let r = ctx
         .api
-        .set_status(&id, &json!({"status": "todo"}))
+        .set_status(id, &json!({"status": "todo"}))
         .send()
         .await;
     assert_eq!(r.status, StatusCode::OK, "{r:?}");
@@ -265,13 +265,13 @@ async fn invalid_fields_are_422_with_pointers_and_append_nothing() {
         (json!({"description": long(10_001)}), vec!["/description"]),
     ];
     for (body, pointers) in patch_cases {
-        let r = ctx.api.patch_task(&id, &body).send().await;
+        let r = ctx.api.patch_task(id, &body).send().await;
         assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {r:?}");
         assert_eq!(r.pointers(), pointers, "{body}: {r:?}");
     }
     let r = ctx
         .api
-        .set_status(&id, &json!({"status": "finished"}))
+        .set_status(id, &json!({"status": "finished"}))
         .send()
         .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{r:?}");
@@ -309,7 +309,7 @@ async fn malformed_oversized_and_unknown_bodies_are_refused() {
 
     let r = ctx
         .api
-        .patch_task(&id, &json!({"status": "done"}))
+        .patch_task(id, &json!({"status": "done"}))
         .send()
         .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{r:?}");
@@ -330,7 +330,7 @@ async fn malformed_oversized_and_unknown_bodies_are_refused() {
     for bad in ["3", "\"x\"", "W/\"1\"", "\"1\", \"2\""] {
         let r = ctx
             .api
-            .patch_task(&id, &json!({"title": "u"}))
+            .patch_task(id, &json!({"title": "u"}))
             .if_match(bad)
             .send()
             .await;
@@ -358,7 +358,7 @@ async fn malformed_oversized_and_unknown_bodies_are_refused() {
 async fn illegal_transition_is_409_listing_the_allowed_ones() {
     let ctx = setup().await;
     let (id, _) = ctx.api.created(&json!({"title": "t"})).await;
-    let status = |s: &'static str| ctx.api.set_status(&id, &json!({ "status": s })).send();
+    let status = |s: &'static str| ctx.api.set_status(id, &json!({ "status": s })).send();
     let r = status("done").await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{r:?}");
     assert!(r.problem_type().ends_with("/illegal-transition"), "{r:?}");
@@ -399,12 +399,12 @@ async fn other_users_deleted_and_malformed_tasks_are_404() {
     for token in [stranger, admin] {
         let as_other = ctx.api.as_user(&token);
         let r = as_other
-            .patch_task(&id, &json!({"title": "theirs"}))
+            .patch_task(id, &json!({"title": "theirs"}))
             .send()
             .await;
         assert_eq!(r.status, StatusCode::NOT_FOUND, "{r:?}");
         let r = as_other
-            .patch_task(&id, &json!({"title": "theirs"}))
+            .patch_task(id, &json!({"title": "theirs"}))
             .if_match("\"1\"")
             .send()
             .await;
@@ -414,11 +414,11 @@ async fn other_users_deleted_and_malformed_tasks_are_404() {
             "If-Match must not reveal it: {r:?}"
         );
         let r = as_other
-            .set_status(&id, &json!({"status": "in_progress"}))
+            .set_status(id, &json!({"status": "in_progress"}))
             .send()
             .await;
         assert_eq!(r.status, StatusCode::NOT_FOUND, "{r:?}");
-        let r = as_other.delete_task(&id).send().await;
+        let r = as_other.delete_task(id).send().await;
         assert_eq!(r.status, StatusCode::NOT_FOUND, "{r:?}");
     }
     assert_eq!(ctx.events_of(id).await.len(), 1);
@@ -430,12 +430,12 @@ async fn other_users_deleted_and_malformed_tasks_are_404() {
     ] {
         let r = ctx
             .api
-            .request(Method::PATCH, &path)
+            .request(Method::PATCH, path)
             .json(&json!({"title": "x"}))
             .send()
             .await;
         assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}: {r:?}");
-        let r = ctx.api.request(Method::DELETE, &path).send().await;
+        let r = ctx.api.request(Method::DELETE, path).send().await;
         assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}: {r:?}");
     }
 
@@ -468,20 +468,20 @@ async fn other_users_deleted_and_malformed_tasks_are_404() {
 
     // Deleted: every write is 404 from then on (documented choice).
     assert_eq!(
-        ctx.api.delete_task(&id).send().await.status,
+        ctx.api.delete_task(id).send().await.status,
         StatusCode::NO_CONTENT
     );
-    let r = ctx.api.delete_task(&id).send().await;
+    let r = ctx.api.delete_task(id).send().await;
     assert_eq!(r.status, StatusCode::NOT_FOUND, "{r:?}");
     let r = ctx
         .api
-        .patch_task(&id, &json!({"title": "again"}))
+        .patch_task(id, &json!({"title": "again"}))
         .send()
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND, "{r:?}");
     let r = ctx
         .api
-        .set_status(&id, &json!({"status": "in_progress"}))
+        .set_status(id, &json!({"status": "in_progress"}))
         .send()
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND, "{r:?}");
@@ -494,7 +494,7 @@ async fn other_users_deleted_and_malformed_tasks_are_404() {
 async fn if_match_mismatch_is_412_and_appends_nothing() {
     let ctx = setup().await;
     let (id, _) = ctx.api.created(&json!({"title": "t"})).await;
-    let r = ctx.api.patch_task(&id, &json!({"title": "u"})).send().await;
+    let r = ctx.api.patch_task(id, &json!({"title": "u"})).send().await;
     assert_eq!(r.etag(), "\"2\"");
     for (method, path, body) in [
         (
@@ -525,7 +525,7 @@ async fn if_match_mismatch_is_412_and_appends_nothing() {
     assert_eq!(ctx.events_of(id).await.len(), 2);
     let r = ctx
         .api
-        .patch_task(&id, &json!({"title": "fresh"}))
+        .patch_task(id, &json!({"title": "fresh"}))
         .if_match("\"2\"")
         .send()
         .await;
@@ -539,7 +539,7 @@ async fn concurrent_writers_with_the_same_if_match_exactly_one_wins() {
     let (id, _) = ctx.api.created(&json!({"title": "t"})).await;
     let writers = (0..50).map(|i| {
         ctx.api
-            .patch_task(&id, &json!({ "title": format!("writer {i}") }))
+            .patch_task(id, &json!({ "title": format!("writer {i}") }))
             .if_match("\"1\"")
             .send()
     });
@@ -558,7 +558,7 @@ async fn concurrent_writers_with_the_same_if_match_exactly_one_wins() {
     // Without If-Match every writer applies, one after the other.
     let writers = (0..10).map(|i| {
         ctx.api
-            .patch_task(&id, &json!({ "title": format!("last writer {i}") }))
+            .patch_task(id, &json!({ "title": format!("last writer {i}") }))
             .send()
     });
     let replies = futures::future::join_all(writers).await;
@@ -578,7 +578,7 @@ async fn concurrent_writers_without_if_match_decide_on_the_latest_state() {
         let (id, _) = ctx.api.created(&json!({"title": "t"})).await;
         let r = ctx
             .api
-            .set_status(&id, &json!({"status": "in_progress"}))
+            .set_status(id, &json!({"status": "in_progress"}))
             .send()
             .await;
         assert_eq!(r.status, StatusCode::OK);
@@ -591,7 +591,7 @@ async fn concurrent_writers_without_if_match_decide_on_the_latest_state() {
     let racers = ids.iter().flat_map(|id| {
         (0..30).map(move |i| {
             let to = if i % 2 == 0 { "done" } else { "cancelled" };
-            ctx.api.set_status(&id, &json!({ "status": to })).send()
+            ctx.api.set_status(id, &json!({ "status": to })).send()
         })
     });
     let replies = futures::future::join_all(racers).await;

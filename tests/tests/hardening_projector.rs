@@ -193,12 +193,7 @@ async fn an_event_the_view_store_refuses_is_dead_lettered_and_other_writes_still
     }
     for (token, id) in &written {
         QueryClient::new(&sys.query.base, token)
-            .eventually(
-                "another user's task to appear in its view",
-                Duration::from_secs(30),
-                &format!("/tasks/{id}"),
-                |res| (res.status == 200).then_some(()),
-            )
+            .wait_for_task(id, Duration::from_secs(30))
             .await;
     }
 
@@ -624,6 +619,7 @@ async fn under_load_repeated_store_sigkills_leave_every_view_equal_to_its_stream
         for (id, (version, title)) in &folds {
             // Raw: a transport error is one more wrong view, not a failure.
             let view: Value = match queries
+                .api()
                 .raw()
                 .0
                 .get(query.url(&format!("/tasks/{id}")))
