@@ -447,7 +447,7 @@ impl AuthClient {
 
     /// An admin made as the operator makes one (`auth create-admin`) in
     /// `deployment`, logged in: its id and tokens.
-    pub async fn admin(&self, deployment: &crate::Deployment) -> (Uuid, Tokens) {
+    pub async fn operator_admin(&self, deployment: &crate::Deployment) -> (Uuid, Tokens) {
         let email = email("boss-");
         let id = deployment.create_admin(&email, PASSWORD).await;
         let tokens = self.tokens(&email).await;
@@ -463,6 +463,49 @@ impl AuthClient {
     pub async fn user(&self, email: &str) -> String {
         self.registered(email).await;
         self.access(email).await
+    }
+}
+
+/// One auth service of a test's own and a client for it (which it derefs to).
+pub struct AuthApp {
+    pub running: crate::Running,
+    pub deployment: crate::Deployment,
+    client: AuthClient,
+}
+
+impl std::ops::Deref for AuthApp {
+    type Target = AuthClient;
+
+    fn deref(&self) -> &AuthClient {
+        &self.client
+    }
+}
+
+impl AuthApp {
+    pub fn new(deployment: crate::Deployment, running: crate::Running) -> Self {
+        AuthApp {
+            client: AuthClient::new(&running.base),
+            running,
+            deployment,
+        }
+    }
+
+    /// auth in-process on a fresh deployment.
+    pub async fn start() -> Self {
+        let deployment = crate::Deployment::fresh().await;
+        let running = deployment.spawn_auth().await;
+        Self::new(deployment, running)
+    }
+
+    /// An operator-made admin, logged in: its id and tokens.
+    pub async fn admin_tokens(&self) -> (Uuid, Tokens) {
+        self.client.operator_admin(&self.deployment).await
+    }
+
+    /// An operator-made admin, logged in: its id and access token.
+    pub async fn admin_access(&self) -> (Uuid, String) {
+        let (id, tokens) = self.admin_tokens().await;
+        (id, tokens.access)
     }
 }
 

@@ -12,54 +12,25 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::ClientConfig;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use tests::clients::{self, id_of, pointers, AuthClient, Reply, Tokens, PASSWORD};
+use tests::clients::{self, id_of, pointers, AuthApp as Auth, Reply, Tokens, PASSWORD};
 use tests::{servers, unique, Deployment, Running};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-/// One auth service and a client for it.
-struct Auth {
-    _running: Running,
-    deployment: Deployment,
-    api: AuthClient,
-}
-
-impl std::ops::Deref for Auth {
-    type Target = AuthClient;
-
-    fn deref(&self) -> &AuthClient {
-        &self.api
-    }
-}
-
-impl Auth {
-    async fn start() -> Self {
-        Self::start_with(Deployment::fresh().await, |_| {}).await
-    }
-
-    async fn start_with(deployment: Deployment, tweak: impl FnOnce(&mut auth::Config)) -> Self {
-        let mut config = deployment.auth_config();
-        tweak(&mut config);
-        let app = auth::Application::build(config).await.expect("auth starts");
-        let port = app.port();
-        let stop = CancellationToken::new();
-        let handle = tokio::spawn(app.run_until_stopped(stop.clone()));
-        let running = Running {
-            base: format!("http://127.0.0.1:{port}"),
-            stop,
-            handle,
-        };
-        Auth {
-            api: AuthClient::new(&running.base),
-            _running: running,
-            deployment,
-        }
-    }
-
-    /// Creates an admin as the operator does (`auth create-admin`) and logs in.
-    async fn admin_tokens(&self) -> (Uuid, Tokens) {
-        self.api.admin(&self.deployment).await
-    }
+/// auth with its configuration changed by `tweak`.
+async fn start_auth_with(deployment: Deployment, tweak: impl FnOnce(&mut auth::Config)) -> Auth {
+    let mut config = deployment.auth_config();
+    tweak(&mut config);
+    let app = auth::Application::build(config).await.expect("auth starts");
+    let port = app.port();
+    let stop = CancellationToken::new();
+    let handle = tokio::spawn(app.run_until_stopped(stop.clone()));
+    let running = Running {
+        base: format!("http://127.0.0.1:{port}"),
+        stop,
+        handle,
+    };
+    Auth::new(deployment, running)
 }
 
 fn email() -> String {
@@ -600,7 +571,7 @@ async fn tampered_access_tokens_are_rejected_with_a_bearer_challenge() {
 
 #[tokio::test]
 async fn login_and_register_are_rate_limited_per_client_ip() {
-    let auth = Auth::start_with(Deployment::fresh().await, |c| {
+    let auth = start_auth_with(Deployment::fresh().await, |c| {
         c.rate_limit_per_minute = NonZeroU32::new(3).expect("3");
     })
     .await;
@@ -639,7 +610,7 @@ async fn login_and_register_are_rate_limited_per_client_ip() {
 
 #[tokio::test]
 async fn login_is_rate_limited_per_email_in_any_letter_case() {
-    let auth = Auth::start_with(Deployment::fresh().await, |c| {
+    let auth = start_auth_with(Deployment::fresh().await, |c| {
         c.rate_limit_per_email_per_minute = NonZeroU32::new(2).expect("2");
     })
     .await;

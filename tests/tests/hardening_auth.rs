@@ -14,46 +14,15 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use tests::clients::{email, id_of, pointers, AuthClient, CommandClient, Reply, PASSWORD};
+use tests::clients::{
+    email, id_of, pointers, AuthApp as Auth, AuthClient, CommandClient, Reply, PASSWORD,
+};
 use tests::process::{auth_env, metric, Service};
-use tests::{eventually, http, unique, Deployment, Running};
+use tests::{eventually, http, unique, Deployment};
 use tokio::io::AsyncWriteExt;
 use uuid::Uuid;
 
 // ----------------------------------------------------------------- helpers
-
-/// One auth service and a client for it.
-struct Auth {
-    running: Running,
-    deployment: Deployment,
-    api: AuthClient,
-}
-
-impl std::ops::Deref for Auth {
-    type Target = AuthClient;
-
-    fn deref(&self) -> &AuthClient {
-        &self.api
-    }
-}
-
-impl Auth {
-    async fn start() -> Self {
-        let deployment = Deployment::fresh().await;
-        let running = deployment.spawn_auth().await;
-        Auth {
-            api: AuthClient::new(&running.base),
-            running,
-            deployment,
-        }
-    }
-
-    /// An admin made by the operator, logged in.
-    async fn admin(&self) -> (Uuid, String) {
-        let (id, tokens) = self.api.admin(&self.deployment).await;
-        (id, tokens.access)
-    }
-}
 
 /// Runs the real `auth` binary with `args`, `stdin` on its standard input,
 /// against the deployment's database; returns (success, stdout, stderr).
@@ -179,7 +148,7 @@ async fn the_first_admin_is_made_by_the_operator_on_the_command_line_never_by_re
 #[tokio::test]
 async fn the_last_active_admin_can_neither_demote_nor_deactivate_themselves() {
     let auth = Auth::start().await;
-    let (boss, boss_token) = auth.admin().await;
+    let (boss, boss_token) = auth.admin_access().await;
 
     let res = auth.set_role(&boss_token, boss, "user").await;
     let p = res.expect_problem(StatusCode::CONFLICT, "last admin demotes self");
@@ -255,7 +224,7 @@ async fn the_last_active_admin_can_neither_demote_nor_deactivate_themselves() {
 #[tokio::test]
 async fn admins_list_accounts_in_keyset_pages_filtered_by_email_prefix_role_and_active() {
     let auth = Auth::start().await;
-    let (boss, token) = auth.admin().await;
+    let (boss, token) = auth.admin_access().await;
     let tag = unique("").chars().take(8).collect::<String>();
     let mut alpha = Vec::new();
     for i in 0..7 {
@@ -379,7 +348,7 @@ async fn an_admin_reactivates_a_deactivated_account_and_user_reactivated_is_publ
     use rdkafka::message::Message;
 
     let auth = Auth::start().await;
-    let (boss, token) = auth.admin().await;
+    let (boss, token) = auth.admin_access().await;
     let email = email("again-");
     let id = id_of(&auth.registered(&email).await);
     let old = auth.logged_in(&email).await;
