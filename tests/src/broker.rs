@@ -268,8 +268,7 @@ logger.request.level = WARN
 
     /// SIGKILL, then waits until the process is gone.
     pub async fn kill(&mut self) {
-        let mut child = self.child.take().expect("the broker is running");
-        child.kill().await.expect("kill the test broker");
+        crate::child::kill(&mut self.child, "the test broker").await;
     }
 
     fn log(&self) -> PathBuf {
@@ -279,14 +278,7 @@ logger.request.level = WARN
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        if let Some(child) = &mut self.child {
-            let _ = child.start_kill();
-            // Reap it, so the data directory is no longer in use.
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
+        crate::child::kill_and_reap(&mut self.child);
         if std::thread::panicking() {
             eprintln!("test broker files kept in {}", self.dir.display());
         } else {

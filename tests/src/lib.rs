@@ -3,6 +3,8 @@
 //! port 0 against the real servers `scripts/test` brought up.
 
 pub mod broker;
+mod child;
+pub mod clients;
 pub mod mongod;
 
 use std::net::SocketAddr;

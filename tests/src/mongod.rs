@@ -134,20 +134,13 @@ impl MongoServer {
 
     /// SIGKILL, then waits until the process is gone.
     pub async fn kill(&mut self) {
-        let mut child = self.child.take().expect("the server is running");
-        child.kill().await.expect("kill the test MongoDB server");
+        crate::child::kill(&mut self.child, "the test MongoDB server").await;
     }
 }
 
 impl Drop for MongoServer {
     fn drop(&mut self) {
-        if let Some(child) = &mut self.child {
-            let _ = child.start_kill();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
+        crate::child::kill_and_reap(&mut self.child);
         if std::thread::panicking() {
             eprintln!("test MongoDB files kept in {}", self.dir.display());
         } else {

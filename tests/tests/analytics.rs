@@ -16,7 +16,8 @@ use futures::future::join_all;
 use projector::rebuild::{rebuild, RebuildOptions, Target};
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
-use tests::{eventually, http, servers, Deployment};
+use tests::clients::QueryClient;
+use tests::{eventually, servers, Deployment};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -297,17 +298,6 @@ fn assert_same(what: &str, got: &Value, want: &Value) {
     }
 }
 
-async fn get(base: &str, token: &str, path: &str) -> (u16, Value) {
-    let res = http()
-        .get(format!("{base}{path}"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("query-api");
-    let status = res.status().as_u16();
-    (status, res.json().await.unwrap_or(Value::Null))
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn figures_match_the_events_including_reopened_tasks_and_survive_a_rebuild() {
     let d = Deployment::fresh().await;
@@ -457,8 +447,10 @@ async fn figures_match_the_events_including_reopened_tasks_and_survive_a_rebuild
                         want_summary.clone(),
                     );
                     async move {
-                        let (status, body) =
-                            get(&base, &token, &format!("/analytics/summary?{range}")).await;
+                        let (status, body) = QueryClient::new(&base, &token)
+                            .analytics(&format!("summary?{range}"))
+                            .await
+                            .status_and_body();
                         let total: u64 = body["by_status"]
                             .as_object()?
                             .values()
@@ -473,32 +465,28 @@ async fn figures_match_the_events_including_reopened_tasks_and_survive_a_rebuild
                 },
             )
             .await;
-            let (status, summary) =
-                get(&base, &alice_token, &format!("/analytics/summary?{range}")).await;
+            let (status, summary) = QueryClient::new(&base, &alice_token)
+                .analytics(&format!("summary?{range}"))
+                .await
+                .status_and_body();
             assert_eq!(status, 200);
             assert_same("summary", &summary, &want_summary);
-            let (status, cycle) = get(
-                &base,
-                &alice_token,
-                &format!("/analytics/cycle-time?{range}"),
-            )
-            .await;
+            let (status, cycle) = QueryClient::new(&base, &alice_token)
+                .analytics(&format!("cycle-time?{range}"))
+                .await
+                .status_and_body();
             assert_eq!(status, 200);
             assert_same("cycle-time", &cycle, &want_cycle);
-            let (status, weeks) = get(
-                &base,
-                &alice_token,
-                &format!("/analytics/throughput?bucket=week&{range}"),
-            )
-            .await;
+            let (status, weeks) = QueryClient::new(&base, &alice_token)
+                .analytics(&format!("throughput?bucket=week&{range}"))
+                .await
+                .status_and_body();
             assert_eq!(status, 200);
             assert_same("throughput", &weeks["buckets"], &want_weeks);
-            let (status, days) = get(
-                &base,
-                &alice_token,
-                &format!("/analytics/throughput?bucket=day&{range}"),
-            )
-            .await;
+            let (status, days) = QueryClient::new(&base, &alice_token)
+                .analytics(&format!("throughput?bucket=day&{range}"))
+                .await
+                .status_and_body();
             assert_eq!(status, 200);
             let per_day: Vec<u64> = days["buckets"]
                 .as_array()
@@ -523,22 +511,21 @@ async fn figures_match_the_events_including_reopened_tasks_and_survive_a_rebuild
     assert_eq!(log.truth[&t2].completions.len(), 2);
 
     // Admin across all users; a user may not.
-    let (_, all) = get(
-        &query.base,
-        &admin_token,
-        &format!("/analytics/summary?all=true&{range}"),
-    )
-    .await;
+    let (_, all) = QueryClient::new(&query.base, &admin_token)
+        .analytics(&format!("summary?all=true&{range}"))
+        .await
+        .status_and_body();
     let (want_all, _, _) = expected(&log, None, from, to, Utc::now());
     assert_same("summary for all", &all, &want_all);
-    let (status, _) = get(&query.base, &alice_token, "/analytics/summary?all=true").await;
+    let (status, _) = QueryClient::new(&query.base, &alice_token)
+        .analytics("summary?all=true")
+        .await
+        .status_and_body();
     assert_eq!(status, 403);
-    let (status, body) = get(
-        &query.base,
-        &alice_token,
-        "/analytics/throughput?bucket=month",
-    )
-    .await;
+    let (status, body) = QueryClient::new(&query.base, &alice_token)
+        .analytics("throughput?bucket=month")
+        .await
+        .status_and_body();
     assert_eq!(status, 400, "{body}");
 
     // The projection rebuilt from the log gives the same figures.

@@ -8,9 +8,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tests::{eventually, http, unique, Deployment, System};
+use tests::clients::{email, id_of, AuthClient, CommandClient, QueryClient, PASSWORD};
+use tests::{unique, Deployment, System};
 
-const PASSWORD: &str = "correct horse battery staple";
 const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
 const BASES: [(&str, &str); 3] = [
     ("$AUTH", "auth"),
@@ -141,62 +141,6 @@ fn operations(doc: &Value) -> BTreeSet<(String, String)> {
     ops
 }
 
-async fn register(auth: &str, email: &str) -> String {
-    let res = http()
-        .post(format!("{auth}/auth/register"))
-        .json(&json!({ "email": email, "password": PASSWORD }))
-        .send()
-        .await
-        .expect("register");
-    assert_eq!(res.status(), 201, "register {email}");
-    let body: Value = res.json().await.expect("register json");
-    body["id"].as_str().expect("user id").to_owned()
-}
-
-/// `(access token, refresh token)`.
-async fn login(auth: &str, email: &str) -> (String, String) {
-    let res = http()
-        .post(format!("{auth}/auth/login"))
-        .json(&json!({ "email": email, "password": PASSWORD }))
-        .send()
-        .await
-        .expect("login");
-    assert_eq!(res.status(), 200, "login {email}");
-    let body: Value = res.json().await.expect("login json");
-    (
-        body["access_token"].as_str().expect("access").to_owned(),
-        body["refresh_token"].as_str().expect("refresh").to_owned(),
-    )
-}
-
-/// `(task id, X-Consistency-Token)`.
-async fn create_task(commands: &str, token: &str, title: &str) -> (String, String) {
-    let res = http()
-        .post(format!("{commands}/tasks"))
-        .bearer_auth(token)
-        .json(&json!({ "title": title, "tags": ["example"] }))
-        .send()
-        .await
-        .expect("create task");
-    assert_eq!(res.status(), 201, "create task");
-    assert_eq!(
-        res.headers().get("etag").and_then(|v| v.to_str().ok()),
-        Some("\"1\""),
-        "a new task is at version 1, as the page says"
-    );
-    let consistency = res
-        .headers()
-        .get("x-consistency-token")
-        .and_then(|v| v.to_str().ok())
-        .expect("X-Consistency-Token")
-        .to_owned();
-    let body: Value = res.json().await.expect("task json");
-    (
-        body["id"].as_str().expect("task id").to_owned(),
-        consistency,
-    )
-}
-
 /// Runs one example with bash; `(status, body)`.
 async fn run(example: &Example, vars: &[(&str, String)]) -> (String, String) {
     let body_file = std::env::temp_dir().join(unique("taskstream-example-"));
@@ -250,7 +194,7 @@ async fn every_documented_example_answers_its_documented_status() {
     let examples = parse_examples(&page);
     assert!(!examples.is_empty(), "docs/api.md has examples");
 
-    let admin_email = format!("{}@example.test", unique("admin-"));
+    let admin_email = email("admin-");
     let system = System::start_with(Deployment::fresh().await).await;
     let (auth, commands, queries) = (
         system.auth.base.clone(),
@@ -266,14 +210,10 @@ async fn every_documented_example_answers_its_documented_status() {
         ("command-api", &commands),
         ("query-api", &queries),
     ] {
-        let doc: Value = http()
-            .get(format!("{base}/openapi.json"))
-            .send()
+        let doc = AuthClient::new(base)
+            .get("/openapi.json")
             .await
-            .expect("openapi")
-            .json()
-            .await
-            .expect("openapi json");
+            .expect(reqwest::StatusCode::OK, "openapi");
         let ops = operations(&doc);
         for (method, template) in &ops {
             if !examples.iter().any(|e| {
@@ -300,22 +240,43 @@ async fn every_documented_example_answers_its_documented_status() {
     // The variables the page describes, from real accounts and tasks.
     // The first admin is the operator's doing (`auth create-admin`).
     system.deployment.create_admin(&admin_email, PASSWORD).await;
-    let (admin_token, _) = login(&auth, &admin_email).await;
-    let user_email = format!("{}@example.test", unique("user-"));
-    register(&auth, &user_email).await;
-    let (token, refresh) = login(&auth, &user_email).await;
-    let user_id = register(&auth, &format!("{}@example.test", unique("managed-"))).await;
-    let email = format!("{}@example.test", unique("new-"));
-    let (task, consistency) = create_task(&commands, &token, "Review the API reference").await;
-    let (old_task, _) = create_task(&commands, &token, "An old task").await;
-    eventually("the task in query-api", Duration::from_secs(30), || {
-        let (url, token) = (format!("{queries}/tasks/{task}"), token.clone());
+    let auth_client = AuthClient::new(&auth);
+    let admin_token = auth_client.access(&admin_email).await;
+    let user_email = email("user-");
+    auth_client.registered(&user_email).await;
+    let tokens = auth_client.logged_in(&user_email).await;
+    let (token, refresh) = (
+        tokens["access_token"].as_str().expect("access").to_owned(),
+        tokens["refresh_token"]
+            .as_str()
+            .expect("refresh")
+            .to_owned(),
+    );
+    let user_id = id_of(&auth_client.registered(&email("managed-")).await).to_string();
+    let email = email("new-");
+    let command_client = CommandClient::new(&commands, &token);
+    let create_task = |title: &str| {
+        let created = command_client.create_task(&json!({ "title": title, "tags": ["example"] }));
         async move {
-            let res = http().get(url).bearer_auth(token).send().await.ok()?;
-            (res.status() == 200).then_some(())
+            let res = created.await;
+            assert_eq!(res.status, 201, "create task");
+            assert_eq!(
+                res.header("etag"),
+                Some("\"1\""),
+                "a new task is at version 1, as the page says"
+            );
+            let consistency = res
+                .consistency_token()
+                .expect("X-Consistency-Token")
+                .to_owned();
+            (id_of(&res.body).to_string(), consistency)
         }
-    })
-    .await;
+    };
+    let (task, consistency) = create_task("Review the API reference").await;
+    let (old_task, _) = create_task("An old task").await;
+    QueryClient::new(&queries, &token)
+        .wait_for_task(&task, Duration::from_secs(30))
+        .await;
 
     let vars = [
         ("AUTH", auth.clone()),

@@ -10,180 +10,31 @@ use base64::Engine;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::ClientConfig;
-use reqwest::{Response, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{json, Value};
-use tests::{http, servers, unique, Deployment, Running};
+use tests::clients::{self, id_of, pointers, AuthApp as Auth, Reply, Tokens, PASSWORD};
+use tests::{servers, unique, Deployment, Running};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-const PASSWORD: &str = "correct horse battery staple";
-
-/// One auth service and a client for it.
-struct Auth {
-    running: Running,
-    deployment: Deployment,
-    client: reqwest::Client,
-}
-
-impl Auth {
-    async fn start() -> Self {
-        Self::start_with(Deployment::fresh().await, |_| {}).await
-    }
-
-    async fn start_with(deployment: Deployment, tweak: impl FnOnce(&mut auth::Config)) -> Self {
-        let mut config = deployment.auth_config();
-        tweak(&mut config);
-        let app = auth::Application::build(config).await.expect("auth starts");
-        let port = app.port();
-        let stop = CancellationToken::new();
-        let handle = tokio::spawn(app.run_until_stopped(stop.clone()));
-        Auth {
-            running: Running {
-                base: format!("http://127.0.0.1:{port}"),
-                stop,
-                handle,
-            },
-            deployment,
-            client: http(),
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        self.running.url(path)
-    }
-
-    async fn post(&self, path: &str, body: Value) -> Response {
-        self.client
-            .post(self.url(path))
-            .json(&body)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("POST {path}: {e}"))
-    }
-
-    async fn me(&self, token: &str) -> Response {
-        self.client
-            .get(self.url("/auth/me"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("GET /auth/me")
-    }
-
-    async fn register(&self, email: &str) -> Value {
-        let res = self
-            .post(
-                "/auth/register",
-                json!({ "email": email, "password": PASSWORD }),
-            )
-            .await;
-        expect_json(res, StatusCode::CREATED, "register").await
-    }
-
-    async fn login(&self, email: &str) -> Tokens {
-        let res = self
-            .post(
-                "/auth/login",
-                json!({ "email": email, "password": PASSWORD }),
-            )
-            .await;
-        Tokens::from(expect_json(res, StatusCode::OK, "login").await)
-    }
-
-    async fn refresh(&self, refresh_token: &str) -> Response {
-        self.post("/auth/refresh", json!({ "refresh_token": refresh_token }))
-            .await
-    }
-
-    fn admin(&self, method: reqwest::Method, path: &str, token: &str) -> reqwest::RequestBuilder {
-        self.client
-            .request(method, self.url(path))
-            .bearer_auth(token)
-    }
-
-    /// Creates an admin as the operator does (`auth create-admin`) and logs in.
-    async fn admin_tokens(&self) -> (Uuid, Tokens) {
-        let email = format!("{}@example.test", unique("boss-"));
-        let id = self.deployment.create_admin(&email, PASSWORD).await;
-        let me = expect_json(
-            self.me(&self.login(&email).await.access).await,
-            StatusCode::OK,
-            "admin's me",
-        )
-        .await;
-        assert_eq!(me["role"], "admin", "operator-made admin: {me}");
-        (id, self.login(&email).await)
-    }
-}
-
-#[derive(Debug, Clone)]
-struct Tokens {
-    access: String,
-    refresh: String,
-}
-
-impl From<Value> for Tokens {
-    fn from(v: Value) -> Self {
-        assert_eq!(v["token_type"], "Bearer", "{v}");
-        assert_eq!(v["expires_in"], 900, "{v}");
-        Tokens {
-            access: v["access_token"]
-                .as_str()
-                .unwrap_or_else(|| panic!("no access_token in {v}"))
-                .to_owned(),
-            refresh: v["refresh_token"]
-                .as_str()
-                .unwrap_or_else(|| panic!("no refresh_token in {v}"))
-                .to_owned(),
-        }
-    }
-}
-
-fn id_of(user: &Value) -> Uuid {
-    user["id"]
-        .as_str()
-        .and_then(|s| Uuid::try_parse(s).ok())
-        .unwrap_or_else(|| panic!("no id in {user}"))
+/// auth with its configuration changed by `tweak`.
+async fn start_auth_with(deployment: Deployment, tweak: impl FnOnce(&mut auth::Config)) -> Auth {
+    let mut config = deployment.auth_config();
+    tweak(&mut config);
+    let app = auth::Application::build(config).await.expect("auth starts");
+    let port = app.port();
+    let stop = CancellationToken::new();
+    let handle = tokio::spawn(app.run_until_stopped(stop.clone()));
+    let running = Running {
+        base: format!("http://127.0.0.1:{port}"),
+        stop,
+        handle,
+    };
+    Auth::new(deployment, running)
 }
 
 fn email() -> String {
-    format!("{}@example.test", unique("user-"))
-}
-
-async fn expect_json(res: Response, status: StatusCode, what: &str) -> Value {
-    let got = res.status();
-    let text = res.text().await.unwrap_or_default();
-    assert_eq!(got, status, "{what}: expected {status}, got {got}: {text}");
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {text}"))
-}
-
-/// Asserts a problem+json answer with `status`; returns the body.
-async fn expect_problem(res: Response, status: StatusCode, what: &str) -> Value {
-    let content_type = res
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let body = expect_json(res, status, what).await;
-    assert_eq!(
-        content_type, "application/problem+json",
-        "{what}: content type of {body}"
-    );
-    assert_eq!(body["status"], status.as_u16(), "{what}: {body}");
-    body
-}
-
-fn pointers(problem: &Value) -> Vec<String> {
-    problem["errors"]
-        .as_array()
-        .map(|errors| {
-            errors
-                .iter()
-                .filter_map(|e| e["pointer"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
+    clients::email("user-")
 }
 
 // ---------------------------------------------------------------- accounts
@@ -193,12 +44,9 @@ async fn registration_normalises_the_email_and_me_returns_the_account() {
     let auth = Auth::start().await;
     let local = unique("Ada-");
     let res = auth
-        .post(
-            "/auth/register",
-            json!({ "email": format!("  {local}@Example.TEST "), "password": PASSWORD, "display_name": " Ada L. " }),
-        )
+        .post("/auth/register", &json!({ "email": format!("  {local}@Example.TEST "), "password": PASSWORD, "display_name": " Ada L. " }))
         .await;
-    let user = expect_json(res, StatusCode::CREATED, "register").await;
+    let user = res.expect(StatusCode::CREATED, "register");
     let email = format!("{}@example.test", local.to_lowercase());
     assert_eq!(user["email"], email.as_str(), "{user}");
     assert_eq!(user["display_name"], "Ada L.", "{user}");
@@ -214,14 +62,14 @@ async fn registration_normalises_the_email_and_me_returns_the_account() {
     let id = id_of(&user);
 
     // Log in with the address in yet another letter case.
-    let tokens = auth.login(&email.to_uppercase()).await;
-    let me = expect_json(auth.me(&tokens.access).await, StatusCode::OK, "me").await;
+    let tokens = auth.tokens(&email.to_uppercase()).await;
+    let me = auth.me(&tokens.access).await.expect(StatusCode::OK, "me");
     assert_eq!(me, user, "GET /auth/me returns the registered account");
     assert_eq!(id_of(&me), id);
 
     // Without a display name, the email's local part is used.
     let other = auth
-        .register(&format!("grace-{}@example.test", Uuid::new_v4().simple()))
+        .registered(&format!("grace-{}@example.test", Uuid::new_v4().simple()))
         .await;
     assert!(
         other["display_name"]
@@ -235,14 +83,14 @@ async fn registration_normalises_the_email_and_me_returns_the_account() {
 async fn duplicate_email_in_another_letter_case_is_409() {
     let auth = Auth::start().await;
     let email = email();
-    auth.register(&email).await;
+    auth.registered(&email).await;
     let res = auth
         .post(
             "/auth/register",
-            json!({ "email": email.to_uppercase(), "password": "another password 123" }),
+            &json!({ "email": email.to_uppercase(), "password": "another password 123" }),
         )
         .await;
-    let problem = expect_problem(res, StatusCode::CONFLICT, "duplicate").await;
+    let problem = res.expect_problem(StatusCode::CONFLICT, "duplicate");
     assert_eq!(
         problem["type"], "https://taskstream.dev/problems/email-taken",
         "{problem}"
@@ -275,9 +123,8 @@ async fn weak_or_too_long_passwords_and_bad_emails_are_422_with_field_pointers()
         ),
     ];
     for (body, want) in cases {
-        let res = auth.post("/auth/register", body.clone()).await;
-        let problem =
-            expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, &body.to_string()).await;
+        let res = auth.post("/auth/register", &body).await;
+        let problem = res.expect_problem(StatusCode::UNPROCESSABLE_ENTITY, &body.to_string());
         assert_eq!(pointers(&problem), want, "{body} → {problem}");
         assert_eq!(
             problem["type"],
@@ -288,42 +135,40 @@ async fn weak_or_too_long_passwords_and_bad_emails_are_422_with_field_pointers()
     let res = auth
         .post(
             "/auth/register",
-            json!({ "email": email(), "password": "y".repeat(1024) }),
+            &json!({ "email": email(), "password": "y".repeat(1024) }),
         )
         .await;
-    expect_json(res, StatusCode::CREATED, "1024-byte password").await;
+    res.expect(StatusCode::CREATED, "1024-byte password");
 }
 
 #[tokio::test]
 async fn login_succeeds_and_unknown_email_and_wrong_password_are_indistinguishable() {
     let auth = Auth::start().await;
     let email = email();
-    let user = auth.register(&email).await;
-    let tokens = auth.login(&email).await;
-    let me = expect_json(auth.me(&tokens.access).await, StatusCode::OK, "me").await;
+    let user = auth.registered(&email).await;
+    let tokens = auth.tokens(&email).await;
+    let me = auth.me(&tokens.access).await.expect(StatusCode::OK, "me");
     assert_eq!(me["id"], user["id"]);
 
     let wrong_password = auth
         .post(
             "/auth/login",
-            json!({ "email": email, "password": "not the password" }),
+            &json!({ "email": email, "password": "not the password" }),
         )
         .await;
     let unknown_email = auth
         .post(
             "/auth/login",
-            json!({ "email": format!("nobody-{email}"), "password": PASSWORD }),
+            &json!({ "email": format!("nobody-{email}"), "password": PASSWORD }),
         )
         .await;
-    let describe = |res: Response| async move {
-        let status = res.status();
-        let content_type = res.headers().get("content-type").cloned();
-        let challenge = res.headers().get("www-authenticate").cloned();
-        let body = res.text().await.unwrap_or_default();
-        (status, content_type, challenge, body)
+    let describe = |res: Reply| {
+        let content_type = res.headers.get("content-type").cloned();
+        let challenge = res.headers.get("www-authenticate").cloned();
+        (res.status, content_type, challenge, res.text())
     };
-    let a = describe(wrong_password).await;
-    let b = describe(unknown_email).await;
+    let a = describe(wrong_password);
+    let b = describe(unknown_email);
     assert_eq!(a.0, StatusCode::UNAUTHORIZED, "{a:?}");
     assert_eq!(a, b, "wrong password and unknown email must look the same");
 }
@@ -334,77 +179,77 @@ async fn login_succeeds_and_unknown_email_and_wrong_password_are_indistinguishab
 async fn refresh_rotates_and_the_old_token_stops_working() {
     let auth = Auth::start().await;
     let email = email();
-    auth.register(&email).await;
-    let first = auth.login(&email).await;
+    auth.registered(&email).await;
+    let first = auth.tokens(&email).await;
 
     let res = auth.refresh(&first.refresh).await;
-    let second = Tokens::from(expect_json(res, StatusCode::OK, "refresh").await);
+    let second = Tokens::from(res.expect(StatusCode::OK, "refresh"));
     assert_ne!(second.refresh, first.refresh, "a new refresh token");
-    let me = expect_json(auth.me(&second.access).await, StatusCode::OK, "me").await;
+    let me = auth.me(&second.access).await.expect(StatusCode::OK, "me");
     assert_eq!(me["email"], email.as_str());
 
     // The new one works once more; afterwards the old one is refused.
     let res = auth.refresh(&second.refresh).await;
-    let third = Tokens::from(expect_json(res, StatusCode::OK, "second refresh").await);
+    let third = Tokens::from(res.expect(StatusCode::OK, "second refresh"));
     let res = auth.refresh(&first.refresh).await;
-    let problem = expect_problem(res, StatusCode::UNAUTHORIZED, "old token").await;
+    let problem = res.expect_problem(StatusCode::UNAUTHORIZED, "old token");
     assert_eq!(
         problem["type"], "https://taskstream.dev/problems/invalid-refresh-token",
         "{problem}"
     );
     // That was reuse: the family is gone, including the newest token.
     let res = auth.refresh(&third.refresh).await;
-    expect_problem(res, StatusCode::UNAUTHORIZED, "newest after reuse").await;
+    res.expect_problem(StatusCode::UNAUTHORIZED, "newest after reuse");
 
     // A token that was never issued is refused the same way.
     let res = auth.refresh("not-a-token-we-issued").await;
-    expect_problem(res, StatusCode::UNAUTHORIZED, "unknown token").await;
+    res.expect_problem(StatusCode::UNAUTHORIZED, "unknown token");
 }
 
 #[tokio::test]
 async fn reusing_a_rotated_refresh_token_revokes_its_whole_family_only() {
     let auth = Auth::start().await;
     let email = email();
-    auth.register(&email).await;
-    let stolen = auth.login(&email).await;
-    let other_device = auth.login(&email).await;
+    auth.registered(&email).await;
+    let stolen = auth.tokens(&email).await;
+    let other_device = auth.tokens(&email).await;
 
     // The legitimate client rotates; the thief then replays the old token.
     let res = auth.refresh(&stolen.refresh).await;
-    let newest = Tokens::from(expect_json(res, StatusCode::OK, "rotate").await);
+    let newest = Tokens::from(res.expect(StatusCode::OK, "rotate"));
     let res = auth.refresh(&stolen.refresh).await;
-    expect_problem(res, StatusCode::UNAUTHORIZED, "replayed token").await;
+    res.expect_problem(StatusCode::UNAUTHORIZED, "replayed token");
 
     // Everyone holding that family is logged out...
     let res = auth.refresh(&newest.refresh).await;
-    expect_problem(res, StatusCode::UNAUTHORIZED, "newest token of the family").await;
+    res.expect_problem(StatusCode::UNAUTHORIZED, "newest token of the family");
     // ...but another login's family is untouched.
     let res = auth.refresh(&other_device.refresh).await;
-    expect_json(res, StatusCode::OK, "other family").await;
+    res.expect(StatusCode::OK, "other family");
 }
 
 #[tokio::test]
 async fn logout_revokes_the_family_and_is_idempotent() {
     let auth = Auth::start().await;
     let email = email();
-    auth.register(&email).await;
-    let first = auth.login(&email).await;
+    auth.registered(&email).await;
+    let first = auth.tokens(&email).await;
     let res = auth.refresh(&first.refresh).await;
-    let second = Tokens::from(expect_json(res, StatusCode::OK, "refresh").await);
+    let second = Tokens::from(res.expect(StatusCode::OK, "refresh"));
 
     let res = auth
-        .post("/auth/logout", json!({ "refresh_token": second.refresh }))
+        .post("/auth/logout", &json!({ "refresh_token": second.refresh }))
         .await;
-    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(res.status, StatusCode::NO_CONTENT);
     let res = auth.refresh(&second.refresh).await;
-    expect_problem(res, StatusCode::UNAUTHORIZED, "refresh after logout").await;
+    res.expect_problem(StatusCode::UNAUTHORIZED, "refresh after logout");
 
     // Again, and with a token nobody issued: same answer, nothing revealed.
     for token in [second.refresh.as_str(), "never-issued"] {
         let res = auth
-            .post("/auth/logout", json!({ "refresh_token": token }))
+            .post("/auth/logout", &json!({ "refresh_token": token }))
             .await;
-        assert_eq!(res.status(), StatusCode::NO_CONTENT, "logout {token}");
+        assert_eq!(res.status, StatusCode::NO_CONTENT, "logout {token}");
     }
 }
 
@@ -415,60 +260,50 @@ async fn admin_changes_roles_and_non_admins_are_refused() {
     let auth = Auth::start().await;
     let (_, admin) = auth.admin_tokens().await;
     let email = email();
-    let user = auth.register(&email).await;
+    let user = auth.registered(&email).await;
     let id = id_of(&user);
-    let mut tokens = auth.login(&email).await;
+    let mut tokens = auth.tokens(&email).await;
     let role_path = format!("/admin/users/{id}/role");
 
     // A plain user may not change roles, not even their own.
     let res = auth
-        .admin(reqwest::Method::PATCH, &role_path, &tokens.access)
+        .request(reqwest::Method::PATCH, &role_path, &tokens.access)
         .json(&json!({ "role": "admin" }))
-        .send()
-        .await
-        .expect("PATCH role");
-    expect_problem(res, StatusCode::FORBIDDEN, "non-admin").await;
+        .await;
+    res.expect_problem(StatusCode::FORBIDDEN, "non-admin");
     // Without a token at all: 401.
     let res = auth
-        .client
-        .patch(auth.url(&role_path))
+        .api()
+        .request(reqwest::Method::PATCH, &role_path)
         .json(&json!({ "role": "admin" }))
-        .send()
-        .await
-        .expect("PATCH role");
-    expect_problem(res, StatusCode::UNAUTHORIZED, "anonymous").await;
+        .await;
+    res.expect_problem(StatusCode::UNAUTHORIZED, "anonymous");
 
     // The admin can.
     let res = auth
-        .admin(reqwest::Method::PATCH, &role_path, &admin.access)
+        .request(reqwest::Method::PATCH, &role_path, &admin.access)
         .json(&json!({ "role": "admin" }))
-        .send()
-        .await
-        .expect("PATCH role");
-    let changed = expect_json(res, StatusCode::OK, "role change").await;
+        .await;
+    let changed = res.expect(StatusCode::OK, "role change");
     assert_eq!(changed["role"], "admin", "{changed}");
     assert_eq!(changed["active"], true, "{changed}");
 
     // New tokens carry the new role, and the promoted user can act as admin.
-    tokens = auth.login(&email).await;
-    let me = expect_json(auth.me(&tokens.access).await, StatusCode::OK, "me").await;
+    tokens = auth.tokens(&email).await;
+    let me = auth.me(&tokens.access).await.expect(StatusCode::OK, "me");
     assert_eq!(me["role"], "admin");
     let res = auth
-        .admin(reqwest::Method::PATCH, &role_path, &tokens.access)
+        .request(reqwest::Method::PATCH, &role_path, &tokens.access)
         .json(&json!({ "role": "user" }))
-        .send()
-        .await
-        .expect("PATCH role");
-    let back = expect_json(res, StatusCode::OK, "demote self").await;
+        .await;
+    let back = res.expect(StatusCode::OK, "demote self");
     assert_eq!(back["role"], "user");
     // Demoted: the still-valid admin token no longer works for admin routes.
     let res = auth
-        .admin(reqwest::Method::PATCH, &role_path, &tokens.access)
+        .request(reqwest::Method::PATCH, &role_path, &tokens.access)
         .json(&json!({ "role": "admin" }))
-        .send()
-        .await
-        .expect("PATCH role");
-    expect_problem(res, StatusCode::FORBIDDEN, "demoted admin's old token").await;
+        .await;
+    res.expect_problem(StatusCode::FORBIDDEN, "demoted admin's old token");
 
     // Unknown user, malformed id, unknown role, unknown field.
     let cases = [
@@ -495,12 +330,10 @@ async fn admin_changes_roles_and_non_admins_are_refused() {
     ];
     for (path, body, status) in cases {
         let res = auth
-            .admin(reqwest::Method::PATCH, &path, &admin.access)
+            .request(reqwest::Method::PATCH, &path, &admin.access)
             .json(&body)
-            .send()
-            .await
-            .expect("PATCH role");
-        expect_problem(res, status, &format!("{path} {body}")).await;
+            .await;
+        res.expect_problem(status, &format!("{path} {body}"));
     }
 }
 
@@ -509,61 +342,54 @@ async fn deactivated_users_cannot_log_in_or_refresh() {
     let auth = Auth::start().await;
     let (admin_id, admin) = auth.admin_tokens().await;
     let email = email();
-    let user = auth.register(&email).await;
+    let user = auth.registered(&email).await;
     let id = id_of(&user);
-    let tokens = auth.login(&email).await;
+    let tokens = auth.tokens(&email).await;
     let deactivate = |id: String| format!("/admin/users/{id}/deactivate");
 
     // Only admins deactivate.
     let res = auth
-        .admin(
+        .request(
             reqwest::Method::POST,
             &deactivate(id.to_string()),
             &tokens.access,
         )
-        .send()
-        .await
-        .expect("deactivate");
-    expect_problem(res, StatusCode::FORBIDDEN, "non-admin deactivates").await;
+        .await;
+    res.expect_problem(StatusCode::FORBIDDEN, "non-admin deactivates");
 
     let res = auth
-        .admin(
+        .request(
             reqwest::Method::POST,
             &deactivate(id.to_string()),
             &admin.access,
         )
-        .send()
-        .await
-        .expect("deactivate");
-    let account = expect_json(res, StatusCode::OK, "deactivate").await;
+        .await;
+    let account = res.expect(StatusCode::OK, "deactivate");
     assert_eq!(account["active"], false, "{account}");
 
     // Login fails exactly like a wrong password would.
     let res = auth
         .post(
             "/auth/login",
-            json!({ "email": email, "password": PASSWORD }),
+            &json!({ "email": email, "password": PASSWORD }),
         )
         .await;
-    let deactivated = expect_problem(res, StatusCode::UNAUTHORIZED, "login").await;
+    let deactivated = res.expect_problem(StatusCode::UNAUTHORIZED, "login");
     let res = auth
         .post(
             "/auth/login",
-            json!({ "email": email, "password": "wrong password!" }),
+            &json!({ "email": email, "password": "wrong password!" }),
         )
         .await;
-    let wrong = expect_problem(res, StatusCode::UNAUTHORIZED, "wrong password").await;
+    let wrong = res.expect_problem(StatusCode::UNAUTHORIZED, "wrong password");
     assert_eq!(deactivated, wrong);
     // The refresh token issued before was revoked.
     let res = auth.refresh(&tokens.refresh).await;
-    expect_problem(res, StatusCode::UNAUTHORIZED, "refresh").await;
+    res.expect_problem(StatusCode::UNAUTHORIZED, "refresh");
     // Auth itself no longer honours the unexpired access token.
-    expect_problem(
-        auth.me(&tokens.access).await,
-        StatusCode::UNAUTHORIZED,
-        "me",
-    )
-    .await;
+    auth.me(&tokens.access)
+        .await
+        .expect_problem(StatusCode::UNAUTHORIZED, "me");
 
     // Unknown and malformed ids are 404; an admin cannot lock themselves out.
     for (path, status) in [
@@ -575,11 +401,9 @@ async fn deactivated_users_cannot_log_in_or_refresh() {
         (deactivate(admin_id.to_string()), StatusCode::CONFLICT),
     ] {
         let res = auth
-            .admin(reqwest::Method::POST, &path, &admin.access)
-            .send()
-            .await
-            .expect("deactivate");
-        expect_problem(res, status, &path).await;
+            .request(reqwest::Method::POST, &path, &admin.access)
+            .await;
+        res.expect_problem(status, &path);
     }
 }
 
@@ -598,10 +422,12 @@ fn b64(value: &Value) -> String {
 async fn tampered_access_tokens_are_rejected_with_a_bearer_challenge() {
     let auth = Auth::start().await;
     let email = email();
-    let user = auth.register(&email).await;
+    let user = auth.registered(&email).await;
     let id = id_of(&user);
-    let genuine = auth.login(&email).await.access;
-    expect_json(auth.me(&genuine).await, StatusCode::OK, "genuine token").await;
+    let genuine = auth.tokens(&email).await.access;
+    auth.me(&genuine)
+        .await
+        .expect(StatusCode::OK, "genuine token");
 
     let parts: Vec<&str> = genuine.split('.').collect();
     let (header, payload, signature) = (parts[0], parts[1], parts[2]);
@@ -620,16 +446,10 @@ async fn tampered_access_tokens_are_rejected_with_a_bearer_challenge() {
     let alg_none_signed = format!("{none_header}.{payload}.{signature}");
 
     // HS256 keyed with the published public key (the algorithm-confusion attack).
-    let jwks = expect_json(
-        auth.client
-            .get(auth.url("/.well-known/jwks.json"))
-            .send()
-            .await
-            .expect("jwks"),
-        StatusCode::OK,
-        "jwks",
-    )
-    .await;
+    let jwks = auth
+        .get("/.well-known/jwks.json")
+        .await
+        .expect(StatusCode::OK, "jwks");
     let x = jwks["keys"][0]["x"].as_str().expect("jwk x").to_owned();
     let raw_public = URL_SAFE_NO_PAD.decode(&x).expect("x is base64url");
     let public_pem = {
@@ -679,7 +499,9 @@ async fn tampered_access_tokens_are_rejected_with_a_bearer_challenge() {
         access::DEFAULT_ISSUER,
         minutes(15),
     );
-    expect_json(auth.me(&control).await, StatusCode::OK, "control token").await;
+    auth.me(&control)
+        .await
+        .expect(StatusCode::OK, "control token");
     let expired = sign(
         &keys,
         access::DEFAULT_AUDIENCE,
@@ -722,12 +544,8 @@ async fn tampered_access_tokens_are_rejected_with_a_bearer_challenge() {
     ];
     for (what, token) in cases {
         let res = auth.me(&token).await;
-        let challenge = res
-            .headers()
-            .get("www-authenticate")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        expect_problem(res, StatusCode::UNAUTHORIZED, what).await;
+        let challenge = res.header("www-authenticate").map(str::to_owned);
+        res.expect_problem(StatusCode::UNAUTHORIZED, what);
         assert_eq!(
             challenge.as_deref(),
             Some("Bearer"),
@@ -736,63 +554,55 @@ async fn tampered_access_tokens_are_rejected_with_a_bearer_challenge() {
     }
 
     // No token, or not a Bearer one.
-    let res = auth
-        .client
-        .get(auth.url("/auth/me"))
-        .send()
-        .await
-        .expect("me");
+    let res = auth.get("/auth/me").await;
     assert_eq!(
-        res.headers().get("www-authenticate").map(|v| v.as_bytes()),
+        res.headers.get("www-authenticate").map(|v| v.as_bytes()),
         Some(&b"Bearer"[..])
     );
-    expect_problem(res, StatusCode::UNAUTHORIZED, "no token").await;
+    res.expect_problem(StatusCode::UNAUTHORIZED, "no token");
     let res = auth
-        .client
-        .get(auth.url("/auth/me"))
-        .header("authorization", format!("Basic {genuine}"))
-        .send()
-        .await
-        .expect("me");
-    expect_problem(res, StatusCode::UNAUTHORIZED, "Basic scheme").await;
+        .get("/auth/me")
+        .header("authorization", &format!("Basic {genuine}"))
+        .await;
+    res.expect_problem(StatusCode::UNAUTHORIZED, "Basic scheme");
 }
 
 // ------------------------------------------------------------------- abuse
 
 #[tokio::test]
 async fn login_and_register_are_rate_limited_per_client_ip() {
-    let auth = Auth::start_with(Deployment::fresh().await, |c| {
+    let auth = start_auth_with(Deployment::fresh().await, |c| {
         c.rate_limit_per_minute = NonZeroU32::new(3).expect("3");
     })
     .await;
     let email = email();
     // Registration: three from this IP pass, the fourth (another email) is refused.
-    auth.register(&email).await;
-    auth.register(&self::email()).await;
-    auth.register(&self::email()).await;
+    auth.registered(&email).await;
+    auth.registered(&self::email()).await;
+    auth.registered(&self::email()).await;
     let res = auth
         .post(
             "/auth/register",
-            json!({ "email": self::email(), "password": PASSWORD }),
+            &json!({ "email": self::email(), "password": PASSWORD }),
         )
         .await;
     assert_retry_after(res, "fourth registration").await;
 
     // Login has its own budget: three attempts, any emails, then 429.
-    auth.login(&email).await;
+    auth.tokens(&email).await;
     for other in [self::email(), self::email()] {
         let res = auth
             .post(
                 "/auth/login",
-                json!({ "email": other, "password": PASSWORD }),
+                &json!({ "email": other, "password": PASSWORD }),
             )
             .await;
-        expect_problem(res, StatusCode::UNAUTHORIZED, "unknown email").await;
+        res.expect_problem(StatusCode::UNAUTHORIZED, "unknown email");
     }
     let res = auth
         .post(
             "/auth/login",
-            json!({ "email": email, "password": PASSWORD }),
+            &json!({ "email": email, "password": PASSWORD }),
         )
         .await;
     assert_retry_after(res, "fourth login").await;
@@ -800,47 +610,45 @@ async fn login_and_register_are_rate_limited_per_client_ip() {
 
 #[tokio::test]
 async fn login_is_rate_limited_per_email_in_any_letter_case() {
-    let auth = Auth::start_with(Deployment::fresh().await, |c| {
+    let auth = start_auth_with(Deployment::fresh().await, |c| {
         c.rate_limit_per_email_per_minute = NonZeroU32::new(2).expect("2");
     })
     .await;
     let email = email();
-    auth.register(&email).await;
+    auth.registered(&email).await;
     let res = auth
         .post(
             "/auth/login",
-            json!({ "email": email, "password": "wrong guess 1" }),
+            &json!({ "email": email, "password": "wrong guess 1" }),
         )
         .await;
-    expect_problem(res, StatusCode::UNAUTHORIZED, "guess 1").await;
+    res.expect_problem(StatusCode::UNAUTHORIZED, "guess 1");
     let res = auth
         .post(
             "/auth/login",
-            json!({ "email": email.to_uppercase(), "password": "wrong guess 2" }),
+            &json!({ "email": email.to_uppercase(), "password": "wrong guess 2" }),
         )
         .await;
-    expect_problem(res, StatusCode::UNAUTHORIZED, "guess 2").await;
+    res.expect_problem(StatusCode::UNAUTHORIZED, "guess 2");
     // Even the right password is refused now: the account is being guessed at.
     let res = auth
         .post(
             "/auth/login",
-            json!({ "email": format!(" {} ", email.to_uppercase()), "password": PASSWORD }),
+            &json!({ "email": format!(" {} ", email.to_uppercase()), "password": PASSWORD }),
         )
         .await;
     assert_retry_after(res, "third attempt on one email").await;
     // Another account is not affected.
     let other = self::email();
-    auth.register(&other).await;
-    auth.login(&other).await;
+    auth.registered(&other).await;
+    auth.tokens(&other).await;
 }
 
-async fn assert_retry_after(res: Response, what: &str) {
+async fn assert_retry_after(res: Reply, what: &str) {
     let retry_after = res
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
+        .header("retry-after")
         .and_then(|v| v.parse::<u64>().ok());
-    let problem = expect_problem(res, StatusCode::TOO_MANY_REQUESTS, what).await;
+    let problem = res.expect_problem(StatusCode::TOO_MANY_REQUESTS, what);
     assert_eq!(
         problem["type"],
         "https://taskstream.dev/problems/rate-limited"
@@ -856,8 +664,8 @@ async fn oversized_bodies_are_413_and_unknown_fields_422() {
     let auth = Auth::start().await;
     let big = json!({ "email": email(), "password": "p".repeat(70 * 1024) });
     for path in ["/auth/register", "/auth/login"] {
-        let res = auth.post(path, big.clone()).await;
-        expect_problem(res, StatusCode::PAYLOAD_TOO_LARGE, path).await;
+        let res = auth.post(path, &big).await;
+        res.expect_problem(StatusCode::PAYLOAD_TOO_LARGE, path);
     }
     let cases = [
         (
@@ -882,8 +690,8 @@ async fn oversized_bodies_are_413_and_unknown_fields_422() {
         ),
     ];
     for (path, body, field) in cases {
-        let res = auth.post(path, body).await;
-        let problem = expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, path).await;
+        let res = auth.post(path, &body).await;
+        let problem = res.expect_problem(StatusCode::UNPROCESSABLE_ENTITY, path);
         assert!(
             problem.to_string().contains(field),
             "{path}: the problem names `{field}`: {problem}"
@@ -893,23 +701,18 @@ async fn oversized_bodies_are_413_and_unknown_fields_422() {
     let res = auth
         .post(
             "/auth/register",
-            json!({ "email": "x@example.test", "password": PASSWORD }),
+            &json!({ "email": "x@example.test", "password": PASSWORD }),
         )
         .await;
-    let user = expect_json(res, StatusCode::CREATED, "plain register").await;
+    let user = res.expect(StatusCode::CREATED, "plain register");
     assert_eq!(user["role"], "user");
 }
 
 #[tokio::test]
 async fn openapi_document_describes_every_endpoint() {
     let auth = Auth::start().await;
-    let res = auth
-        .client
-        .get(auth.url("/openapi.json"))
-        .send()
-        .await
-        .expect("openapi");
-    let doc = expect_json(res, StatusCode::OK, "openapi.json").await;
+    let res = auth.get("/openapi.json").await;
+    let doc = res.expect(StatusCode::OK, "openapi.json");
     for (path, method) in [
         ("/auth/register", "post"),
         ("/auth/login", "post"),
@@ -943,37 +746,29 @@ async fn user_events_reach_kafka_with_the_envelope_and_no_secrets() {
     let email = email();
     let request_id = Uuid::now_v7();
     let res = auth
-        .client
-        .post(auth.url("/auth/register"))
-        .header("x-request-id", request_id.to_string())
-        .json(&json!({ "email": email, "password": PASSWORD }))
-        .send()
-        .await
-        .expect("register");
-    let user = expect_json(res, StatusCode::CREATED, "register").await;
+        .register(&email, PASSWORD)
+        .request_id(&request_id.to_string())
+        .await;
+    let user = res.expect(StatusCode::CREATED, "register");
     let id = id_of(&user);
-    let tokens = auth.login(&email).await;
+    let tokens = auth.tokens(&email).await;
     let res = auth
-        .admin(
+        .request(
             reqwest::Method::PATCH,
             &format!("/admin/users/{id}/role"),
             &admin.access,
         )
         .json(&json!({ "role": "admin" }))
-        .send()
-        .await
-        .expect("role");
-    expect_json(res, StatusCode::OK, "role").await;
+        .await;
+    res.expect(StatusCode::OK, "role");
     let res = auth
-        .admin(
+        .request(
             reqwest::Method::POST,
             &format!("/admin/users/{id}/deactivate"),
             &admin.access,
         )
-        .send()
-        .await
-        .expect("deactivate");
-    expect_json(res, StatusCode::OK, "deactivate").await;
+        .await;
+    res.expect(StatusCode::OK, "deactivate");
 
     let topic = format!("{}user-events", auth.deployment.topic_prefix);
     let consumer: StreamConsumer = ClientConfig::new()

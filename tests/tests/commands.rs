@@ -8,11 +8,11 @@ use events::store::{self, AppendError, ExpectedVersion};
 use events::{Event, EventEnvelope, EventMeta, Priority, TaskCreated, TaskEvent, TaskStatus};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
-use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use tests::broker::Broker;
+use tests::clients::CommandClient;
 use tests::{eventually, http, servers, unique, Deployment, Running};
 use uuid::Uuid;
 
@@ -22,10 +22,11 @@ use uuid::Uuid;
 struct Ctx {
     dep: Deployment,
     _auth: Running,
-    cmd: Running,
+    _cmd: Running,
+    /// command-api as the test's user; any 5xx fails the test.
+    api: CommandClient,
     db: PgPool,
     user: Uuid,
-    token: String,
 }
 
 async fn setup() -> Ctx {
@@ -35,13 +36,14 @@ async fn setup() -> Ctx {
     let db = pool(&dep).await;
     let user = Uuid::now_v7();
     let token = dep.token_for(user, events::Role::User);
+    let api = CommandClient::new(&cmd.base, &token).refusing_server_errors();
     Ctx {
         dep,
         _auth: auth,
-        cmd,
+        _cmd: cmd,
+        api,
         db,
         user,
-        token,
     }
 }
 
@@ -70,76 +72,7 @@ async fn stop(running: &mut Running) {
     let _ = (&mut running.handle).await;
 }
 
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Value,
-    raw: Vec<u8>,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    fn etag(&self) -> &str {
-        self.header("etag").unwrap_or("")
-    }
-
-    fn pointers(&self) -> Vec<String> {
-        self.body["errors"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|e| e["pointer"].as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-}
-
-impl std::fmt::Debug for Reply {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}", self.status, String::from_utf8_lossy(&self.raw))
-    }
-}
-
-/// A request to the command-api; every answer must be below 500.
-struct Call<'a> {
-    ctx: &'a Ctx,
-    method: Method,
-    path: String,
-    token: Option<String>,
-    headers: Vec<(String, String)>,
-    body: Option<Vec<u8>>,
-}
-
 impl Ctx {
-    fn call(&self, method: Method, path: impl Into<String>) -> Call<'_> {
-        Call {
-            ctx: self,
-            method,
-            path: path.into(),
-            token: Some(self.token.clone()),
-            headers: Vec::new(),
-            body: None,
-        }
-    }
-
-    async fn create(&self, body: Value) -> Reply {
-        self.call(Method::POST, "/tasks").json(body).send().await
-    }
-
-    async fn created(&self, body: Value) -> (Uuid, Reply) {
-        let r = self.create(body).await;
-        assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
-        let id = r.body["id"]
-            .as_str()
-            .and_then(|s| s.parse().ok())
-            .expect("id");
-        (id, r)
-    }
-
     async fn events_of(&self, stream: Uuid) -> Vec<EventEnvelope> {
         store::load_stream(&self.db, stream).await.expect("load")
     }
@@ -152,63 +85,6 @@ impl Ctx {
     }
 }
 
-impl Call<'_> {
-    fn json(mut self, body: Value) -> Self {
-        self.body = Some(serde_json::to_vec(&body).expect("json"));
-        self.header("content-type", "application/json")
-    }
-
-    fn raw(mut self, content_type: &str, body: Vec<u8>) -> Self {
-        self.body = Some(body);
-        self.header("content-type", content_type)
-    }
-
-    fn header(mut self, name: &str, value: &str) -> Self {
-        self.headers.push((name.to_owned(), value.to_owned()));
-        self
-    }
-
-    fn token(mut self, token: Option<String>) -> Self {
-        self.token = token;
-        self
-    }
-
-    async fn send(self) -> Reply {
-        let mut req = http().request(self.method.clone(), self.ctx.cmd.url(&self.path));
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
-        }
-        for (n, v) in &self.headers {
-            req = req.header(n, v);
-        }
-        if let Some(b) = self.body {
-            req = req.body(b);
-        }
-        let res = req.send().await.expect("command-api answers");
-        let status = res.status();
-        let headers = res.headers().clone();
-        let raw = res.bytes().await.expect("body").to_vec();
-        let body = serde_json::from_slice(&raw).unwrap_or(Value::Null);
-        let reply = Reply {
-            status,
-            headers,
-            body,
-            raw,
-        };
-        assert!(
-            !status.is_server_error(),
-            "{} {} answered {reply:?}",
-            self.method,
-            self.path
-        );
-        reply
-    }
-}
-
-fn problem_type(r: &Reply) -> &str {
-    r.body["type"].as_str().unwrap_or("")
-}
-
 // --------------------------------------------------------------- REST: happy
 
 #[tokio::test]
@@ -216,7 +92,8 @@ async fn create_patch_status_delete_with_headers() {
     let ctx = setup().await;
 
     let r = ctx
-        .create(json!({
+        .api
+        .create_task(&json!({
             "title": "  Write the report  ",
             "tags": ["work", "q3", "work"],
             "due_at": "2030-01-02T03:04:05Z"
@@ -250,9 +127,12 @@ async fn create_patch_status_delete_with_headers() {
     // The envelope metadata: actor, correlation id from X-Request-Id.
     let request_id = Uuid::new_v4();
     let r = ctx
-        .call(Method::PATCH, format!("/tasks/{id}"))
-        .header("x-request-id", &request_id.to_string())
-        .json(json!({"title": "Write the final report", "priority": "high", "due_at": null}))
+        .api
+        .patch_task(
+            id,
+            &json!({"title": "Write the final report", "priority": "high", "due_at": null}),
+        )
+        .request_id(&request_id.to_string())
         .send()
         .await;
     assert_eq!(r.status, StatusCode::OK, "{r:?}");
@@ -287,9 +167,9 @@ async fn create_patch_status_delete_with_headers() {
     assert!(history[1..].iter().all(|e| e.correlation_id == request_id));
 
     let r = ctx
-        .call(Method::POST, format!("/tasks/{id}/status"))
-        .header("if-match", "\"4\"")
-        .json(json!({"status": "in_progress"}))
+        .api
+        .set_status(id, &json!({"status": "in_progress"}))
+        .if_match("\"4\"")
         .send()
         .await;
     assert_eq!(r.status, StatusCode::OK, "{r:?}");
@@ -297,11 +177,7 @@ async fn create_patch_status_delete_with_headers() {
     assert_eq!(r.etag(), "\"5\"");
     assert_ne!(r.body["updated_at"], r.body["created_at"]);
 
-    let r = ctx
-        .call(Method::DELETE, format!("/tasks/{id}"))
-        .header("if-match", "\"5\"")
-        .send()
-        .await;
+    let r = ctx.api.delete_task(id).if_match("\"5\"").send().await;
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{r:?}");
     assert_eq!(r.etag(), "\"6\"");
     assert_eq!(
@@ -318,24 +194,21 @@ async fn create_patch_status_delete_with_headers() {
 async fn a_command_that_changes_nothing_appends_nothing() {
     let ctx = setup().await;
     let (id, _) = ctx
-        .created(json!({"title": "t", "priority": "low", "tags": ["a", "b"]}))
+        .api
+        .created(&json!({"title": "t", "priority": "low", "tags": ["a", "b"]}))
         .await;
     for body in [
         json!({}),
         json!({"title": " t ", "priority": "low", "tags": ["b", "a"], "due_at": null, "description": ""}),
     ] {
-        let r = ctx
-            .call(Method::PATCH, format!("/tasks/{id}"))
-            .json(body.clone())
-            .send()
-            .await;
+        let r = ctx.api.patch_task(id, &body).send().await;
         assert_eq!(r.status, StatusCode::OK, "{body}: {r:?}");
         assert_eq!(r.etag(), "\"1\"", "{body}");
         assert_eq!(r.body["version"], 1);
     }
     let r = ctx
-        .call(Method::POST, format!("/tasks/{id}/status"))
-        .json(json!({"status": "todo"}))
+        .api
+        .set_status(id, &json!({"status": "todo"}))
         .send()
         .await;
     assert_eq!(r.status, StatusCode::OK, "{r:?}");
@@ -348,7 +221,7 @@ async fn a_command_that_changes_nothing_appends_nothing() {
 #[tokio::test]
 async fn invalid_fields_are_422_with_pointers_and_append_nothing() {
     let ctx = setup().await;
-    let (id, _) = ctx.created(json!({"title": "t"})).await;
+    let (id, _) = ctx.api.created(&json!({"title": "t"})).await;
     let long = |n: usize| "x".repeat(n);
     let many_tags: Vec<String> = (0..21).map(|i| format!("t{i}")).collect();
     let create_cases: Vec<(Value, Vec<&str>)> = vec![
@@ -376,7 +249,7 @@ async fn invalid_fields_are_422_with_pointers_and_append_nothing() {
         (json!({"title": 5}), vec!["/title"]),
     ];
     for (body, pointers) in create_cases {
-        let r = ctx.create(body.clone()).await;
+        let r = ctx.api.create_task(&body).await;
         assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {r:?}");
         assert_eq!(r.header("content-type"), Some("application/problem+json"));
         assert_eq!(r.pointers(), pointers, "{body}: {r:?}");
@@ -390,17 +263,13 @@ async fn invalid_fields_are_422_with_pointers_and_append_nothing() {
         (json!({"description": long(10_001)}), vec!["/description"]),
     ];
     for (body, pointers) in patch_cases {
-        let r = ctx
-            .call(Method::PATCH, format!("/tasks/{id}"))
-            .json(body.clone())
-            .send()
-            .await;
+        let r = ctx.api.patch_task(id, &body).send().await;
         assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {r:?}");
         assert_eq!(r.pointers(), pointers, "{body}: {r:?}");
     }
     let r = ctx
-        .call(Method::POST, format!("/tasks/{id}/status"))
-        .json(json!({"status": "finished"}))
+        .api
+        .set_status(id, &json!({"status": "finished"}))
         .send()
         .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{r:?}");
@@ -415,16 +284,20 @@ async fn invalid_fields_are_422_with_pointers_and_append_nothing() {
 #[tokio::test]
 async fn malformed_oversized_and_unknown_bodies_are_refused() {
     let ctx = setup().await;
-    let (id, _) = ctx.created(json!({"title": "t"})).await;
+    let (id, _) = ctx.api.created(&json!({"title": "t"})).await;
 
     let r = ctx
-        .call(Method::POST, "/tasks")
-        .raw("application/json", b"{\"title\": ".to_vec())
+        .api
+        .request(Method::POST, "/tasks")
+        .body("application/json", b"{\"title\": ".to_vec())
         .send()
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{r:?}");
 
-    let r = ctx.create(json!({"title": "t", "colour": "red"})).await;
+    let r = ctx
+        .api
+        .create_task(&json!({"title": "t", "colour": "red"}))
+        .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{r:?}");
     assert!(
         r.body["detail"].as_str().unwrap_or("").contains("colour"),
@@ -433,45 +306,46 @@ async fn malformed_oversized_and_unknown_bodies_are_refused() {
     assert_eq!(r.pointers(), ["/colour"]);
 
     let r = ctx
-        .call(Method::PATCH, format!("/tasks/{id}"))
-        .json(json!({"status": "done"}))
+        .api
+        .patch_task(id, &json!({"status": "done"}))
         .send()
         .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{r:?}");
     assert_eq!(r.pointers(), ["/status"]);
 
     let big = json!({"title": "t", "description": "x".repeat(70 * 1024)});
-    let r = ctx.create(big).await;
+    let r = ctx.api.create_task(&big).await;
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{r:?}");
 
     let r = ctx
-        .call(Method::POST, "/tasks")
-        .raw("text/plain", b"{\"title\": \"t\"}".to_vec())
+        .api
+        .request(Method::POST, "/tasks")
+        .body("text/plain", b"{\"title\": \"t\"}".to_vec())
         .send()
         .await;
     assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{r:?}");
 
     for bad in ["3", "\"x\"", "W/\"1\"", "\"1\", \"2\""] {
         let r = ctx
-            .call(Method::PATCH, format!("/tasks/{id}"))
-            .header("if-match", bad)
-            .json(json!({"title": "u"}))
+            .api
+            .patch_task(id, &json!({"title": "u"}))
+            .if_match(bad)
             .send()
             .await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "If-Match {bad}: {r:?}");
     }
 
     let r = ctx
-        .call(Method::POST, "/tasks")
+        .api
+        .create_task(&json!({"title": "t"}))
         .token(None)
-        .json(json!({"title": "t"}))
         .send()
         .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{r:?}");
     let r = ctx
-        .call(Method::POST, "/tasks")
+        .api
+        .create_task(&json!({"title": "t"}))
         .token(Some("not-a-jwt".into()))
-        .json(json!({"title": "t"}))
         .send()
         .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{r:?}");
@@ -481,15 +355,11 @@ async fn malformed_oversized_and_unknown_bodies_are_refused() {
 #[tokio::test]
 async fn illegal_transition_is_409_listing_the_allowed_ones() {
     let ctx = setup().await;
-    let (id, _) = ctx.created(json!({"title": "t"})).await;
-    let status = |s: &'static str| {
-        ctx.call(Method::POST, format!("/tasks/{id}/status"))
-            .json(json!({ "status": s }))
-            .send()
-    };
+    let (id, _) = ctx.api.created(&json!({"title": "t"})).await;
+    let status = |s: &'static str| ctx.api.set_status(id, &json!({ "status": s })).send();
     let r = status("done").await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{r:?}");
-    assert!(problem_type(&r).ends_with("/illegal-transition"), "{r:?}");
+    assert!(r.problem_type().ends_with("/illegal-transition"), "{r:?}");
     assert_eq!(r.body["from"], "todo");
     assert_eq!(r.body["to"], "done");
     assert_eq!(r.body["allowed"], json!(["in_progress", "cancelled"]));
@@ -521,19 +391,19 @@ async fn illegal_transition_is_409_listing_the_allowed_ones() {
 #[tokio::test]
 async fn other_users_deleted_and_malformed_tasks_are_404() {
     let ctx = setup().await;
-    let (id, _) = ctx.created(json!({"title": "mine"})).await;
+    let (id, _) = ctx.api.created(&json!({"title": "mine"})).await;
     let stranger = ctx.dep.token_for(Uuid::now_v7(), events::Role::User);
     let admin = ctx.dep.token_for(Uuid::now_v7(), events::Role::Admin);
     for token in [stranger, admin] {
-        let as_other = |m: Method, p: String| ctx.call(m, p).token(Some(token.clone()));
-        let r = as_other(Method::PATCH, format!("/tasks/{id}"))
-            .json(json!({"title": "theirs"}))
+        let as_other = ctx.api.as_user(&token);
+        let r = as_other
+            .patch_task(id, &json!({"title": "theirs"}))
             .send()
             .await;
         assert_eq!(r.status, StatusCode::NOT_FOUND, "{r:?}");
-        let r = as_other(Method::PATCH, format!("/tasks/{id}"))
-            .header("if-match", "\"1\"")
-            .json(json!({"title": "theirs"}))
+        let r = as_other
+            .patch_task(id, &json!({"title": "theirs"}))
+            .if_match("\"1\"")
             .send()
             .await;
         assert_eq!(
@@ -541,14 +411,12 @@ async fn other_users_deleted_and_malformed_tasks_are_404() {
             StatusCode::NOT_FOUND,
             "If-Match must not reveal it: {r:?}"
         );
-        let r = as_other(Method::POST, format!("/tasks/{id}/status"))
-            .json(json!({"status": "in_progress"}))
+        let r = as_other
+            .set_status(id, &json!({"status": "in_progress"}))
             .send()
             .await;
         assert_eq!(r.status, StatusCode::NOT_FOUND, "{r:?}");
-        let r = as_other(Method::DELETE, format!("/tasks/{id}"))
-            .send()
-            .await;
+        let r = as_other.delete_task(id).send().await;
         assert_eq!(r.status, StatusCode::NOT_FOUND, "{r:?}");
     }
     assert_eq!(ctx.events_of(id).await.len(), 1);
@@ -559,12 +427,13 @@ async fn other_users_deleted_and_malformed_tasks_are_404() {
         &format!("/tasks/{}", Uuid::now_v7()),
     ] {
         let r = ctx
-            .call(Method::PATCH, path)
-            .json(json!({"title": "x"}))
+            .api
+            .request(Method::PATCH, path)
+            .json(&json!({"title": "x"}))
             .send()
             .await;
         assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}: {r:?}");
-        let r = ctx.call(Method::DELETE, path).send().await;
+        let r = ctx.api.request(Method::DELETE, path).send().await;
         assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}: {r:?}");
     }
 
@@ -588,7 +457,8 @@ async fn other_users_deleted_and_malformed_tasks_are_404() {
     .unwrap();
     let own = ctx.dep.token_for(user_stream, events::Role::User);
     let r = ctx
-        .call(Method::DELETE, format!("/tasks/{user_stream}"))
+        .api
+        .delete_task(user_stream)
         .token(Some(own))
         .send()
         .await;
@@ -596,26 +466,20 @@ async fn other_users_deleted_and_malformed_tasks_are_404() {
 
     // Deleted: every write is 404 from then on (documented choice).
     assert_eq!(
-        ctx.call(Method::DELETE, format!("/tasks/{id}"))
-            .send()
-            .await
-            .status,
+        ctx.api.delete_task(id).send().await.status,
         StatusCode::NO_CONTENT
     );
+    let r = ctx.api.delete_task(id).send().await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{r:?}");
     let r = ctx
-        .call(Method::DELETE, format!("/tasks/{id}"))
+        .api
+        .patch_task(id, &json!({"title": "again"}))
         .send()
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND, "{r:?}");
     let r = ctx
-        .call(Method::PATCH, format!("/tasks/{id}"))
-        .json(json!({"title": "again"}))
-        .send()
-        .await;
-    assert_eq!(r.status, StatusCode::NOT_FOUND, "{r:?}");
-    let r = ctx
-        .call(Method::POST, format!("/tasks/{id}/status"))
-        .json(json!({"status": "in_progress"}))
+        .api
+        .set_status(id, &json!({"status": "in_progress"}))
         .send()
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND, "{r:?}");
@@ -627,12 +491,8 @@ async fn other_users_deleted_and_malformed_tasks_are_404() {
 #[tokio::test]
 async fn if_match_mismatch_is_412_and_appends_nothing() {
     let ctx = setup().await;
-    let (id, _) = ctx.created(json!({"title": "t"})).await;
-    let r = ctx
-        .call(Method::PATCH, format!("/tasks/{id}"))
-        .json(json!({"title": "u"}))
-        .send()
-        .await;
+    let (id, _) = ctx.api.created(&json!({"title": "t"})).await;
+    let r = ctx.api.patch_task(id, &json!({"title": "u"})).send().await;
     assert_eq!(r.etag(), "\"2\"");
     for (method, path, body) in [
         (
@@ -647,11 +507,9 @@ async fn if_match_mismatch_is_412_and_appends_nothing() {
         ),
         (Method::DELETE, format!("/tasks/{id}"), None),
     ] {
-        let mut call = ctx
-            .call(method.clone(), path.clone())
-            .header("if-match", "\"1\"");
+        let mut call = ctx.api.request(method.clone(), &path).if_match("\"1\"");
         if let Some(b) = body {
-            call = call.json(b);
+            call = call.json(&b);
         }
         let r = call.send().await;
         assert_eq!(
@@ -660,13 +518,13 @@ async fn if_match_mismatch_is_412_and_appends_nothing() {
             "{method} {path}: {r:?}"
         );
         assert_eq!(r.body["current_version"], 2, "{r:?}");
-        assert!(problem_type(&r).ends_with("/precondition-failed"));
+        assert!(r.problem_type().ends_with("/precondition-failed"));
     }
     assert_eq!(ctx.events_of(id).await.len(), 2);
     let r = ctx
-        .call(Method::PATCH, format!("/tasks/{id}"))
-        .header("if-match", "\"2\"")
-        .json(json!({"title": "fresh"}))
+        .api
+        .patch_task(id, &json!({"title": "fresh"}))
+        .if_match("\"2\"")
         .send()
         .await;
     assert_eq!(r.status, StatusCode::OK, "{r:?}");
@@ -676,11 +534,11 @@ async fn if_match_mismatch_is_412_and_appends_nothing() {
 #[tokio::test]
 async fn concurrent_writers_with_the_same_if_match_exactly_one_wins() {
     let ctx = setup().await;
-    let (id, _) = ctx.created(json!({"title": "t"})).await;
+    let (id, _) = ctx.api.created(&json!({"title": "t"})).await;
     let writers = (0..50).map(|i| {
-        ctx.call(Method::PATCH, format!("/tasks/{id}"))
-            .header("if-match", "\"1\"")
-            .json(json!({ "title": format!("writer {i}") }))
+        ctx.api
+            .patch_task(id, &json!({ "title": format!("writer {i}") }))
+            .if_match("\"1\"")
             .send()
     });
     let replies = futures::future::join_all(writers).await;
@@ -697,8 +555,8 @@ async fn concurrent_writers_with_the_same_if_match_exactly_one_wins() {
 
     // Without If-Match every writer applies, one after the other.
     let writers = (0..10).map(|i| {
-        ctx.call(Method::PATCH, format!("/tasks/{id}"))
-            .json(json!({ "title": format!("last writer {i}") }))
+        ctx.api
+            .patch_task(id, &json!({ "title": format!("last writer {i}") }))
             .send()
     });
     let replies = futures::future::join_all(writers).await;
@@ -715,10 +573,10 @@ async fn concurrent_writers_without_if_match_decide_on_the_latest_state() {
     let ctx = setup().await;
     let mut ids = Vec::new();
     for _ in 0..5 {
-        let (id, _) = ctx.created(json!({"title": "t"})).await;
+        let (id, _) = ctx.api.created(&json!({"title": "t"})).await;
         let r = ctx
-            .call(Method::POST, format!("/tasks/{id}/status"))
-            .json(json!({"status": "in_progress"}))
+            .api
+            .set_status(id, &json!({"status": "in_progress"}))
             .send()
             .await;
         assert_eq!(r.status, StatusCode::OK);
@@ -731,9 +589,7 @@ async fn concurrent_writers_without_if_match_decide_on_the_latest_state() {
     let racers = ids.iter().flat_map(|id| {
         (0..30).map(move |i| {
             let to = if i % 2 == 0 { "done" } else { "cancelled" };
-            ctx.call(Method::POST, format!("/tasks/{id}/status"))
-                .json(json!({ "status": to }))
-                .send()
+            ctx.api.set_status(id, &json!({ "status": to })).send()
         })
     });
     let replies = futures::future::join_all(racers).await;
@@ -772,9 +628,9 @@ async fn idempotent_retry_replays_the_first_response_and_appends_nothing() {
     let ctx = setup().await;
     let key = Uuid::new_v4().to_string();
     let create = || {
-        ctx.call(Method::POST, "/tasks")
-            .header("idempotency-key", &key)
-            .json(json!({"title": "once", "tags": ["a"]}))
+        ctx.api
+            .create_task(&json!({"title": "once", "tags": ["a"]}))
+            .idempotency_key(&key)
             .send()
     };
     let first = create().await;
@@ -793,17 +649,17 @@ async fn idempotent_retry_replays_the_first_response_and_appends_nothing() {
     let id = first.body["id"].as_str().unwrap().to_owned();
     // The same key on another path is another key.
     let patch = || {
-        ctx.call(Method::PATCH, format!("/tasks/{id}"))
-            .header("idempotency-key", &key)
-            .json(json!({"title": "twice"}))
+        ctx.api
+            .patch_task(&id, &json!({"title": "twice"}))
+            .idempotency_key(&key)
             .send()
     };
     let p1 = patch().await;
     assert_eq!(p1.status, StatusCode::OK, "{p1:?}");
     // Someone else changes the task; the retry still replays the first answer.
     let other = ctx
-        .call(Method::PATCH, format!("/tasks/{id}"))
-        .json(json!({"title": "thrice"}))
+        .api
+        .patch_task(&id, &json!({"title": "thrice"}))
         .send()
         .await;
     assert_eq!(other.etag(), "\"3\"");
@@ -812,11 +668,7 @@ async fn idempotent_retry_replays_the_first_response_and_appends_nothing() {
     assert_eq!(p2.raw, p1.raw);
     assert_eq!(p2.etag(), "\"2\"");
 
-    let delete = || {
-        ctx.call(Method::DELETE, format!("/tasks/{id}"))
-            .header("idempotency-key", "delete-1")
-            .send()
-    };
+    let delete = || ctx.api.delete_task(&id).idempotency_key("delete-1").send();
     let d1 = delete().await;
     assert_eq!(d1.status, StatusCode::NO_CONTENT, "{d1:?}");
     let d2 = delete().await;
@@ -831,10 +683,10 @@ async fn idempotent_retry_replays_the_first_response_and_appends_nothing() {
     // Keys are per user.
     let other_user = ctx.dep.token_for(Uuid::now_v7(), events::Role::User);
     let r = ctx
-        .call(Method::POST, "/tasks")
+        .api
+        .create_task(&json!({"title": "once", "tags": ["a"]}))
         .token(Some(other_user))
-        .header("idempotency-key", &key)
-        .json(json!({"title": "once", "tags": ["a"]}))
+        .idempotency_key(&key)
         .send()
         .await;
     assert_eq!(r.status, StatusCode::CREATED);
@@ -846,36 +698,36 @@ async fn idempotent_retry_replays_the_first_response_and_appends_nothing() {
 async fn the_same_key_with_another_body_is_422() {
     let ctx = setup().await;
     let first = ctx
-        .call(Method::POST, "/tasks")
-        .header("idempotency-key", "k-1")
-        .json(json!({"title": "one"}))
+        .api
+        .create_task(&json!({"title": "one"}))
+        .idempotency_key("k-1")
         .send()
         .await;
     assert_eq!(first.status, StatusCode::CREATED);
     let r = ctx
-        .call(Method::POST, "/tasks")
-        .header("idempotency-key", "k-1")
-        .json(json!({"title": "two"}))
+        .api
+        .create_task(&json!({"title": "two"}))
+        .idempotency_key("k-1")
         .send()
         .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{r:?}");
     assert!(
-        problem_type(&r).ends_with("/idempotency-key-reused"),
+        r.problem_type().ends_with("/idempotency-key-reused"),
         "{r:?}"
     );
     assert_eq!(ctx.event_count().await, 1);
 
     let r = ctx
-        .call(Method::POST, "/tasks")
-        .header("idempotency-key", &"k".repeat(256))
-        .json(json!({"title": "one"}))
+        .api
+        .create_task(&json!({"title": "one"}))
+        .idempotency_key(&"k".repeat(256))
         .send()
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{r:?}");
     let r = ctx
-        .call(Method::POST, "/tasks")
-        .header("idempotency-key", &"k".repeat(255))
-        .json(json!({"title": "one"}))
+        .api
+        .create_task(&json!({"title": "one"}))
+        .idempotency_key(&"k".repeat(255))
         .send()
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
@@ -886,9 +738,9 @@ async fn the_same_key_with_another_body_is_422() {
 async fn concurrent_requests_with_one_key_append_once() {
     let ctx = setup().await;
     let calls = (0..20).map(|_| {
-        ctx.call(Method::POST, "/tasks")
-            .header("idempotency-key", "race")
-            .json(json!({"title": "raced"}))
+        ctx.api
+            .create_task(&json!({"title": "raced"}))
+            .idempotency_key("race")
             .send()
     });
     let replies = futures::future::join_all(calls).await;
@@ -905,9 +757,9 @@ async fn concurrent_requests_with_one_key_append_once() {
 async fn expired_keys_are_cleaned_up_and_free_again() {
     let ctx = setup().await;
     let send = |title: &'static str| {
-        ctx.call(Method::POST, "/tasks")
-            .header("idempotency-key", "old")
-            .json(json!({ "title": title }))
+        ctx.api
+            .create_task(&json!({ "title": title }))
+            .idempotency_key("old")
             .send()
     };
     assert_eq!(send("first").await.status, StatusCode::CREATED);
@@ -931,9 +783,9 @@ async fn expired_keys_are_cleaned_up_and_free_again() {
         .await
         .unwrap();
     let fresh = ctx
-        .call(Method::POST, "/tasks")
-        .header("idempotency-key", "fresh")
-        .json(json!({"title": "kept"}))
+        .api
+        .create_task(&json!({"title": "kept"}))
+        .idempotency_key("fresh")
         .send()
         .await;
     assert_eq!(fresh.status, StatusCode::CREATED);
@@ -954,7 +806,8 @@ async fn expired_keys_are_cleaned_up_and_free_again() {
 async fn openapi_document_describes_the_commands() {
     let ctx = setup().await;
     let r = ctx
-        .call(Method::GET, "/openapi.json")
+        .api
+        .request(Method::GET, "/openapi.json")
         .token(None)
         .send()
         .await;
@@ -1406,36 +1259,20 @@ fn distinct_events(n: usize) -> impl Fn(&[Published]) -> bool {
 
 /// Writes a few tasks with several events each through `cmd`.
 async fn write_tasks(cmd: &Running, token: &str, tasks: usize) {
+    let api = CommandClient::new(&cmd.base, token);
     for i in 0..tasks {
-        let r = http()
-            .post(cmd.url("/tasks"))
-            .bearer_auth(token)
-            .json(&json!({"title": format!("task {i}")}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::CREATED);
-        let id = r.json::<Value>().await.unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let r = api
+            .create_task(&json!({"title": format!("task {i}")}))
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED);
+        let id = r.body["id"].as_str().unwrap().to_owned();
         for (j, status) in ["in_progress", "done"].iter().enumerate() {
-            let r = http()
-                .patch(cmd.url(&format!("/tasks/{id}")))
-                .bearer_auth(token)
-                .json(&json!({"title": format!("task {i}.{j}")}))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), StatusCode::OK);
-            let r = http()
-                .post(cmd.url(&format!("/tasks/{id}/status")))
-                .bearer_auth(token)
-                .json(&json!({ "status": status }))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), StatusCode::OK);
+            let r = api
+                .patch_task(&id, &json!({"title": format!("task {i}.{j}")}))
+                .await;
+            assert_eq!(r.status, StatusCode::OK);
+            let r = api.set_status(&id, &json!({ "status": status })).await;
+            assert_eq!(r.status, StatusCode::OK);
         }
     }
 }
@@ -1555,14 +1392,10 @@ async fn commit_to_kafka_latency_is_well_under_a_second_when_idle() {
     for i in 0..samples {
         // Idle: the relay is parked, waiting for a notification.
         tokio::time::sleep(Duration::from_millis(700)).await;
-        let r = http()
-            .post(cmd.url("/tasks"))
-            .bearer_auth(&token)
-            .json(&json!({ "title": format!("latency {i}") }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::CREATED);
+        let r = CommandClient::new(&cmd.base, &token)
+            .create_task(&json!({ "title": format!("latency {i}") }))
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED);
     }
     let published = read_topic(
         &topic,
@@ -1631,41 +1464,24 @@ async fn failed_deliveries_stay_in_the_outbox_until_a_relay_reaching_kafka_publi
     let cmd = spawn_command_api_alone(&dep).await;
     let token = dep.token_for(Uuid::now_v7(), events::Role::User);
 
+    let api = CommandClient::new(&cmd.base, &token);
+
     let total = 500;
     let mut ids = Vec::new();
     for chunk in (0..total).collect::<Vec<_>>().chunks(50) {
         let creates = chunk.iter().map(|i| {
-            http()
-                .post(cmd.url("/tasks"))
-                .bearer_auth(&token)
-                .json(&json!({ "title": format!("during the outage {i}") }))
+            api.create_task(&json!({ "title": format!("during the outage {i}") }))
                 .send()
         });
         for r in futures::future::join_all(creates).await {
-            let r = r.unwrap();
-            assert_eq!(
-                r.status(),
-                StatusCode::CREATED,
-                "accepted during the outage"
-            );
-            ids.push(
-                r.json::<Value>().await.unwrap()["id"]
-                    .as_str()
-                    .unwrap()
-                    .to_owned(),
-            );
+            assert_eq!(r.status, StatusCode::CREATED, "accepted during the outage");
+            ids.push(r.body["id"].as_str().unwrap().to_owned());
         }
     }
     // Second events on some streams, so per-stream order is exercised.
     for id in ids.iter().take(50) {
-        let r = http()
-            .post(cmd.url(&format!("/tasks/{id}/status")))
-            .bearer_auth(&token)
-            .json(&json!({"status": "in_progress"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::OK);
+        let r = api.set_status(id, &json!({"status": "in_progress"})).await;
+        assert_eq!(r.status, StatusCode::OK);
     }
     // Long enough for the blind relay's deliveries to time out and be retried.
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -1745,20 +1561,13 @@ async fn kafka_stopped_while_500_commands_are_accepted_then_restarted_every_even
     let ready = http().get(&auth_ready).send().await.unwrap();
     assert_eq!(ready.status(), 200, "auth's /readyz while Kafka is down");
     // 100 streams, 5 commands each, in order per stream, streams concurrent.
-    let client = http();
+    let api = CommandClient::new(&cmd.base, &token);
     let per_stream = |i: usize| {
-        let (client, cmd, token) = (&client, &cmd, &token);
+        let api = &api;
         async move {
             let send = |method: Method, path: String, body: Value| async move {
-                let r = client
-                    .request(method.clone(), cmd.url(&path))
-                    .bearer_auth(token)
-                    .json(&body)
-                    .send()
-                    .await
-                    .expect("command-api answers");
-                let status = r.status();
-                let body: Value = r.json().await.unwrap_or(Value::Null);
+                let r = api.request(method.clone(), &path).json(&body).await;
+                let (status, body) = (r.status, r.body);
                 assert!(
                     status.is_success(),
                     "{method} {path} answered {status} while Kafka was down: {body}"

@@ -7,6 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use tests::clients::{email, AuthClient, QueryClient};
 use tests::{http, System};
 
 const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
@@ -178,28 +179,9 @@ async fn schemathesis_finds_no_server_error_or_contract_violation() {
         std::env::var("TASKSTREAM_SCHEMATHESIS_EXAMPLES").unwrap_or_else(|_| "200".into());
     let system = System::start().await;
     // A real user with a real token from auth, and one task of theirs.
-    let email = format!("{}@example.test", uuid::Uuid::new_v4().simple());
-    let password = "correct horse battery staple";
-    let res = http()
-        .post(system.auth.url("/auth/register"))
-        .json(&json!({ "email": email, "password": password }))
-        .send()
-        .await
-        .expect("register");
-    assert_eq!(res.status(), 201);
-    let login: Value = http()
-        .post(system.auth.url("/auth/login"))
-        .json(&json!({ "email": email, "password": password }))
-        .send()
-        .await
-        .expect("login")
-        .json()
-        .await
-        .expect("login json");
-    let token = login["access_token"]
-        .as_str()
-        .expect("access token")
-        .to_owned();
+    let token = AuthClient::new(&system.auth.base)
+        .user(&email("contract-"))
+        .await;
     let mut failures = Vec::new();
     for (name, base) in [
         ("auth", system.auth.base.clone()),
@@ -310,11 +292,8 @@ async fn a_nul_character_in_any_json_string_is_a_422_not_a_server_error() {
         let problem: Value = res.json().await.expect("problem");
         assert_eq!(problem["errors"][0]["pointer"], pointer, "{problem}");
     }
-    let list = http()
-        .get(system.query.url("/tasks"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("list");
-    assert_eq!(list.status(), 200);
+    let list = QueryClient::new(&system.query.base, &token)
+        .list_tasks("")
+        .await;
+    assert_eq!(list.status, 200);
 }

@@ -12,164 +12,17 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use reqwest::{Response, StatusCode};
+use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
+use tests::clients::{
+    email, id_of, pointers, AuthApp as Auth, AuthClient, CommandClient, Reply, PASSWORD,
+};
 use tests::process::{auth_env, metric, Service};
-use tests::{eventually, http, unique, Deployment, Running};
+use tests::{eventually, http, unique, Deployment};
 use tokio::io::AsyncWriteExt;
 use uuid::Uuid;
 
-const PASSWORD: &str = "correct horse battery staple";
-
 // ----------------------------------------------------------------- helpers
-
-struct Auth {
-    running: Running,
-    deployment: Deployment,
-    client: reqwest::Client,
-}
-
-impl Auth {
-    async fn start() -> Self {
-        let deployment = Deployment::fresh().await;
-        let running = deployment.spawn_auth().await;
-        Auth {
-            running,
-            deployment,
-            client: http(),
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        self.running.url(path)
-    }
-
-    async fn post(&self, path: &str, body: Value) -> Response {
-        self.client
-            .post(self.url(path))
-            .json(&body)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("POST {path}: {e}"))
-    }
-
-    async fn register(&self, email: &str) -> Value {
-        let res = self
-            .post(
-                "/auth/register",
-                json!({ "email": email, "password": PASSWORD }),
-            )
-            .await;
-        expect_json(res, StatusCode::CREATED, &format!("register {email}")).await
-    }
-
-    async fn login(&self, email: &str) -> Value {
-        let res = self
-            .post(
-                "/auth/login",
-                json!({ "email": email, "password": PASSWORD }),
-            )
-            .await;
-        expect_json(res, StatusCode::OK, &format!("login {email}")).await
-    }
-
-    async fn access(&self, email: &str) -> String {
-        self.login(email).await["access_token"]
-            .as_str()
-            .expect("access_token")
-            .to_owned()
-    }
-
-    async fn me(&self, token: &str) -> Response {
-        self.client
-            .get(self.url("/auth/me"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("GET /auth/me")
-    }
-
-    async fn admin_post(&self, path: &str, token: &str) -> Response {
-        self.client
-            .post(self.url(path))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("POST {path}: {e}"))
-    }
-
-    async fn set_role(&self, id: Uuid, role: &str, token: &str) -> Response {
-        self.client
-            .patch(self.url(&format!("/admin/users/{id}/role")))
-            .bearer_auth(token)
-            .json(&json!({ "role": role }))
-            .send()
-            .await
-            .expect("PATCH role")
-    }
-
-    async fn list(&self, query: &str, token: &str) -> Response {
-        self.client
-            .get(self.url(&format!("/admin/users{query}")))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("GET /admin/users")
-    }
-
-    /// An admin made by the operator, logged in.
-    async fn admin(&self) -> (Uuid, String) {
-        let email = email("boss-");
-        let id = self.deployment.create_admin(&email, PASSWORD).await;
-        (id, self.access(&email).await)
-    }
-}
-
-fn email(prefix: &str) -> String {
-    format!("{}@example.test", unique(prefix))
-}
-
-fn id_of(user: &Value) -> Uuid {
-    user["id"]
-        .as_str()
-        .and_then(|s| Uuid::try_parse(s).ok())
-        .unwrap_or_else(|| panic!("no id in {user}"))
-}
-
-async fn expect_json(res: Response, status: StatusCode, what: &str) -> Value {
-    let got = res.status();
-    let text = res.text().await.unwrap_or_default();
-    assert_eq!(got, status, "{what}: expected {status}, got {got}: {text}");
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {text}"))
-}
-
-/// Asserts a problem+json answer with `status`; returns the body.
-async fn expect_problem(res: Response, status: StatusCode, what: &str) -> Value {
-    let content_type = res
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let body = expect_json(res, status, what).await;
-    assert_eq!(
-        content_type, "application/problem+json",
-        "{what}: content type of {body}"
-    );
-    body
-}
-
-fn pointers(problem: &Value) -> Vec<String> {
-    problem["errors"]
-        .as_array()
-        .map(|errors| {
-            errors
-                .iter()
-                .filter_map(|e| e["pointer"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
-}
 
 /// Runs the real `auth` binary with `args`, `stdin` on its standard input,
 /// against the deployment's database; returns (success, stdout, stderr).
@@ -217,7 +70,7 @@ async fn the_first_admin_is_made_by_the_operator_on_the_command_line_never_by_re
     let d = &auth.deployment;
 
     // Registration never yields an admin, not even the very first account.
-    let first = auth.register(&email("first-")).await;
+    let first = auth.registered(&email("first-")).await;
     assert_eq!(first["role"], "user", "{first}");
 
     // `auth create-admin` with the password on standard input.
@@ -235,15 +88,12 @@ async fn the_first_admin_is_made_by_the_operator_on_the_command_line_never_by_re
     assert_eq!(made["email"], boss.to_lowercase(), "{made}");
     assert!(!out.contains(PASSWORD) && !err.contains(PASSWORD));
     let token = auth.access(&boss).await;
-    let me = expect_json(auth.me(&token).await, StatusCode::OK, "admin me").await;
+    let me = auth.me(&token).await.expect(StatusCode::OK, "admin me");
     assert_eq!(me["role"], "admin");
     // The new admin can administer.
-    expect_json(
-        auth.list("", &token).await,
-        StatusCode::OK,
-        "admin lists users",
-    )
-    .await;
+    auth.list_users(&token, "")
+        .await
+        .expect(StatusCode::OK, "admin lists users");
 
     // The same address again: refused, pointing at `promote`; nothing changes.
     let (ok, _, err) = auth_cli(
@@ -277,23 +127,19 @@ async fn the_first_admin_is_made_by_the_operator_on_the_command_line_never_by_re
 
     // `auth promote` makes an existing account admin.
     let plain = email("plain-");
-    auth.register(&plain).await;
-    let me = expect_json(
-        auth.me(&auth.access(&plain).await).await,
-        StatusCode::OK,
-        "me",
-    )
-    .await;
+    auth.registered(&plain).await;
+    let me = auth
+        .me(&auth.access(&plain).await)
+        .await
+        .expect(StatusCode::OK, "me");
     assert_eq!(me["role"], "user");
     let (ok, out, err) = auth_cli(d, &["promote", "--email", &plain], "", &[]).await;
     assert!(ok, "promote failed: {err}");
     assert!(out.contains("\"admin\""), "{out}");
-    let me = expect_json(
-        auth.me(&auth.access(&plain).await).await,
-        StatusCode::OK,
-        "me",
-    )
-    .await;
+    let me = auth
+        .me(&auth.access(&plain).await)
+        .await
+        .expect(StatusCode::OK, "me");
     assert_eq!(me["role"], "admin");
     let (ok, _, err) = auth_cli(d, &["promote", "--email", &email("nobody-")], "", &[]).await;
     assert!(!ok && err.contains("no account"), "{err}");
@@ -302,65 +148,61 @@ async fn the_first_admin_is_made_by_the_operator_on_the_command_line_never_by_re
 #[tokio::test]
 async fn the_last_active_admin_can_neither_demote_nor_deactivate_themselves() {
     let auth = Auth::start().await;
-    let (boss, boss_token) = auth.admin().await;
+    let (boss, boss_token) = auth.admin_access().await;
 
-    let res = auth.set_role(boss, "user", &boss_token).await;
-    let p = expect_problem(res, StatusCode::CONFLICT, "last admin demotes self").await;
+    let res = auth.set_role(&boss_token, boss, "user").await;
+    let p = res.expect_problem(StatusCode::CONFLICT, "last admin demotes self");
     assert!(
         p["type"].as_str().unwrap_or("").ends_with("/last-admin"),
         "{p}"
     );
     let res = auth
-        .admin_post(&format!("/admin/users/{boss}/deactivate"), &boss_token)
+        .request(
+            Method::POST,
+            &format!("/admin/users/{boss}/deactivate"),
+            &boss_token,
+        )
         .await;
-    expect_problem(res, StatusCode::CONFLICT, "last admin deactivates self").await;
-    let me = expect_json(auth.me(&boss_token).await, StatusCode::OK, "still admin").await;
+    res.expect_problem(StatusCode::CONFLICT, "last admin deactivates self");
+    let me = auth
+        .me(&boss_token)
+        .await
+        .expect(StatusCode::OK, "still admin");
     assert_eq!(me["role"], "admin");
 
     // With a second admin, the first may step down; then the second is the last.
     let deputy_email = email("deputy-");
-    let deputy = id_of(&auth.register(&deputy_email).await);
-    expect_json(
-        auth.set_role(deputy, "admin", &boss_token).await,
-        StatusCode::OK,
-        "promote deputy",
-    )
-    .await;
+    let deputy = id_of(&auth.registered(&deputy_email).await);
+    auth.set_role(&boss_token, deputy, "admin")
+        .await
+        .expect(StatusCode::OK, "promote deputy");
     let deputy_token = auth.access(&deputy_email).await;
-    let stepped_down = expect_json(
-        auth.set_role(boss, "user", &boss_token).await,
-        StatusCode::OK,
-        "boss steps down",
-    )
-    .await;
+    let stepped_down = auth
+        .set_role(&boss_token, boss, "user")
+        .await
+        .expect(StatusCode::OK, "boss steps down");
     assert_eq!(stepped_down["role"], "user");
-    expect_problem(
-        auth.set_role(deputy, "user", &deputy_token).await,
-        StatusCode::CONFLICT,
-        "deputy is the last admin now",
-    )
-    .await;
+    auth.set_role(&deputy_token, deputy, "user")
+        .await
+        .expect_problem(StatusCode::CONFLICT, "deputy is the last admin now");
 
     // Two admins demoting each other at the same moment: never both.
-    expect_json(
-        auth.set_role(boss, "admin", &deputy_token).await,
-        StatusCode::OK,
-        "boss back",
-    )
-    .await;
+    auth.set_role(&deputy_token, boss, "admin")
+        .await
+        .expect(StatusCode::OK, "boss back");
     let role_of = |token: String| {
         let auth = &auth;
         async move {
-            let me = expect_json(auth.me(&token).await, StatusCode::OK, "me").await;
+            let me = auth.me(&token).await.expect(StatusCode::OK, "me");
             me["role"].as_str().expect("role").to_owned()
         }
     };
     for round in 0..5 {
         let (a, b) = tokio::join!(
-            auth.set_role(deputy, "user", &boss_token),
-            auth.set_role(boss, "user", &deputy_token),
+            auth.set_role(&boss_token, deputy, "user"),
+            auth.set_role(&deputy_token, boss, "user"),
         );
-        let statuses = [a.status().as_u16(), b.status().as_u16()];
+        let statuses = [a.status.as_u16(), b.status.as_u16()];
         assert!(
             statuses.iter().all(|s| [200, 403, 409].contains(s)) && statuses != [200, 200],
             "round {round}: {statuses:?}"
@@ -373,47 +215,45 @@ async fn the_last_active_admin_can_neither_demote_nor_deactivate_themselves() {
             (_, "admin") => (&deputy_token, boss),
             _ => panic!("round {round}: no admin left ({statuses:?})"),
         };
-        expect_json(
-            auth.set_role(other, "admin", survivor_token).await,
-            StatusCode::OK,
-            "restore",
-        )
-        .await;
+        auth.set_role(survivor_token, other, "admin")
+            .await
+            .expect(StatusCode::OK, "restore");
     }
 }
 
 #[tokio::test]
 async fn admins_list_accounts_in_keyset_pages_filtered_by_email_prefix_role_and_active() {
     let auth = Auth::start().await;
-    let (boss, token) = auth.admin().await;
+    let (boss, token) = auth.admin_access().await;
     let tag = unique("").chars().take(8).collect::<String>();
     let mut alpha = Vec::new();
     for i in 0..7 {
         alpha.push(id_of(
-            &auth.register(&format!("alpha{tag}-{i}@example.test")).await,
+            &auth
+                .registered(&format!("alpha{tag}-{i}@example.test"))
+                .await,
         ));
     }
     let mut beta = Vec::new();
     for i in 0..3 {
         beta.push(id_of(
-            &auth.register(&format!("beta{tag}-{i}@example.test")).await,
+            &auth
+                .registered(&format!("beta{tag}-{i}@example.test"))
+                .await,
         ));
     }
     for id in &alpha[1..3] {
-        expect_json(
-            auth.admin_post(&format!("/admin/users/{id}/deactivate"), &token)
-                .await,
-            StatusCode::OK,
-            "deactivate",
+        auth.request(
+            Method::POST,
+            &format!("/admin/users/{id}/deactivate"),
+            &token,
         )
-        .await;
+        .await
+        .expect(StatusCode::OK, "deactivate");
     }
-    expect_json(
-        auth.set_role(beta[0], "admin", &token).await,
-        StatusCode::OK,
-        "promote",
-    )
-    .await;
+    auth.set_role(&token, beta[0], "admin")
+        .await
+        .expect(StatusCode::OK, "promote");
 
     // Pages of 3 over the alpha accounts (prefix in any letter case): every
     // account once, in registration order, and the last page says so.
@@ -421,7 +261,10 @@ async fn admins_list_accounts_in_keyset_pages_filtered_by_email_prefix_role_and_
     let mut query = format!("?email_prefix=ALPHA{tag}&limit=3");
     let mut pages = 0;
     loop {
-        let page = expect_json(auth.list(&query, &token).await, StatusCode::OK, &query).await;
+        let page = auth
+            .list_users(&token, &query)
+            .await
+            .expect(StatusCode::OK, &query);
         pages += 1;
         let items = page["items"].as_array().expect("items");
         assert!(items.len() <= 3, "{page}");
@@ -443,37 +286,26 @@ async fn admins_list_accounts_in_keyset_pages_filtered_by_email_prefix_role_and_
             .map(id_of)
             .collect()
     };
-    let page = expect_json(
-        auth.list(&format!("?email_prefix=alpha{tag}&active=false"), &token)
-            .await,
-        StatusCode::OK,
-        "inactive",
-    )
-    .await;
+    let page = auth
+        .list_users(&token, &format!("?email_prefix=alpha{tag}&active=false"))
+        .await
+        .expect(StatusCode::OK, "inactive");
     assert_eq!(ids(&page), alpha[1..3].to_vec());
     assert_eq!(page["items"][0]["active"], false, "{page}");
-    let page = expect_json(
-        auth.list(&format!("?email_prefix=alpha{tag}&active=true"), &token)
-            .await,
-        StatusCode::OK,
-        "active",
-    )
-    .await;
+    let page = auth
+        .list_users(&token, &format!("?email_prefix=alpha{tag}&active=true"))
+        .await
+        .expect(StatusCode::OK, "active");
     assert_eq!(ids(&page).len(), 5);
-    let page = expect_json(
-        auth.list("?role=admin", &token).await,
-        StatusCode::OK,
-        "admins",
-    )
-    .await;
+    let page = auth
+        .list_users(&token, "?role=admin")
+        .await
+        .expect(StatusCode::OK, "admins");
     assert_eq!(ids(&page), vec![boss, beta[0]]);
-    let page = expect_json(
-        auth.list(&format!("?email_prefix=beta{tag}&role=user"), &token)
-            .await,
-        StatusCode::OK,
-        "beta users",
-    )
-    .await;
+    let page = auth
+        .list_users(&token, &format!("?email_prefix=beta{tag}&role=user"))
+        .await
+        .expect(StatusCode::OK, "beta users");
     assert_eq!(ids(&page), beta[1..].to_vec());
     for field in ["id", "email", "display_name", "role", "active"] {
         assert!(page["items"][0].get(field).is_some(), "{field}: {page}");
@@ -492,32 +324,22 @@ async fn admins_list_accounts_in_keyset_pages_filtered_by_email_prefix_role_and_
         ("?role=user&role=admin", "role"),
         ("?email_prefix=", "email_prefix"),
     ] {
-        let p = expect_problem(
-            auth.list(query, &token).await,
-            StatusCode::BAD_REQUEST,
-            query,
-        )
-        .await;
+        let p = auth
+            .list_users(&token, query)
+            .await
+            .expect_problem(StatusCode::BAD_REQUEST, query);
         assert_eq!(pointers(&p), vec![param.to_owned()], "{query}: {p}");
     }
 
     // Only admins.
     let user_email = email("nosy-");
-    auth.register(&user_email).await;
+    auth.registered(&user_email).await;
     let user_token = auth.access(&user_email).await;
-    expect_problem(
-        auth.list("", &user_token).await,
-        StatusCode::FORBIDDEN,
-        "non-admin lists",
-    )
-    .await;
-    let res = auth
-        .client
-        .get(auth.url("/admin/users"))
-        .send()
+    auth.list_users(&user_token, "")
         .await
-        .expect("GET");
-    expect_problem(res, StatusCode::UNAUTHORIZED, "anonymous lists").await;
+        .expect_problem(StatusCode::FORBIDDEN, "non-admin lists");
+    let res = auth.get("/admin/users").await;
+    res.expect_problem(StatusCode::UNAUTHORIZED, "anonymous lists");
 }
 
 #[tokio::test]
@@ -526,85 +348,69 @@ async fn an_admin_reactivates_a_deactivated_account_and_user_reactivated_is_publ
     use rdkafka::message::Message;
 
     let auth = Auth::start().await;
-    let (boss, token) = auth.admin().await;
+    let (boss, token) = auth.admin_access().await;
     let email = email("again-");
-    let id = id_of(&auth.register(&email).await);
-    let old = auth.login(&email).await;
+    let id = id_of(&auth.registered(&email).await);
+    let old = auth.logged_in(&email).await;
     let reactivate = format!("/admin/users/{id}/reactivate");
 
-    let account = expect_json(
-        auth.admin_post(&format!("/admin/users/{id}/deactivate"), &token)
-            .await,
-        StatusCode::OK,
-        "deactivate",
-    )
-    .await;
+    let account = auth
+        .request(
+            Method::POST,
+            &format!("/admin/users/{id}/deactivate"),
+            &token,
+        )
+        .await
+        .expect(StatusCode::OK, "deactivate");
     assert_eq!(account["active"], false);
     let res = auth
         .post(
             "/auth/login",
-            json!({ "email": email, "password": PASSWORD }),
+            &json!({ "email": email, "password": PASSWORD }),
         )
         .await;
-    expect_problem(res, StatusCode::UNAUTHORIZED, "deactivated login").await;
+    res.expect_problem(StatusCode::UNAUTHORIZED, "deactivated login");
 
     // Only admins reactivate; unknown ids are 404.
     let user_email = self::email("nosy-");
-    auth.register(&user_email).await;
+    auth.registered(&user_email).await;
     let user_token = auth.access(&user_email).await;
-    expect_problem(
-        auth.admin_post(&reactivate, &user_token).await,
-        StatusCode::FORBIDDEN,
-        "non-admin reactivates",
+    auth.request(Method::POST, &reactivate, &user_token)
+        .await
+        .expect_problem(StatusCode::FORBIDDEN, "non-admin reactivates");
+    auth.request(
+        Method::POST,
+        &format!("/admin/users/{}/reactivate", Uuid::now_v7()),
+        &token,
     )
-    .await;
-    expect_problem(
-        auth.admin_post(
-            &format!("/admin/users/{}/reactivate", Uuid::now_v7()),
-            &token,
-        )
-        .await,
-        StatusCode::NOT_FOUND,
-        "unknown id",
-    )
-    .await;
+    .await
+    .expect_problem(StatusCode::NOT_FOUND, "unknown id");
 
-    let account = expect_json(
-        auth.admin_post(&reactivate, &token).await,
-        StatusCode::OK,
-        "reactivate",
-    )
-    .await;
+    let account = auth
+        .request(Method::POST, &reactivate, &token)
+        .await
+        .expect(StatusCode::OK, "reactivate");
     assert_eq!(account["active"], true, "{account}");
     // Again: nothing changes, nothing is emitted.
-    expect_json(
-        auth.admin_post(&reactivate, &token).await,
-        StatusCode::OK,
-        "reactivate twice",
-    )
-    .await;
+    auth.request(Method::POST, &reactivate, &token)
+        .await
+        .expect(StatusCode::OK, "reactivate twice");
     // They log in again; the refresh token from before stays revoked.
-    let fresh = auth.login(&email).await;
-    expect_json(
-        auth.me(fresh["access_token"].as_str().expect("token"))
-            .await,
-        StatusCode::OK,
-        "me after reactivation",
-    )
-    .await;
+    let fresh = auth.logged_in(&email).await;
+    auth.me(fresh["access_token"].as_str().expect("token"))
+        .await
+        .expect(StatusCode::OK, "me after reactivation");
     let res = auth
         .post(
             "/auth/refresh",
-            json!({ "refresh_token": old["refresh_token"] }),
+            &json!({ "refresh_token": old["refresh_token"] }),
         )
         .await;
-    expect_problem(res, StatusCode::UNAUTHORIZED, "old refresh token").await;
-    let page = expect_json(
-        auth.list("?active=false", &token).await,
-        StatusCode::OK,
-        "inactive",
-    )
-    .await;
+    res.expect_problem(StatusCode::UNAUTHORIZED, "old refresh token");
+    let page = auth
+        .list_users(&token, "?active=false")
+        .await
+        .expect(StatusCode::OK, "inactive");
     assert_eq!(page["items"], json!([]), "{page}");
 
     // The log: registered, deactivated, reactivated (once), by the admin.
@@ -662,25 +468,25 @@ async fn an_admin_reactivates_a_deactivated_account_and_user_reactivated_is_publ
 async fn token_responses_forbid_caching() {
     let auth = Auth::start().await;
     let email = email("cache-");
-    auth.register(&email).await;
+    auth.registered(&email).await;
     let res = auth
         .post(
             "/auth/login",
-            json!({ "email": email, "password": PASSWORD }),
+            &json!({ "email": email, "password": PASSWORD }),
         )
         .await;
-    let headers = res.headers().clone();
-    let body = expect_json(res, StatusCode::OK, "login").await;
+    let headers = res.headers.clone();
+    let body = res.expect(StatusCode::OK, "login");
     assert_eq!(headers["cache-control"], "no-store", "login");
     assert_eq!(headers["pragma"], "no-cache", "login");
     let res = auth
         .post(
             "/auth/refresh",
-            json!({ "refresh_token": body["refresh_token"] }),
+            &json!({ "refresh_token": body["refresh_token"] }),
         )
         .await;
-    let headers = res.headers().clone();
-    expect_json(res, StatusCode::OK, "refresh").await;
+    let headers = res.headers.clone();
+    res.expect(StatusCode::OK, "refresh");
     assert_eq!(headers["cache-control"], "no-store", "refresh");
     assert_eq!(headers["pragma"], "no-cache", "refresh");
 }
@@ -712,7 +518,7 @@ async fn the_verifier_refuses_future_nbf_crit_future_iat_and_overlong_lifetimes(
     let d = &auth.deployment;
     let commands = d.spawn_command_api(&auth.running).await;
     let email = email("claims-");
-    let user = auth.register(&email).await;
+    let user = auth.registered(&email).await;
     let now = chrono::Utc::now().timestamp();
     let claims = |iat: i64, exp: i64| {
         json!({
@@ -786,28 +592,19 @@ async fn the_verifier_refuses_future_nbf_crit_future_iat_and_overlong_lifetimes(
     ];
     for (what, token, accepted) in cases {
         let at_auth = auth.me(&token).await;
-        let at_commands = http()
-            .post(commands.url("/tasks"))
-            .bearer_auth(&token)
-            .json(&json!({ "title": format!("task with {what}") }))
-            .send()
-            .await
-            .expect("POST /tasks");
-        if accepted {
-            expect_json(at_auth, StatusCode::OK, &format!("auth: {what}")).await;
-            expect_json(
-                at_commands,
-                StatusCode::CREATED,
-                &format!("command-api: {what}"),
-            )
+        let at_commands = CommandClient::new(&commands.base, &token)
+            .create_task(&json!({ "title": format!("task with {what}") }))
             .await;
+        if accepted {
+            at_auth.expect(StatusCode::OK, &format!("auth: {what}"));
+            at_commands.expect(StatusCode::CREATED, &format!("command-api: {what}"));
         } else {
             for (service, res) in [("auth", at_auth), ("command-api", at_commands)] {
                 let challenge = res
-                    .headers()
+                    .headers
                     .get("www-authenticate")
                     .map(|v| v.to_str().unwrap_or("").to_owned());
-                expect_problem(res, StatusCode::UNAUTHORIZED, &format!("{service}: {what}")).await;
+                res.expect_problem(StatusCode::UNAUTHORIZED, &format!("{service}: {what}"));
                 assert!(
                     challenge.is_some_and(|c| c.starts_with("Bearer")),
                     "{service}: {what}: Bearer challenge"
@@ -846,13 +643,10 @@ async fn email_keys(auth: &Service) -> Option<f64> {
     metric(&page, "auth_rate_limit_keys{limiter=\"email\"}")
 }
 
-async fn attempt(auth: &Service, path: &str, email: &str, password: &str) -> Response {
-    http()
-        .post(auth.url(path))
-        .json(&json!({ "email": email, "password": password }))
-        .send()
+async fn attempt(auth: &Service, path: &str, email: &str, password: &str) -> Reply {
+    AuthClient::new(&auth.url(""))
+        .post(path, &json!({ "email": email, "password": password }))
         .await
-        .unwrap_or_else(|e| panic!("POST {path}: {e}"))
 }
 
 #[tokio::test]
@@ -863,12 +657,10 @@ async fn the_per_email_limiter_holds_a_bounded_number_of_fixed_size_keys() {
     // An email no account can have is refused before it is counted or hashed.
     let huge = format!("{}@example.test", "a".repeat(60 * 1024));
     for path in ["/auth/login", "/auth/register"] {
-        let p = expect_problem(
-            attempt(&auth, path, &huge, PASSWORD).await,
+        let p = attempt(&auth, path, &huge, PASSWORD).await.expect_problem(
             StatusCode::UNPROCESSABLE_ENTITY,
             &format!("{path} with a 60 KiB email"),
-        )
-        .await;
+        );
         assert!(pointers(&p).contains(&"/email".to_owned()), "{p}");
     }
 
@@ -876,10 +668,10 @@ async fn the_per_email_limiter_holds_a_bounded_number_of_fixed_size_keys() {
     let target = email("target-");
     for _ in 0..3 {
         let res = attempt(&auth, "/auth/login", &target, "wrong password!").await;
-        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(res.status, StatusCode::UNAUTHORIZED);
     }
     let res = attempt(&auth, "/auth/login", &target, "wrong password!").await;
-    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(res.status, StatusCode::TOO_MANY_REQUESTS);
 
     // A spray of 200 distinct addresses (registrations with a too-short
     // password: counted, never hashed) fills the limiter to its capacity
@@ -892,7 +684,7 @@ async fn the_per_email_limiter_holds_a_bounded_number_of_fixed_size_keys() {
             "short",
         )
         .await;
-        assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY, "spray {i}");
+        assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY, "spray {i}");
     }
     let held = eventually("the email-key gauge", Duration::from_secs(10), || async {
         email_keys(&auth).await.filter(|n| *n > 0.0)
@@ -907,7 +699,7 @@ async fn the_per_email_limiter_holds_a_bounded_number_of_fixed_size_keys() {
     )
     .await;
     assert_eq!(
-        res.status(),
+        res.status,
         StatusCode::TOO_MANY_REQUESTS,
         "the attacked account is still limited"
     );
@@ -926,7 +718,7 @@ async fn limiter_keys_are_forgotten_on_a_timer_once_their_budget_is_whole() {
             "short",
         )
         .await;
-        assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY);
     }
     eventually("15 email keys held", Duration::from_secs(8), || async {
         email_keys(&auth).await.filter(|n| *n == 15.0)
@@ -944,9 +736,9 @@ async fn limiter_keys_are_forgotten_on_a_timer_once_their_budget_is_whole() {
 // ------------------------------------------------ 8: text and identity hygiene
 
 async fn register_status(auth: &Auth, body: Value) -> (StatusCode, Value) {
-    let res = auth.post("/auth/register", body).await;
-    let status = res.status();
-    let text = res.text().await.unwrap_or_default();
+    let res = auth.post("/auth/register", &body).await;
+    let status = res.status;
+    let text = res.text();
     (
         status,
         serde_json::from_str(&text).unwrap_or_else(|_| json!({ "raw": text })),
@@ -968,10 +760,10 @@ async fn emails_are_nfkc_case_folded_and_idna_and_look_alikes_are_one_account() 
         })
         .collect();
     let user = auth
-        .register(&format!("{fullwidth}@ＥＸＡＭＰＬＥ.test"))
+        .registered(&format!("{fullwidth}@ＥＸＡＭＰＬＥ.test"))
         .await;
     assert_eq!(user["email"], format!("ada{tag}@example.test"), "{user}");
-    auth.login(&format!("ADA{tag}@example.test")).await;
+    auth.logged_in(&format!("ADA{tag}@example.test")).await;
     let (status, p) = register_status(
         &auth,
         json!({ "email": format!("ada{tag}@example.test"), "password": PASSWORD }),
@@ -980,7 +772,7 @@ async fn emails_are_nfkc_case_folded_and_idna_and_look_alikes_are_one_account() 
     assert_eq!(status, StatusCode::CONFLICT, "{p}");
 
     // Full case folding: STRASSE and straße are one address.
-    auth.register(&format!("STRASSE{tag}@example.test")).await;
+    auth.registered(&format!("STRASSE{tag}@example.test")).await;
     let (status, p) = register_status(
         &auth,
         json!({ "email": format!("straße{tag}@example.test"), "password": PASSWORD }),
@@ -989,7 +781,7 @@ async fn emails_are_nfkc_case_folded_and_idna_and_look_alikes_are_one_account() 
     assert_eq!(status, StatusCode::CONFLICT, "straße: {p}");
 
     // Look-alikes (TS #39 skeletons): a Cyrillic а, a digit 1 for an l.
-    auth.register(&format!("paypal{tag}@example.test")).await;
+    auth.registered(&format!("paypal{tag}@example.test")).await;
     let (status, p) = register_status(
         &auth,
         json!({ "email": format!("p\u{430}ypal{tag}@example.test"), "password": PASSWORD }),
@@ -1000,7 +792,7 @@ async fn emails_are_nfkc_case_folded_and_idna_and_look_alikes_are_one_account() 
         p["type"].as_str().unwrap_or("").ends_with("/email-taken"),
         "{p}"
     );
-    auth.register(&format!("alice{tag}@example.test")).await;
+    auth.registered(&format!("alice{tag}@example.test")).await;
     let (status, p) = register_status(
         &auth,
         json!({ "email": format!("a1ice{tag}@example.test"), "password": PASSWORD }),
@@ -1009,14 +801,14 @@ async fn emails_are_nfkc_case_folded_and_idna_and_look_alikes_are_one_account() 
     assert_eq!(status, StatusCode::CONFLICT, "a1ice: {p}");
 
     // An internationalised domain is stored as its A-label; either form logs in.
-    let user = auth.register(&format!("user{tag}@Bücher.example")).await;
+    let user = auth.registered(&format!("user{tag}@Bücher.example")).await;
     assert_eq!(
         user["email"],
         format!("user{tag}@xn--bcher-kva.example"),
         "{user}"
     );
-    auth.login(&format!("user{tag}@bücher.example")).await;
-    auth.login(&format!("user{tag}@xn--bcher-kva.example"))
+    auth.logged_in(&format!("user{tag}@bücher.example")).await;
+    auth.logged_in(&format!("user{tag}@xn--bcher-kva.example"))
         .await;
     let (status, p) = register_status(
         &auth,
@@ -1066,16 +858,8 @@ async fn display_names_and_passwords_must_be_visible_and_free_of_control_and_for
             "{name:?}: {p}"
         );
     }
-    let user = expect_json(
-        auth.post(
-            "/auth/register",
-            json!({ "email": email("name-"), "password": PASSWORD, "display_name": "  José Ada  " }),
-        )
-        .await,
-        StatusCode::CREATED,
-        "a visible name",
-    )
-    .await;
+    let user = auth.post("/auth/register", &json!({ "email": email("name-"), "password": PASSWORD, "display_name": "  José Ada  " }))
+        .await.expect(StatusCode::CREATED, "a visible name");
     assert_eq!(user["display_name"], "José Ada");
 
     for password in [
@@ -1107,7 +891,7 @@ async fn display_names_and_passwords_must_be_visible_and_free_of_control_and_for
 async fn accounts_from_before_the_skeleton_column_get_theirs_at_start() {
     let auth = Auth::start().await;
     let tag: String = unique("").chars().take(10).collect();
-    let alice = auth.register(&format!("alice{tag}@example.test")).await;
+    let alice = auth.registered(&format!("alice{tag}@example.test")).await;
     // As if registered before migration 20261201000010: no skeleton.
     let pool = events::store::connect_and_migrate(&auth.deployment.database_url, 1)
         .await
@@ -1121,13 +905,10 @@ async fn accounts_from_before_the_skeleton_column_get_theirs_at_start() {
     // A restarted auth fills it in, so the look-alike is refused.
     drop(auth.running);
     let restarted = auth.deployment.spawn_auth().await;
-    let res = http()
-        .post(restarted.url("/auth/register"))
-        .json(&json!({ "email": format!("a1ice{tag}@example.test"), "password": PASSWORD }))
-        .send()
-        .await
-        .expect("register");
-    expect_problem(res, StatusCode::CONFLICT, "look-alike of an older account").await;
+    let res = AuthClient::new(&restarted.base)
+        .register(&format!("a1ice{tag}@example.test"), PASSWORD)
+        .await;
+    res.expect_problem(StatusCode::CONFLICT, "look-alike of an older account");
     let filled: Option<String> =
         sqlx::query_scalar("SELECT email_skeleton FROM users WHERE id = $1")
             .bind(id_of(&alice))

@@ -8,11 +8,23 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use tests::clients::{pointers, CommandClient, Reply};
 use tests::faults::{url_addr, via, Relay};
 use tests::{eventually, http, servers, unique, Deployment, Running};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use uuid::Uuid;
+
+/// [`problem`] for an answer a typed client already read.
+fn problem_of(res: Reply) -> (StatusCode, Value) {
+    assert_eq!(
+        res.header("content-type"),
+        Some("application/problem+json"),
+        "status {}",
+        res.status
+    );
+    (res.status, res.json())
+}
 
 fn host_port(base: &str) -> String {
     base.trim_start_matches("http://").to_owned()
@@ -28,17 +40,6 @@ async fn problem(res: reqwest::Response) -> (StatusCode, Value) {
         "status {status}"
     );
     (status, res.json().await.expect("problem body"))
-}
-
-fn pointers(p: &Value) -> Vec<String> {
-    p["errors"]
-        .as_array()
-        .map(|e| {
-            e.iter()
-                .filter_map(|e| e["pointer"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// Reads until the server closes the connection or `within` passes;
@@ -483,37 +484,35 @@ async fn writes_are_limited_per_user_with_429_and_retry_after() {
         .await;
     let flooder = dep.token_for(Uuid::now_v7(), events::Role::User);
     let other = dep.token_for(Uuid::now_v7(), events::Role::User);
-    let client = http();
+    let commands = CommandClient::new(&cmd.base, &flooder);
     let create = |token: &str| {
-        client
-            .post(cmd.url("/tasks"))
-            .bearer_auth(token)
-            .json(&json!({ "title": "flood" }))
-            .send()
+        commands
+            .as_user(token)
+            .create_task(&json!({ "title": "flood" }))
     };
     let mut remaining = Vec::new();
     for _ in 0..5 {
-        let res = create(&flooder).await.unwrap();
-        assert_eq!(res.status(), 201);
-        assert_eq!(res.headers()["ratelimit-limit"], "5");
+        let res = create(&flooder).await;
+        assert_eq!(res.status, 201);
+        assert_eq!(res.headers["ratelimit-limit"], "5");
         remaining.push(
-            res.headers()["ratelimit-remaining"]
+            res.headers["ratelimit-remaining"]
                 .to_str()
                 .unwrap()
                 .to_owned(),
         );
     }
     assert_eq!(remaining, ["4", "3", "2", "1", "0"]);
-    let res = create(&flooder).await.unwrap();
-    let retry_after: u64 = res.headers()["retry-after"]
+    let res = create(&flooder).await;
+    let retry_after: u64 = res.headers["retry-after"]
         .to_str()
         .unwrap()
         .parse()
         .unwrap();
     assert!((55..=60).contains(&retry_after), "{retry_after}");
-    assert_eq!(res.headers()["ratelimit-limit"], "5");
-    assert_eq!(res.headers()["ratelimit-remaining"], "0");
-    let (status, body) = problem(res).await;
+    assert_eq!(res.headers["ratelimit-limit"], "5");
+    assert_eq!(res.headers["ratelimit-remaining"], "0");
+    let (status, body) = problem_of(res);
     assert_eq!(status, 429, "{body}");
     assert!(body["type"].as_str().unwrap().ends_with("/rate-limited"));
 
@@ -526,7 +525,7 @@ async fn writes_are_limited_per_user_with_429_and_retry_after() {
         .await
         .unwrap();
     assert_eq!(n, 5);
-    assert_eq!(create(&other).await.unwrap().status(), 201);
+    assert_eq!(create(&other).await.status, 201);
 }
 
 #[tokio::test]
@@ -540,30 +539,24 @@ async fn live_tasks_per_user_are_capped_and_a_delete_frees_a_slot() {
         .await;
     let token = dep.token_for(Uuid::now_v7(), events::Role::User);
     let other = dep.token_for(Uuid::now_v7(), events::Role::User);
-    let client = http();
+    let commands = CommandClient::new(&cmd.base, &token);
     let create = |token: &str, key: Option<&str>| {
-        let mut req = client
-            .post(cmd.url("/tasks"))
-            .bearer_auth(token)
-            .json(&json!({ "title": "one more" }));
+        let mut call = commands
+            .as_user(token)
+            .create_task(&json!({ "title": "one more" }));
         if let Some(k) = key {
-            req = req.header("idempotency-key", k);
+            call = call.idempotency_key(k);
         }
-        req.send()
+        call
     };
     let mut ids = Vec::new();
     for key in [None, Some("k-1"), None] {
-        let res = create(&token, key).await.unwrap();
-        assert_eq!(res.status(), 201);
-        ids.push(
-            res.json::<Value>().await.unwrap()["id"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-        );
+        let res = create(&token, key).await;
+        assert_eq!(res.status, 201);
+        ids.push(res.json()["id"].as_str().unwrap().to_owned());
     }
     for key in [None, Some("k-2")] {
-        let (status, body) = problem(create(&token, key).await.unwrap()).await;
+        let (status, body) = problem_of(create(&token, key).await);
         assert_eq!(status, 409, "{body}");
         assert!(
             body["type"].as_str().unwrap().ends_with("/live-task-limit"),
@@ -571,16 +564,11 @@ async fn live_tasks_per_user_are_capped_and_a_delete_frees_a_slot() {
         );
         assert_eq!(body["limit"], 3, "{body}");
     }
-    assert_eq!(create(&other, None).await.unwrap().status(), 201);
-    let res = client
-        .delete(cmd.url(&format!("/tasks/{}", ids[0])))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 204);
-    assert_eq!(create(&token, None).await.unwrap().status(), 201);
-    assert_eq!(create(&token, None).await.unwrap().status(), 409);
+    assert_eq!(create(&other, None).await.status, 201);
+    let res = commands.delete_task(&ids[0]).await;
+    assert_eq!(res.status, 204);
+    assert_eq!(create(&token, None).await.status, 201);
+    assert_eq!(create(&token, None).await.status, 409);
     // Exactly the accepted creates are in the event store.
     let pool = events::store::connect_and_migrate(&dep.database_url, 2)
         .await

@@ -22,6 +22,7 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::producer::FutureProducer;
 use rdkafka::ClientConfig;
 use serde_json::{json, Value};
+use tests::clients::{CommandClient, QueryClient};
 use tests::{eventually, http, servers, unique, System};
 use uuid::Uuid;
 
@@ -183,44 +184,33 @@ async fn an_event_the_view_store_refuses_is_dead_lettered_and_other_writes_still
     for i in 0..6 {
         let user = Uuid::new_v4();
         let token = sys.deployment.token_for(user, Role::User);
-        let res = client
-            .post(sys.command.url("/tasks"))
-            .bearer_auth(&token)
-            .json(&json!({ "title": format!("other user's task {i}") }))
-            .send()
-            .await
-            .expect("command-api answers");
-        assert_eq!(res.status(), 201, "create {i}");
-        let body: Value = res.json().await.expect("json");
+        let res = CommandClient::new(&sys.command.base, &token)
+            .create_task(&json!({ "title": format!("other user's task {i}") }))
+            .await;
+        assert_eq!(res.status, 201, "create {i}");
+        let body = res.json();
         written.push((token, body["id"].as_str().expect("id").to_owned()));
     }
     for (token, id) in &written {
-        let url = sys.query.url(&format!("/tasks/{id}"));
-        eventually(
-            "another user's task to appear in its view",
-            Duration::from_secs(30),
-            || async {
-                let res = client.get(&url).bearer_auth(token).send().await.ok()?;
-                (res.status() == 200).then_some(())
-            },
-        )
-        .await;
+        QueryClient::new(&sys.query.base, token)
+            .wait_for_task(id, Duration::from_secs(30))
+            .await;
     }
 
     // The stream whose second event was refused went on with its third.
     let mallory_token = sys.deployment.token_for(mallory, Role::User);
-    let url = sys.query.url(&format!("/tasks/{task}"));
-    let view: Value = eventually("the rename after the refused event", WAIT, || async {
-        let res = client
-            .get(&url)
-            .bearer_auth(&mallory_token)
-            .send()
-            .await
-            .ok()?;
-        let body: Value = res.json().await.ok()?;
-        (body["version"] == 3).then_some(body)
-    })
-    .await;
+    let mallory_queries = QueryClient::new(&sys.query.base, &mallory_token);
+    let view: Value = mallory_queries
+        .eventually(
+            "the rename after the refused event",
+            WAIT,
+            &format!("/tasks/{task}"),
+            |res| {
+                let body = res.try_json()?;
+                (body["version"] == 3).then_some(body)
+            },
+        )
+        .await;
     assert_eq!(view["title"], "renamed after the refused change");
     assert_eq!(
         view["due_at"],
@@ -228,16 +218,8 @@ async fn an_event_the_view_store_refuses_is_dead_lettered_and_other_writes_still
         "the refused change is not applied"
     );
     // The refused creation made no view.
-    let res = client
-        .get(
-            sys.query
-                .url(&format!("/tasks/{}", refused_create.stream_id)),
-        )
-        .bearer_auth(&mallory_token)
-        .send()
-        .await
-        .expect("query-api answers");
-    assert_eq!(res.status(), 404);
+    let res = mallory_queries.get_task(refused_create.stream_id).await;
+    assert_eq!(res.status, 404);
 
     // Both refused events are on the dead-letter topic with the store's reason.
     let dead = dead_letters(&brokers, &topics, 2).await;
@@ -328,41 +310,6 @@ async fn spawn_command_api_at(d: &tests::Deployment, brokers: &str) -> tests::Ru
     .await
 }
 
-/// Creates a task through command-api; returns its id.
-async fn create_task(
-    client: &reqwest::Client,
-    command: &tests::Running,
-    token: &str,
-    title: &str,
-) -> String {
-    let res = client
-        .post(command.url("/tasks"))
-        .bearer_auth(token)
-        .json(&json!({ "title": title }))
-        .send()
-        .await
-        .expect("command-api answers");
-    assert_eq!(res.status(), 201, "create {title}");
-    let body: Value = res.json().await.expect("json");
-    body["id"].as_str().expect("id").to_owned()
-}
-
-/// Waits until query-api serves the task.
-async fn visible(
-    client: &reqwest::Client,
-    query: &tests::Running,
-    token: &str,
-    id: &str,
-    within: Duration,
-) {
-    let url = query.url(&format!("/tasks/{id}"));
-    eventually("the task to be visible", within, || async {
-        let res = client.get(&url).bearer_auth(token).send().await.ok()?;
-        (res.status() == 200).then_some(())
-    })
-    .await;
-}
-
 /// Kafka (a broker of the test's own) stops for 30 s while writes are
 /// accepted; once it is back, a new write is visible within 10 s, and so
 /// is everything accepted during the outage. The projector used to pause
@@ -382,17 +329,28 @@ async fn after_a_kafka_outage_new_writes_are_visible_within_ten_seconds() {
         })
         .await;
     let query = d.spawn_query_api_standalone().await;
-    let client = http();
     let user = Uuid::new_v4();
     let token = d.token_for(user, Role::User);
-    let before = create_task(&client, &command, &token, "before the outage").await;
-    visible(&client, &query, &token, &before, WAIT).await;
+    let queries = QueryClient::new(&query.base, &token);
+    let commands = CommandClient::new(&command.base, &token);
+    let before = commands
+        .created(&json!({ "title": "before the outage" }))
+        .await
+        .0
+        .to_string();
+    queries.wait_for_task(&before, WAIT).await;
 
     broker.stop().await;
     let down = std::time::Instant::now();
     let mut during = Vec::new();
     while down.elapsed() < Duration::from_secs(30) {
-        during.push(create_task(&client, &command, &token, "during the outage").await);
+        during.push(
+            commands
+                .created(&json!({ "title": "during the outage" }))
+                .await
+                .0
+                .to_string(),
+        );
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     broker.restart().await;
@@ -413,11 +371,15 @@ async fn after_a_kafka_outage_new_writes_are_visible_within_ten_seconds() {
     )
     .await;
     let produced = back.elapsed();
-    visible(&client, &query, &token, &direct.to_string(), WAIT).await;
+    queries.wait_for_task(&direct.to_string(), WAIT).await;
     let projected = back.elapsed();
     // ... and the whole path, through command-api and its outbox relay.
-    let after = create_task(&client, &command, &token, "after the outage").await;
-    visible(&client, &query, &token, &after, WAIT).await;
+    let after = commands
+        .created(&json!({ "title": "after the outage" }))
+        .await
+        .0
+        .to_string();
+    queries.wait_for_task(&after, WAIT).await;
     let end_to_end = back.elapsed();
     eprintln!(
         "after Kafka answered again: produced at {produced:?}, visible at {projected:?}; \
@@ -429,25 +391,8 @@ async fn after_a_kafka_outage_new_writes_are_visible_within_ten_seconds() {
         projected - produced
     );
     for id in &during {
-        visible(&client, &query, &token, id, Duration::from_secs(5)).await;
+        queries.wait_for_task(id, Duration::from_secs(5)).await;
     }
-}
-
-async fn patch_task(
-    client: &reqwest::Client,
-    command: &tests::Running,
-    token: &str,
-    id: &str,
-    body: Value,
-) {
-    let res = client
-        .patch(command.url(&format!("/tasks/{id}")))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .expect("command-api answers");
-    assert_eq!(res.status(), 200, "PATCH {body}");
 }
 
 /// A view write the store acknowledged and then lost (as a MongoDB server
@@ -462,21 +407,21 @@ async fn a_view_behind_its_stream_is_repaired_from_the_log_at_the_next_event() {
     let client = http();
     let user = Uuid::new_v4();
     let token = sys.deployment.token_for(user, Role::User);
-    let id = create_task(&client, &sys.command, &token, "first").await;
-    patch_task(
-        &client,
-        &sys.command,
-        &token,
-        &id,
-        json!({ "description": "written at version 2" }),
-    )
-    .await;
-    let url = sys.query.url(&format!("/tasks/{id}"));
+    let commands = CommandClient::new(&sys.command.base, &token);
+    let id = commands
+        .created(&json!({ "title": "first" }))
+        .await
+        .0
+        .to_string();
+    let res = commands
+        .patch_task(&id, &json!({ "description": "written at version 2" }))
+        .await;
+    assert_eq!(res.status, 200, "PATCH {}", res.text());
+    let queries = QueryClient::new(&sys.query.base, &token);
     let at_version = |v: i64| {
-        let (client, url, token) = (client.clone(), url.clone(), token.clone());
+        let (queries, id) = (queries.clone(), id.clone());
         async move {
-            let res = client.get(&url).bearer_auth(&token).send().await.ok()?;
-            let body: Value = res.json().await.ok()?;
+            let body = queries.get_task(&id).await.try_json()?;
             (body["version"] == v).then_some(body)
         }
     };
@@ -502,14 +447,10 @@ async fn a_view_behind_its_stream_is_repaired_from_the_log_at_the_next_event() {
     let body: Value = at_version(1).await.expect("the view is back at version 1");
     assert_eq!(body["description"], "");
 
-    patch_task(
-        &client,
-        &sys.command,
-        &token,
-        &id,
-        json!({ "title": "written at version 3" }),
-    )
-    .await;
+    let res = commands
+        .patch_task(&id, &json!({ "title": "written at version 3" }))
+        .await;
+    assert_eq!(res.status, 200, "PATCH {}", res.text());
     let view = eventually("the view repaired up to version 3", WAIT, || at_version(3)).await;
     assert_eq!(view["title"], "written at version 3");
     assert_eq!(
@@ -558,31 +499,30 @@ async fn view_writes_survive_a_sigkill_of_the_store_right_after_they_were_acknow
         })
         .await;
     let query = spawn_query_api_at(&d, &store.url()).await;
-    let client = http();
     let user = Uuid::new_v4();
     let token = d.token_for(user, Role::User);
+    let queries = QueryClient::new(&query.base, &token);
+    let commands = CommandClient::new(&command.base, &token);
     let mut all = Vec::new();
     for round in 0..3 {
         for i in 0..10 {
             all.push(
-                create_task(
-                    &client,
-                    &command,
-                    &token,
-                    &format!("round {round} task {i}"),
-                )
-                .await,
+                commands
+                    .created(&json!({ "title": &format!("round {round} task {i}") }))
+                    .await
+                    .0
+                    .to_string(),
             );
         }
         for id in &all {
-            visible(&client, &query, &token, id, WAIT).await;
+            queries.wait_for_task(id, WAIT).await;
         }
         // Right after: a running projector never writes a view again once
         // its write was acknowledged, committed or not.
         store.kill().await;
         store.restart().await;
         for id in &all {
-            visible(&client, &query, &token, id, Duration::from_secs(10)).await;
+            queries.wait_for_task(id, Duration::from_secs(10)).await;
         }
         eprintln!("round {round}: {} views survived the SIGKILL", all.len());
     }
@@ -607,39 +547,31 @@ async fn under_load_repeated_store_sigkills_leave_every_view_equal_to_its_stream
         })
         .await;
     let query = spawn_query_api_at(&d, &store.url()).await;
-    let client = http();
     let token = d.token_for(Uuid::new_v4(), Role::User);
+    let queries = QueryClient::new(&query.base, &token);
+    let commands = CommandClient::new(&command.base, &token);
 
     // The load: create a task, rename a recent one, over and over; writes go
     // to the event store, so they are accepted while the view store is down.
     let stop = tokio_util::sync::CancellationToken::new();
     let load = {
-        let (client, token, stop) = (client.clone(), token.clone(), stop.clone());
-        let url = command.url("");
+        let (commands, stop) = (commands.clone(), stop.clone());
         tokio::spawn(async move {
             let mut ids: Vec<String> = Vec::new();
             let mut n = 0u64;
             while !stop.is_cancelled() {
                 n += 1;
-                let res = client
-                    .post(format!("{url}/tasks"))
-                    .bearer_auth(&token)
-                    .json(&json!({ "title": format!("load {n}") }))
-                    .send()
-                    .await
-                    .expect("command-api answers");
-                assert_eq!(res.status(), 201);
-                let body: Value = res.json().await.expect("json");
+                let res = commands
+                    .create_task(&json!({ "title": format!("load {n}") }))
+                    .await;
+                assert_eq!(res.status, 201);
+                let body = res.json();
                 ids.push(body["id"].as_str().expect("id").to_owned());
                 let target = &ids[(n as usize * 7) % ids.len()];
-                let res = client
-                    .patch(format!("{url}/tasks/{target}"))
-                    .bearer_auth(&token)
-                    .json(&json!({ "title": format!("renamed {n}") }))
-                    .send()
-                    .await
-                    .expect("command-api answers");
-                assert_eq!(res.status(), 200);
+                let res = commands
+                    .patch_task(target, &json!({ "title": format!("renamed {n}") }))
+                    .await;
+                assert_eq!(res.status, 200);
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             ids.len()
@@ -647,8 +579,12 @@ async fn under_load_repeated_store_sigkills_leave_every_view_equal_to_its_stream
     };
     for round in 0..3 {
         // Let views be written and served, then kill the store at once.
-        let probe = create_task(&client, &command, &token, &format!("probe {round}")).await;
-        visible(&client, &query, &token, &probe, WAIT).await;
+        let probe = commands
+            .created(&json!({ "title": &format!("probe {round}") }))
+            .await
+            .0
+            .to_string();
+        queries.wait_for_task(&probe, WAIT).await;
         store.kill().await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         store.restart().await;
@@ -687,7 +623,11 @@ async fn under_load_repeated_store_sigkills_leave_every_view_equal_to_its_stream
     loop {
         let mut wrong = Vec::new();
         for (id, (version, title)) in &folds {
-            let view: Value = match client
+            // Raw: a transport error is one more wrong view, not a failure.
+            let view: Value = match queries
+                .api()
+                .raw()
+                .0
                 .get(query.url(&format!("/tasks/{id}")))
                 .bearer_auth(&token)
                 .send()

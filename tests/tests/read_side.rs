@@ -28,6 +28,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use read_model::views::{Applied, TaskView, UserView, TASK_VIEWS, USER_VIEWS};
 use serde_json::{json, Value};
 use sqlx::PgPool;
+use tests::clients::{CommandClient, QueryClient, Reply};
 use tests::process::{metric, ProcessSystem, Service};
 use tests::{eventually, http, servers, unique, Deployment};
 use uuid::Uuid;
@@ -45,8 +46,11 @@ struct ReadSide {
     #[allow(dead_code)]
     auth: Service,
     projector: Option<Service>,
+    /// Kept running; read through `queries`.
+    #[allow(dead_code)]
     query: Service,
-    http: reqwest::Client,
+    /// query-api; [`ReadSide::query`] gives it a caller.
+    queries: QueryClient,
 }
 
 /// One append: a stream, its new events, when they happened.
@@ -70,6 +74,7 @@ impl ReadSide {
             .expect("topics");
         let auth = d.spawn_auth_process().await;
         let query = d.spawn_query_api_process(&auth).await;
+        let queries = QueryClient::new(&query.url(""), "");
         ReadSide {
             d,
             pool,
@@ -77,7 +82,7 @@ impl ReadSide {
             auth,
             projector: None,
             query,
-            http: http(),
+            queries,
         }
     }
 
@@ -135,33 +140,20 @@ impl ReadSide {
         self.d.token_for(user, Role::User)
     }
 
-    async fn get(&self, token: &str, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
-        let mut req = self.http.get(self.query.url(path)).bearer_auth(token);
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        req.send().await.expect("query-api answers")
+    /// query-api as the holder of `token`.
+    fn query(&self, token: &str) -> QueryClient {
+        self.queries.as_user(token)
     }
 
     async fn get_json(&self, token: &str, path: &str) -> Value {
-        let res = self.get(token, path, &[]).await;
-        let status = res.status();
-        let body: Value = res.json().await.expect("json body");
-        assert_eq!(status, 200, "GET {path}: {body}");
-        body
+        self.query(token).get_json(path).await
     }
 
     /// Waits until the view of `env`'s stream reflects it (through the API).
     async fn visible(&self, owner: Uuid, env: &EventEnvelope) {
         let token = self.token(owner);
         let ct = env.consistency_token().to_string();
-        eventually("the view to reflect the write", WAIT, || async {
-            let res = self
-                .get(&token, "/tasks?limit=1", &[("X-Consistency-Token", &ct)])
-                .await;
-            (res.status() == 200).then_some(())
-        })
-        .await;
+        self.query(&token).wait_visible(&ct, WAIT).await;
     }
 
     /// Waits until the task view of `env`'s stream is at `env`'s version or
@@ -172,8 +164,8 @@ impl ReadSide {
         let token = self.token(owner);
         let path = format!("/tasks/{}", env.stream_id);
         eventually("the view to reach the produced event", WAIT, || async {
-            let res = self.get(&token, &path, &[]).await;
-            let task: Value = res.json().await.ok()?;
+            let res = self.query(&token).get(&path).await;
+            let task = res.try_json()?;
             (task["version"].as_u64()? >= env.version).then_some(())
         })
         .await;
@@ -463,15 +455,13 @@ async fn the_projector_builds_views_that_query_api_serves_with_etags_and_history
 
     // Read-your-writes on the single task: the first read already sees version 6.
     let res = rs
-        .get(
-            &token,
-            &format!("/tasks/{id}"),
-            &[("X-Consistency-Token", &ct)],
-        )
+        .query(&token)
+        .get(&format!("/tasks/{id}"))
+        .header("X-Consistency-Token", &ct)
         .await;
-    assert_eq!(res.status(), 200);
-    assert_eq!(res.headers()["etag"], "\"6\"");
-    let task: Value = res.json().await.unwrap();
+    assert_eq!(res.status, 200);
+    assert_eq!(res.headers["etag"], "\"6\"");
+    let task: Value = res.json();
     assert_eq!(task["id"], id.to_string());
     assert_eq!(task["owner_id"], owner.to_string());
     assert_eq!(task["title"], "Buy oat milk");
@@ -488,22 +478,18 @@ async fn the_projector_builds_views_that_query_api_serves_with_etags_and_history
 
     // If-None-Match with the current version → 304; an older one → 200.
     let res = rs
-        .get(
-            &token,
-            &format!("/tasks/{id}"),
-            &[("If-None-Match", "\"6\"")],
-        )
+        .query(&token)
+        .get(&format!("/tasks/{id}"))
+        .header("If-None-Match", "\"6\"")
         .await;
-    assert_eq!(res.status(), 304);
-    assert_eq!(res.headers()["etag"], "\"6\"");
+    assert_eq!(res.status, 304);
+    assert_eq!(res.headers["etag"], "\"6\"");
     let res = rs
-        .get(
-            &token,
-            &format!("/tasks/{id}"),
-            &[("If-None-Match", "\"5\"")],
-        )
+        .query(&token)
+        .get(&format!("/tasks/{id}"))
+        .header("If-None-Match", "\"5\"")
         .await;
-    assert_eq!(res.status(), 200);
+    assert_eq!(res.status, 200);
 
     // History: every event, in order, from the event store.
     let history = rs.get_json(&token, &format!("/tasks/{id}/history")).await;
@@ -536,14 +522,12 @@ async fn the_projector_builds_views_that_query_api_serves_with_etags_and_history
         .unwrap();
     let ct = gone.consistency_token().to_string();
     let res = rs
-        .get(
-            &token,
-            &format!("/tasks/{id}"),
-            &[("X-Consistency-Token", &ct)],
-        )
+        .query(&token)
+        .get(&format!("/tasks/{id}"))
+        .header("X-Consistency-Token", &ct)
         .await;
-    assert_eq!(res.status(), 404);
-    let body: Value = res.json().await.unwrap();
+    assert_eq!(res.status, 404);
+    let body: Value = res.json();
     assert_eq!(body["status"], 404);
     let list = rs.get_json(&token, "/tasks").await;
     assert_eq!(ids(&list), Vec::<String>::new());
@@ -592,15 +576,7 @@ async fn the_projector_builds_views_that_query_api_serves_with_etags_and_history
     );
 
     // The OpenAPI document names every route, its parameters and the scheme.
-    let doc: Value = rs
-        .http
-        .get(rs.query.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = rs.queries.get("/openapi.json").token(None).await.json();
     for path in ["/tasks", "/tasks/{id}", "/tasks/{id}/history"] {
         assert!(
             doc["paths"][path]["get"].is_object(),
@@ -924,10 +900,10 @@ async fn bad_requests_are_400s_that_name_the_parameter() {
         ("cursor=abc", vec!["cursor"]),
         ("limit=x&sort=y&foo=1", vec!["limit", "sort", "foo"]),
     ] {
-        let res = rs.get(&token, &format!("/tasks?{query}"), &[]).await;
-        assert_eq!(res.status(), 400, "{query}");
-        assert_eq!(res.headers()["content-type"], "application/problem+json");
-        let body: Value = res.json().await.unwrap();
+        let res = rs.query(&token).get(&format!("/tasks?{query}")).await;
+        assert_eq!(res.status, 400, "{query}");
+        assert_eq!(res.headers["content-type"], "application/problem+json");
+        let body: Value = res.json();
         let pointers: Vec<&str> = body["errors"]
             .as_array()
             .unwrap()
@@ -952,20 +928,17 @@ async fn bad_requests_are_400s_that_name_the_parameter() {
         format!("/tasks?limit=2&sort=-priority&cursor={cursor}"),
         format!("/tasks?limit=2&sort=priority&status=done&cursor={cursor}"),
     ] {
-        let res = rs.get(&token, &path, &[]).await;
-        assert_eq!(res.status(), 400, "{path}");
-        let body: Value = res.json().await.unwrap();
+        let res = rs.query(&token).get(&path).await;
+        assert_eq!(res.status, 400, "{path}");
+        let body: Value = res.json();
         assert_eq!(body["errors"][0]["pointer"], "cursor", "{body}");
     }
     // The genuine cursor still works, with another page size too.
     let res = rs
-        .get(
-            &token,
-            &format!("/tasks?limit=3&sort=priority&cursor={cursor}"),
-            &[],
-        )
+        .query(&token)
+        .get(&format!("/tasks?limit=3&sort=priority&cursor={cursor}"))
         .await;
-    assert_eq!(res.status(), 200);
+    assert_eq!(res.status, 200);
 
     // A malformed consistency token.
     for bad in [
@@ -974,18 +947,22 @@ async fn bad_requests_are_400s_that_name_the_parameter() {
         &format!("{}.0", Uuid::new_v4().simple()),
     ] {
         for path in ["/tasks".to_owned(), format!("/tasks/{}", specs[0].id)] {
-            let res = rs.get(&token, &path, &[("X-Consistency-Token", bad)]).await;
-            assert_eq!(res.status(), 400, "{path} with token {bad}");
+            let res = rs
+                .query(&token)
+                .get(&path)
+                .header("X-Consistency-Token", bad)
+                .await;
+            assert_eq!(res.status, 400, "{path} with token {bad}");
         }
     }
     // No token, a bad token: 401.
-    let res = rs.http.get(rs.query.url("/tasks")).send().await.unwrap();
-    assert_eq!(res.status(), 401);
-    let res = rs.get("not-a-jwt", "/tasks", &[]).await;
-    assert_eq!(res.status(), 401);
+    let res = rs.queries.list_tasks("").token(None).await;
+    assert_eq!(res.status, 401);
+    let res = rs.query("not-a-jwt").get("/tasks").await;
+    assert_eq!(res.status, 401);
     // An id that is not a UUID names nothing: 404.
-    let res = rs.get(&token, "/tasks/not-a-uuid", &[]).await;
-    assert_eq!(res.status(), 404);
+    let res = rs.query(&token).get("/tasks/not-a-uuid").await;
+    assert_eq!(res.status, 404);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1032,21 +1009,23 @@ async fn users_never_see_each_others_tasks_but_admins_may_ask_by_owner() {
                 format!("/tasks/{}", s.id),
                 format!("/tasks/{}/history", s.id),
             ] {
-                let res = rs.get(&token, &path, &[]).await;
-                assert_eq!(res.status(), 404, "{path} of another user");
+                let res = rs.query(&token).get(&path).await;
+                assert_eq!(res.status, 404, "{path} of another user");
             }
         }
         // A non-admin cannot ask for someone else's list.
         let other_owner = if user == alice { bob } else { alice };
         let res = rs
-            .get(&token, &format!("/tasks?owner_id={other_owner}"), &[])
+            .query(&token)
+            .get(&format!("/tasks?owner_id={other_owner}"))
             .await;
-        assert_eq!(res.status(), 403);
+        assert_eq!(res.status, 403);
         // Asking for one's own is fine.
         let res = rs
-            .get(&token, &format!("/tasks?owner_id={user}&limit=200"), &[])
+            .query(&token)
+            .get(&format!("/tasks?owner_id={user}&limit=200"))
             .await;
-        assert_eq!(res.status(), 200);
+        assert_eq!(res.status, 200);
     }
     let admin = rs.d.token_for(Uuid::new_v4(), Role::Admin);
     let got: HashSet<String> = ids(&rs
@@ -1101,14 +1080,12 @@ async fn a_consistency_token_waits_for_the_projection_and_504s_when_it_is_stoppe
             .unwrap();
         let ct = env.consistency_token().to_string();
         let res = rs
-            .get(
-                &token,
-                &format!("/tasks/{id}"),
-                &[("X-Consistency-Token", &ct)],
-            )
+            .query(&token)
+            .get(&format!("/tasks/{id}"))
+            .header("X-Consistency-Token", &ct)
             .await;
-        assert_eq!(res.status(), 200);
-        let task: Value = res.json().await.unwrap();
+        assert_eq!(res.status, 200);
+        let task: Value = res.json();
         assert_eq!(task["version"], env.version);
         assert_eq!(task["status"], to.as_str());
         let new = Uuid::new_v4();
@@ -1123,10 +1100,12 @@ async fn a_consistency_token_waits_for_the_projection_and_504s_when_it_is_stoppe
             .unwrap();
         let ct = env.consistency_token().to_string();
         let res = rs
-            .get(&token, "/tasks?limit=200", &[("X-Consistency-Token", &ct)])
+            .query(&token)
+            .get("/tasks?limit=200")
+            .header("X-Consistency-Token", &ct)
             .await;
-        assert_eq!(res.status(), 200);
-        let list: Value = res.json().await.unwrap();
+        assert_eq!(res.status, 200);
+        let list: Value = res.json();
         assert!(
             ids(&list).contains(&new.to_string()),
             "the list reflects the write"
@@ -1151,11 +1130,15 @@ async fn a_consistency_token_waits_for_the_projection_and_504s_when_it_is_stoppe
     let ct = env.consistency_token().to_string();
     for path in [format!("/tasks/{id}"), "/tasks".to_owned()] {
         let started = std::time::Instant::now();
-        let res = rs.get(&token, &path, &[("X-Consistency-Token", &ct)]).await;
+        let res = rs
+            .query(&token)
+            .get(&path)
+            .header("X-Consistency-Token", &ct)
+            .await;
         let waited = started.elapsed();
-        assert_eq!(res.status(), 504, "{path}");
-        assert_eq!(res.headers()["content-type"], "application/problem+json");
-        let body: Value = res.json().await.unwrap();
+        assert_eq!(res.status, 504, "{path}");
+        assert_eq!(res.headers["content-type"], "application/problem+json");
+        let body: Value = res.json();
         assert!(
             body["type"]
                 .as_str()
@@ -1180,14 +1163,12 @@ async fn a_consistency_token_waits_for_the_projection_and_504s_when_it_is_stoppe
     rs.projector = Some(rs.d.spawn_projector_process().await);
     let task: Value = eventually("the restarted projector to catch up", WAIT, || async {
         let res = rs
-            .get(
-                &token,
-                &format!("/tasks/{id}"),
-                &[("X-Consistency-Token", &ct)],
-            )
+            .query(&token)
+            .get(&format!("/tasks/{id}"))
+            .header("X-Consistency-Token", &ct)
             .await;
-        if res.status() == 200 {
-            res.json().await.ok()
+        if res.status == 200 {
+            res.try_json()
         } else {
             None
         }
@@ -1750,8 +1731,7 @@ async fn a_version_gap_is_reported_and_never_applied_until_the_missing_version_a
         (1, TaskStatus::Todo),
         "v3 applied over the gap"
     );
-    let metrics = rs
-        .http
+    let metrics = http()
         .get(rs.projector().url("/metrics"))
         .send()
         .await
@@ -1770,8 +1750,7 @@ async fn a_version_gap_is_reported_and_never_applied_until_the_missing_version_a
     );
     let metrics_url = rs.projector().url("/metrics");
     eventually("the lag gauge", WAIT, || async {
-        let text = rs
-            .http
+        let text = http()
             .get(&metrics_url)
             .send()
             .await
@@ -1796,42 +1775,30 @@ async fn writes_through_command_api_are_read_back_through_query_api_with_their_t
     let sys = ProcessSystem::start().await;
     let user = Uuid::new_v4();
     let token = sys.deployment.token_for(user, Role::User);
-    let client = http();
-    let token_of = |res: &reqwest::Response| -> String {
-        res.headers()["x-consistency-token"]
-            .to_str()
-            .unwrap()
+    let commands = CommandClient::new(&sys.command.url(""), &token);
+    let queries = QueryClient::new(&sys.query.url(""), &token);
+    let token_of = |res: &Reply| -> String {
+        res.consistency_token()
+            .expect("X-Consistency-Token")
             .to_owned()
     };
     let read = |path: String, ct: String| {
-        let client = client.clone();
-        let token = token.clone();
-        let url = sys.query.url(&path);
-        async move {
-            client
-                .get(url)
-                .bearer_auth(token)
-                .header("X-Consistency-Token", ct)
-                .send()
-                .await
-                .unwrap()
-        }
+        let queries = queries.clone();
+        async move { queries.get(&path).consistency_token(&ct).await }
     };
 
-    let res = client
-        .post(sys.command.url("/tasks"))
-        .bearer_auth(&token)
-        .json(&json!({ "title": "Ship the read side", "priority": "high", "tags": ["work"] }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 201);
+    let res = commands
+        .create_task(
+            &json!({ "title": "Ship the read side", "priority": "high", "tags": ["work"] }),
+        )
+        .await;
+    assert_eq!(res.status, 201);
     let ct = token_of(&res);
-    let created: Value = res.json().await.unwrap();
+    let created = res.json();
     let id = created["id"].as_str().unwrap().to_owned();
     let res = read(format!("/tasks/{id}"), ct).await;
-    assert_eq!(res.status(), 200);
-    let task: Value = res.json().await.unwrap();
+    assert_eq!(res.status, 200);
+    let task = res.json();
     assert_eq!(
         (
             &task["title"],
@@ -1847,50 +1814,29 @@ async fn writes_through_command_api_are_read_back_through_query_api_with_their_t
         )
     );
 
-    let res = client
-        .patch(sys.command.url(&format!("/tasks/{id}")))
-        .bearer_auth(&token)
-        .header("If-Match", "\"1\"")
-        .json(&json!({ "title": "Ship the read side today" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    let res = commands
+        .patch_task(&id, &json!({ "title": "Ship the read side today" }))
+        .if_match("\"1\"")
+        .await;
+    assert_eq!(res.status, 200);
     let res = read("/tasks?q=today".to_owned(), token_of(&res)).await;
-    assert_eq!(res.status(), 200);
-    assert_eq!(ids(&res.json().await.unwrap()), vec![id.clone()]);
+    assert_eq!(res.status, 200);
+    assert_eq!(ids(&res.json()), vec![id.clone()]);
 
-    let res = client
-        .post(sys.command.url(&format!("/tasks/{id}/status")))
-        .bearer_auth(&token)
-        .json(&json!({ "status": "in_progress" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    let res = commands
+        .set_status(&id, &json!({ "status": "in_progress" }))
+        .await;
+    assert_eq!(res.status, 200);
     let res = read("/tasks?status=in_progress".to_owned(), token_of(&res)).await;
-    assert_eq!(ids(&res.json().await.unwrap()), vec![id.clone()]);
+    assert_eq!(ids(&res.json()), vec![id.clone()]);
 
-    let res = client
-        .delete(sys.command.url(&format!("/tasks/{id}")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert!(res.status().is_success(), "{}", res.status());
+    let res = commands.delete_task(&id).await;
+    assert!(res.status.is_success(), "{}", res.status);
     let ct = token_of(&res);
-    assert_eq!(read(format!("/tasks/{id}"), ct.clone()).await.status(), 404);
+    assert_eq!(read(format!("/tasks/{id}"), ct.clone()).await.status, 404);
     let res = read("/tasks".to_owned(), ct).await;
-    assert_eq!(ids(&res.json().await.unwrap()), Vec::<String>::new());
-    let history = client
-        .get(sys.query.url(&format!("/tasks/{id}/history")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap();
+    assert_eq!(ids(&res.json()), Vec::<String>::new());
+    let history = queries.history(&id).await.json();
     let types: Vec<&str> = history["items"]
         .as_array()
         .unwrap()
