@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use events::Role;
 use mongodb::bson::{doc, Document};
-use serde_json::{json, Value};
-use tests::{eventually, http, servers, System};
+use reqwest::StatusCode;
+use serde_json::json;
+use tests::clients::CommandClient;
+use tests::{eventually, servers, System};
 use uuid::Uuid;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -42,20 +44,12 @@ async fn a_retried_batch_writes_again_a_view_the_store_lost_after_acknowledging_
         .expect("refuse the barrier");
     }
 
-    let client = http();
     let token = sys.deployment.token_for(Uuid::new_v4(), Role::User);
-    let res = client
-        .post(sys.command.url("/tasks"))
-        .bearer_auth(&token)
-        .json(&json!({ "title": "written, then lost" }))
-        .send()
-        .await
-        .expect("command-api answers");
-    assert_eq!(res.status(), 201);
-    let id = res.json::<Value>().await.expect("json")["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let commands = CommandClient::new(&sys.command.url(""), &token);
+    let (id, _) = commands
+        .created(&json!({ "title": "written, then lost" }))
+        .await;
+    let id = id.to_string();
 
     let views = db.collection::<Document>("task_views");
     let version_of = |views: mongodb::Collection<Document>, id: String| async move {
@@ -66,6 +60,7 @@ async fn a_retried_batch_writes_again_a_view_the_store_lost_after_acknowledging_
         version_of(views.clone(), id.clone())
     })
     .await;
+    let client = tests::http();
     let errors_url = sys.projector.url("/metrics");
     eventually("the barrier to fail the batch", WAIT, || async {
         let page = client
@@ -98,14 +93,10 @@ async fn a_retried_batch_writes_again_a_view_the_store_lost_after_acknowledging_
     db.run_command(doc! { "collMod": projector::consumer::JOURNAL_BARRIER, "validator": {} })
         .await
         .expect("let the barrier pass");
-    let res = client
-        .patch(sys.command.url(&format!("/tasks/{id}")))
-        .bearer_auth(&token)
-        .json(&json!({ "title": "and its next event" }))
-        .send()
+    commands
+        .patch_task(&id, &json!({ "title": "and its next event" }))
         .await
-        .expect("command-api answers");
-    assert_eq!(res.status(), 200);
+        .expect(StatusCode::OK, "the task's next event");
     let at_2 = eventually("version 2 in the view", WAIT, || {
         let (views, id) = (views.clone(), id.clone());
         async move {

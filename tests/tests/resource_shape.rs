@@ -3,16 +3,17 @@
 //! same JSON, field by field, and both OpenAPI documents describe it with
 //! the same schema.
 
-use reqwest::{Client, Method, StatusCode};
+use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use tests::{http, Deployment, Running};
+use tests::clients::{Api, CommandClient, QueryClient, Reply};
+use tests::{Deployment, Running};
 use uuid::Uuid;
 
 struct Sides {
-    client: Client,
-    token: String,
-    command: Running,
-    query: Running,
+    commands: CommandClient,
+    queries: QueryClient,
+    _command: Running,
+    _query: Running,
     _projector: Running,
 }
 
@@ -24,11 +25,12 @@ impl Sides {
             .await;
         let projector = dep.spawn_projector().await;
         let query = dep.spawn_query_api_standalone().await;
+        let token = dep.token_for(Uuid::now_v7(), events::Role::User);
         Sides {
-            client: http(),
-            token: dep.token_for(Uuid::now_v7(), events::Role::User),
-            command,
-            query,
+            commands: CommandClient::new(&command.url(""), &token),
+            queries: QueryClient::new(&query.url(""), &token),
+            _command: command,
+            _query: query,
             _projector: projector,
         }
     }
@@ -44,49 +46,27 @@ impl Sides {
         expect: StatusCode,
     ) -> Value {
         let what = format!("{method} {path} {body}");
-        let res = self
-            .client
-            .request(method, self.command.url(path))
-            .bearer_auth(&self.token)
-            .json(&body)
-            .send()
-            .await
-            .expect("command-api answers");
-        let status = res.status();
-        let token = res
-            .headers()
-            .get("x-consistency-token")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        let written: Value = res.json().await.expect("a JSON body");
-        assert_eq!(status, expect, "{what}: {written}");
+        let written: Reply = self.commands.request(method, path).json(&body).await;
+        let token = written.consistency_token().unwrap_or_default().to_owned();
+        let written = written.expect(expect, &what);
         let id = written["id"].as_str().expect("an id");
-        let res = self
-            .client
-            .get(self.query.url(&format!("/tasks/{id}")))
-            .bearer_auth(&self.token)
-            .header("x-consistency-token", token)
-            .send()
+        let read = self
+            .queries
+            .get_task(id)
+            .consistency_token(&token)
             .await
-            .expect("query-api answers");
-        let status = res.status();
-        let read: Value = res.json().await.expect("a JSON body");
-        assert_eq!(status, StatusCode::OK, "GET /tasks/{id}: {read}");
+            .expect(StatusCode::OK, &format!("GET /tasks/{id}"));
         assert_same_task(&what, &written, &read);
         written
     }
+}
 
-    async fn openapi(&self, side: &Running) -> Value {
-        self.client
-            .get(side.url("/openapi.json"))
-            .send()
-            .await
-            .expect("the document is served")
-            .json()
-            .await
-            .expect("the document is JSON")
-    }
+/// A service's OpenAPI document (served without a token).
+async fn openapi(api: &Api) -> Value {
+    api.request(Method::GET, "/openapi.json")
+        .token(None)
+        .await
+        .expect(StatusCode::OK, "the OpenAPI document")
 }
 
 /// Every key of each is a key of the other, with the same value.
@@ -205,8 +185,8 @@ fn response_schema<'a>(doc: &'a Value, path: &str, method: &str, status: &str) -
 #[tokio::test]
 async fn both_documents_describe_the_task_with_one_schema() {
     let sides = Sides::start().await;
-    let commands = sides.openapi(&sides.command).await;
-    let queries = sides.openapi(&sides.query).await;
+    let commands = openapi(sides.commands.api()).await;
+    let queries = openapi(sides.queries.api()).await;
 
     let read = response_schema(&queries, "/tasks/{id}", "get", "200");
     for (path, method, status) in [
