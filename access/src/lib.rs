@@ -13,7 +13,7 @@
 
 pub mod accounts;
 pub mod jwks;
-pub mod settings;
+mod settings;
 pub mod verify;
 
 pub use settings::JwtSettings;

@@ -132,18 +132,13 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Maps a violation of one named constraint (or one of several) to a
+/// Maps a violation of one of the named constraints to a
 /// domain error; every other database error stays internal.
 pub trait OnConstraint<T> {
-    fn on_constraint(self, name: &str, to: impl FnOnce() -> ApiError) -> Result<T, ApiError>;
     fn on_constraints(self, names: &[&str], to: impl FnOnce() -> ApiError) -> Result<T, ApiError>;
 }
 
 impl<T> OnConstraint<T> for Result<T, sqlx::Error> {
-    fn on_constraint(self, name: &str, to: impl FnOnce() -> ApiError) -> Result<T, ApiError> {
-        self.on_constraints(&[name], to)
-    }
-
     fn on_constraints(self, names: &[&str], to: impl FnOnce() -> ApiError) -> Result<T, ApiError> {
         self.map_err(|e| match &e {
             sqlx::Error::Database(db) if db.constraint().is_some_and(|c| names.contains(&c)) => {

@@ -62,17 +62,17 @@
 //! appears in an event, a response other than the one issuing the token, or
 //! a log line.
 
-pub mod api;
+mod api;
 pub mod config;
-pub mod domain;
-pub mod error;
+mod domain;
+mod error;
 pub mod keys;
 pub mod operator;
-pub mod password;
-pub mod rate_limit;
-pub mod refresh;
-pub mod request;
-pub mod startup;
+mod password;
+mod rate_limit;
+mod refresh;
+mod request;
+mod startup;
 pub mod tokens;
 pub mod users;
 

@@ -6,10 +6,10 @@
 //! feature adds the Kafka plumbing and the outbox relay, so that `auth` and
 //! `command-api` append events the same way.
 
-pub mod envelope;
+mod envelope;
 pub mod schema;
 pub mod topics;
-pub mod upcast;
+mod upcast;
 
 #[cfg(feature = "postgres")]
 pub mod store;

@@ -6,15 +6,15 @@
 //! the live one and swaps it in, coordinating with the live loop through
 //! `control`; both fold with `fold`.
 
-pub mod config;
+mod config;
 pub mod consumer;
 mod control;
 mod fold;
 mod lag;
 pub mod rebuild;
 pub mod replay;
-pub mod startup;
-pub mod write_errors;
+mod startup;
+mod write_errors;
 mod writer;
 
 pub use config::Config;

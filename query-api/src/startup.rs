@@ -145,16 +145,11 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(crate::analytics::get_throughput))
 }
 
-/// The OpenAPI document alone (what `/openapi.json` serves).
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    api_routes().into_openapi()
-}
-
 #[cfg(test)]
 mod tests {
     #[test]
     fn the_document_describes_the_list_parameters_with_their_values() {
-        let doc = serde_json::to_value(super::openapi()).unwrap();
+        let doc = serde_json::to_value(super::api_routes().into_openapi()).unwrap();
         let params = doc["paths"]["/tasks"]["get"]["parameters"]
             .as_array()
             .unwrap();
