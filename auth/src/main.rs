@@ -65,9 +65,7 @@ async fn serve() -> anyhow::Result<()> {
 
 async fn database() -> anyhow::Result<sqlx::PgPool> {
     let config = Config::from_env()?;
-    events::store::connect_and_migrate(config.postgres.url.expose_secret(), 2)
-        .await
-        .map_err(anyhow::Error::msg)
+    Ok(events::store::connect_and_migrate(config.postgres.url.expose_secret(), 2).await?)
 }
 
 /// The new admin's password: `AUTH_ADMIN_PASSWORD`, else one line of stdin

@@ -50,9 +50,8 @@ impl Application {
     /// Connects to Postgres (and migrates), prepares Kafka, binds the port.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let keys = SigningKeys::from_pem_file(&config.signing_key_path)?;
-        let pool = events::store::connect_and_migrate(config.postgres.url.expose_secret(), 10)
-            .await
-            .map_err(anyhow::Error::msg)?;
+        let pool =
+            events::store::connect_and_migrate(config.postgres.url.expose_secret(), 10).await?;
         let filled = crate::users::backfill_skeletons(&pool).await?;
         if filled > 0 {
             tracing::info!(accounts = filled, "email skeletons filled in");

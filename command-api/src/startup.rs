@@ -54,8 +54,7 @@ impl Application {
     pub async fn build(config: Config, verifier: Option<TokenVerifier>) -> anyhow::Result<Self> {
         let pool =
             events::store::connect_and_migrate(config.postgres.url.expose_secret(), POOL_SIZE)
-                .await
-                .map_err(anyhow::Error::msg)?;
+                .await?;
         let topics = Topics::with_prefix(config.kafka.topic_prefix.clone());
         kafka::ensure_topics(&config.kafka.brokers, &topics)
             .await

@@ -159,8 +159,7 @@ async fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
         &config.mongo.database,
         Some(config.mongodb_write_concern.write_concern()),
     )
-    .await
-    .map_err(anyhow::Error::msg)?;
+    .await?;
     let options = projector::rebuild::RebuildOptions {
         brokers: config.kafka.brokers.clone(),
         topics: events::topics::Topics::with_prefix(config.kafka.topic_prefix.clone()),

@@ -39,8 +39,7 @@ impl Application {
             &config.mongo.database,
             Some(config.mongodb_write_concern.write_concern()),
         )
-        .await
-        .map_err(anyhow::Error::msg)?;
+        .await?;
         tracing::info!(write_concern = %config.mongodb_write_concern, "view writes");
         read_model::ensure_indexes(&db)
             .await

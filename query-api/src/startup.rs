@@ -55,11 +55,9 @@ impl Application {
             .map_err(|e| anyhow::anyhow!("configuration: QUERY_API_CURSOR_SECRET: {e}"))?;
         let db =
             read_model::mongo::connect(config.mongo.url.expose_secret(), &config.mongo.database)
-                .await
-                .map_err(anyhow::Error::msg)?;
-        let pool = events::store::connect_and_migrate(config.postgres.url.expose_secret(), 10)
-            .await
-            .map_err(anyhow::Error::msg)?;
+                .await?;
+        let pool =
+            events::store::connect_and_migrate(config.postgres.url.expose_secret(), 10).await?;
         let verifier = match verifier {
             Some(v) => v,
             None => {

@@ -14,9 +14,10 @@ pub enum ConnectError {
     #[error("mongodb: {0}")]
     Client(mongodb::error::Error),
     /// The server did not answer the first `ping`.
-    #[error("mongodb at {url}: {cause}")]
+    /// Named by its hosts: the URL may hold a password.
+    #[error("mongodb at {hosts}: {cause}")]
     Unreachable {
-        url: String,
+        hosts: String,
         cause: mongodb::error::Error,
     },
 }
@@ -42,12 +43,17 @@ pub async fn connect_with(
     options.server_selection_timeout = Some(Duration::from_secs(5));
     options.connect_timeout = Some(Duration::from_secs(5));
     options.app_name = Some("taskstream".into());
+    let hosts = options
+        .hosts
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
     let client = Client::with_options(options).map_err(ConnectError::Client)?;
     let db = client.database(database);
-    ping(&db).await.map_err(|cause| ConnectError::Unreachable {
-        url: url.to_owned(),
-        cause,
-    })?;
+    ping(&db)
+        .await
+        .map_err(|cause| ConnectError::Unreachable { hosts, cause })?;
     Ok(db)
 }
 
