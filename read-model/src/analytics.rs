@@ -19,7 +19,7 @@ use mongodb::options::IndexOptions;
 use mongodb::{Database, IndexModel};
 use serde::{Deserialize, Serialize};
 
-use crate::fold::{next_task_event, Applied, Poison, View};
+use crate::fold::{impl_view, next_task_event, Applied, Poison, View};
 
 /// Collection of [`TaskFacts`].
 pub const TASK_FACTS: &str = "task_facts";
@@ -120,25 +120,7 @@ pub fn apply_facts(
     Ok(Applied::Advanced(facts))
 }
 
-impl View for TaskFacts {
-    const COLLECTION: &'static str = TASK_FACTS;
-    const STREAM_TYPE: StreamType = StreamType::Task;
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn version(&self) -> u64 {
-        self.version.max(0) as u64
-    }
-    fn with_version(self, version: u64) -> Self {
-        Self {
-            version: version as i64,
-            ..self
-        }
-    }
-    fn apply(view: Option<&Self>, env: &EventEnvelope) -> Result<Applied<Self>, Poison> {
-        apply_facts(view, env)
-    }
-}
+impl_view!(TaskFacts, TASK_FACTS, StreamType::Task, apply_facts);
 
 /// Indexes of `task_facts`: every analytics query is per owner and a date range.
 pub fn facts_indexes() -> Vec<IndexModel> {

@@ -57,6 +57,36 @@ pub trait View: Serialize + DeserializeOwned + Clone + Send + Sync + Unpin + 'st
     fn apply(view: Option<&Self>, env: &EventEnvelope) -> Result<Applied<Self>, Poison>;
 }
 
+/// Implements [`View`] for a document with `id: String` and
+/// `version: i64` fields, folded by `$apply`.
+macro_rules! impl_view {
+    ($view:ty, $collection:expr, $stream_type:expr, $apply:path) => {
+        impl $crate::fold::View for $view {
+            const COLLECTION: &'static str = $collection;
+            const STREAM_TYPE: events::StreamType = $stream_type;
+            fn id(&self) -> &str {
+                &self.id
+            }
+            fn version(&self) -> u64 {
+                self.version.max(0) as u64
+            }
+            fn with_version(self, version: u64) -> Self {
+                Self {
+                    version: version as i64,
+                    ..self
+                }
+            }
+            fn apply(
+                view: Option<&Self>,
+                env: &events::EventEnvelope,
+            ) -> Result<$crate::fold::Applied<Self>, $crate::fold::Poison> {
+                $apply(view, env)
+            }
+        }
+    };
+}
+pub(crate) use impl_view;
+
 fn decode(env: &EventEnvelope, expected: StreamType) -> Result<Event, Poison> {
     if env.stream_type != expected {
         return Err(wrong_stream(expected, env.stream_type));

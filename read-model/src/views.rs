@@ -34,7 +34,7 @@ use mongodb::options::IndexOptions;
 use mongodb::IndexModel;
 use serde::{Deserialize, Serialize};
 
-use crate::fold::{next_event, next_task_event, user_event};
+use crate::fold::{impl_view, next_event, next_task_event, user_event};
 pub use crate::fold::{Applied, Poison, View};
 
 /// Collection of [`TaskView`]s.
@@ -201,45 +201,9 @@ pub fn apply_user(
     }))
 }
 
-impl View for TaskView {
-    const COLLECTION: &'static str = TASK_VIEWS;
-    const STREAM_TYPE: StreamType = StreamType::Task;
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn version(&self) -> u64 {
-        self.version.max(0) as u64
-    }
-    fn with_version(self, version: u64) -> Self {
-        Self {
-            version: version as i64,
-            ..self
-        }
-    }
-    fn apply(view: Option<&Self>, env: &EventEnvelope) -> Result<Applied<Self>, Poison> {
-        apply(view, env)
-    }
-}
+impl_view!(TaskView, TASK_VIEWS, StreamType::Task, apply);
 
-impl View for UserView {
-    const COLLECTION: &'static str = USER_VIEWS;
-    const STREAM_TYPE: StreamType = StreamType::User;
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn version(&self) -> u64 {
-        self.version.max(0) as u64
-    }
-    fn with_version(self, version: u64) -> Self {
-        Self {
-            version: version as i64,
-            ..self
-        }
-    }
-    fn apply(view: Option<&Self>, env: &EventEnvelope) -> Result<Applied<Self>, Poison> {
-        apply_user(view, env)
-    }
-}
+impl_view!(UserView, USER_VIEWS, StreamType::User, apply_user);
 
 fn index(keys: Document, name: &str) -> IndexModel {
     IndexModel::builder()
