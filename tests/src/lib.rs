@@ -341,6 +341,19 @@ pub fn http() -> reqwest::Client {
         .expect("http client")
 }
 
+/// The Prometheus page a service serves at `metrics_url` (`None` while it
+/// does not answer).
+pub async fn metrics_page(metrics_url: &str) -> Option<String> {
+    http().get(metrics_url).send().await.ok()?.text().await.ok()
+}
+
+/// One un-labelled series (or one written with its labels) of the page at
+/// `metrics_url`; `None` while the service does not answer or the series is
+/// absent (before its first increment).
+pub async fn metric_at(metrics_url: &str, series: &str) -> Option<f64> {
+    process::metric(&metrics_page(metrics_url).await?, series)
+}
+
 /// Polls `check` until it returns `Some`, or panics after `timeout` naming `what`.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where

@@ -1734,15 +1734,9 @@ impl Writers {
 
 /// One series of a process's `/metrics` page (0 while absent).
 async fn metric_of(service: &tests::process::Service, name: &str) -> f64 {
-    let page = http()
-        .get(service.url("/metrics"))
-        .send()
+    tests::metric_at(&service.url("/metrics"), name)
         .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics page");
-    tests::process::metric(&page, name).unwrap_or(0.0)
+        .unwrap_or(0.0)
 }
 
 /// Waits until `service`'s relay holds the publishing lock and has
@@ -1810,18 +1804,7 @@ async fn relay_process_sigkilled_mid_stream_and_restarted_loses_nothing() {
         "the restarted a as standby",
         Duration::from_secs(10),
         || async {
-            (tests::process::metric(
-                &http()
-                    .get(a.url("/metrics"))
-                    .send()
-                    .await
-                    .ok()?
-                    .text()
-                    .await
-                    .ok()?,
-                "relay_leader",
-            ) == Some(0.0))
-            .then_some(())
+            (tests::metric_at(&a.url("/metrics"), "relay_leader").await == Some(0.0)).then_some(())
         },
     )
     .await;

@@ -17,8 +17,8 @@ use serde_json::{json, Value};
 use tests::clients::{
     email, id_of, pointers, AuthApp as Auth, AuthClient, CommandClient, Reply, PASSWORD,
 };
-use tests::process::{auth_env, metric, Service};
-use tests::{eventually, http, unique, Deployment};
+use tests::process::{auth_env, Service};
+use tests::{eventually, unique, Deployment};
 use tokio::io::AsyncWriteExt;
 use uuid::Uuid;
 
@@ -632,15 +632,11 @@ async fn auth_process(d: &Deployment, per_email: u32, capacity: usize) -> Servic
 }
 
 async fn email_keys(auth: &Service) -> Option<f64> {
-    let page = http()
-        .get(auth.url("/metrics"))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    metric(&page, "auth_rate_limit_keys{limiter=\"email\"}")
+    tests::metric_at(
+        &auth.url("/metrics"),
+        "auth_rate_limit_keys{limiter=\"email\"}",
+    )
+    .await
 }
 
 async fn attempt(auth: &Service, path: &str, email: &str, password: &str) -> Reply {

@@ -23,7 +23,7 @@ use rdkafka::producer::FutureProducer;
 use rdkafka::ClientConfig;
 use serde_json::{json, Value};
 use tests::clients::{CommandClient, QueryClient};
-use tests::{eventually, http, servers, unique, System};
+use tests::{eventually, servers, unique, System};
 use uuid::Uuid;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -103,20 +103,8 @@ async fn dead_letters(brokers: &str, topics: &Topics, n: usize) -> Vec<DeadLette
     out
 }
 
-async fn metrics_text(client: &reqwest::Client, url: &str) -> String {
-    client
-        .get(url)
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text")
-}
-
-/// The value of an unlabelled series on a Prometheus page.
-fn metric(page: &str, name: &str) -> Option<f64> {
-    tests::process::metric(page, name)
+async fn metrics_text(url: &str) -> String {
+    tests::metrics_page(url).await.expect("metrics")
 }
 
 /// Events whose view the MongoDB-wire server refuses (dates outside years
@@ -130,7 +118,6 @@ async fn an_event_the_view_store_refuses_is_dead_lettered_and_other_writes_still
     let sys = System::start().await;
     let brokers = servers().kafka_brokers.clone();
     let topics = Topics::with_prefix(sys.deployment.topic_prefix.clone());
-    let client = http();
 
     // Mallory's events, as a writer that skipped the edge's checks could
     // publish them: a task created due in year 0 (`0001-01-01T00:00:00+01:00`
@@ -240,8 +227,8 @@ async fn an_event_the_view_store_refuses_is_dead_lettered_and_other_writes_still
             letter.reason
         );
     }
-    let page = metrics_text(&client, &sys.projector.url("/metrics")).await;
-    let refused = metric(&page, "projector_refused_writes_total").unwrap_or(0.0);
+    let page = metrics_text(&sys.projector.url("/metrics")).await;
+    let refused = tests::process::metric(&page, "projector_refused_writes_total").unwrap_or(0.0);
     assert!(refused >= 2.0, "projector_refused_writes_total = {refused}");
 }
 
@@ -266,14 +253,13 @@ async fn after_a_rebalance_a_projector_exports_lag_only_for_the_partitions_it_ow
         .await
         .expect("topics");
     let all = 2 * events::topics::EVENT_TOPIC_PARTITIONS as usize;
-    let client = http();
     let first = d.spawn_projector().await;
     let first_metrics = first.url("/metrics");
     eventually(
         "the first projector to export the lag of every partition",
         WAIT,
         || async {
-            let page = metrics_text(&client, &first_metrics).await;
+            let page = metrics_text(&first_metrics).await;
             (lag_partitions(&page).len() == all).then_some(())
         },
     )
@@ -285,8 +271,8 @@ async fn after_a_rebalance_a_projector_exports_lag_only_for_the_partitions_it_ow
         "each projector to export only the partitions it owns",
         WAIT,
         || async {
-            let mine = lag_partitions(&metrics_text(&client, &first_metrics).await);
-            let theirs = lag_partitions(&metrics_text(&client, &second_metrics).await);
+            let mine = lag_partitions(&metrics_text(&first_metrics).await);
+            let theirs = lag_partitions(&metrics_text(&second_metrics).await);
             let disjoint = mine.is_disjoint(&theirs);
             let covered = mine.union(&theirs).count() == all;
             (disjoint && covered && !mine.is_empty() && !theirs.is_empty())
@@ -404,7 +390,6 @@ async fn after_a_kafka_outage_new_writes_are_visible_within_ten_seconds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_view_behind_its_stream_is_repaired_from_the_log_at_the_next_event() {
     let sys = System::start().await;
-    let client = http();
     let user = Uuid::new_v4();
     let token = sys.deployment.token_for(user, Role::User);
     let commands = CommandClient::new(&sys.command.base, &token);
@@ -464,8 +449,8 @@ async fn a_view_behind_its_stream_is_repaired_from_the_log_at_the_next_event() {
         "projector_repairs_total to count the repair",
         WAIT,
         || async {
-            let page = metrics_text(&client, &metrics_url).await;
-            (metric(&page, "projector_repairs_total")? >= 1.0).then_some(())
+            let page = metrics_text(&metrics_url).await;
+            (tests::process::metric(&page, "projector_repairs_total")? >= 1.0).then_some(())
         },
     )
     .await;

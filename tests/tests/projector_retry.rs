@@ -60,20 +60,10 @@ async fn a_retried_batch_writes_again_a_view_the_store_lost_after_acknowledging_
         version_of(views.clone(), id.clone())
     })
     .await;
-    let client = tests::http();
-    let errors_url = sys.projector.url("/metrics");
+    let metrics_url = sys.projector.url("/metrics");
     eventually("the barrier to fail the batch", WAIT, || async {
-        let page = client
-            .get(&errors_url)
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        page.lines()
-            .any(|l| l.starts_with("projector_errors_total") && !l.ends_with(" 0"))
-            .then_some(())
+        let failed = tests::metric_at(&metrics_url, "projector_errors_total").await?;
+        (failed > 0.0).then_some(())
     })
     .await;
 

@@ -29,7 +29,7 @@ use read_model::views::{Applied, TaskView, UserView, TASK_VIEWS, USER_VIEWS};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use tests::clients::{CommandClient, QueryClient, Reply};
-use tests::process::{metric, ProcessSystem, Service};
+use tests::process::{ProcessSystem, Service};
 use tests::{eventually, http, servers, unique, Deployment};
 use uuid::Uuid;
 
@@ -1544,16 +1544,8 @@ fn kill_test_log(t0: DateTime<Utc>) -> Vec<Write> {
     writes
 }
 
-async fn events_applied(client: &reqwest::Client, projector: &Service) -> Option<f64> {
-    let page = client
-        .get(projector.url("/metrics"))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    metric(&page, "projector_events_applied_total")
+async fn events_applied(projector: &Service) -> Option<f64> {
+    tests::metric_at(&projector.url("/metrics"), "projector_events_applied_total").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1579,11 +1571,10 @@ async fn a_projector_killed_with_sigkill_mid_stream_and_restarted_ends_with_the_
         ..rs.d.projector_config()
     };
     let mut projector = rs.d.spawn_projector_process_with(config).await;
-    let client = http();
     let deadline = std::time::Instant::now() + WAIT;
     let before_kill = loop {
         // Polled tightly: the whole backlog takes a few seconds.
-        if let Some(n) = events_applied(&client, &projector).await {
+        if let Some(n) = events_applied(&projector).await {
             if n >= 600.0 {
                 break n;
             }
