@@ -37,7 +37,7 @@
 //! primary, interrupted) retry the batch.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -152,6 +152,11 @@ pub struct Projector {
     /// The view store's process (`hello.topologyVersion.processId`) at the
     /// last journal barrier (see [`Projector::journal_barrier`]).
     store_process: std::sync::Mutex<Option<bson::oid::ObjectId>>,
+    /// Views may have been written since the last journal barrier that
+    /// passed: by a failed attempt (whose retry then finds only
+    /// duplicates), or by a predecessor killed before its barrier. The next
+    /// batch ends with a barrier whatever it writes.
+    unbarriered: AtomicBool,
 }
 
 impl Projector {
@@ -177,6 +182,7 @@ impl Projector {
             kafka_error_rounds: AtomicU32::new(0),
             brokers: brokers.to_owned(),
             store_process: std::sync::Mutex::new(None),
+            unbarriered: AtomicBool::new(true),
         })
     }
 
@@ -185,11 +191,21 @@ impl Projector {
     /// counted and retried (the batch is replayed; the views absorb it).
     pub async fn run(self, shutdown: CancellationToken) {
         tracing::info!("projector consuming");
-        match store_process(&self.writer.db).await {
-            Ok(process) => {
-                self.set_store_process(process);
+        // The first barrier compares the store's process with this one.
+        loop {
+            match store_process(&self.writer.db).await {
+                Ok(process) => {
+                    self.set_store_process(process);
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot tell the view store's process yet; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(self.settings.error_backoff) => {}
+                    }
+                }
             }
-            Err(e) => tracing::warn!(error = %e, "cannot tell the view store's process yet"),
         }
         loop {
             let batch = self.next_batch(&shutdown).await;
@@ -214,6 +230,7 @@ impl Projector {
                         // the retry onto what the store holds, not onto the
                         // views remembered from the failed attempt.
                         self.writer.forget_all();
+                        self.unbarriered.store(true, Ordering::Relaxed);
                         tracing::warn!(error = %e, messages = batch.len(), "batch failed; retrying");
                         tokio::select! {
                             _ = shutdown.cancelled() => break None,
@@ -338,8 +355,9 @@ impl Projector {
         poison.sort_by_key(|(i, _)| *i);
         self.dead_letter(batch, &poison).await?;
         outcome.dead_lettered = poison.len() as u64;
-        if outcome.applied > 0 || outcome.refused > 0 {
+        if outcome.applied > 0 || outcome.refused > 0 || self.unbarriered.load(Ordering::Relaxed) {
             self.journal_barrier().await?;
+            self.unbarriered.store(false, Ordering::Relaxed);
         }
         Ok(outcome)
     }
