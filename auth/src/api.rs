@@ -6,7 +6,6 @@ use axum::extract::{FromRequestParts, State};
 use axum::http::header::{HeaderName, CACHE_CONTROL, PRAGMA};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
 use axum::Router;
 use events::Role;
 use serde::{Deserialize, Serialize};
@@ -398,25 +397,28 @@ async fn still_admin(state: &AppState, admin: &AuthUser) -> Result<(), ApiError>
     }
 }
 
-/// An admin changing an account: a token with the admin role, an account
-/// that is still an active admin now, and the cause its events carry.
+/// An admin changing an account: a token with the admin role and the cause
+/// its events carry. Whether the account is still an active admin is
+/// checked by the handler ([`ActingAdmin::still_admin`]), after the path
+/// and body have been read, so a bad request is answered as such first.
 struct ActingAdmin {
     admin: AuthUser,
     cause: Cause,
 }
 
-impl FromRequestParts<AppState> for ActingAdmin {
-    type Rejection = Response;
+impl ActingAdmin {
+    async fn still_admin(&self, state: &AppState) -> Result<(), ApiError> {
+        still_admin(state, &self.admin).await
+    }
+}
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
-        let AdminUser(admin) = AdminUser::from_request_parts(parts, state)
-            .await
-            .map_err(IntoResponse::into_response)?;
+impl FromRequestParts<AppState> for ActingAdmin {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
+        let AdminUser(admin) = AdminUser::from_request_parts(parts, state).await?;
         let Ok(CorrelationId(correlation_id)) =
             CorrelationId::from_request_parts(parts, state).await;
-        still_admin(state, &admin)
-            .await
-            .map_err(IntoResponse::into_response)?;
         let cause = Cause {
             actor: admin.id,
             correlation_id,
@@ -443,10 +445,12 @@ impl FromRequestParts<AppState> for ActingAdmin {
 )]
 async fn change_role(
     State(state): State<AppState>,
-    ActingAdmin { cause, .. }: ActingAdmin,
+    acting: ActingAdmin,
     Path(id): Path<Uuid>,
     Json(body): Json<RoleRequest>,
 ) -> Result<Json<AccountResponse>, ApiError> {
+    acting.still_admin(&state).await?;
+    let cause = acting.cause;
     let user = users::change_role(&state.pool, id, body.role, cause).await?;
     Ok(Json(AccountResponse::from(&user)))
 }
@@ -467,9 +471,11 @@ async fn change_role(
 )]
 async fn deactivate(
     State(state): State<AppState>,
-    ActingAdmin { admin, cause }: ActingAdmin,
+    acting: ActingAdmin,
     Path(id): Path<Uuid>,
 ) -> Result<Json<AccountResponse>, ApiError> {
+    acting.still_admin(&state).await?;
+    let ActingAdmin { admin, cause } = acting;
     if id == admin.id {
         return Err(ApiError::SelfDeactivation);
     }
@@ -494,9 +500,11 @@ async fn deactivate(
 )]
 async fn reactivate(
     State(state): State<AppState>,
-    ActingAdmin { admin, cause }: ActingAdmin,
+    acting: ActingAdmin,
     Path(id): Path<Uuid>,
 ) -> Result<Json<AccountResponse>, ApiError> {
+    acting.still_admin(&state).await?;
+    let ActingAdmin { admin, cause } = acting;
     let user = users::reactivate(&state.pool, id, cause).await?;
     tracing::info!(user_id = %user.id, admin_id = %admin.id, "user reactivated");
     Ok(Json(AccountResponse::from(&user)))
