@@ -8,7 +8,7 @@ use service::config::{
 };
 use service::http::Limits;
 
-pub use access::{DEFAULT_AUDIENCE, DEFAULT_ISSUER};
+use access::{DEFAULT_AUDIENCE, DEFAULT_ISSUER};
 
 /// The prefix of every variable auth reads.
 pub const PREFIX: &str = "AUTH";

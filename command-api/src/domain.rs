@@ -51,6 +51,7 @@ impl TaskTitle {
         Ok(TaskTitle(t.to_owned()))
     }
 
+    #[cfg(test)]
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -69,10 +70,6 @@ impl Description {
             )));
         }
         Ok(Description(raw.to_owned()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
     }
 }
 
@@ -124,6 +121,7 @@ impl Tags {
         }
     }
 
+    #[cfg(test)]
     pub fn as_slice(&self) -> &[String] {
         &self.0
     }

@@ -2,7 +2,7 @@
 
 mod api;
 mod config;
-pub mod domain;
+mod domain;
 pub mod idempotency;
 pub mod startup;
 mod tasks;

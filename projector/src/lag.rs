@@ -44,11 +44,6 @@ impl Lag {
         }
     }
 
-    /// The partitions whose lag is exported now.
-    pub fn partitions(&self) -> Vec<(String, i32)> {
-        self.lock().lag.keys().cloned().collect()
-    }
-
     /// `projector_consumer_lag{topic, partition}` in the Prometheus text format.
     pub fn render(&self) -> String {
         let state = self.lock();

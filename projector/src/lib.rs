@@ -1,13 +1,13 @@
 //! taskstream projector: Kafka event log → MongoDB views.
 //!
 //! The view documents and their pure folds live in the `read-model` crate,
-//! shared with query-api. [`consumer`] is the live loop around them, which
+//! shared with query-api. `consumer` is the live loop around them, which
 //! writes through the guarded `writer`; [`rebuild`] rebuilds a view beside
 //! the live one and swaps it in, coordinating with the live loop through
 //! `control`; both fold with `fold`.
 
 mod config;
-pub mod consumer;
+mod consumer;
 mod control;
 mod fold;
 mod lag;
@@ -18,4 +18,5 @@ mod write_errors;
 mod writer;
 
 pub use config::Config;
+pub use consumer::JOURNAL_BARRIER;
 pub use startup::Application;

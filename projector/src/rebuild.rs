@@ -6,7 +6,8 @@
 //! 1. The rebuild reads the topic from the beginning with its own
 //!    partition assignment (no consumer group: the live group is not
 //!    disturbed) and folds it into `<view>__<timestamp>` with the same
-//!    version-guarded writer as the live projector, in rounds, until it is
+//!    folds as the live projector (the only writer of that collection, it
+//!    keeps its views in memory and writes them unguarded), in rounds, until it is
 //!    within [`PAUSE_THRESHOLD`] events of the log's end.
 //! 2. It asks the live projector to pause (a document in
 //!    `projector_control`). The live projector honours it before its next

@@ -323,6 +323,13 @@ fn instant(raw: &str) -> Result<DateTime<Utc>, String> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn invalid_lists_each_parameter() {
+        let p = invalid(vec![FieldError::new("a", "x"), FieldError::new("b", "y")]);
+        assert_eq!(p.status, 400);
+        assert_eq!(p.errors.len(), 2);
+    }
+
     fn parse(query: &str) -> Result<ListQuery, Problem> {
         let pairs: Vec<(String, String)> = query
             .split('&')

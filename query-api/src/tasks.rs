@@ -242,8 +242,6 @@ fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::params::invalid;
-    use service::FieldError;
 
     #[test]
     fn if_none_match_compares_tags() {
@@ -257,12 +255,5 @@ mod tests {
         assert!(!if_none_match(&h, "\"5\""));
         h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("*"));
         assert!(if_none_match(&h, "\"5\""));
-    }
-
-    #[test]
-    fn invalid_lists_each_parameter() {
-        let p = invalid(vec![FieldError::new("a", "x"), FieldError::new("b", "y")]);
-        assert_eq!(p.status, 400);
-        assert_eq!(p.errors.len(), 2);
     }
 }

@@ -51,7 +51,7 @@ fn seconds_between(from: bson::DateTime, to: bson::DateTime) -> f64 {
 }
 
 /// Folds one task event into a task's facts. Pure: no I/O, no clock.
-pub fn apply_facts(
+pub(crate) fn apply_facts(
     view: Option<&TaskFacts>,
     env: &EventEnvelope,
 ) -> Result<Applied<TaskFacts>, Poison> {

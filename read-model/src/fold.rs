@@ -51,7 +51,7 @@ pub trait View: Serialize + DeserializeOwned + Clone + Send + Sync + Unpin + 'st
     fn id(&self) -> &str;
     fn version(&self) -> u64;
     /// The same view at another version, nothing else changed: how an event
-    /// the store refused is passed over (see `consumer`).
+    /// the store refused is passed over (see the projector's `writer`).
     fn with_version(self, version: u64) -> Self;
     /// Folds one event into the view (`None`: the stream has no view yet).
     fn apply(view: Option<&Self>, env: &EventEnvelope) -> Result<Applied<Self>, Poison>;
