@@ -127,7 +127,10 @@ pub fn add_edge_responses(doc: &mut OpenApi) {
                 add("404", "No such resource (or a malformed id)");
             }
             if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
-                add("401", "Missing, malformed, expired or forged bearer token");
+                add(
+                    "401",
+                    "Missing, malformed, expired or forged bearer token, or a deactivated account",
+                );
             }
         }
     }

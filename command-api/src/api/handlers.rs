@@ -1,6 +1,9 @@
 //! The task routes: each handler turns its body into a domain action and
 //! hands the command to the storage adapter (`crate::tasks`). What every
-//! write needs comes with [`WriteRequest`]; refusals are problems.
+//! write needs comes with [`WriteRequest`]; refusals are problems. The
+//! answers of the shared edge (401, 413, 415, and 400/422 where a handler
+//! says nothing more) are documented once, by
+//! `service::openapi::add_edge_responses`.
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -32,9 +35,6 @@ use crate::tasks::{self, Written};
         )),
         (status = 400, description = "Malformed JSON or header", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The caller already has the most live tasks one user may have (`live-task-limit`, with `limit`)", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid bearer token, or a deactivated account", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields (with pointers), unknown field, or idempotency key reused with another body", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
@@ -64,12 +64,9 @@ pub async fn create_task(
             ("X-Consistency-Token" = String, description = "Present it to the query side to read this write"),
         )),
         (status = 400, description = "Malformed JSON or header", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid bearer token, or a deactivated account", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such task for this user (also: deleted, or malformed id)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The task kept changing concurrently; retry", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "If-Match does not name the current version; `current_version` says which is", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields (with pointers), unknown field, or idempotency key reused with another body", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
@@ -98,12 +95,9 @@ pub async fn update_task(
             ("X-Consistency-Token" = String, description = "Present it to the query side to read this write"),
         )),
         (status = 400, description = "Malformed JSON or header", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid bearer token, or a deactivated account", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such task for this user (also: deleted, or malformed id)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Transition not allowed: `from`, `to` and `allowed` say which are", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "If-Match does not name the current version; `current_version` says which is", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Unknown status or field, or idempotency key reused with another body", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
@@ -128,7 +122,6 @@ pub async fn change_status(
             ("X-Consistency-Token" = String, description = "Present it to the query side to read this write"),
         )),
         (status = 400, description = "Malformed header", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid bearer token, or a deactivated account", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such task for this user (also: already deleted, or malformed id)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The task kept changing concurrently; retry", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "If-Match does not name the current version; `current_version` says which is", body = Problem, content_type = "application/problem+json"),
