@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::num::{NonZeroU32, NonZeroUsize};
 
 use service::config::{
-    env_or, kv, prefixed, var, ConfigError, KafkaSettings, PostgresSettings, Settings,
+    env_or, var, ConfigError, KafkaSettings, PostgresSettings, ServiceConfig, Settings, ToEnv,
 };
 use service::http::Limits;
 
@@ -81,46 +81,41 @@ impl Config {
             http: Limits::from_env(PREFIX)?,
         })
     }
+}
 
-    /// The variables that configure auth as this config does, secrets in
-    /// the clear (for a child process, never for a log).
-    pub fn to_env(&self) -> Vec<(String, String)> {
-        let own = |name| var(PREFIX, name);
-        let mut env = vec![
-            kv(own(LISTEN_ADDR), self.listen_addr),
-            kv(own(SIGNING_KEY_PATH), &self.signing_key_path),
-            kv(own(ISSUER), &self.issuer),
-            kv(own(AUDIENCE), &self.audience),
-            kv(own(RATE_LIMIT_PER_MINUTE), self.rate_limit_per_minute),
-            kv(
-                own(RATE_LIMIT_PER_EMAIL_PER_MINUTE),
-                self.rate_limit_per_email_per_minute,
+impl ServiceConfig for Config {
+    const PREFIX: &'static str = PREFIX;
+    const OWN_VARS: &'static [&'static str] = &[
+        LISTEN_ADDR,
+        SIGNING_KEY_PATH,
+        ISSUER,
+        AUDIENCE,
+        RATE_LIMIT_PER_MINUTE,
+        RATE_LIMIT_PER_EMAIL_PER_MINUTE,
+        RATE_LIMIT_CAPACITY,
+    ];
+    const DEPENDENCY_VARS: &'static [fn(&str) -> Vec<String>] =
+        &[PostgresSettings::vars, KafkaSettings::vars, Limits::vars];
+
+    fn own_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            (LISTEN_ADDR, self.listen_addr.to_string()),
+            (SIGNING_KEY_PATH, self.signing_key_path.clone()),
+            (ISSUER, self.issuer.clone()),
+            (AUDIENCE, self.audience.clone()),
+            (
+                RATE_LIMIT_PER_MINUTE,
+                self.rate_limit_per_minute.to_string(),
             ),
-            kv(own(RATE_LIMIT_CAPACITY), self.rate_limit_capacity),
-        ];
-        env.extend(self.postgres.to_env(PREFIX));
-        env.extend(self.kafka.to_env(PREFIX));
-        env.extend(self.http.to_env(PREFIX));
-        env
+            (
+                RATE_LIMIT_PER_EMAIL_PER_MINUTE,
+                self.rate_limit_per_email_per_minute.to_string(),
+            ),
+            (RATE_LIMIT_CAPACITY, self.rate_limit_capacity.to_string()),
+        ]
     }
 
-    /// Every variable [`Config::from_env`] reads.
-    pub fn vars() -> Vec<String> {
-        let mut vars = prefixed(
-            PREFIX,
-            &[
-                LISTEN_ADDR,
-                SIGNING_KEY_PATH,
-                ISSUER,
-                AUDIENCE,
-                RATE_LIMIT_PER_MINUTE,
-                RATE_LIMIT_PER_EMAIL_PER_MINUTE,
-                RATE_LIMIT_CAPACITY,
-            ],
-        );
-        vars.extend(PostgresSettings::vars(PREFIX));
-        vars.extend(KafkaSettings::vars(PREFIX));
-        vars.extend(Limits::vars(PREFIX));
-        vars
+    fn dependencies(&self) -> Vec<&dyn ToEnv> {
+        vec![&self.postgres, &self.kafka, &self.http]
     }
 }

@@ -5,7 +5,7 @@ use std::num::NonZeroU32;
 
 use access::JwtSettings;
 use service::config::{
-    env_or, kv, prefixed, var, ConfigError, KafkaSettings, PostgresSettings, Settings,
+    env_or, var, ConfigError, KafkaSettings, PostgresSettings, ServiceConfig, Settings, ToEnv,
 };
 use service::http::Limits;
 use service::rate_limit::Quota;
@@ -71,34 +71,29 @@ impl Config {
             http: Limits::from_env(PREFIX)?,
         })
     }
+}
 
-    /// The variables that configure command-api as this config does,
-    /// secrets in the clear (for a child process, never for a log).
-    pub fn to_env(&self) -> Vec<(String, String)> {
-        let own = |name| var(PREFIX, name);
-        let mut env = vec![
-            kv(own(LISTEN_ADDR), self.listen_addr),
-            kv(own(WRITES_PER_MINUTE), self.write_quota.per_minute),
-            kv(own(WRITE_BURST), self.write_quota.burst),
-            kv(own(MAX_LIVE_TASKS), self.max_live_tasks),
-        ];
-        env.extend(self.postgres.to_env(PREFIX));
-        env.extend(self.kafka.to_env(PREFIX));
-        env.extend(self.jwt.to_env(PREFIX));
-        env.extend(self.http.to_env(PREFIX));
-        env
+impl ServiceConfig for Config {
+    const PREFIX: &'static str = PREFIX;
+    const OWN_VARS: &'static [&'static str] =
+        &[LISTEN_ADDR, WRITES_PER_MINUTE, WRITE_BURST, MAX_LIVE_TASKS];
+    const DEPENDENCY_VARS: &'static [fn(&str) -> Vec<String>] = &[
+        PostgresSettings::vars,
+        KafkaSettings::vars,
+        JwtSettings::vars,
+        Limits::vars,
+    ];
+
+    fn own_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            (LISTEN_ADDR, self.listen_addr.to_string()),
+            (WRITES_PER_MINUTE, self.write_quota.per_minute.to_string()),
+            (WRITE_BURST, self.write_quota.burst.to_string()),
+            (MAX_LIVE_TASKS, self.max_live_tasks.to_string()),
+        ]
     }
 
-    /// Every variable [`Config::from_env`] reads.
-    pub fn vars() -> Vec<String> {
-        let mut vars = prefixed(
-            PREFIX,
-            &[LISTEN_ADDR, WRITES_PER_MINUTE, WRITE_BURST, MAX_LIVE_TASKS],
-        );
-        vars.extend(PostgresSettings::vars(PREFIX));
-        vars.extend(KafkaSettings::vars(PREFIX));
-        vars.extend(JwtSettings::vars(PREFIX));
-        vars.extend(Limits::vars(PREFIX));
-        vars
+    fn dependencies(&self) -> Vec<&dyn ToEnv> {
+        vec![&self.postgres, &self.kafka, &self.jwt, &self.http]
     }
 }

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use service::config::{
-    env_or, kv, prefixed, var, ConfigError, KafkaSettings, MongoSettings, Settings,
+    env_or, var, ConfigError, KafkaSettings, MongoSettings, ServiceConfig, Settings, ToEnv,
 };
 
 /// The prefix of every variable the projector reads.
@@ -122,43 +122,40 @@ impl Config {
             )?,
         })
     }
+}
 
-    /// The variables that configure the projector as this config does,
-    /// secrets in the clear (for a child process, never for a log).
-    pub fn to_env(&self) -> Vec<(String, String)> {
-        let own = |name| var(PREFIX, name);
-        let mut env = vec![
-            kv(own(LISTEN_ADDR), self.listen_addr),
-            kv(own(GROUP_ID), &self.group_id),
-            kv(own(BATCH_MAX_MESSAGES), self.batch_max_messages),
-            kv(own(MONGODB_WRITE_CONCERN), self.mongodb_write_concern),
-        ];
-        env.extend(self.kafka.to_env(PREFIX));
-        env.extend(self.mongo.to_env(PREFIX));
-        env
+impl ServiceConfig for Config {
+    const PREFIX: &'static str = PREFIX;
+    const OWN_VARS: &'static [&'static str] = &[
+        LISTEN_ADDR,
+        GROUP_ID,
+        BATCH_MAX_MESSAGES,
+        MONGODB_WRITE_CONCERN,
+    ];
+    const DEPENDENCY_VARS: &'static [fn(&str) -> Vec<String>] =
+        &[KafkaSettings::vars, MongoSettings::vars];
+
+    fn own_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            (LISTEN_ADDR, self.listen_addr.to_string()),
+            (GROUP_ID, self.group_id.clone()),
+            (BATCH_MAX_MESSAGES, self.batch_max_messages.to_string()),
+            (
+                MONGODB_WRITE_CONCERN,
+                self.mongodb_write_concern.to_string(),
+            ),
+        ]
     }
 
-    /// Every variable [`Config::from_env`] reads.
-    pub fn vars() -> Vec<String> {
-        let mut vars = prefixed(
-            PREFIX,
-            &[
-                LISTEN_ADDR,
-                GROUP_ID,
-                BATCH_MAX_MESSAGES,
-                MONGODB_WRITE_CONCERN,
-            ],
-        );
-        vars.extend(KafkaSettings::vars(PREFIX));
-        vars.extend(MongoSettings::vars(PREFIX));
-        vars
+    fn dependencies(&self) -> Vec<&dyn ToEnv> {
+        vec![&self.kafka, &self.mongo]
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use service::config::read_from;
+    use service::config::{kv, read_from};
 
     #[test]
     fn a_batch_of_zero_names_its_variable() {

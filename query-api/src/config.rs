@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use access::JwtSettings;
 use service::config::{
-    env_or, kv, prefixed, var, ConfigError, ExposeSecret, MongoSettings, PostgresSettings,
-    SecretString, Settings, DEVELOPMENT_VAR,
+    env_or, var, ConfigError, ExposeSecret, MongoSettings, PostgresSettings, SecretString,
+    ServiceConfig, Settings, ToEnv, DEVELOPMENT_VAR,
 };
 use service::http::Limits;
 
@@ -71,38 +71,31 @@ impl Config {
             http: Limits::from_env(PREFIX)?,
         })
     }
+}
 
-    /// The variables that configure query-api as this config does, secrets
-    /// in the clear (for a child process, never for a log).
-    pub fn to_env(&self) -> Vec<(String, String)> {
-        let own = |name| var(PREFIX, name);
-        let mut env = vec![
-            kv(own(LISTEN_ADDR), self.listen_addr),
-            kv(own(CURSOR_SECRET), self.cursor_secret.expose_secret()),
-            kv(
-                own(CONSISTENCY_TIMEOUT_MS),
-                self.consistency_timeout.as_millis(),
+impl ServiceConfig for Config {
+    const PREFIX: &'static str = PREFIX;
+    const OWN_VARS: &'static [&'static str] = &[LISTEN_ADDR, CURSOR_SECRET, CONSISTENCY_TIMEOUT_MS];
+    const DEPENDENCY_VARS: &'static [fn(&str) -> Vec<String>] = &[
+        MongoSettings::vars,
+        PostgresSettings::vars,
+        JwtSettings::vars,
+        Limits::vars,
+    ];
+    const UNPREFIXED_VARS: &'static [&'static str] = &[DEVELOPMENT_VAR];
+
+    fn own_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            (LISTEN_ADDR, self.listen_addr.to_string()),
+            (CURSOR_SECRET, self.cursor_secret.expose_secret().to_owned()),
+            (
+                CONSISTENCY_TIMEOUT_MS,
+                self.consistency_timeout.as_millis().to_string(),
             ),
-        ];
-        env.extend(self.mongo.to_env(PREFIX));
-        env.extend(self.postgres.to_env(PREFIX));
-        env.extend(self.jwt.to_env(PREFIX));
-        env.extend(self.http.to_env(PREFIX));
-        env
+        ]
     }
 
-    /// Every variable [`Config::from_env`] reads, development mode included
-    /// (it decides whether the cursor secret may be left unset).
-    pub fn vars() -> Vec<String> {
-        let mut vars = prefixed(
-            PREFIX,
-            &[LISTEN_ADDR, CURSOR_SECRET, CONSISTENCY_TIMEOUT_MS],
-        );
-        vars.push(DEVELOPMENT_VAR.to_owned());
-        vars.extend(MongoSettings::vars(PREFIX));
-        vars.extend(PostgresSettings::vars(PREFIX));
-        vars.extend(JwtSettings::vars(PREFIX));
-        vars.extend(Limits::vars(PREFIX));
-        vars
+    fn dependencies(&self) -> Vec<&dyn ToEnv> {
+        vec![&self.mongo, &self.postgres, &self.jwt, &self.http]
     }
 }

@@ -12,7 +12,7 @@ use std::fmt::Display;
 use std::str::FromStr;
 
 pub use secrecy::{ExposeSecret, SecretString};
-pub use settings::{KafkaSettings, MongoSettings, PostgresSettings, Settings};
+pub use settings::{KafkaSettings, MongoSettings, PostgresSettings, Settings, ToEnv};
 
 /// `RUST_LOG`: the log filter (`telemetry`), default `info`.
 pub const LOG_FILTER_VAR: &str = "RUST_LOG";
@@ -30,6 +30,51 @@ pub fn prefixed(prefix: &str, names: &[&str]) -> Vec<String> {
 /// `(name, value)` for an environment variable.
 pub fn kv(name: impl Into<String>, value: impl ToString) -> (String, String) {
     (name.into(), value.to_string())
+}
+
+/// A service's configuration as environment variables, all with the
+/// service's prefix: its own, then each dependency's settings. A service
+/// declares its variables here once; [`ServiceConfig::vars`] and
+/// [`ServiceConfig::to_env`] follow (the test harness writes a child
+/// process's environment with the latter).
+pub trait ServiceConfig {
+    /// The prefix of every variable the service reads (`COMMAND_API`, ...).
+    const PREFIX: &'static str;
+    /// The service's own variables, after the prefix.
+    const OWN_VARS: &'static [&'static str];
+    /// Its dependencies' variables (`PostgresSettings::vars`, ...).
+    const DEPENDENCY_VARS: &'static [fn(&str) -> Vec<String>];
+    /// Variables read without the prefix (e.g. development mode).
+    const UNPREFIXED_VARS: &'static [&'static str] = &[];
+
+    /// The values of [`ServiceConfig::OWN_VARS`], secrets in the clear.
+    fn own_env(&self) -> Vec<(&'static str, String)>;
+    /// The dependencies' settings, in the order of `DEPENDENCY_VARS`.
+    fn dependencies(&self) -> Vec<&dyn ToEnv>;
+
+    /// Every variable the service reads.
+    fn vars() -> Vec<String> {
+        let mut vars = prefixed(Self::PREFIX, Self::OWN_VARS);
+        for dependency in Self::DEPENDENCY_VARS {
+            vars.extend(dependency(Self::PREFIX));
+        }
+        vars.extend(Self::UNPREFIXED_VARS.iter().map(|v| (*v).to_owned()));
+        vars
+    }
+
+    /// The variables that configure the service as this config does,
+    /// secrets in the clear: for a child process, never for a log.
+    fn to_env(&self) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = self
+            .own_env()
+            .into_iter()
+            .map(|(name, value)| (var(Self::PREFIX, name), value))
+            .collect();
+        for settings in self.dependencies() {
+            env.extend(settings.to_env(Self::PREFIX));
+        }
+        env
+    }
 }
 
 thread_local! {

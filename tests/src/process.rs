@@ -270,23 +270,11 @@ impl Drop for Service {
     }
 }
 
-/// The environment variables that configure each service as the given
-/// config does (its `to_env`, the names its `from_env` reads), so the
+/// The environment variables that configure a service as the given
+/// config does (its `to_env`: the names its `from_env` reads), so the
 /// in-process `Deployment::*_config` stays the one source of the test
 /// settings.
-pub fn auth_env(c: &auth::Config) -> Vec<(String, String)> {
-    c.to_env()
-}
-
-pub fn command_api_env(c: &command_api::Config) -> Vec<(String, String)> {
-    c.to_env()
-}
-
-pub fn projector_env(c: &projector::Config) -> Vec<(String, String)> {
-    c.to_env()
-}
-
-pub fn query_api_env(c: &query_api::Config) -> Vec<(String, String)> {
+pub fn service_env(c: &impl service::config::ServiceConfig) -> Vec<(String, String)> {
     c.to_env()
 }
 
@@ -298,7 +286,7 @@ impl Deployment {
     /// auth as a process, ready.
     pub async fn spawn_auth_process(&self) -> Service {
         Service::start_ready("auth", |port| {
-            auth_env(&auth::Config {
+            service_env(&auth::Config {
                 listen_addr: on_port(port),
                 ..self.auth_config()
             })
@@ -310,7 +298,7 @@ impl Deployment {
     pub async fn spawn_command_api_process(&self, auth: &Service) -> Service {
         let jwks = auth.url("/.well-known/jwks.json");
         Service::start_ready("command-api", |port| {
-            command_api_env(&command_api::Config {
+            service_env(&command_api::Config {
                 listen_addr: on_port(port),
                 ..self.command_api_config(&jwks)
             })
@@ -328,7 +316,7 @@ impl Deployment {
     /// replaced by a free port), ready.
     pub async fn spawn_projector_process_with(&self, config: projector::Config) -> Service {
         Service::start_ready("projector", |port| {
-            projector_env(&projector::Config {
+            service_env(&projector::Config {
                 listen_addr: on_port(port),
                 ..config.clone()
             })
@@ -341,7 +329,7 @@ impl Deployment {
     pub async fn spawn_query_api_process(&self, auth: &Service) -> Service {
         let jwks = auth.url("/.well-known/jwks.json");
         Service::start_ready("query-api", |port| {
-            query_api_env(&query_api::Config {
+            service_env(&query_api::Config {
                 listen_addr: on_port(port),
                 ..self.query_api_config(&jwks)
             })

@@ -1763,7 +1763,7 @@ async fn until_leading_and_published(service: &tests::process::Service, events: 
 /// over. Every event of the table is on the topic, in order per stream.
 #[tokio::test]
 async fn relay_process_sigkilled_mid_stream_and_restarted_loses_nothing() {
-    use tests::process::{command_api_env, Service};
+    use tests::process::{service_env, Service};
     let started = Instant::now();
     let dep = Deployment::fresh().await;
     let db = pool(&dep).await;
@@ -1776,7 +1776,7 @@ async fn relay_process_sigkilled_mid_stream_and_restarted_loses_nothing() {
     let auth = keys_only.spawn_auth().await;
     let jwks = auth.url("/.well-known/jwks.json");
     let env = |port: u16| {
-        command_api_env(&command_api::Config {
+        service_env(&command_api::Config {
             listen_addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
             ..dep.command_api_config(&jwks)
         })

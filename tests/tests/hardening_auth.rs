@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use tests::clients::{
     email, id_of, pointers, AuthApp as Auth, AuthClient, CommandClient, Reply, PASSWORD,
 };
-use tests::process::{auth_env, Service};
+use tests::process::{service_env, Service};
 use tests::{eventually, unique, Deployment};
 use tokio::io::AsyncWriteExt;
 use uuid::Uuid;
@@ -620,7 +620,7 @@ async fn the_verifier_refuses_future_nbf_crit_future_iat_and_overlong_lifetimes(
 async fn auth_process(d: &Deployment, per_email: u32, capacity: usize) -> Service {
     let base = d.auth_config();
     Service::start_ready("auth", |port| {
-        auth_env(&auth::Config {
+        service_env(&auth::Config {
             listen_addr: SocketAddr::from(([127, 0, 0, 1], port)),
             rate_limit_per_minute: NonZeroU32::MAX,
             rate_limit_per_email_per_minute: NonZeroU32::new(per_email).expect("limit"),
@@ -921,7 +921,7 @@ async fn auth_reads_its_http_limits_from_the_environment() {
     let d = Deployment::fresh().await;
     let base = d.auth_config();
     let auth = Service::start_ready("auth", |port| {
-        auth_env(&auth::Config {
+        service_env(&auth::Config {
             listen_addr: SocketAddr::from(([127, 0, 0, 1], port)),
             http: service::http::Limits {
                 header_read_timeout: Duration::from_millis(500),

@@ -5,6 +5,7 @@
 //! every variable a service reads round-trips through its config, is in
 //! README.md's table, and is the only kind compose sets.
 
+use service::config::ServiceConfig;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};

@@ -24,6 +24,18 @@ pub trait Settings: Sized {
     fn to_env(&self, prefix: &str) -> Vec<(String, String)>;
 }
 
+/// The half of [`Settings`] a value answers (a service writes its
+/// dependencies' settings back as variables through it).
+pub trait ToEnv {
+    fn to_env(&self, prefix: &str) -> Vec<(String, String)>;
+}
+
+impl<T: Settings> ToEnv for T {
+    fn to_env(&self, prefix: &str) -> Vec<(String, String)> {
+        Settings::to_env(self, prefix)
+    }
+}
+
 /// The event store (Postgres).
 #[derive(Debug, Clone)]
 pub struct PostgresSettings {
