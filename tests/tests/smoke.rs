@@ -330,13 +330,13 @@ fn variables_read() -> BTreeMap<&'static str, BTreeSet<String>> {
 /// `config` written as variables (as the process harness does) and read
 /// back writes the same variables; it reads exactly those it lists, and
 /// writes all of them but development mode (which no config records).
-fn check_round_trip(
+fn check_round_trip<C: ServiceConfig>(
     service: &str,
-    written: Vec<(String, String)>,
-    listed: Vec<String>,
-    read_back: impl FnOnce() -> Result<Vec<(String, String)>, ConfigError>,
+    config: &C,
+    from_env: impl FnOnce() -> Result<C, ConfigError>,
 ) {
-    let (rewritten, asked) = read_from(&written, read_back);
+    let (written, listed) = (config.to_env(), C::vars());
+    let (rewritten, asked) = read_from(&written, || from_env().map(|c| c.to_env()));
     let rewritten =
         rewritten.unwrap_or_else(|e| panic!("{service} reads back its own variables: {e}"));
     assert_eq!(rewritten, written, "{service} reads back what it writes");
@@ -369,36 +369,19 @@ fn every_config_reads_back_what_it_writes_and_never_prints_a_secret() {
     let jwks = "http://auth:8081/.well-known/jwks.json";
 
     let auth = d.auth_config();
-    check_round_trip("auth", auth.to_env(), auth::Config::vars(), || {
-        auth::Config::from_env().map(|c| c.to_env())
-    });
+    check_round_trip("auth", &auth, auth::Config::from_env);
     let command = d.command_api_config(jwks);
-    check_round_trip(
-        "command-api",
-        command.to_env(),
-        command_api::Config::vars(),
-        || command_api::Config::from_env().map(|c| c.to_env()),
-    );
+    check_round_trip("command-api", &command, command_api::Config::from_env);
     let query = query_api::Config {
         mongo: mongo.clone(),
         ..d.query_api_config(jwks)
     };
-    check_round_trip(
-        "query-api",
-        query.to_env(),
-        query_api::Config::vars(),
-        || query_api::Config::from_env().map(|c| c.to_env()),
-    );
+    check_round_trip("query-api", &query, query_api::Config::from_env);
     let projector = projector::Config {
         mongo,
         ..d.projector_config()
     };
-    check_round_trip(
-        "projector",
-        projector.to_env(),
-        projector::Config::vars(),
-        || projector::Config::from_env().map(|c| c.to_env()),
-    );
+    check_round_trip("projector", &projector, projector::Config::from_env);
 
     let cursor_secret = query.cursor_secret.expose_secret().to_owned();
     for shown in [
