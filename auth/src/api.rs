@@ -436,7 +436,6 @@ impl FromRequestParts<AppState> for ActingAdmin {
     request_body = RoleRequest,
     responses(
         (status = 200, description = "The user with its new role", body = AccountResponse),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = PROBLEM),
         (status = 403, description = "Caller is not an admin", body = Problem, content_type = PROBLEM),
         (status = 404, description = "No such user", body = Problem, content_type = PROBLEM),
         (status = 409, description = "The change would demote the last active admin", body = Problem, content_type = PROBLEM),
@@ -463,7 +462,6 @@ async fn change_role(
     params(("id" = Uuid, Path, description = "The user's id")),
     responses(
         (status = 200, description = "The deactivated user", body = AccountResponse),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = PROBLEM),
         (status = 403, description = "Caller is not an admin", body = Problem, content_type = PROBLEM),
         (status = 404, description = "No such user", body = Problem, content_type = PROBLEM),
         (status = 409, description = "An admin cannot deactivate their own account, nor the last active admin", body = Problem, content_type = PROBLEM),
@@ -493,7 +491,6 @@ async fn deactivate(
     params(("id" = Uuid, Path, description = "The user's id")),
     responses(
         (status = 200, description = "The active user", body = AccountResponse),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = PROBLEM),
         (status = 403, description = "Caller is not an admin", body = Problem, content_type = PROBLEM),
         (status = 404, description = "No such user", body = Problem, content_type = PROBLEM),
     )
@@ -624,7 +621,6 @@ fn decode_cursor(raw: &str) -> Option<Uuid> {
     responses(
         (status = 200, description = "One page of accounts", body = UserPage),
         (status = 400, description = "A malformed, unknown or repeated query parameter", body = Problem, content_type = PROBLEM),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = PROBLEM),
         (status = 403, description = "Caller is not an admin", body = Problem, content_type = PROBLEM),
     )
 )]
