@@ -247,7 +247,7 @@ impl Deployment {
 
     /// query-api verifying tokens with [`Deployment::token_verifier`] (no auth process).
     pub async fn spawn_query_api_standalone(&self) -> Running {
-        self.spawn_query_api_with(self.query_api_config("http://127.0.0.1:9/unused-jwks"))
+        self.spawn_query_api_with(self.query_api_config(NO_JWKS))
             .await
     }
 
@@ -331,6 +331,10 @@ pub fn test_http_limits() -> service::http::Limits {
         ..d
     }
 }
+
+/// The JWKS URL of a service that trusts the deployment's key directly
+/// (`spawn_*_with`, no auth process): nothing listens there, nothing asks.
+pub const NO_JWKS: &str = "http://127.0.0.1:9/unused-jwks";
 
 /// An HTTP client for tests (no proxy, short timeout).
 pub fn http() -> reqwest::Client {

@@ -62,7 +62,7 @@ async fn spawn_command_api_alone(dep: &Deployment) -> Running {
 
 /// [`spawn_command_api_alone`] publishing to the Kafka at `brokers`.
 async fn spawn_command_api_alone_at(dep: &Deployment, brokers: &str) -> Running {
-    let mut config = dep.command_api_config("http://127.0.0.1:9/unused");
+    let mut config = dep.command_api_config(tests::NO_JWKS);
     config.kafka.brokers = brokers.to_owned();
     dep.spawn_command_api_with(config).await
 }

@@ -176,7 +176,7 @@ async fn instants_the_stores_cannot_hold_are_refused_at_the_edge() {
 async fn duplicate_keys_in_a_body_are_refused() {
     let dep = Deployment::fresh().await;
     let cmd = dep
-        .spawn_command_api_with(dep.command_api_config("http://127.0.0.1:9/unused"))
+        .spawn_command_api_with(dep.command_api_config(tests::NO_JWKS))
         .await;
     let token = dep.token_for(Uuid::now_v7(), events::Role::User);
     let res = http()
@@ -196,7 +196,7 @@ async fn duplicate_keys_in_a_body_are_refused() {
 async fn invisible_and_control_characters_are_refused_in_titles_and_tags() {
     let dep = Deployment::fresh().await;
     let cmd = dep
-        .spawn_command_api_with(dep.command_api_config("http://127.0.0.1:9/unused"))
+        .spawn_command_api_with(dep.command_api_config(tests::NO_JWKS))
         .await;
     let token = dep.token_for(Uuid::now_v7(), events::Role::User);
     let client = http();
@@ -241,7 +241,7 @@ async fn invisible_and_control_characters_are_refused_in_titles_and_tags() {
 async fn metric_labels_come_from_fixed_sets_whatever_the_method() {
     let dep = Deployment::fresh().await;
     let cmd = dep
-        .spawn_command_api_with(dep.command_api_config("http://127.0.0.1:9/unused"))
+        .spawn_command_api_with(dep.command_api_config(tests::NO_JWKS))
         .await;
     let client = http();
     let before = client.get(cmd.url("/metrics")).send().await.unwrap();
@@ -292,7 +292,7 @@ fn loose_limits() -> service::http::Limits {
 async fn command_api_with_limits(dep: &Deployment, http: service::http::Limits) -> Running {
     dep.spawn_command_api_with(command_api::Config {
         http,
-        ..dep.command_api_config("http://127.0.0.1:9/unused")
+        ..dep.command_api_config(tests::NO_JWKS)
     })
     .await
 }
@@ -479,7 +479,7 @@ async fn writes_are_limited_per_user_with_429_and_retry_after() {
     let cmd = dep
         .spawn_command_api_with(command_api::Config {
             write_quota: quota,
-            ..dep.command_api_config("http://127.0.0.1:9/unused")
+            ..dep.command_api_config(tests::NO_JWKS)
         })
         .await;
     let flooder = dep.token_for(Uuid::now_v7(), events::Role::User);
@@ -534,7 +534,7 @@ async fn live_tasks_per_user_are_capped_and_a_delete_frees_a_slot() {
     let cmd = dep
         .spawn_command_api_with(command_api::Config {
             max_live_tasks: std::num::NonZeroU32::new(3).unwrap(),
-            ..dep.command_api_config("http://127.0.0.1:9/unused")
+            ..dep.command_api_config(tests::NO_JWKS)
         })
         .await;
     let token = dep.token_for(Uuid::now_v7(), events::Role::User);
@@ -656,7 +656,7 @@ async fn query_api_refuses_to_start_on_a_missing_or_published_cursor_secret() {
             .env("QUERY_API_LISTEN_ADDR", "127.0.0.1:0")
             .env("QUERY_API_DATABASE_URL", &dep.database_url)
             .env("QUERY_API_MONGODB_URL", &servers().mongodb_url)
-            .env("QUERY_API_JWKS_URL", "http://127.0.0.1:9/unused");
+            .env("QUERY_API_JWKS_URL", tests::NO_JWKS);
         if let Some(s) = secret {
             cmd.env("QUERY_API_CURSOR_SECRET", s);
         }
@@ -717,7 +717,7 @@ async fn a_store_that_is_down_is_a_prompt_503_and_service_resumes_after() {
     let cmd = dep
         .spawn_command_api_with(command_api::Config {
             postgres: service::config::PostgresSettings::new(via(&dep.database_url, pg.addr())),
-            ..dep.command_api_config("http://127.0.0.1:9/unused")
+            ..dep.command_api_config(tests::NO_JWKS)
         })
         .await;
     let query = dep
@@ -731,7 +731,7 @@ async fn a_store_that_is_down_is_a_prompt_503_and_service_resumes_after() {
                 ),
                 dep.mongodb_database.clone(),
             ),
-            ..dep.query_api_config("http://127.0.0.1:9/unused")
+            ..dep.query_api_config(tests::NO_JWKS)
         })
         .await;
     let token = dep.token_for(Uuid::now_v7(), events::Role::User);

@@ -291,7 +291,7 @@ async fn spawn_command_api_at(d: &tests::Deployment, brokers: &str) -> tests::Ru
             brokers: brokers.to_owned(),
             ..d.kafka()
         },
-        ..d.command_api_config("http://127.0.0.1:9/unused-jwks")
+        ..d.command_api_config(tests::NO_JWKS)
     })
     .await
 }
@@ -460,7 +460,7 @@ async fn a_view_behind_its_stream_is_repaired_from_the_log_at_the_next_event() {
 async fn spawn_query_api_at(d: &tests::Deployment, mongodb_url: &str) -> tests::Running {
     d.spawn_query_api_with(query_api::Config {
         mongo: service::config::MongoSettings::new(mongodb_url, d.mongodb_database.clone()),
-        ..d.query_api_config("http://127.0.0.1:9/unused-jwks")
+        ..d.query_api_config(tests::NO_JWKS)
     })
     .await
 }

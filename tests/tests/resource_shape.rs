@@ -21,7 +21,7 @@ impl Sides {
     async fn start() -> Self {
         let dep = Deployment::fresh().await;
         let command = dep
-            .spawn_command_api_with(dep.command_api_config("http://127.0.0.1:9/unused-jwks"))
+            .spawn_command_api_with(dep.command_api_config(tests::NO_JWKS))
             .await;
         let projector = dep.spawn_projector().await;
         let query = dep.spawn_query_api_standalone().await;

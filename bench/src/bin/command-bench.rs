@@ -93,7 +93,7 @@ async fn main() -> anyhow::Result<()> {
             brokers: args.kafka_brokers.clone(),
             topic_prefix: prefix.clone(),
         },
-        jwt: access::JwtSettings::new("http://127.0.0.1:9/unused"),
+        jwt: access::JwtSettings::new(tests::NO_JWKS),
         // The bench measures the write path itself, not the per-user limit.
         write_quota: service::rate_limit::Quota {
             per_minute: std::num::NonZeroU32::MAX,

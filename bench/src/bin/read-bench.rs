@@ -590,7 +590,7 @@ async fn create_then_read(
 async fn visible_lag(args: &Args) -> anyhow::Result<()> {
     let d = Deployment::fresh().await;
     let app = command_api::Application::build(
-        d.command_api_config("http://127.0.0.1:9/unused-jwks"),
+        d.command_api_config(tests::NO_JWKS),
         Some(d.token_verifier()),
     )
     .await?;
