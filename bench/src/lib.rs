@@ -51,6 +51,8 @@ pub fn task_events(
         let e = if v == 1 {
             Event::Task(TaskEvent::Created(TaskCreated {
                 owner_id: owner,
+                project_id: None,
+                assignee_ids: vec![],
                 title: format!("bench task {i}"),
                 description: "seeded for a benchmark".into(),
                 status: TaskStatus::Todo,

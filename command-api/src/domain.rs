@@ -239,6 +239,8 @@ pub fn decide(state: &TaskState, command: Command) -> Result<Vec<TaskEvent>, Dom
     match (task, action) {
         (None, Action::Create(c)) => Ok(vec![TaskEvent::Created(TaskCreated {
             owner_id: actor,
+            project_id: None,
+            assignee_ids: vec![],
             title: c.title.0,
             description: c.description.0,
             status: TaskStatus::Todo,
@@ -353,6 +355,8 @@ mod tests {
     fn created() -> TaskEvent {
         TaskEvent::Created(TaskCreated {
             owner_id: owner(),
+            project_id: None,
+            assignee_ids: vec![],
             title: "Write the report".into(),
             description: "".into(),
             status: Todo,

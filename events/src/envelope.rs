@@ -13,6 +13,7 @@ use crate::upcast;
 #[serde(rename_all = "snake_case")]
 pub enum StreamType {
     Task,
+    Project,
     User,
 }
 
@@ -20,6 +21,7 @@ impl StreamType {
     pub fn as_str(self) -> &'static str {
         match self {
             StreamType::Task => "task",
+            StreamType::Project => "project",
             StreamType::User => "user",
         }
     }
@@ -30,6 +32,7 @@ impl std::str::FromStr for StreamType {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "task" => Ok(StreamType::Task),
+            "project" => Ok(StreamType::Project),
             "user" => Ok(StreamType::User),
             other => Err(crate::schema::UnknownValue(other.to_owned())),
         }

@@ -23,7 +23,10 @@ pub use envelope::{
     ConsistencyToken, DecodeError, EventEnvelope, EventMeta, StreamType, StreamVersion,
 };
 pub use schema::{
-    Event, Priority, Role, TaskCreated, TaskDeleted, TaskDueDateChanged, TaskEvent,
-    TaskPriorityChanged, TaskStatus, TaskStatusChanged, TaskUpdated, UserDeactivated, UserEvent,
-    UserReactivated, UserRegistered, UserRoleChanged,
+    Event, Priority, ProjectArchived, ProjectCreated, ProjectDeleted, ProjectEvent,
+    ProjectMemberAdded, ProjectMemberRemoved, ProjectMemberRoleChanged, ProjectOwnerChanged,
+    ProjectRole, ProjectUnarchived, ProjectUpdated, Role, TaskAssigneesChanged, TaskCreated,
+    TaskDeleted, TaskDueDateChanged, TaskEvent, TaskMoved, TaskPriorityChanged, TaskStatus,
+    TaskStatusChanged, TaskUpdated, UserDeactivated, UserEvent, UserReactivated, UserRegistered,
+    UserRoleChanged,
 };

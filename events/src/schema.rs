@@ -143,11 +143,16 @@ pub struct UnknownValue(pub String);
 
 // ---------------------------------------------------------------- task events
 
-/// `task.created`, schema 2 (schema 1 is upcast, see [`crate::upcast`]).
+/// `task.created`, schema 3 (schemas 1 and 2 are upcast, see
+/// [`crate::upcast`]). `owner_id` is the creator; `project_id` is `None`
+/// for a personal task.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskCreated {
     pub owner_id: Uuid,
+    pub project_id: Option<Uuid>,
+    /// Who the task is assigned to (at most 10, no repeats).
+    pub assignee_ids: Vec<Uuid>,
     pub title: String,
     #[serde(default)]
     pub description: String,
@@ -197,6 +202,22 @@ pub struct TaskDueDateChanged {
 #[serde(deny_unknown_fields)]
 pub struct TaskDeleted {}
 
+/// `task.assignees_changed`: the whole new set (not a diff), so a consumer
+/// needs no earlier event to know who is assigned.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskAssigneesChanged {
+    pub assignee_ids: Vec<Uuid>,
+}
+
+/// `task.moved`: the task left `from` for `to` (`None`: personal).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskMoved {
+    pub from: Option<Uuid>,
+    pub to: Option<Uuid>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data")]
 pub enum TaskEvent {
@@ -212,6 +233,135 @@ pub enum TaskEvent {
     DueDateChanged(TaskDueDateChanged),
     #[serde(rename = "task.deleted")]
     Deleted(TaskDeleted),
+    #[serde(rename = "task.assignees_changed")]
+    AssigneesChanged(TaskAssigneesChanged),
+    #[serde(rename = "task.moved")]
+    Moved(TaskMoved),
+}
+
+// ------------------------------------------------------------- project events
+
+/// A member's role in a project, from most to least powerful.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProjectRole {
+    Owner,
+    Admin,
+    Member,
+    Viewer,
+}
+
+impl ProjectRole {
+    pub const ALL: [ProjectRole; 4] = [Self::Owner, Self::Admin, Self::Member, Self::Viewer];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Owner => "owner",
+            Self::Admin => "admin",
+            Self::Member => "member",
+            Self::Viewer => "viewer",
+        }
+    }
+}
+
+impl std::str::FromStr for ProjectRole {
+    type Err = UnknownValue;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|v| v.as_str() == s)
+            .ok_or_else(|| UnknownValue(s.to_owned()))
+    }
+}
+
+/// `project.created`: the creator is its owner and first member.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectCreated {
+    pub owner_id: Uuid,
+    pub name: String,
+    pub description: String,
+}
+
+/// `project.updated`: only the fields that changed are present.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectUpdated {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// `project.archived`: its tasks are read-only until it is unarchived.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectArchived {}
+
+/// `project.unarchived`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectUnarchived {}
+
+/// `project.deleted`: the project and every task in it are gone.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectDeleted {}
+
+/// `project.member_added`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectMemberAdded {
+    pub user_id: Uuid,
+    pub role: ProjectRole,
+}
+
+/// `project.member_role_changed`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectMemberRoleChanged {
+    pub user_id: Uuid,
+    pub from: ProjectRole,
+    pub to: ProjectRole,
+}
+
+/// `project.member_removed` (removed by an admin, or left).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectMemberRemoved {
+    pub user_id: Uuid,
+}
+
+/// `project.owner_changed`: `to` (already a member) becomes the owner and
+/// `from` stays on as an admin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectOwnerChanged {
+    pub from: Uuid,
+    pub to: Uuid,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum ProjectEvent {
+    #[serde(rename = "project.created")]
+    Created(ProjectCreated),
+    #[serde(rename = "project.updated")]
+    Updated(ProjectUpdated),
+    #[serde(rename = "project.archived")]
+    Archived(ProjectArchived),
+    #[serde(rename = "project.unarchived")]
+    Unarchived(ProjectUnarchived),
+    #[serde(rename = "project.deleted")]
+    Deleted(ProjectDeleted),
+    #[serde(rename = "project.member_added")]
+    MemberAdded(ProjectMemberAdded),
+    #[serde(rename = "project.member_role_changed")]
+    MemberRoleChanged(ProjectMemberRoleChanged),
+    #[serde(rename = "project.member_removed")]
+    MemberRemoved(ProjectMemberRemoved),
+    #[serde(rename = "project.owner_changed")]
+    OwnerChanged(ProjectOwnerChanged),
 }
 
 // ---------------------------------------------------------------- user events
@@ -260,12 +410,19 @@ pub enum UserEvent {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     Task(TaskEvent),
+    Project(ProjectEvent),
     User(UserEvent),
 }
 
 impl From<TaskEvent> for Event {
     fn from(e: TaskEvent) -> Self {
         Event::Task(e)
+    }
+}
+
+impl From<ProjectEvent> for Event {
+    fn from(e: ProjectEvent) -> Self {
+        Event::Project(e)
     }
 }
 
@@ -277,12 +434,23 @@ impl From<UserEvent> for Event {
 
 /// Every event type on the wire with its current schema version.
 pub const EVENT_TYPES: &[(&str, StreamType, u32)] = &[
-    ("task.created", StreamType::Task, 2),
+    ("task.created", StreamType::Task, 3),
     ("task.updated", StreamType::Task, 1),
     ("task.status_changed", StreamType::Task, 1),
     ("task.priority_changed", StreamType::Task, 1),
     ("task.due_date_changed", StreamType::Task, 1),
     ("task.deleted", StreamType::Task, 1),
+    ("task.assignees_changed", StreamType::Task, 1),
+    ("task.moved", StreamType::Task, 1),
+    ("project.created", StreamType::Project, 1),
+    ("project.updated", StreamType::Project, 1),
+    ("project.archived", StreamType::Project, 1),
+    ("project.unarchived", StreamType::Project, 1),
+    ("project.deleted", StreamType::Project, 1),
+    ("project.member_added", StreamType::Project, 1),
+    ("project.member_role_changed", StreamType::Project, 1),
+    ("project.member_removed", StreamType::Project, 1),
+    ("project.owner_changed", StreamType::Project, 1),
     ("user.registered", StreamType::User, 1),
     ("user.role_changed", StreamType::User, 1),
     ("user.deactivated", StreamType::User, 1),
@@ -306,6 +474,17 @@ impl Event {
             Event::Task(TaskEvent::PriorityChanged(_)) => "task.priority_changed",
             Event::Task(TaskEvent::DueDateChanged(_)) => "task.due_date_changed",
             Event::Task(TaskEvent::Deleted(_)) => "task.deleted",
+            Event::Task(TaskEvent::AssigneesChanged(_)) => "task.assignees_changed",
+            Event::Task(TaskEvent::Moved(_)) => "task.moved",
+            Event::Project(ProjectEvent::Created(_)) => "project.created",
+            Event::Project(ProjectEvent::Updated(_)) => "project.updated",
+            Event::Project(ProjectEvent::Archived(_)) => "project.archived",
+            Event::Project(ProjectEvent::Unarchived(_)) => "project.unarchived",
+            Event::Project(ProjectEvent::Deleted(_)) => "project.deleted",
+            Event::Project(ProjectEvent::MemberAdded(_)) => "project.member_added",
+            Event::Project(ProjectEvent::MemberRoleChanged(_)) => "project.member_role_changed",
+            Event::Project(ProjectEvent::MemberRemoved(_)) => "project.member_removed",
+            Event::Project(ProjectEvent::OwnerChanged(_)) => "project.owner_changed",
             Event::User(UserEvent::Registered(_)) => "user.registered",
             Event::User(UserEvent::RoleChanged(_)) => "user.role_changed",
             Event::User(UserEvent::Deactivated(_)) => "user.deactivated",
@@ -316,6 +495,7 @@ impl Event {
     pub fn stream_type(&self) -> StreamType {
         match self {
             Event::Task(_) => StreamType::Task,
+            Event::Project(_) => StreamType::Project,
             Event::User(_) => StreamType::User,
         }
     }
@@ -329,6 +509,7 @@ impl Event {
     pub fn data(&self) -> serde_json::Value {
         let tagged = match self {
             Event::Task(e) => serde_json::to_value(e),
+            Event::Project(e) => serde_json::to_value(e),
             Event::User(e) => serde_json::to_value(e),
         };
         // Serialising these plain structs cannot fail; fall back to null defensively.
@@ -346,6 +527,8 @@ impl Event {
         let tagged = serde_json::json!({ "type": event_type, "data": data });
         if event_type.starts_with("task.") {
             serde_json::from_value(tagged).map(Event::Task)
+        } else if event_type.starts_with("project.") {
+            serde_json::from_value(tagged).map(Event::Project)
         } else {
             serde_json::from_value(tagged).map(Event::User)
         }

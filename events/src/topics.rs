@@ -2,6 +2,8 @@
 
 /// All task events, keyed by task id.
 pub const TASK_EVENTS: &str = "task-events";
+/// All project events, keyed by project id.
+pub const PROJECT_EVENTS: &str = "project-events";
 /// All user events, keyed by user id.
 pub const USER_EVENTS: &str = "user-events";
 /// Task events the projector could not decode or apply, with the reason.
@@ -35,6 +37,10 @@ impl Topics {
         format!("{}{TASK_EVENTS}", self.prefix)
     }
 
+    pub fn project_events(&self) -> String {
+        format!("{}{PROJECT_EVENTS}", self.prefix)
+    }
+
     pub fn user_events(&self) -> String {
         format!("{}{USER_EVENTS}", self.prefix)
     }
@@ -46,14 +52,16 @@ impl Topics {
     pub fn for_stream(&self, stream_type: crate::envelope::StreamType) -> String {
         match stream_type {
             crate::envelope::StreamType::Task => self.task_events(),
+            crate::envelope::StreamType::Project => self.project_events(),
             crate::envelope::StreamType::User => self.user_events(),
         }
     }
 
     /// Every topic taskstream creates.
-    pub fn all(&self) -> [String; 3] {
+    pub fn all(&self) -> [String; 4] {
         [
             self.task_events(),
+            self.project_events(),
             self.user_events(),
             self.task_events_dlq(),
         ]

@@ -16,6 +16,7 @@ pub fn to_current(event_type: &str, schema: u32, mut data: Value) -> Result<Valu
     while at < target {
         data = match (event_type, at) {
             ("task.created", 1) => task_created_v1_to_v2(data),
+            ("task.created", 2) => task_created_v2_to_v3(data),
             _ => {
                 return Err(DecodeError::NoUpcaster {
                     event_type: event_type.to_owned(),
@@ -42,6 +43,16 @@ fn task_created_v1_to_v2(mut data: Value) -> Value {
             obj.insert("priority".into(), json!(p.as_str()));
         }
         obj.entry("tags").or_insert_with(|| json!([]));
+    }
+    data
+}
+
+/// `task.created` schema 2 had no projects and no assignees: every such
+/// task is personal and unassigned.
+fn task_created_v2_to_v3(mut data: Value) -> Value {
+    if let Some(obj) = data.as_object_mut() {
+        obj.entry("project_id").or_insert(Value::Null);
+        obj.entry("assignee_ids").or_insert_with(|| json!([]));
     }
     data
 }

@@ -39,6 +39,17 @@ fn every_current_event_type_round_trips_byte_for_byte() {
         "task.priority_changed",
         "task.due_date_changed",
         "task.deleted",
+        "task.assignees_changed",
+        "task.moved",
+        "project.created",
+        "project.updated",
+        "project.archived",
+        "project.unarchived",
+        "project.deleted",
+        "project.member_added",
+        "project.member_role_changed",
+        "project.member_removed",
+        "project.owner_changed",
         "user.registered",
         "user.role_changed",
         "user.deactivated",
@@ -81,6 +92,50 @@ fn task_created_schema_1_is_upcast_to_the_current_schema() {
         }
         other => panic!("expected task.created, got {other:?}"),
     }
+}
+
+#[test]
+fn task_created_schema_2_is_upcast_to_a_personal_unassigned_task() {
+    let env: EventEnvelope =
+        serde_json::from_value(fixture("task.created.v2.json")).expect("v2 envelope");
+    assert_eq!(env.schema, 2);
+    match env.decode().expect("v2 decodes") {
+        Event::Task(TaskEvent::Created(c)) => {
+            assert_eq!(c.project_id, None, "schema 2 tasks are personal");
+            assert!(
+                c.assignee_ids.is_empty(),
+                "schema 2 tasks have no assignees"
+            );
+            assert_eq!(c.title, "Write the quarterly report");
+            assert_eq!(c.tags, ["work", "q4"]);
+        }
+        other => panic!("expected task.created, got {other:?}"),
+    }
+    // Schema 1 goes through both upcasters.
+    let v1: EventEnvelope =
+        serde_json::from_value(fixture("task.created.v1.json")).expect("v1 envelope");
+    match v1.decode().expect("v1 decodes") {
+        Event::Task(TaskEvent::Created(c)) => {
+            assert_eq!(c.project_id, None);
+            assert!(c.assignee_ids.is_empty());
+        }
+        other => panic!("expected task.created, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_project_event_on_a_task_stream_type_is_still_read_by_its_type() {
+    // The envelope's stream type and the event's own are checked by the
+    // readers (the projector dead-letters a mismatch); decoding goes by `type`.
+    let env: EventEnvelope =
+        serde_json::from_value(fixture("project.member_added.json")).expect("envelope");
+    match env.decode().expect("decodes") {
+        Event::Project(events::ProjectEvent::MemberAdded(m)) => {
+            assert_eq!(m.role, events::ProjectRole::Member);
+        }
+        other => panic!("expected project.member_added, got {other:?}"),
+    }
+    assert_eq!(env.stream_type, events::StreamType::Project);
 }
 
 #[test]

@@ -467,6 +467,7 @@ impl Projector {
             match env.stream_type {
                 events::StreamType::Task => tasks.push((usize::MAX, env)),
                 events::StreamType::User => users.push((usize::MAX, env)),
+                events::StreamType::Project => {}
             }
         }
         for (i, msg) in batch.iter().enumerate() {

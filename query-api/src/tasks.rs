@@ -42,6 +42,12 @@ fn task_resource(v: &TaskView) -> Result<TaskResource, Problem> {
     Ok(TaskResource {
         id: id(&v.id)?,
         owner_id: id(&v.owner_id)?,
+        project_id: v.project_id.as_deref().map(id).transpose()?,
+        assignee_ids: v
+            .assignee_ids
+            .iter()
+            .map(|a| id(a))
+            .collect::<Result<_, _>>()?,
         title: v.title.clone(),
         description: v.description.clone(),
         status: v.status,

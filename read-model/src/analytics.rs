@@ -30,6 +30,11 @@ pub struct TaskFacts {
     #[serde(rename = "_id")]
     pub id: String,
     pub owner_id: String,
+    /// `None` for a personal task (and in facts written before projects).
+    #[serde(default)]
+    pub project_id: Option<String>,
+    #[serde(default)]
+    pub assignee_ids: Vec<String>,
     pub status: TaskStatus,
     pub priority: Priority,
     pub created_at: bson::DateTime,
@@ -66,6 +71,8 @@ pub(crate) fn apply_facts(
             TaskFacts {
                 id: env.stream_id.to_string(),
                 owner_id: c.owner_id.to_string(),
+                project_id: c.project_id.map(|p| p.to_string()),
+                assignee_ids: c.assignee_ids.iter().map(ToString::to_string).collect(),
                 status: c.status,
                 priority: c.priority,
                 created_at: at,
@@ -111,6 +118,10 @@ pub(crate) fn apply_facts(
                     f.due_at = d.due_at.map(bson::DateTime::from_chrono)
                 }
                 TaskEvent::Deleted(_) => f.deleted = true,
+                TaskEvent::AssigneesChanged(a) => {
+                    f.assignee_ids = a.assignee_ids.iter().map(ToString::to_string).collect();
+                }
+                TaskEvent::Moved(m) => f.project_id = m.to.map(|p| p.to_string()),
                 TaskEvent::Updated(_) => {}
             }
             f
@@ -173,6 +184,8 @@ mod tests {
     fn created() -> TaskEvent {
         TaskEvent::Created(TaskCreated {
             owner_id: Uuid::nil(),
+            project_id: None,
+            assignee_ids: vec![],
             title: "t".into(),
             description: String::new(),
             status: TaskStatus::Todo,

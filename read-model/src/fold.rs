@@ -3,7 +3,7 @@
 //! the version guard that decodes an event and admits only the next version.
 //! `views` and `analytics` both fold with them; neither imports the other.
 
-use events::{DecodeError, Event, EventEnvelope, StreamType, TaskEvent, UserEvent};
+use events::{DecodeError, Event, EventEnvelope, ProjectEvent, StreamType, TaskEvent, UserEvent};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -142,14 +142,21 @@ pub(crate) fn next_task_event<V>(
 fn task_event(e: Event) -> Option<TaskEvent> {
     match e {
         Event::Task(e) => Some(e),
-        Event::User(_) => None,
+        _ => None,
+    }
+}
+
+pub(crate) fn project_event(e: Event) -> Option<ProjectEvent> {
+    match e {
+        Event::Project(e) => Some(e),
+        _ => None,
     }
 }
 
 pub(crate) fn user_event(e: Event) -> Option<UserEvent> {
     match e {
         Event::User(e) => Some(e),
-        Event::Task(_) => None,
+        _ => None,
     }
 }
 

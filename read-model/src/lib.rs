@@ -25,5 +25,8 @@ pub async fn ensure_indexes(db: &Database) -> Result<(), mongodb::error::Error> 
     db.collection::<Document>(views::USER_VIEWS)
         .create_indexes(views::user_indexes())
         .await?;
+    db.collection::<Document>(views::PROJECT_VIEWS)
+        .create_indexes(views::project_indexes())
+        .await?;
     analytics::ensure_facts_indexes(db, analytics::TASK_FACTS).await
 }

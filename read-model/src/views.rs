@@ -5,12 +5,15 @@
 //!
 //! - `task_views`: one [`TaskView`] per task, `_id` = task id.
 //! - `users`: one [`UserView`] per user, `_id` = user id.
+//! - `project_views`: one [`ProjectView`] per project, `_id` = project id,
+//!   its members inside.
 //!
 //! # Indexes (created at start by [`crate::ensure_indexes`])
 //!
-//! Every task query is scoped to one owner, so every task index starts with
-//! `owner_id`; each sort order has its own index ending in `_id`, the tie
-//! breaker that makes keyset pagination total:
+//! Every task query is scoped to one owner's personal tasks or to a set of
+//! projects, so every task index starts with `owner_id` or `project_id`;
+//! each sort order has its own index ending in `_id`, the tie breaker that
+//! makes keyset pagination total:
 //!
 //! | collection | keys | serves |
 //! | --- | --- | --- |
@@ -19,6 +22,8 @@
 //! | `task_views` | `{owner_id: 1, updated_at: 1, _id: 1}` | `sort=updated_at` / `-updated_at`, `updated_since` |
 //! | `task_views` | `{owner_id: 1, priority_rank: 1, _id: 1}` | `sort=priority` / `-priority` |
 //! | `task_views` | `{owner_id: 1, status: 1}` | `status` filters |
+//! | `task_views` | `{project_id: 1, <sort key>: 1, _id: 1}` (one per sort key above) | the same, over projects |
+//! | `task_views` | `{assignee_ids: 1}` | `assignee` filters |
 //! | `users` | `{email: 1}` | look-ups by email |
 //!
 //! # Why deleted tasks stay in the view
@@ -29,18 +34,23 @@
 //! task. query-api never serves a flagged task.
 
 use bson::{doc, Document};
-use events::{Event, EventEnvelope, Priority, Role, StreamType, TaskEvent, TaskStatus, UserEvent};
+use events::{
+    Event, EventEnvelope, Priority, ProjectEvent, ProjectRole, Role, StreamType, TaskEvent,
+    TaskStatus, UserEvent,
+};
 use mongodb::options::IndexOptions;
 use mongodb::IndexModel;
 use serde::{Deserialize, Serialize};
 
-use crate::fold::{impl_view, next_event, next_task_event, user_event};
+use crate::fold::{impl_view, next_event, next_task_event, project_event, user_event};
 pub use crate::fold::{Applied, Poison, View};
 
 /// Collection of [`TaskView`]s.
 pub const TASK_VIEWS: &str = "task_views";
 /// Collection of [`UserView`]s.
 pub const USER_VIEWS: &str = "users";
+/// Collection of [`ProjectView`]s.
+pub const PROJECT_VIEWS: &str = "project_views";
 
 /// The read model of one task.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,6 +59,13 @@ pub struct TaskView {
     #[serde(rename = "_id")]
     pub id: String,
     pub owner_id: String,
+    /// The project (hyphenated UUID); `None` (absent in documents written
+    /// before projects) for a personal task.
+    #[serde(default)]
+    pub project_id: Option<String>,
+    /// Hyphenated UUIDs, in the order given.
+    #[serde(default)]
+    pub assignee_ids: Vec<String>,
     pub title: String,
     pub description: String,
     pub status: TaskStatus,
@@ -97,6 +114,8 @@ pub fn apply(view: Option<&TaskView>, env: &EventEnvelope) -> Result<Applied<Tas
         (None, TaskEvent::Created(c)) => TaskView {
             id: env.stream_id.to_string(),
             owner_id: c.owner_id.to_string(),
+            project_id: c.project_id.map(|p| p.to_string()),
+            assignee_ids: c.assignee_ids.iter().map(ToString::to_string).collect(),
             title: c.title,
             description: c.description,
             status: c.status,
@@ -141,6 +160,10 @@ pub fn apply(view: Option<&TaskView>, env: &EventEnvelope) -> Result<Applied<Tas
                     v.due_at = d.due_at.map(bson::DateTime::from_chrono);
                 }
                 TaskEvent::Deleted(_) => v.deleted = true,
+                TaskEvent::AssigneesChanged(a) => {
+                    v.assignee_ids = a.assignee_ids.iter().map(ToString::to_string).collect();
+                }
+                TaskEvent::Moved(m) => v.project_id = m.to.map(|p| p.to_string()),
             }
             v.updated_at = at;
             v
@@ -201,7 +224,141 @@ pub fn apply_user(
     }))
 }
 
+/// The read model of one project, its members inside (a project has at
+/// most a few hundred; see command-api's member cap).
+///
+/// Like a task, a deleted project stays as a flagged document so that a
+/// re-delivered `project.created` cannot bring it back; query-api never
+/// serves it. Who may read a project is not decided here: query-api asks
+/// the command side's membership table, which has no lag (see
+/// ARCHITECTURE.md, "Access follows membership").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProjectView {
+    #[serde(rename = "_id")]
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub owner_id: String,
+    pub archived: bool,
+    /// Every member, the owner included, in the order they joined.
+    pub members: Vec<MemberView>,
+    pub created_at: bson::DateTime,
+    pub updated_at: bson::DateTime,
+    pub version: i64,
+    pub deleted: bool,
+}
+
+/// One member of a [`ProjectView`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemberView {
+    pub user_id: String,
+    pub role: ProjectRole,
+    pub joined_at: bson::DateTime,
+}
+
+impl ProjectView {
+    /// The role of `user_id` (hyphenated), if they are a member.
+    pub fn role_of(&self, user_id: &str) -> Option<ProjectRole> {
+        self.members
+            .iter()
+            .find(|m| m.user_id == user_id)
+            .map(|m| m.role)
+    }
+
+    fn set_role(&mut self, user_id: &str, role: ProjectRole) {
+        if let Some(m) = self.members.iter_mut().find(|m| m.user_id == user_id) {
+            m.role = role;
+        }
+    }
+}
+
+/// Applies one project event to a project view. Pure, same version rules
+/// as [`apply`].
+pub fn apply_project(
+    view: Option<&ProjectView>,
+    env: &EventEnvelope,
+) -> Result<Applied<ProjectView>, Poison> {
+    let have = view.map(View::version).unwrap_or(0);
+    let event = match next_event(have, env, StreamType::Project, project_event)? {
+        Ok(event) => event,
+        Err(skipped) => return Ok(skipped),
+    };
+    let at = bson::DateTime::from_chrono(env.occurred_at);
+    let next = match (view, event) {
+        (None, ProjectEvent::Created(c)) => ProjectView {
+            id: env.stream_id.to_string(),
+            name: c.name,
+            description: c.description,
+            owner_id: c.owner_id.to_string(),
+            archived: false,
+            members: vec![MemberView {
+                user_id: c.owner_id.to_string(),
+                role: ProjectRole::Owner,
+                joined_at: at,
+            }],
+            created_at: at,
+            updated_at: at,
+            version: 0,
+            deleted: false,
+        },
+        (None, other) => {
+            return Err(Poison::NotCreatedFirst(
+                Event::Project(other).event_type().to_owned(),
+            ))
+        }
+        (Some(v), event) => {
+            let mut v = v.clone();
+            match event {
+                ProjectEvent::Created(_) => return Err(Poison::CreatedAgain(env.version)),
+                ProjectEvent::Updated(u) => {
+                    if let Some(name) = u.name {
+                        v.name = name;
+                    }
+                    if let Some(description) = u.description {
+                        v.description = description;
+                    }
+                }
+                ProjectEvent::Archived(_) => v.archived = true,
+                ProjectEvent::Unarchived(_) => v.archived = false,
+                ProjectEvent::Deleted(_) => v.deleted = true,
+                ProjectEvent::MemberAdded(m) => {
+                    let user_id = m.user_id.to_string();
+                    v.members.retain(|existing| existing.user_id != user_id);
+                    v.members.push(MemberView {
+                        user_id,
+                        role: m.role,
+                        joined_at: at,
+                    });
+                }
+                ProjectEvent::MemberRoleChanged(r) => v.set_role(&r.user_id.to_string(), r.to),
+                ProjectEvent::MemberRemoved(m) => {
+                    let user_id = m.user_id.to_string();
+                    v.members.retain(|existing| existing.user_id != user_id);
+                }
+                ProjectEvent::OwnerChanged(o) => {
+                    v.set_role(&o.from.to_string(), ProjectRole::Admin);
+                    v.set_role(&o.to.to_string(), ProjectRole::Owner);
+                    v.owner_id = o.to.to_string();
+                }
+            }
+            v.updated_at = at;
+            v
+        }
+    };
+    Ok(Applied::Advanced(ProjectView {
+        version: env.version as i64,
+        ..next
+    }))
+}
+
 impl_view!(TaskView, TASK_VIEWS, StreamType::Task, apply);
+
+impl_view!(
+    ProjectView,
+    PROJECT_VIEWS,
+    StreamType::Project,
+    apply_project
+);
 
 impl_view!(UserView, USER_VIEWS, StreamType::User, apply_user);
 
@@ -229,7 +386,31 @@ pub fn task_indexes() -> Vec<IndexModel> {
             "owner_priority",
         ),
         index(doc! { "owner_id": 1, "status": 1 }, "owner_status"),
+        index(
+            doc! { "project_id": 1, "created_at": 1, "_id": 1 },
+            "project_created",
+        ),
+        index(
+            doc! { "project_id": 1, "due_at": 1, "_id": 1 },
+            "project_due",
+        ),
+        index(
+            doc! { "project_id": 1, "updated_at": 1, "_id": 1 },
+            "project_updated",
+        ),
+        index(
+            doc! { "project_id": 1, "priority_rank": 1, "_id": 1 },
+            "project_priority",
+        ),
+        index(doc! { "assignee_ids": 1 }, "assignees"),
     ]
+}
+
+/// The indexes of the project view: who is a member of what (the
+/// rebuild check and operators' look-ups; access itself is decided from
+/// Postgres, see [`ProjectView`]).
+pub fn project_indexes() -> Vec<IndexModel> {
+    vec![index(doc! { "members.user_id": 1 }, "members")]
 }
 
 /// The indexes of the users view.

@@ -6,7 +6,7 @@
 //! from what it holds (the aggregate after a write, a view on a read).
 
 use chrono::{DateTime, Utc};
-use events::{Priority, TaskStatus};
+use events::{Priority, ProjectRole, TaskStatus};
 use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -19,7 +19,12 @@ use uuid::Uuid;
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct TaskResource {
     pub id: Uuid,
+    /// Who created the task.
     pub owner_id: Uuid,
+    /// The project the task belongs to; `null` for a personal task.
+    pub project_id: Option<Uuid>,
+    /// Who the task is assigned to (at most 10).
+    pub assignee_ids: Vec<Uuid>,
     pub title: String,
     pub description: String,
     pub status: TaskStatus,
@@ -37,6 +42,36 @@ pub struct TaskResource {
     pub completed_at: Option<DateTime<Utc>>,
     /// The task's stream version; also its `ETag`.
     pub version: u64,
+}
+
+/// A project as the API shows it, with the caller's role in it.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct ProjectResource {
+    pub id: Uuid,
+    pub name: String,
+    pub description: String,
+    pub owner_id: Uuid,
+    /// An archived project's tasks are read-only.
+    pub archived: bool,
+    /// The caller's role in the project.
+    pub my_role: ProjectRole,
+    /// How many members the project has, its owner included.
+    pub member_count: u32,
+    #[serde(serialize_with = "millis::instant")]
+    pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "millis::instant")]
+    pub updated_at: DateTime<Utc>,
+    /// The project's stream version; also its `ETag`.
+    pub version: u64,
+}
+
+/// One member of a project.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct MemberResource {
+    pub user_id: Uuid,
+    pub email: String,
+    pub display_name: String,
+    pub role: ProjectRole,
 }
 
 /// Instants written to the millisecond (rounded down, as BSON dates hold
@@ -72,6 +107,8 @@ mod tests {
         TaskResource {
             id: Uuid::from_u128(1),
             owner_id: Uuid::from_u128(2),
+            project_id: None,
+            assignee_ids: vec![],
             title: "Write the report".into(),
             description: String::new(),
             status: TaskStatus::Todo,
@@ -92,6 +129,8 @@ mod tests {
             json!({
                 "id": "00000000-0000-0000-0000-000000000001",
                 "owner_id": "00000000-0000-0000-0000-000000000002",
+                "project_id": null,
+                "assignee_ids": [],
                 "title": "Write the report",
                 "description": "",
                 "status": "todo",

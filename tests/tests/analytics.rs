@@ -98,7 +98,8 @@ impl Log {
                 self.truth.get_mut(&id).expect("task").due_at = d.due_at
             }
             TaskEvent::Deleted(_) => self.truth.get_mut(&id).expect("task").deleted = true,
-            TaskEvent::Updated(_) => {}
+            // This log has personal, unassigned tasks only.
+            TaskEvent::Updated(_) | TaskEvent::AssigneesChanged(_) | TaskEvent::Moved(_) => {}
         }
     }
 
@@ -116,6 +117,8 @@ impl Log {
             at,
             TaskEvent::Created(TaskCreated {
                 owner_id: owner,
+                project_id: None,
+                assignee_ids: vec![],
                 title: "analytics".into(),
                 description: String::new(),
                 status: TaskStatus::Todo,

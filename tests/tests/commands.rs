@@ -876,6 +876,8 @@ fn meta(actor: Uuid) -> EventMeta {
 fn task_created(owner: Uuid, title: &str) -> Event {
     Event::Task(TaskEvent::Created(TaskCreated {
         owner_id: owner,
+        project_id: None,
+        assignee_ids: vec![],
         title: title.into(),
         description: String::new(),
         status: TaskStatus::Todo,

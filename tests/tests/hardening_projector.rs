@@ -40,6 +40,8 @@ fn meta(actor: Uuid, at: DateTime<Utc>) -> EventMeta {
 fn created(owner: Uuid, title: &str, due_at: Option<DateTime<Utc>>) -> Event {
     TaskEvent::Created(TaskCreated {
         owner_id: owner,
+        project_id: None,
+        assignee_ids: vec![],
         title: title.into(),
         description: String::new(),
         status: TaskStatus::Todo,

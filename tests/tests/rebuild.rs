@@ -57,6 +57,8 @@ impl Writer {
         self.versions.insert(id, (1, TaskStatus::Todo));
         let event = Event::Task(TaskEvent::Created(TaskCreated {
             owner_id: self.owner,
+            project_id: None,
+            assignee_ids: vec![],
             title,
             description: String::new(),
             status: TaskStatus::Todo,

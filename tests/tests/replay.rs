@@ -16,6 +16,8 @@ use uuid::Uuid;
 fn created(owner: Uuid, title: &str) -> Event {
     Event::Task(TaskEvent::Created(events::TaskCreated {
         owner_id: owner,
+        project_id: None,
+        assignee_ids: vec![],
         title: title.into(),
         description: String::new(),
         status: TaskStatus::Todo,

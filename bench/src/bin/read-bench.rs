@@ -428,6 +428,8 @@ fn seeded_views(tasks: usize, owned: usize, reader: Uuid) -> anyhow::Result<Vec<
             };
             let created = Event::Task(TaskEvent::Created(TaskCreated {
                 owner_id: owner,
+                project_id: None,
+                assignee_ids: vec![],
                 title: format!("bench task {i}"),
                 description: "seeded for the read benchmark".into(),
                 status: TaskStatus::ALL[i % 4],

@@ -16,6 +16,8 @@ pub fn task_resource(s: &TaskSnapshot) -> Option<TaskResource> {
     Some(TaskResource {
         id: s.id,
         owner_id: task.owner_id,
+        project_id: None,
+        assignee_ids: vec![],
         title: task.title.clone(),
         description: task.description.clone(),
         status: task.status,
@@ -117,6 +119,8 @@ mod tests {
                 let e = match e {
                     TaskEvent::Created(c) => TaskEvent::Created(TaskCreated {
                         owner_id: owner,
+                        project_id: None,
+                        assignee_ids: vec![],
                         ..c.clone()
                     }),
                     other => other.clone(),
@@ -131,6 +135,8 @@ mod tests {
     fn created(status: TaskStatus) -> TaskEvent {
         TaskEvent::Created(TaskCreated {
             owner_id: Uuid::nil(),
+            project_id: None,
+            assignee_ids: vec![],
             title: "t".into(),
             description: String::new(),
             status,

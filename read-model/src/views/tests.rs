@@ -21,6 +21,8 @@ fn task_stream(id: Uuid, owner: Uuid) -> Vec<EventEnvelope> {
     let events: Vec<Event> = vec![
         TaskEvent::Created(TaskCreated {
             owner_id: owner,
+            project_id: None,
+            assignee_ids: vec![],
             title: "write the report".into(),
             description: String::new(),
             status: TaskStatus::Todo,
