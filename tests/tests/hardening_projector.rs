@@ -254,7 +254,8 @@ async fn after_a_rebalance_a_projector_exports_lag_only_for_the_partitions_it_ow
     events::kafka::ensure_topics(&brokers, &topics)
         .await
         .expect("topics");
-    let all = 2 * events::topics::EVENT_TOPIC_PARTITIONS as usize;
+    // The projector reads the task, project and user event topics.
+    let all = 3 * events::topics::EVENT_TOPIC_PARTITIONS as usize;
     let first = d.spawn_projector().await;
     let first_metrics = first.url("/metrics");
     eventually(
