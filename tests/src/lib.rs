@@ -183,6 +183,7 @@ impl Deployment {
                 burst: std::num::NonZeroU32::MAX,
             },
             max_live_tasks: std::num::NonZeroU32::MAX,
+            projects: Default::default(),
             http: test_http_limits(),
         }
     }
