@@ -265,11 +265,11 @@ pub fn decide(
         ProjectAction::ChangeRole { user_id, role: new } => {
             manages_members(role)?;
             let current = project.role_of(user_id).ok_or(ProjectError::NoSuchMember)?;
-            if current == ProjectRole::Owner {
-                return Err(ProjectError::OwnerRole);
-            }
             if !may_manage(role, current) || !may_manage(role, new.0) {
                 return Err(ProjectError::Forbidden(ADMINS_BY_OWNER));
+            }
+            if current == ProjectRole::Owner {
+                return Err(ProjectError::OwnerRole);
             }
             Ok(if current == new.0 {
                 vec![]

@@ -497,6 +497,12 @@ async fn change_in(tx: &mut PgConnection, write: &Write) -> Result<Written, Retr
     // taken may not be the ones this state needs.
     let now = task.project_id.map(|p| (p, task.assignee_ids.clone()));
     if now != pre {
+        // Under the task lock only a project delete changes the row
+        // without the stream: a project task with no row is a task of a
+        // deleted project, gone for everyone.
+        if now.is_some() && project_of(tx, write.task_id).await?.is_none() {
+            return Err(Retry::Fail(DomainError::NotFound.into()));
+        }
         return Err(Retry::Again);
     }
     let mine = |project: Option<Uuid>| {
