@@ -1146,4 +1146,267 @@ mod tests {
             vec![Some(1), Some(2)]
         );
     }
+
+    // ------------------------------------------------------ tasks in projects
+
+    const P: Uuid = Uuid::from_u128(100);
+    const Q: Uuid = Uuid::from_u128(200);
+
+    fn member(role: ProjectRole) -> Option<Membership> {
+        Some(Membership {
+            role,
+            archived: false,
+        })
+    }
+
+    fn archived() -> Option<Membership> {
+        Some(Membership {
+            role: ProjectRole::Owner,
+            archived: true,
+        })
+    }
+
+    /// A task of `owner()`'s in project P, assigned to `assignees`.
+    fn in_project(assignees: &[Uuid]) -> TaskState {
+        let TaskEvent::Created(c) = created() else {
+            unreachable!()
+        };
+        fold(&[TaskEvent::Created(TaskCreated {
+            project_id: Some(P),
+            assignee_ids: assignees.to_vec(),
+            ..c
+        })])
+    }
+
+    fn run(
+        state: &TaskState,
+        actor: Uuid,
+        action: Action,
+        access: Access,
+    ) -> Result<Vec<TaskEvent>, DomainError> {
+        decide(
+            state,
+            Command {
+                actor,
+                at: due("2026-12-02T00:00:00Z"),
+                action,
+                access,
+            },
+        )
+    }
+
+    fn here(m: Option<Membership>, members: &[Uuid]) -> Access {
+        Access {
+            here: m,
+            there: None,
+            members: members.to_vec(),
+        }
+    }
+
+    fn create_in(project: Option<Uuid>, assignees: &[Uuid]) -> Action {
+        let Action::Create(c) = create() else {
+            unreachable!()
+        };
+        Action::Create(CreateTask {
+            project_id: project,
+            assignees: Assignees::parse(assignees).unwrap(),
+            ..c
+        })
+    }
+
+    #[test]
+    fn creating_in_a_project_follows_the_membership() {
+        use ProjectRole::*;
+        let a = stranger();
+        let refused = |access, assignees: &[Uuid]| {
+            run(
+                &TaskState::Absent,
+                owner(),
+                create_in(Some(P), assignees),
+                access,
+            )
+            .unwrap_err()
+        };
+        assert_eq!(refused(here(None, &[]), &[]), DomainError::NoSuchProject);
+        assert!(matches!(
+            refused(here(member(Viewer), &[owner()]), &[]),
+            DomainError::Forbidden(_)
+        ));
+        assert_eq!(
+            refused(here(archived(), &[owner()]), &[]),
+            DomainError::ProjectArchived
+        );
+        assert_eq!(
+            refused(here(member(Member), &[owner()]), &[owner(), owner(), a]),
+            DomainError::NotAssignable {
+                index: 2,
+                personal: false
+            }
+        );
+        let events = run(
+            &TaskState::Absent,
+            owner(),
+            create_in(Some(P), &[a, owner(), a]),
+            here(member(Member), &[owner(), a]),
+        )
+        .unwrap();
+        assert!(matches!(
+            &events[..],
+            [TaskEvent::Created(c)] if c.project_id == Some(P) && c.assignee_ids == vec![a, owner()]
+        ));
+        // Personal: only the owner may be assigned.
+        assert_eq!(
+            run(
+                &TaskState::Absent,
+                owner(),
+                create_in(None, &[a]),
+                Access::default()
+            ),
+            Err(DomainError::NotAssignable {
+                index: 0,
+                personal: true
+            })
+        );
+        assert!(Assignees::parse(&(0..11).map(Uuid::from_u128).collect::<Vec<_>>()).is_err());
+    }
+
+    #[test]
+    fn writes_to_a_project_task_follow_the_membership() {
+        use ProjectRole::*;
+        let task = in_project(&[]);
+        let edit = || {
+            update(UpdateTask {
+                title: Some(title("x")),
+                ..Default::default()
+            })
+        };
+        let a = stranger();
+        assert_eq!(
+            run(&task, a, edit(), here(None, &[])),
+            Err(DomainError::NotFound)
+        );
+        assert!(matches!(
+            run(&task, a, edit(), here(member(Viewer), &[])),
+            Err(DomainError::Forbidden(_))
+        ));
+        assert_eq!(
+            run(
+                &task,
+                a,
+                Action::ChangeStatus(InProgress),
+                here(archived(), &[])
+            ),
+            Err(DomainError::ProjectArchived)
+        );
+        assert_eq!(
+            run(&task, a, edit(), here(member(Member), &[])).map(|e| e.len()),
+            Ok(1)
+        );
+        // Delete: a member only their own; an admin any.
+        assert!(matches!(
+            run(&task, a, Action::Delete, here(member(Member), &[])),
+            Err(DomainError::Forbidden(_))
+        ));
+        assert!(run(&task, a, Action::Delete, here(member(Admin), &[])).is_ok());
+        assert!(run(&task, owner(), Action::Delete, here(member(Member), &[])).is_ok());
+        // Assignees: the whole set, members only, compared as a set.
+        let assign = |ids: &[Uuid]| {
+            update(UpdateTask {
+                assignees: Some(Assignees::parse(ids).unwrap()),
+                ..Default::default()
+            })
+        };
+        assert_eq!(
+            run(&task, a, assign(&[a]), here(member(Member), &[])),
+            Err(DomainError::NotAssignable {
+                index: 0,
+                personal: false
+            })
+        );
+        let two = in_project(&[a, owner()]);
+        assert_eq!(
+            run(
+                &two,
+                a,
+                assign(&[owner(), a]),
+                here(member(Member), &[a, owner()])
+            ),
+            Ok(vec![])
+        );
+        assert_eq!(
+            run(&two, a, assign(&[]), here(member(Member), &[])),
+            Ok(vec![TaskEvent::AssigneesChanged(TaskAssigneesChanged {
+                assignee_ids: vec![]
+            })])
+        );
+    }
+
+    #[test]
+    fn moves_need_both_sides_and_drop_who_cannot_follow() {
+        use ProjectRole::*;
+        let a = stranger();
+        let task = in_project(&[a, owner()]);
+        let to = |there, members: &[Uuid]| Access {
+            here: member(Member),
+            there,
+            members: members.to_vec(),
+        };
+        assert_eq!(
+            run(
+                &task,
+                a,
+                Action::Move(Some(Q)),
+                to(member(Member), &[a, owner()])
+            ),
+            Ok(vec![TaskEvent::Moved(TaskMoved {
+                from: Some(P),
+                to: Some(Q)
+            })])
+        );
+        assert_eq!(
+            run(&task, a, Action::Move(Some(Q)), to(member(Admin), &[a])),
+            Ok(vec![
+                TaskEvent::Moved(TaskMoved {
+                    from: Some(P),
+                    to: Some(Q)
+                }),
+                TaskEvent::AssigneesChanged(TaskAssigneesChanged {
+                    assignee_ids: vec![a]
+                })
+            ])
+        );
+        assert_eq!(
+            run(&task, a, Action::Move(Some(Q)), to(None, &[])),
+            Err(DomainError::NoSuchProject)
+        );
+        assert!(matches!(
+            run(&task, a, Action::Move(Some(Q)), to(member(Viewer), &[])),
+            Err(DomainError::Forbidden(_))
+        ));
+        assert_eq!(
+            run(&task, a, Action::Move(Some(Q)), to(archived(), &[])),
+            Err(DomainError::ProjectArchived)
+        );
+        assert_eq!(
+            run(&task, a, Action::Move(Some(P)), to(None, &[])),
+            Ok(vec![])
+        );
+        // To personal: only the creator, who alone stays assigned.
+        assert!(matches!(
+            run(&task, a, Action::Move(None), to(None, &[])),
+            Err(DomainError::Forbidden(_))
+        ));
+        let moved = run(&task, owner(), Action::Move(None), to(None, &[])).unwrap();
+        let state = moved.iter().fold(task, evolve);
+        let t = state.live().unwrap();
+        assert_eq!(
+            (t.project_id, t.assignee_ids.clone()),
+            (None, vec![owner()])
+        );
+        // And a personal task is its owner's alone again.
+        assert_eq!(
+            run(&state, a, Action::Delete, here(member(Owner), &[])),
+            Err(DomainError::NotFound)
+        );
+    }
 }
