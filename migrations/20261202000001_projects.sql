@@ -26,15 +26,15 @@ CREATE INDEX project_members_by_user ON project_members (user_id, project_id);
 -- the task events that change them (create, move, assignees, delete), so
 -- the command side finds a project's tasks (a project delete frees their
 -- owners' live-task slots) and a member's assignments (a removal appends
--- task.assignees_changed to each) without reading every task stream; and
--- a task write learns the task's project, whose membership rows it must
--- lock before its task lock, in one indexed read. Personal tasks have no
--- row; a deleted task or a deleted project's tasks lose theirs.
+-- task.assignees_changed to each) without reading every task stream.
+-- Personal tasks have no row; a deleted task or a deleted project's tasks
+-- lose theirs. One index only (every create in a project inserts here):
+-- task writes learn a task's project from its stream, not from this table.
 CREATE TABLE project_tasks (
-    task_id      UUID   PRIMARY KEY,
     project_id   UUID   NOT NULL,
+    task_id      UUID   NOT NULL,
     -- The creator (`task.created`'s owner_id): whose live-task slot it holds.
     owner_id     UUID   NOT NULL,
-    assignee_ids UUID[] NOT NULL DEFAULT '{}'
+    assignee_ids UUID[] NOT NULL DEFAULT '{}',
+    PRIMARY KEY (project_id, task_id)
 );
-CREATE INDEX project_tasks_by_project ON project_tasks (project_id);

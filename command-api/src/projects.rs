@@ -589,7 +589,7 @@ async fn unassign(
                 AppendError::Database(e) => e.into(),
             })?;
             snapshot.apply(&envelopes)?;
-            tasks::sync_project_task(tx, &snapshot).await?;
+            tasks::sync_project_task(tx, &snapshot, Some(project)).await?;
         }
     }
     Ok(())

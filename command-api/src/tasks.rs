@@ -23,10 +23,12 @@
 //!    assigned tasks, in task id order, after the member's row),
 //! 4. `live_task_counts` rows.
 //!
-//! So a task write learns the task's project *before* its task lock, from
-//! `project_tasks` (kept with the task events), locks the membership rows,
-//! then takes the task lock and loads the stream; should the task have
-//! moved, or its assignees changed, in between, the attempt is retried.
+//! So a task write learns the task's project (and assignees) *before* its
+//! task lock, from the stream's latest events (an indexed read, unlocked),
+//! locks the membership rows, then takes the task lock and loads the
+//! stream; should the task have moved, or its assignees changed, in
+//! between, the attempt is retried. A task of a deleted project finds no
+//! membership row: 404, as for everyone.
 //! A deadlock Postgres still reports (`40P01`: two project deletes
 //! freeing slots of the same owners, a lock key shared by two tasks) is
 //! retried within the same bounded loop as a lost append race.
@@ -408,17 +410,40 @@ fn parse_role(raw: String) -> Result<ProjectRole, WriteError> {
         .map_err(|e| WriteError::Internal(anyhow::anyhow!("project_members.role: {e}")))
 }
 
-/// A task's project and assignees as `project_tasks` says (`None`: personal).
+/// A task's project and assignees as its latest events say (`None`:
+/// personal), read without its lock: two indexed look-ups of the stream's
+/// last `task.created`/`task.moved` and `task.created`/
+/// `task.assignees_changed`, so `project_tasks` needs no index by task.
 async fn project_of(
     tx: &mut PgConnection,
     task_id: Uuid,
-) -> Result<Option<(Uuid, Vec<Uuid>)>, sqlx::Error> {
-    let row = sqlx::query("SELECT project_id, assignee_ids FROM project_tasks WHERE task_id = $1")
-        .bind(task_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-    row.map(|r| Ok((r.try_get("project_id")?, r.try_get("assignee_ids")?)))
-        .transpose()
+) -> Result<Option<(Uuid, Vec<Uuid>)>, WriteError> {
+    let row = sqlx::query(
+        "SELECT
+           (SELECT CASE WHEN event_type = 'task.moved' THEN data->>'to'
+                        ELSE data->>'project_id' END
+              FROM events
+             WHERE stream_id = $1 AND event_type IN ('task.created', 'task.moved')
+             ORDER BY version DESC LIMIT 1) AS project_id,
+           (SELECT data->>'assignee_ids'
+              FROM events
+             WHERE stream_id = $1 AND event_type IN ('task.created', 'task.assignees_changed')
+             ORDER BY version DESC LIMIT 1) AS assignee_ids",
+    )
+    .bind(task_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    let project: Option<String> = row.try_get("project_id")?;
+    let Some(project) = project.and_then(|p| p.parse::<Uuid>().ok()) else {
+        return Ok(None);
+    };
+    let assignees: Option<String> = row.try_get("assignee_ids")?;
+    let assignees: Vec<Uuid> = match assignees {
+        Some(json) => serde_json::from_str(&json)
+            .map_err(|e| WriteError::Internal(anyhow::anyhow!("task {task_id}: {e}")))?,
+        None => Vec::new(),
+    };
+    Ok(Some((project, assignees)))
 }
 
 /// A locked `project_members` row.
@@ -497,12 +522,6 @@ async fn change_in(tx: &mut PgConnection, write: &Write) -> Result<Written, Retr
     // taken may not be the ones this state needs.
     let now = task.project_id.map(|p| (p, task.assignee_ids.clone()));
     if now != pre {
-        // Under the task lock only a project delete changes the row
-        // without the stream: a project task with no row is a task of a
-        // deleted project, gone for everyone.
-        if now.is_some() && project_of(tx, write.task_id).await?.is_none() {
-            return Err(Retry::Fail(DomainError::NotFound.into()));
-        }
         return Err(Retry::Again);
     }
     let mine = |project: Option<Uuid>| {
@@ -536,7 +555,7 @@ async fn change_in(tx: &mut PgConnection, write: &Write) -> Result<Written, Retr
             }));
         }
     }
-    let (owner, was_in_project) = (task.owner_id, task.project_id.is_some());
+    let (owner, was_in) = (task.owner_id, task.project_id);
     let mut command = write.command.clone();
     command.access = access;
     let decided = domain::decide(&snapshot.state, command)?;
@@ -572,44 +591,40 @@ async fn change_in(tx: &mut PgConnection, write: &Write) -> Result<Written, Retr
     if deleting {
         free_live_slot(tx, owner).await?;
     }
-    if (deleting && was_in_project) || regrouping {
-        sync_project_task(tx, &written.snapshot).await?;
+    if (deleting && was_in.is_some()) || regrouping {
+        sync_project_task(tx, &written.snapshot, was_in).await?;
     }
     Ok(written)
 }
 
-/// Makes the task's `project_tasks` row say what its stream now says: its
-/// project and assignees while it is live in a project, no row otherwise.
+/// Makes the task's `project_tasks` row say what its stream now says (it
+/// was in `before`): its project and assignees while it is live in a
+/// project, no row otherwise.
 pub async fn sync_project_task(
     tx: &mut PgConnection,
     snapshot: &TaskSnapshot,
+    before: Option<Uuid>,
 ) -> Result<(), sqlx::Error> {
-    match snapshot.task() {
-        Some(Task {
-            project_id: Some(project),
-            owner_id,
-            assignee_ids,
-            ..
-        }) => {
-            sqlx::query(
-                "INSERT INTO project_tasks (task_id, project_id, owner_id, assignee_ids)
-                 VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (task_id) DO UPDATE
-                   SET project_id = EXCLUDED.project_id, assignee_ids = EXCLUDED.assignee_ids",
-            )
+    let now = snapshot.task().and_then(|t| t.project_id.map(|p| (p, t)));
+    if let Some(old) = before.filter(|old| now.is_none_or(|(p, _)| p != *old)) {
+        sqlx::query("DELETE FROM project_tasks WHERE project_id = $1 AND task_id = $2")
+            .bind(old)
             .bind(snapshot.id)
-            .bind(project)
-            .bind(owner_id)
-            .bind(assignee_ids)
             .execute(&mut *tx)
             .await?;
-        }
-        _ => {
-            sqlx::query("DELETE FROM project_tasks WHERE task_id = $1")
-                .bind(snapshot.id)
-                .execute(&mut *tx)
-                .await?;
-        }
+    }
+    if let Some((project, task)) = now {
+        sqlx::query(
+            "INSERT INTO project_tasks (project_id, task_id, owner_id, assignee_ids)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (project_id, task_id) DO UPDATE SET assignee_ids = EXCLUDED.assignee_ids",
+        )
+        .bind(project)
+        .bind(snapshot.id)
+        .bind(task.owner_id)
+        .bind(&task.assignee_ids)
+        .execute(&mut *tx)
+        .await?;
     }
     Ok(())
 }

@@ -899,19 +899,21 @@ async fn writes_racing_a_removal_commit_before_it_or_are_refused() {
         tasks.push(owner.api.created_task_in(p, body).await);
     }
     let mut mixed = false;
-    for round in 0..8u64 {
+    for round in 0..4u64 {
         owner.api.added(p, member.id, "member").await;
         let start: i64 = sqlx::query_scalar("SELECT max(global_position) FROM events")
             .fetch_one(&ctx.db)
             .await
             .expect("position");
+        let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
         let writes: Vec<_> = (0..20usize)
             .map(|i| {
                 let api = member.api.clone();
                 let task = tasks[i % tasks.len()];
+                let done = done_tx.clone();
                 tokio::spawn(async move {
                     // Spread around the removal: some before it, some after.
-                    let wait = (i as u64) * (2 + round % 3);
+                    let wait = (i as u64) * (8 + 4 * round);
                     tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
                     let r = if i % 5 == 4 {
                         let body = json!({ "title": format!("new {i}"), "project_id": p });
@@ -920,6 +922,7 @@ async fn writes_racing_a_removal_commit_before_it_or_are_refused() {
                         let body = json!({ "title": format!("write {round} {i}") });
                         api.tasks().patch_task(task, &body).await
                     };
+                    let _ = done.send(());
                     (i, r)
                 })
             })
@@ -940,7 +943,11 @@ async fn writes_racing_a_removal_commit_before_it_or_are_refused() {
                 })
             })
             .collect();
-        tokio::time::sleep(std::time::Duration::from_millis(10 + 5 * round)).await;
+        // The removal goes out once a few writes are answered, while the
+        // rest are in flight or yet to come.
+        for _ in 0..4 {
+            done_rx.recv().await;
+        }
         let removal = admin.api.remove_member(p, member.id).await;
         assert_eq!(removal.status, StatusCode::NO_CONTENT, "{removal:?}");
         let mut accepted = 0;
