@@ -22,13 +22,19 @@ CREATE TABLE project_members (
 );
 CREATE INDEX project_members_by_user ON project_members (user_id, project_id);
 
--- Who is assigned to which task of a project, kept by command-api with
--- the task events that change it, so removing a member finds their
--- assignments without reading every task stream.
-CREATE TABLE task_assignments (
-    project_id UUID NOT NULL,
-    user_id    UUID NOT NULL,
-    task_id    UUID NOT NULL,
-    PRIMARY KEY (project_id, user_id, task_id)
+-- The tasks of projects, kept by command-api in the same transaction as
+-- the task events that change them (create, move, assignees, delete), so
+-- the command side finds a project's tasks (a project delete frees their
+-- owners' live-task slots) and a member's assignments (a removal appends
+-- task.assignees_changed to each) without reading every task stream.
+-- Personal tasks have no row; a deleted task or a deleted project's tasks
+-- lose theirs. One index only (every create in a project inserts here):
+-- task writes learn a task's project from its stream, not from this table.
+CREATE TABLE project_tasks (
+    project_id   UUID   NOT NULL,
+    task_id      UUID   NOT NULL,
+    -- The creator (`task.created`'s owner_id): whose live-task slot it holds.
+    owner_id     UUID   NOT NULL,
+    assignee_ids UUID[] NOT NULL DEFAULT '{}',
+    PRIMARY KEY (project_id, task_id)
 );
-CREATE INDEX task_assignments_by_task ON task_assignments (task_id);

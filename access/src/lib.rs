@@ -4,7 +4,8 @@
 //! and the [`AuthUser`]/[`AdminUser`] extractors), the public keys they are
 //! checked against ([`jwks`]), and the account directory that makes a
 //! deactivation or a role change apply at once ([`accounts`]); which tokens
-//! an API accepts, from its environment ([`settings`]).
+//! an API accepts, from its environment ([`settings`]); and the normal form
+//! of an email address ([`email`]), which auth and command-api share.
 //!
 //! **API boundary.** auth issues tokens with its own private key and only
 //! publishes [`jwks::Jwks`]; this crate never signs anything and holds no
@@ -12,6 +13,7 @@
 //! check tokens without linking auth's password hashing or its store.
 
 pub mod accounts;
+pub mod email;
 pub mod jwks;
 mod settings;
 pub mod verify;

@@ -3,7 +3,6 @@
 
 use std::fmt;
 
-use unicode_normalization::UnicodeNormalization;
 use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 
 /// Longest email accepted (RFC 5321 path limit).
@@ -135,22 +134,9 @@ impl fmt::Display for Email {
     }
 }
 
-/// The normal form emails are stored, compared and rate-limited under,
-/// applied even to input that is not a valid address: trimmed, NFKC with
-/// full case folding (so `ＡＤＡ@…`, `Ada@…` and `ada@…` are one address,
-/// as are `STRASSE` and `straße`), and a non-ASCII domain converted to IDNA
-/// A-labels (`bücher.example` → `xn--bcher-kva.example`) when it is valid.
-pub fn normalise_email(raw: &str) -> String {
-    let nfkc: String = raw.trim().nfkc().collect();
-    let folded: String = caseless::default_case_fold_str(&nfkc).nfkc().collect();
-    match folded.rsplit_once('@') {
-        Some((local, domain)) if !domain.is_ascii() => match idna::domain_to_ascii_strict(domain) {
-            Ok(ascii) => format!("{local}@{ascii}"),
-            Err(_) => folded,
-        },
-        _ => folded,
-    }
-}
+/// The normal form emails are stored, compared and rate-limited under
+/// (shared with command-api, which resolves members by email).
+pub use access::email::normalise_email;
 
 /// How a user is shown to others: trimmed, at most 100 characters with at
 /// least one visible, no control or format characters (the rules of

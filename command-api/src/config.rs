@@ -35,6 +35,10 @@ pub struct Config {
     /// `COMMAND_API_MAX_LIVE_TASKS` (default 10,000): live tasks per user;
     /// a create beyond it is a 409.
     pub max_live_tasks: NonZeroU32,
+    /// `COMMAND_API_MAX_PROJECT_MEMBERS` (default 500) and
+    /// `COMMAND_API_MAX_PROJECTS_PER_USER` (default 1,000): an addition
+    /// (or a create) beyond either is a 409 naming the limit.
+    pub projects: ProjectLimits,
     /// `COMMAND_API_HTTP_*`: connection and body timeouts, connection cap.
     pub http: Limits,
 }
@@ -43,11 +47,35 @@ pub struct Config {
 /// team's integration keeps open, far below what fills a disk.
 pub const DEFAULT_MAX_LIVE_TASKS: u32 = 10_000;
 
+/// The bounds of projects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProjectLimits {
+    /// Members one project may have, its owner included.
+    pub max_members: NonZeroU32,
+    /// Projects one user may belong to.
+    pub max_projects_per_user: NonZeroU32,
+}
+
+pub const DEFAULT_MAX_PROJECT_MEMBERS: u32 = 500;
+pub const DEFAULT_MAX_PROJECTS_PER_USER: u32 = 1_000;
+
+impl Default for ProjectLimits {
+    fn default() -> Self {
+        ProjectLimits {
+            max_members: NonZeroU32::new(DEFAULT_MAX_PROJECT_MEMBERS).expect("non-zero"),
+            max_projects_per_user: NonZeroU32::new(DEFAULT_MAX_PROJECTS_PER_USER)
+                .expect("non-zero"),
+        }
+    }
+}
+
 // command-api's own variables, after `COMMAND_API_`.
 const LISTEN_ADDR: &str = "LISTEN_ADDR";
 const WRITES_PER_MINUTE: &str = "WRITES_PER_MINUTE";
 const WRITE_BURST: &str = "WRITE_BURST";
 const MAX_LIVE_TASKS: &str = "MAX_LIVE_TASKS";
+const MAX_PROJECT_MEMBERS: &str = "MAX_PROJECT_MEMBERS";
+const MAX_PROJECTS_PER_USER: &str = "MAX_PROJECTS_PER_USER";
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -68,6 +96,16 @@ impl Config {
                 &own(MAX_LIVE_TASKS),
                 NonZeroU32::new(DEFAULT_MAX_LIVE_TASKS).expect("non-zero"),
             )?,
+            projects: ProjectLimits {
+                max_members: env_or(
+                    &own(MAX_PROJECT_MEMBERS),
+                    ProjectLimits::default().max_members,
+                )?,
+                max_projects_per_user: env_or(
+                    &own(MAX_PROJECTS_PER_USER),
+                    ProjectLimits::default().max_projects_per_user,
+                )?,
+            },
             http: Limits::from_env(PREFIX)?,
         })
     }
@@ -75,8 +113,14 @@ impl Config {
 
 impl ServiceConfig for Config {
     const PREFIX: &'static str = PREFIX;
-    const OWN_VARS: &'static [&'static str] =
-        &[LISTEN_ADDR, WRITES_PER_MINUTE, WRITE_BURST, MAX_LIVE_TASKS];
+    const OWN_VARS: &'static [&'static str] = &[
+        LISTEN_ADDR,
+        WRITES_PER_MINUTE,
+        WRITE_BURST,
+        MAX_LIVE_TASKS,
+        MAX_PROJECT_MEMBERS,
+        MAX_PROJECTS_PER_USER,
+    ];
     const DEPENDENCY_VARS: &'static [fn(&str) -> Vec<String>] = &[
         PostgresSettings::vars,
         KafkaSettings::vars,
@@ -90,6 +134,11 @@ impl ServiceConfig for Config {
             (WRITES_PER_MINUTE, self.write_quota.per_minute.to_string()),
             (WRITE_BURST, self.write_quota.burst.to_string()),
             (MAX_LIVE_TASKS, self.max_live_tasks.to_string()),
+            (MAX_PROJECT_MEMBERS, self.projects.max_members.to_string()),
+            (
+                MAX_PROJECTS_PER_USER,
+                self.projects.max_projects_per_user.to_string(),
+            ),
         ]
     }
 

@@ -11,11 +11,16 @@
 //! Deleted tasks: every command on a deleted task is `NotFound` (404), the
 //! same answer as for a task that never existed or belongs to someone else,
 //! so a deleted task is gone for its owner as for everyone else.
+//!
+//! Tasks in projects: who may write is decided by the caller's membership
+//! of the task's project, which the storage adapter reads (under a row
+//! lock) and hands in as [`Access`]; the rules themselves live here. A
+//! personal task (`project_id: None`) is its creator's alone, as before.
 
 use chrono::{DateTime, Utc};
 use events::{
-    Priority, TaskCreated, TaskDeleted, TaskDueDateChanged, TaskEvent, TaskPriorityChanged,
-    TaskStatus, TaskStatusChanged, TaskUpdated,
+    Priority, ProjectRole, TaskAssigneesChanged, TaskCreated, TaskDeleted, TaskDueDateChanged,
+    TaskEvent, TaskMoved, TaskPriorityChanged, TaskStatus, TaskStatusChanged, TaskUpdated,
 };
 use uuid::Uuid;
 
@@ -23,6 +28,7 @@ pub const TITLE_MAX_CHARS: usize = 200;
 pub const DESCRIPTION_MAX_CHARS: usize = 10_000;
 pub const TAGS_MAX: usize = 20;
 pub const TAG_MAX_CHARS: usize = 40;
+pub const ASSIGNEES_MAX: usize = 10;
 
 /// Why a raw value is not a valid part of a task (the message is for humans).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -70,6 +76,10 @@ impl Description {
             )));
         }
         Ok(Description(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 }
 
@@ -132,10 +142,81 @@ impl Tags {
     }
 }
 
+/// Who a task is assigned to: at most 10 distinct users; duplicates are
+/// dropped, keeping the first occurrence's position.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Assignees {
+    ids: Vec<Uuid>,
+    /// Where each id stood in the request, for the pointer of a refusal.
+    positions: Vec<usize>,
+}
+
+impl Assignees {
+    pub fn parse(raw: &[Uuid]) -> Result<Self, Invalid> {
+        let mut a = Assignees::default();
+        for (i, id) in raw.iter().enumerate() {
+            if !a.ids.contains(id) {
+                a.ids.push(*id);
+                a.positions.push(i);
+            }
+        }
+        if a.ids.len() > ASSIGNEES_MAX {
+            return Err(Invalid(format!(
+                "at most {ASSIGNEES_MAX} distinct assignees, got {}",
+                a.ids.len()
+            )));
+        }
+        Ok(a)
+    }
+
+    pub fn ids(&self) -> &[Uuid] {
+        &self.ids
+    }
+
+    /// The first assignee not in `allowed`, as its position in the request.
+    fn first_outside(&self, allowed: impl Fn(&Uuid) -> bool) -> Option<usize> {
+        self.ids
+            .iter()
+            .zip(&self.positions)
+            .find(|(id, _)| !allowed(id))
+            .map(|(_, i)| *i)
+    }
+}
+
+/// Assignee sets compare as sets.
+fn same_set(a: &[Uuid], b: &[Uuid]) -> bool {
+    a.len() == b.len() && a.iter().all(|x| b.contains(x))
+}
+
+/// The caller's membership of one project, as `project_members` says
+/// while the write holds its row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Membership {
+    pub role: ProjectRole,
+    pub archived: bool,
+}
+
+/// What the storage adapter read about the projects a command touches.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Access {
+    /// The caller's membership of the task's project (for a create, of the
+    /// body's `project_id`); `None`: not a member, or no such project.
+    pub here: Option<Membership>,
+    /// For a move into a project: the caller's membership there.
+    pub there: Option<Membership>,
+    /// Of the users the command names as assignees (or, for a move, the
+    /// task's assignees), those who are members of the project the task
+    /// will be in.
+    pub members: Vec<Uuid>,
+}
+
 /// A task as the command side knows it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Task {
     pub owner_id: Uuid,
+    /// `None`: a personal task.
+    pub project_id: Option<Uuid>,
+    pub assignee_ids: Vec<Uuid>,
     pub title: String,
     pub description: String,
     pub status: TaskStatus,
@@ -165,6 +246,8 @@ impl TaskState {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct CreateTask {
+    pub project_id: Option<Uuid>,
+    pub assignees: Assignees,
     pub title: TaskTitle,
     pub description: Description,
     pub priority: Priority,
@@ -181,6 +264,8 @@ pub struct UpdateTask {
     /// `Some(None)` clears the due date.
     pub due_at: Option<Option<DateTime<Utc>>>,
     pub tags: Option<Tags>,
+    /// The whole new set (empty clears).
+    pub assignees: Option<Assignees>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -189,15 +274,31 @@ pub enum Action {
     Update(UpdateTask),
     ChangeStatus(TaskStatus),
     Delete,
+    /// Into a project, or out of one (`None`: personal).
+    Move(Option<Uuid>),
 }
 
-/// A command: what to do, on whose behalf (tasks belong to their creator),
-/// and when it was issued.
+impl Action {
+    /// The users the command names as assignees.
+    pub fn assignees(&self) -> &[Uuid] {
+        match self {
+            Action::Create(c) => c.assignees.ids(),
+            Action::Update(UpdateTask {
+                assignees: Some(a), ..
+            }) => a.ids(),
+            _ => &[],
+        }
+    }
+}
+
+/// A command: what to do, on whose behalf, when it was issued, and what
+/// the caller's memberships were when it was decided.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Command {
     pub actor: Uuid,
     pub at: DateTime<Utc>,
     pub action: Action,
+    pub access: Access,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -214,6 +315,75 @@ pub enum DomainError {
         to: TaskStatus,
         allowed: Vec<TaskStatus>,
     },
+    /// A body's `project_id` (create, move) names no project the caller
+    /// belongs to: the same words whether it exists or not.
+    #[error("no such project")]
+    NoSuchProject,
+    /// A member whose role does not allow this.
+    #[error("{0}")]
+    Forbidden(&'static str),
+    /// The task's project (or the move's target) is archived.
+    #[error("the project is archived; unarchive it to change its tasks")]
+    ProjectArchived,
+    /// An assignee who may not be assigned (not a member of the task's
+    /// project; for a personal task, not its owner): the position in the
+    /// request's `assignee_ids`.
+    #[error("not a member of the task's project")]
+    NotAssignable { index: usize, personal: bool },
+}
+
+/// May `actor` write to `task` (and delete it, when `deleting`)?
+fn authorise(
+    task: &Task,
+    actor: Uuid,
+    here: Option<Membership>,
+    deleting: bool,
+) -> Result<(), DomainError> {
+    match task.project_id {
+        None if task.owner_id == actor => Ok(()),
+        None => Err(DomainError::NotFound),
+        Some(_) => {
+            let m = here.ok_or(DomainError::NotFound)?;
+            writable(m)?;
+            if deleting && m.role == ProjectRole::Member && task.owner_id != actor {
+                return Err(DomainError::Forbidden(
+                    "a member may delete only the tasks they created",
+                ));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// A member with the right to write tasks, in a project that is not archived.
+fn writable(m: Membership) -> Result<(), DomainError> {
+    if m.role == ProjectRole::Viewer {
+        return Err(DomainError::Forbidden("a viewer cannot change tasks"));
+    }
+    if m.archived {
+        return Err(DomainError::ProjectArchived);
+    }
+    Ok(())
+}
+
+/// Checks a new assignee set for a task in `project` created by `owner`.
+fn check_assignees(
+    a: &Assignees,
+    project: Option<Uuid>,
+    owner: Uuid,
+    access: &Access,
+) -> Result<(), DomainError> {
+    let outside = match project {
+        None => a.first_outside(|id| *id == owner),
+        Some(_) => a.first_outside(|id| access.members.contains(id)),
+    };
+    match outside {
+        Some(index) => Err(DomainError::NotAssignable {
+            index,
+            personal: project.is_none(),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// The status machine: todo → in_progress → done; any open status →
@@ -229,26 +399,46 @@ pub fn allowed_transitions(from: TaskStatus) -> Vec<TaskStatus> {
 
 /// The events `command` produces on `state`; an empty list means it changes nothing.
 pub fn decide(state: &TaskState, command: Command) -> Result<Vec<TaskEvent>, DomainError> {
-    let Command { actor, action, .. } = command;
+    let Command {
+        actor,
+        action,
+        access,
+        ..
+    } = command;
     let task = match (state, &action) {
         (TaskState::Absent, Action::Create(_)) => None,
         (_, Action::Create(_)) => return Err(DomainError::AlreadyExists),
-        (TaskState::Live(task), _) if task.owner_id == actor => Some(task),
+        (TaskState::Live(task), action) => {
+            authorise(task, actor, access.here, matches!(action, Action::Delete))?;
+            Some(task)
+        }
         _ => return Err(DomainError::NotFound),
     };
     match (task, action) {
-        (None, Action::Create(c)) => Ok(vec![TaskEvent::Created(TaskCreated {
-            owner_id: actor,
-            project_id: None,
-            assignee_ids: vec![],
-            title: c.title.0,
-            description: c.description.0,
-            status: TaskStatus::Todo,
-            priority: c.priority,
-            due_at: c.due_at,
-            tags: c.tags.0,
-        })]),
-        (Some(task), Action::Update(u)) => Ok(decide_update(task, u)),
+        (None, Action::Create(c)) => {
+            if c.project_id.is_some() {
+                writable(access.here.ok_or(DomainError::NoSuchProject)?)?;
+            }
+            check_assignees(&c.assignees, c.project_id, actor, &access)?;
+            Ok(vec![TaskEvent::Created(TaskCreated {
+                owner_id: actor,
+                project_id: c.project_id,
+                assignee_ids: c.assignees.ids,
+                title: c.title.0,
+                description: c.description.0,
+                status: TaskStatus::Todo,
+                priority: c.priority,
+                due_at: c.due_at,
+                tags: c.tags.0,
+            })])
+        }
+        (Some(task), Action::Update(u)) => {
+            if let Some(a) = &u.assignees {
+                check_assignees(a, task.project_id, task.owner_id, &access)?;
+            }
+            Ok(decide_update(task, u))
+        }
+        (Some(task), Action::Move(to)) => decide_move(task, actor, to, &access),
         (Some(task), Action::ChangeStatus(to)) => {
             if task.status == to {
                 return Ok(vec![]);
@@ -294,7 +484,62 @@ fn decide_update(task: &Task, u: UpdateTask) -> Vec<TaskEvent> {
     if let Some(due_at) = u.due_at.filter(|d| *d != task.due_at) {
         events.push(TaskEvent::DueDateChanged(TaskDueDateChanged { due_at }));
     }
+    if let Some(a) = u
+        .assignees
+        .filter(|a| !same_set(a.ids(), &task.assignee_ids))
+    {
+        events.push(TaskEvent::AssigneesChanged(TaskAssigneesChanged {
+            assignee_ids: a.ids,
+        }));
+    }
     events
+}
+
+/// A move needs the write right on both sides (checked on the source by
+/// [`authorise`]); out to personal, only the task's creator may take it.
+/// Assignees who cannot follow (not members of the target; for a personal
+/// task, anyone but its owner) are dropped with a `task.assignees_changed`.
+fn decide_move(
+    task: &Task,
+    actor: Uuid,
+    to: Option<Uuid>,
+    access: &Access,
+) -> Result<Vec<TaskEvent>, DomainError> {
+    if to == task.project_id {
+        return Ok(vec![]);
+    }
+    let kept: Vec<Uuid> = match to {
+        None => {
+            if task.owner_id != actor {
+                return Err(DomainError::Forbidden(
+                    "only the task's creator may make it personal",
+                ));
+            }
+            task.assignee_ids
+                .iter()
+                .copied()
+                .filter(|id| *id == task.owner_id)
+                .collect()
+        }
+        Some(_) => {
+            writable(access.there.ok_or(DomainError::NoSuchProject)?)?;
+            task.assignee_ids
+                .iter()
+                .copied()
+                .filter(|id| access.members.contains(id))
+                .collect()
+        }
+    };
+    let mut events = vec![TaskEvent::Moved(TaskMoved {
+        from: task.project_id,
+        to,
+    })];
+    if kept.len() != task.assignee_ids.len() {
+        events.push(TaskEvent::AssigneesChanged(TaskAssigneesChanged {
+            assignee_ids: kept,
+        }));
+    }
+    Ok(events)
 }
 
 /// Folds one event into the state. Events are facts: an event that does
@@ -303,6 +548,8 @@ pub fn evolve(state: TaskState, event: &TaskEvent) -> TaskState {
     match (state, event) {
         (TaskState::Absent, TaskEvent::Created(c)) => TaskState::Live(Task {
             owner_id: c.owner_id,
+            project_id: c.project_id,
+            assignee_ids: c.assignee_ids.clone(),
             title: c.title.clone(),
             description: c.description.clone(),
             status: c.status,
@@ -332,6 +579,14 @@ pub fn evolve(state: TaskState, event: &TaskEvent) -> TaskState {
         }
         (TaskState::Live(mut t), TaskEvent::DueDateChanged(d)) => {
             t.due_at = d.due_at;
+            TaskState::Live(t)
+        }
+        (TaskState::Live(mut t), TaskEvent::AssigneesChanged(a)) => {
+            t.assignee_ids = a.assignee_ids.clone();
+            TaskState::Live(t)
+        }
+        (TaskState::Live(mut t), TaskEvent::Moved(m)) => {
+            t.project_id = m.to;
             TaskState::Live(t)
         }
         (TaskState::Live(t), TaskEvent::Deleted(_)) => TaskState::Deleted(t),
@@ -395,6 +650,8 @@ mod tests {
 
     fn create() -> Action {
         Action::Create(CreateTask {
+            project_id: None,
+            assignees: Assignees::default(),
             title: title("  Write the report "),
             description: Description::default(),
             priority: Priority::default(),
@@ -439,6 +696,7 @@ mod tests {
                 actor,
                 at: due("2026-11-25T00:00:00Z"),
                 action,
+                access: Access::default(),
             },
         );
         assert_eq!(got, expected, "case `{name}`");
@@ -521,6 +779,7 @@ mod tests {
                     priority: Some(Priority::Medium),
                     due_at: Some(None),
                     tags: Some(tags(&["work"])),
+                    assignees: None,
                 }),
                 Ok(vec![]),
             ),
@@ -791,6 +1050,7 @@ mod tests {
                         actor: owner(),
                         at: due("2026-11-25T00:00:00Z"),
                         action: Action::ChangeStatus(to),
+                        access: Access::default(),
                     },
                 )
                 .is_ok();
@@ -819,6 +1079,8 @@ mod tests {
         ];
         let expected = Task {
             owner_id: owner(),
+            project_id: None,
+            assignee_ids: vec![],
             title: "T".into(),
             description: "D".into(),
             status: InProgress,
@@ -882,6 +1144,269 @@ mod tests {
         assert_eq!(
             errs.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
             vec![Some(1), Some(2)]
+        );
+    }
+
+    // ------------------------------------------------------ tasks in projects
+
+    const P: Uuid = Uuid::from_u128(100);
+    const Q: Uuid = Uuid::from_u128(200);
+
+    fn member(role: ProjectRole) -> Option<Membership> {
+        Some(Membership {
+            role,
+            archived: false,
+        })
+    }
+
+    fn archived() -> Option<Membership> {
+        Some(Membership {
+            role: ProjectRole::Owner,
+            archived: true,
+        })
+    }
+
+    /// A task of `owner()`'s in project P, assigned to `assignees`.
+    fn in_project(assignees: &[Uuid]) -> TaskState {
+        let TaskEvent::Created(c) = created() else {
+            unreachable!()
+        };
+        fold(&[TaskEvent::Created(TaskCreated {
+            project_id: Some(P),
+            assignee_ids: assignees.to_vec(),
+            ..c
+        })])
+    }
+
+    fn run(
+        state: &TaskState,
+        actor: Uuid,
+        action: Action,
+        access: Access,
+    ) -> Result<Vec<TaskEvent>, DomainError> {
+        decide(
+            state,
+            Command {
+                actor,
+                at: due("2026-12-02T00:00:00Z"),
+                action,
+                access,
+            },
+        )
+    }
+
+    fn here(m: Option<Membership>, members: &[Uuid]) -> Access {
+        Access {
+            here: m,
+            there: None,
+            members: members.to_vec(),
+        }
+    }
+
+    fn create_in(project: Option<Uuid>, assignees: &[Uuid]) -> Action {
+        let Action::Create(c) = create() else {
+            unreachable!()
+        };
+        Action::Create(CreateTask {
+            project_id: project,
+            assignees: Assignees::parse(assignees).unwrap(),
+            ..c
+        })
+    }
+
+    #[test]
+    fn creating_in_a_project_follows_the_membership() {
+        use ProjectRole::*;
+        let a = stranger();
+        let refused = |access, assignees: &[Uuid]| {
+            run(
+                &TaskState::Absent,
+                owner(),
+                create_in(Some(P), assignees),
+                access,
+            )
+            .unwrap_err()
+        };
+        assert_eq!(refused(here(None, &[]), &[]), DomainError::NoSuchProject);
+        assert!(matches!(
+            refused(here(member(Viewer), &[owner()]), &[]),
+            DomainError::Forbidden(_)
+        ));
+        assert_eq!(
+            refused(here(archived(), &[owner()]), &[]),
+            DomainError::ProjectArchived
+        );
+        assert_eq!(
+            refused(here(member(Member), &[owner()]), &[owner(), owner(), a]),
+            DomainError::NotAssignable {
+                index: 2,
+                personal: false
+            }
+        );
+        let events = run(
+            &TaskState::Absent,
+            owner(),
+            create_in(Some(P), &[a, owner(), a]),
+            here(member(Member), &[owner(), a]),
+        )
+        .unwrap();
+        assert!(matches!(
+            &events[..],
+            [TaskEvent::Created(c)] if c.project_id == Some(P) && c.assignee_ids == vec![a, owner()]
+        ));
+        // Personal: only the owner may be assigned.
+        assert_eq!(
+            run(
+                &TaskState::Absent,
+                owner(),
+                create_in(None, &[a]),
+                Access::default()
+            ),
+            Err(DomainError::NotAssignable {
+                index: 0,
+                personal: true
+            })
+        );
+        assert!(Assignees::parse(&(0..11).map(Uuid::from_u128).collect::<Vec<_>>()).is_err());
+    }
+
+    #[test]
+    fn writes_to_a_project_task_follow_the_membership() {
+        use ProjectRole::*;
+        let task = in_project(&[]);
+        let edit = || {
+            update(UpdateTask {
+                title: Some(title("x")),
+                ..Default::default()
+            })
+        };
+        let a = stranger();
+        assert_eq!(
+            run(&task, a, edit(), here(None, &[])),
+            Err(DomainError::NotFound)
+        );
+        assert!(matches!(
+            run(&task, a, edit(), here(member(Viewer), &[])),
+            Err(DomainError::Forbidden(_))
+        ));
+        assert_eq!(
+            run(
+                &task,
+                a,
+                Action::ChangeStatus(InProgress),
+                here(archived(), &[])
+            ),
+            Err(DomainError::ProjectArchived)
+        );
+        assert_eq!(
+            run(&task, a, edit(), here(member(Member), &[])).map(|e| e.len()),
+            Ok(1)
+        );
+        // Delete: a member only their own; an admin any.
+        assert!(matches!(
+            run(&task, a, Action::Delete, here(member(Member), &[])),
+            Err(DomainError::Forbidden(_))
+        ));
+        assert!(run(&task, a, Action::Delete, here(member(Admin), &[])).is_ok());
+        assert!(run(&task, owner(), Action::Delete, here(member(Member), &[])).is_ok());
+        // Assignees: the whole set, members only, compared as a set.
+        let assign = |ids: &[Uuid]| {
+            update(UpdateTask {
+                assignees: Some(Assignees::parse(ids).unwrap()),
+                ..Default::default()
+            })
+        };
+        assert_eq!(
+            run(&task, a, assign(&[a]), here(member(Member), &[])),
+            Err(DomainError::NotAssignable {
+                index: 0,
+                personal: false
+            })
+        );
+        let two = in_project(&[a, owner()]);
+        assert_eq!(
+            run(
+                &two,
+                a,
+                assign(&[owner(), a]),
+                here(member(Member), &[a, owner()])
+            ),
+            Ok(vec![])
+        );
+        assert_eq!(
+            run(&two, a, assign(&[]), here(member(Member), &[])),
+            Ok(vec![TaskEvent::AssigneesChanged(TaskAssigneesChanged {
+                assignee_ids: vec![]
+            })])
+        );
+    }
+
+    #[test]
+    fn moves_need_both_sides_and_drop_who_cannot_follow() {
+        use ProjectRole::*;
+        let a = stranger();
+        let task = in_project(&[a, owner()]);
+        let to = |there, members: &[Uuid]| Access {
+            here: member(Member),
+            there,
+            members: members.to_vec(),
+        };
+        assert_eq!(
+            run(
+                &task,
+                a,
+                Action::Move(Some(Q)),
+                to(member(Member), &[a, owner()])
+            ),
+            Ok(vec![TaskEvent::Moved(TaskMoved {
+                from: Some(P),
+                to: Some(Q)
+            })])
+        );
+        assert_eq!(
+            run(&task, a, Action::Move(Some(Q)), to(member(Admin), &[a])),
+            Ok(vec![
+                TaskEvent::Moved(TaskMoved {
+                    from: Some(P),
+                    to: Some(Q)
+                }),
+                TaskEvent::AssigneesChanged(TaskAssigneesChanged {
+                    assignee_ids: vec![a]
+                })
+            ])
+        );
+        assert_eq!(
+            run(&task, a, Action::Move(Some(Q)), to(None, &[])),
+            Err(DomainError::NoSuchProject)
+        );
+        assert!(matches!(
+            run(&task, a, Action::Move(Some(Q)), to(member(Viewer), &[])),
+            Err(DomainError::Forbidden(_))
+        ));
+        assert_eq!(
+            run(&task, a, Action::Move(Some(Q)), to(archived(), &[])),
+            Err(DomainError::ProjectArchived)
+        );
+        assert_eq!(
+            run(&task, a, Action::Move(Some(P)), to(None, &[])),
+            Ok(vec![])
+        );
+        // To personal: only the creator, who alone stays assigned.
+        assert!(matches!(
+            run(&task, a, Action::Move(None), to(None, &[])),
+            Err(DomainError::Forbidden(_))
+        ));
+        let moved = run(&task, owner(), Action::Move(None), to(None, &[])).unwrap();
+        let state = moved.iter().fold(task, evolve);
+        let t = state.live().unwrap();
+        assert_eq!(
+            (t.project_id, t.assignee_ids.clone()),
+            (None, vec![owner()])
+        );
+        // And a personal task is its owner's alone again.
+        assert_eq!(
+            run(&state, a, Action::Delete, here(member(Owner), &[])),
+            Err(DomainError::NotFound)
         );
     }
 }

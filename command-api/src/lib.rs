@@ -1,9 +1,12 @@
-//! taskstream command side: REST writes → pure domain → Postgres event store.
+//! taskstream command side: REST writes → pure domain (tasks, projects) →
+//! Postgres event store.
 
 mod api;
-mod config;
+pub mod config;
 mod domain;
 pub mod idempotency;
+mod project;
+mod projects;
 pub mod startup;
 mod tasks;
 mod write_limit;

@@ -31,6 +31,7 @@ pub struct AppState {
     pub write_limiter: WriteLimiter,
     /// Live tasks one user may have at once.
     pub max_live_tasks: u32,
+    pub project_limits: crate::projects::Limits,
 }
 
 impl FromRef<AppState> for TokenVerifier {
@@ -92,6 +93,10 @@ impl Application {
             verifier,
             write_limiter: write_limiter.clone(),
             max_live_tasks: config.max_live_tasks.get(),
+            project_limits: crate::projects::Limits {
+                max_members: config.projects.max_members.get(),
+                max_projects_per_user: config.projects.max_projects_per_user.get(),
+            },
         };
         let (tasks, openapi) = api::routes(readiness);
         let router = service::http::finish(

@@ -6,6 +6,7 @@ pub mod broker;
 mod child;
 pub mod clients;
 pub mod mongod;
+pub mod project_commands;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -183,6 +184,7 @@ impl Deployment {
                 burst: std::num::NonZeroU32::MAX,
             },
             max_live_tasks: std::num::NonZeroU32::MAX,
+            projects: Default::default(),
             http: test_http_limits(),
         }
     }

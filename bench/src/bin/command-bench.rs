@@ -13,6 +13,11 @@
 //!    from the client receiving the 201 (after the commit) to the event's
 //!    arrival at a Kafka consumer, and, as an upper bound that includes
 //!    the command's own transaction, from the event's `occurred_at`.
+//!
+//! With `--project` it measures instead creating a task in a project
+//! against creating a personal task, in the same run, in alternating
+//! slices: each user owns a project and creates in it (the membership row
+//! lock, the live-task slot and the `project_tasks` row in one statement).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -53,6 +58,9 @@ struct Args {
     /// that serialised path.
     #[arg(long, default_value_t = 64)]
     users: usize,
+    /// Compare creates in a project with personal creates, and stop there.
+    #[arg(long)]
+    project: bool,
 }
 
 #[tokio::main]
@@ -100,6 +108,7 @@ async fn main() -> anyhow::Result<()> {
             burst: std::num::NonZeroU32::MAX,
         },
         max_live_tasks: std::num::NonZeroU32::MAX,
+        projects: Default::default(),
         http: service::http::Limits::default(),
     };
     let app = Application::build(config, Some(verifier)).await?;
@@ -120,6 +129,16 @@ async fn main() -> anyhow::Result<()> {
         args.seconds,
         tokens.len()
     );
+    if args.project {
+        compare_project_creates(&client, &base, &tokens, &args.concurrency, duration).await?;
+        stop.cancel();
+        let _ = server.await;
+        let mut admin = sqlx::PgConnection::connect(&args.database_url).await?;
+        sqlx::query(&format!("DROP DATABASE bench_{run} WITH (FORCE)"))
+            .execute(&mut admin)
+            .await?;
+        return Ok(());
+    }
     let raw_pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(command_api::startup::POOL_SIZE)
         .connect(&db_url)
@@ -141,13 +160,14 @@ async fn main() -> anyhow::Result<()> {
             Duration::from_secs(1),
             None,
             None,
+            None,
         )
         .await;
         let slice = duration / SLICES;
         let (mut http_rate, mut tx_rate, mut single_rate) = (0.0, 0.0, 0.0);
         let mut lat = Vec::new();
         for _ in 0..SLICES {
-            let (rate, l) = http_load(&client, &base, &tokens, c, slice, None, None).await;
+            let (rate, l) = http_load(&client, &base, &tokens, c, slice, None, None, None).await;
             http_rate += rate / SLICES as f64;
             lat.extend(l);
             tx_rate += raw_inserts(&raw_pool, c, slice, true).await / SLICES as f64;
@@ -210,6 +230,7 @@ async fn main() -> anyhow::Result<()> {
         duration,
         Some(rate),
         Some(answered.clone()),
+        None,
     )
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -292,8 +313,70 @@ async fn fresh_database(admin: &str, name: &str) -> anyhow::Result<String> {
     Ok(format!("{base}/{name}"))
 }
 
+/// Creates in a project against personal creates: each user's project
+/// first, then per concurrency alternating slices of each; prints a table.
+async fn compare_project_creates(
+    client: &reqwest::Client,
+    base: &str,
+    tokens: &[String],
+    concurrency: &[usize],
+    duration: Duration,
+) -> anyhow::Result<()> {
+    let mut projects = Vec::with_capacity(tokens.len());
+    for token in tokens {
+        let r = client
+            .post(format!("{base}/projects"))
+            .bearer_auth(token)
+            .json(&serde_json::json!({"name": "bench"}))
+            .send()
+            .await?;
+        anyhow::ensure!(
+            r.status() == reqwest::StatusCode::CREATED,
+            "create project: {}",
+            r.status()
+        );
+        let body: serde_json::Value = r.json().await?;
+        let id = body["id"]
+            .as_str()
+            .and_then(|s| s.parse::<Uuid>().ok())
+            .ok_or_else(|| anyhow::anyhow!("no project id in {body}"))?;
+        projects.push(id);
+    }
+    println!("| clients | personal create/s | p50 ms | project create/s | p50 ms | ratio |");
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: |");
+    for &c in concurrency {
+        let warm = Duration::from_secs(1);
+        http_load(client, base, tokens, c, warm, None, None, None).await;
+        http_load(client, base, tokens, c, warm, None, None, Some(&projects)).await;
+        let slice = duration / SLICES;
+        let (mut personal, mut project) = (0.0, 0.0);
+        let (mut lat_personal, mut lat_project) = (Vec::new(), Vec::new());
+        for _ in 0..SLICES {
+            let (rate, l) = http_load(client, base, tokens, c, slice, None, None, None).await;
+            personal += rate / SLICES as f64;
+            lat_personal.extend(l);
+            let (rate, l) =
+                http_load(client, base, tokens, c, slice, None, None, Some(&projects)).await;
+            project += rate / SLICES as f64;
+            lat_project.extend(l);
+        }
+        lat_personal.sort_by(f64::total_cmp);
+        lat_project.sort_by(f64::total_cmp);
+        println!(
+            "| {c} | {personal:.0} | {:.1} | {project:.0} | {:.1} | **{:.2}** |",
+            pct(&lat_personal, 0.50),
+            pct(&lat_project, 0.50),
+            project / personal,
+        );
+    }
+    Ok(())
+}
+
 /// `clients` loops posting creates for `duration`; with `rate`, the whole
-/// load is paced to that many requests per second. Returns (rate, sorted ms).
+/// load is paced to that many requests per second; with `projects`, client
+/// i creates in `projects[i mod n]` (its user's project). Returns (rate,
+/// sorted ms).
+#[allow(clippy::too_many_arguments)]
 async fn http_load(
     client: &reqwest::Client,
     base: &str,
@@ -302,6 +385,7 @@ async fn http_load(
     duration: Duration,
     rate: Option<f64>,
     answered: Option<Answered>,
+    projects: Option<&[Uuid]>,
 ) -> (f64, Vec<f64>) {
     let start = Instant::now();
     let interval = rate.map(|r| Duration::from_secs_f64(clients as f64 / r));
@@ -309,6 +393,7 @@ async fn http_load(
         let client = client.clone();
         let url = format!("{base}/tasks");
         let token = tokens[i % tokens.len()].clone();
+        let project = projects.map(|p| p[i % tokens.len()]);
         let answered = answered.clone();
         async move {
             let mut lat = Vec::new();
@@ -321,8 +406,11 @@ async fn http_load(
             let begun = Instant::now();
             while start.elapsed() < duration {
                 let t = Instant::now();
-                let body =
+                let mut body =
                     serde_json::json!({"title": format!("bench {i}.{n}"), "tags": ["bench"]});
+                if let Some(p) = project {
+                    body["project_id"] = serde_json::json!(p);
+                }
                 let res = client
                     .post(&url)
                     .bearer_auth(&token)

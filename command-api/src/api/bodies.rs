@@ -6,7 +6,7 @@ use std::future::Future;
 
 use axum::body::Body;
 use axum::extract::{FromRequest, Request};
-use events::{Priority, TaskStatus};
+use events::{Priority, ProjectRole, TaskStatus};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 use service::json::Json;
@@ -14,8 +14,13 @@ use service::time::Instant;
 use service::{FieldError, Problem};
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
+use uuid::Uuid;
 
-use crate::domain::{Action, CreateTask, Description, Invalid, Tags, TaskTitle, UpdateTask};
+use crate::domain::{
+    Action, Assignees, CreateTask, Description, Invalid, Tags, TaskTitle, UpdateTask,
+};
+use crate::project::{GrantableRole, ProjectAction, ProjectName};
+use crate::projects::{Request as ProjectRequest, Who};
 
 /// `POST /tasks`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -39,6 +44,15 @@ pub struct CreateTaskRequest {
     #[serde(default)]
     #[schema(max_items = 20)]
     pub tags: Option<Vec<String>>,
+    /// The project the task belongs to (the caller must be a member with
+    /// a write right); null or absent: a personal task.
+    #[serde(default)]
+    pub project_id: Option<Uuid>,
+    /// Up to 10 users, each a member of the project (for a personal task,
+    /// only the caller); duplicates are dropped.
+    #[serde(default)]
+    #[schema(max_items = 10)]
+    pub assignee_ids: Option<Vec<Uuid>>,
 }
 
 /// `PATCH /tasks/{id}`: absent fields stay as they are. `null` clears
@@ -61,6 +75,11 @@ pub struct UpdateTaskRequest {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<Vec<String>>, nullable, max_items = 20)]
     pub tags: Option<Option<Vec<String>>>,
+    /// The whole new set of assignees (members of the task's project; for
+    /// a personal task only its owner); `null` or `[]` clears.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Vec<Uuid>>, nullable, max_items = 10)]
+    pub assignee_ids: Option<Option<Vec<Uuid>>>,
 }
 
 /// Tells "field absent" (`None`) from "field is null" (`Some(None)`).
@@ -77,6 +96,73 @@ where
 #[serde(deny_unknown_fields)]
 pub struct ChangeStatusRequest {
     pub status: TaskStatus,
+}
+
+/// `POST /tasks/{id}/move`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MoveTaskRequest {
+    /// The target project, or `null` to make the task personal (only its
+    /// creator may). Required.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Uuid>, nullable)]
+    pub project_id: Option<Option<Uuid>>,
+}
+
+/// `POST /projects`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateProjectRequest {
+    /// 1 to 100 characters after trimming, one line.
+    #[schema(min_length = 1, max_length = 100)]
+    pub name: Option<String>,
+    /// Up to 10,000 characters; default empty.
+    #[serde(default)]
+    #[schema(max_length = 10000)]
+    pub description: Option<String>,
+}
+
+/// `PATCH /projects/{id}`: absent fields stay as they are; `null` clears
+/// the description; the name cannot be null.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateProjectRequest {
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 100)]
+    pub name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, nullable, max_length = 10000)]
+    pub description: Option<Option<String>>,
+}
+
+/// `POST /projects/{id}/members`: exactly one of `email` and `user_id`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddMemberRequest {
+    /// An active account's email (compared as auth compares them).
+    #[serde(default)]
+    pub email: Option<String>,
+    /// An active account's id.
+    #[serde(default)]
+    pub user_id: Option<Uuid>,
+    /// `admin`, `member` or `viewer` (`owner` moves only by transfer).
+    pub role: Option<ProjectRole>,
+}
+
+/// `PATCH /projects/{id}/members/{user_id}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeRoleRequest {
+    /// `admin`, `member` or `viewer`.
+    pub role: Option<ProjectRole>,
+}
+
+/// `POST /projects/{id}/owner`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransferOwnershipRequest {
+    /// A member of the project; they become its owner, the caller an admin.
+    pub user_id: Option<Uuid>,
 }
 
 /// `DELETE /tasks/{id}` carries no body; none is read.
@@ -97,6 +183,12 @@ pub trait JsonBody: DeserializeOwned + Send {}
 impl JsonBody for CreateTaskRequest {}
 impl JsonBody for UpdateTaskRequest {}
 impl JsonBody for ChangeStatusRequest {}
+impl JsonBody for MoveTaskRequest {}
+impl JsonBody for CreateProjectRequest {}
+impl JsonBody for UpdateProjectRequest {}
+impl JsonBody for AddMemberRequest {}
+impl JsonBody for ChangeRoleRequest {}
+impl JsonBody for TransferOwnershipRequest {}
 
 /// Rejections are those of `service::json::Json` (400/408/413/415/422).
 impl<T: JsonBody> WriteBody for T {
@@ -128,9 +220,16 @@ impl CreateTaskRequest {
             &mut errors,
         );
         let tags = tags(self.tags.as_deref().unwrap_or(&[]), &mut errors);
-        match (title, description, tags) {
-            (Some(title), Some(description), Some(tags)) if errors.is_empty() => {
+        let assignees = collect(
+            Assignees::parse(self.assignee_ids.as_deref().unwrap_or(&[])),
+            "/assignee_ids",
+            &mut errors,
+        );
+        match (title, description, tags, assignees) {
+            (Some(title), Some(description), Some(tags), Some(assignees)) if errors.is_empty() => {
                 Ok(Action::Create(CreateTask {
+                    project_id: self.project_id,
+                    assignees,
                     title,
                     description,
                     priority: self.priority.unwrap_or_default(),
@@ -168,6 +267,13 @@ impl UpdateTaskRequest {
         if let Some(t) = self.tags {
             update.tags = tags(t.as_deref().unwrap_or(&[]), &mut errors);
         }
+        if let Some(a) = self.assignee_ids {
+            update.assignees = collect(
+                Assignees::parse(a.as_deref().unwrap_or(&[])),
+                "/assignee_ids",
+                &mut errors,
+            );
+        }
         if errors.is_empty() {
             Ok(Action::Update(update))
         } else {
@@ -179,6 +285,143 @@ impl UpdateTaskRequest {
 impl ChangeStatusRequest {
     pub fn into_action(self) -> Action {
         Action::ChangeStatus(self.status)
+    }
+}
+
+impl MoveTaskRequest {
+    pub fn into_action(self) -> Result<Action, Problem> {
+        match self.project_id {
+            Some(to) => Ok(Action::Move(to)),
+            None => Err(Problem::validation(vec![FieldError::new(
+                "/project_id",
+                "is required (null makes the task personal)",
+            )])),
+        }
+    }
+}
+
+impl CreateProjectRequest {
+    pub fn into_request(self) -> Result<ProjectRequest, Problem> {
+        let mut errors = Vec::new();
+        let name = match self.name.as_deref() {
+            None => {
+                errors.push(FieldError::new("/name", "is required"));
+                None
+            }
+            Some(n) => collect(ProjectName::parse(n), "/name", &mut errors),
+        };
+        let description = collect(
+            Description::parse(self.description.as_deref().unwrap_or("")),
+            "/description",
+            &mut errors,
+        );
+        match (name, description) {
+            (Some(name), Some(description)) if errors.is_empty() => {
+                Ok(ProjectRequest::Action(ProjectAction::Create {
+                    name,
+                    description,
+                }))
+            }
+            _ => Err(Problem::validation(errors)),
+        }
+    }
+}
+
+impl UpdateProjectRequest {
+    pub fn into_request(self) -> Result<ProjectRequest, Problem> {
+        let mut errors = Vec::new();
+        let name = match self.name {
+            None => None,
+            Some(None) => {
+                errors.push(FieldError::new("/name", "must not be null"));
+                None
+            }
+            Some(Some(n)) => collect(ProjectName::parse(&n), "/name", &mut errors),
+        };
+        let description = self.description.and_then(|d| {
+            collect(
+                Description::parse(d.as_deref().unwrap_or("")),
+                "/description",
+                &mut errors,
+            )
+        });
+        if errors.is_empty() {
+            Ok(ProjectRequest::Action(ProjectAction::Update {
+                name,
+                description,
+            }))
+        } else {
+            Err(Problem::validation(errors))
+        }
+    }
+}
+
+/// A grantable role from a body's `role` (422 on `/role` otherwise).
+fn grantable(role: Option<ProjectRole>, errors: &mut Vec<FieldError>) -> Option<GrantableRole> {
+    match role {
+        None => {
+            errors.push(FieldError::new("/role", "is required"));
+            None
+        }
+        Some(r) => collect(GrantableRole::parse(r), "/role", errors),
+    }
+}
+
+impl AddMemberRequest {
+    pub fn into_request(self) -> Result<ProjectRequest, Problem> {
+        let mut errors = Vec::new();
+        let who = match (self.email, self.user_id) {
+            (Some(email), None) => Some(Who::Email(access::email::normalise_email(&email))),
+            (None, Some(id)) => Some(Who::UserId(id)),
+            (Some(_), Some(_)) => {
+                errors.push(FieldError::new(
+                    "/user_id",
+                    "give exactly one of `email` and `user_id`",
+                ));
+                None
+            }
+            (None, None) => {
+                errors.push(FieldError::new(
+                    "/email",
+                    "is required (or `user_id`): whom to add",
+                ));
+                None
+            }
+        };
+        let role = grantable(self.role, &mut errors);
+        match (who, role) {
+            (Some(who), Some(role)) if errors.is_empty() => {
+                Ok(ProjectRequest::AddMember { who, role })
+            }
+            _ => Err(Problem::validation(errors)),
+        }
+    }
+}
+
+impl ChangeRoleRequest {
+    pub fn into_request(self, user_id: Uuid) -> Result<ProjectRequest, Problem> {
+        let mut errors = Vec::new();
+        match grantable(self.role, &mut errors) {
+            Some(role) => Ok(ProjectRequest::Action(ProjectAction::ChangeRole {
+                user_id,
+                role,
+            })),
+            None => Err(Problem::validation(errors)),
+        }
+    }
+}
+
+impl TransferOwnershipRequest {
+    pub fn into_request(self) -> Result<ProjectRequest, Problem> {
+        match self.user_id {
+            Some(to) => Ok(ProjectRequest::Action(ProjectAction::TransferOwnership {
+                to,
+            })),
+            None => Err(Problem::validation(vec![FieldError::new(
+                "/user_id",
+                "is required",
+            )])),
+        }
     }
 }
 

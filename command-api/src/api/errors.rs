@@ -3,9 +3,11 @@
 //! and answered without it.
 
 use axum::http::StatusCode;
-use service::Problem;
+use service::{FieldError, Problem};
 
 use crate::domain::DomainError;
+use crate::project::ProjectError;
+use crate::projects::ProjectWriteError;
 use crate::tasks::WriteError;
 
 impl From<WriteError> for Problem {
@@ -31,6 +33,23 @@ impl From<WriteError> for Problem {
                 .with_extension("to", to)
                 .with_extension("allowed", allowed)
             }
+            WriteError::Domain(DomainError::NoSuchProject) => {
+                Problem::validation(vec![FieldError::new("/project_id", "no such project")])
+            }
+            WriteError::Domain(DomainError::Forbidden(why)) => Problem::forbidden(why),
+            WriteError::Domain(DomainError::ProjectArchived) => Problem::conflict(
+                "project-archived",
+                "the project is archived: its tasks are read-only until it is unarchived",
+            ),
+            WriteError::Domain(DomainError::NotAssignable { index, personal }) => {
+                let why = if personal {
+                    "a personal task can be assigned only to its owner"
+                } else {
+                    "not a member of the task's project"
+                };
+                Problem::validation(vec![FieldError::new(format!("/assignee_ids/{index}"), why)])
+            }
+            WriteError::Project(e) => project_problem(e),
             WriteError::PreconditionFailed { current } => Problem::new(
                 StatusCode::PRECONDITION_FAILED,
                 "precondition-failed",
@@ -44,7 +63,7 @@ impl From<WriteError> for Problem {
                 "Idempotency key reused",
                 "this Idempotency-Key was already used with a different request body",
             ),
-            WriteError::Contended => Problem::conflict(
+            WriteError::Contended | WriteError::Deadlock => Problem::conflict(
                 "concurrent-modification",
                 "the task kept changing while this write was decided; retry",
             ),
@@ -65,5 +84,49 @@ impl From<WriteError> for Problem {
                 Problem::internal()
             }
         }
+    }
+}
+
+fn project_problem(e: ProjectWriteError) -> Problem {
+    match e {
+        ProjectWriteError::Project(e) => match e {
+            // One answer for "does not exist", "deleted" and "not yours".
+            ProjectError::NotFound => Problem::not_found("no such project"),
+            ProjectError::AlreadyExists => {
+                Problem::conflict("project-exists", "the project already exists")
+            }
+            ProjectError::Forbidden(why) => Problem::forbidden(why),
+            ProjectError::NoSuchMember => Problem::not_found("no such member"),
+            ProjectError::AlreadyMember => Problem::conflict(
+                "already-member",
+                "the user is already a member of the project",
+            ),
+            ProjectError::OwnerCannotLeave => Problem::conflict(
+                "owner-cannot-leave",
+                "the owner cannot leave the project; transfer ownership first",
+            ),
+            ProjectError::OwnerRole => Problem::conflict(
+                "owner-role",
+                "the owner's role changes only by transferring ownership",
+            ),
+            ProjectError::TransferToNonMember => Problem::validation(vec![FieldError::new(
+                "/user_id",
+                "not a member of the project",
+            )]),
+            ProjectError::MemberLimit { cap } => Problem::conflict(
+                "member-limit",
+                format!("the project already has {cap} members, the most one project may have"),
+            )
+            .with_extension("limit", cap),
+        },
+        ProjectWriteError::NoSuchUser { field } => Problem::validation(vec![FieldError::new(
+            format!("/{field}"),
+            format!("no active user with this {}", field.replace('_', " ")),
+        )]),
+        ProjectWriteError::ProjectsPerUser { cap } => Problem::conflict(
+            "project-limit",
+            format!("the user already belongs to {cap} projects, the most one user may"),
+        )
+        .with_extension("limit", cap),
     }
 }

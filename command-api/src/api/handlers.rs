@@ -11,7 +11,9 @@ use resources::TaskResource;
 use service::Problem;
 use uuid::Uuid;
 
-use super::bodies::{ChangeStatusRequest, CreateTaskRequest, NoBody, UpdateTaskRequest};
+use super::bodies::{
+    ChangeStatusRequest, CreateTaskRequest, MoveTaskRequest, NoBody, UpdateTaskRequest,
+};
 use super::headers::{IdempotencyKeyHeader, IfMatchHeader};
 use super::responses;
 use super::write::WriteRequest;
@@ -20,7 +22,12 @@ use crate::idempotency::StoredResponse;
 use crate::startup::AppState;
 use crate::tasks::{self, Written};
 
-/// Create a task owned by the caller.
+/// Create a task owned by the caller: personal, or in a project.
+///
+/// With `project_id` the caller must be a member of the project with a
+/// write right (owner, admin or member) and the project must not be
+/// archived; `assignee_ids` must be members of it (for a personal task,
+/// only the caller).
 #[utoipa::path(
     post,
     path = "/tasks",
@@ -34,8 +41,9 @@ use crate::tasks::{self, Written};
             ("X-Consistency-Token" = String, description = "Present it to the query side to read this write"),
         )),
         (status = 400, description = "Malformed JSON or header", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The caller already has the most live tasks one user may have (`live-task-limit`, with `limit`)", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields (with pointers), unknown field, or idempotency key reused with another body", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The caller is a viewer of the project", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The caller already has the most live tasks one user may have (`live-task-limit`, with `limit`), or the project is archived (`project-archived`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields (with pointers; `/project_id`: no such project for the caller, `/assignee_ids/{i}`: not a member), unknown field, or idempotency key reused with another body", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -47,11 +55,12 @@ pub async fn create_task(
     execute(&state, command, responses::created).await
 }
 
-/// Change a task's title, description, priority, due date or tags.
+/// Change a task's title, description, priority, due date, tags or assignees.
 ///
 /// One request may record several events (`task.updated`,
-/// `task.priority_changed`, `task.due_date_changed`); a request that changes
-/// nothing records none and returns the current version.
+/// `task.priority_changed`, `task.due_date_changed`,
+/// `task.assignees_changed`); a request that changes nothing records none
+/// and returns the current version.
 #[utoipa::path(
     patch,
     path = "/tasks/{id}",
@@ -64,8 +73,9 @@ pub async fn create_task(
             ("X-Consistency-Token" = String, description = "Present it to the query side to read this write"),
         )),
         (status = 400, description = "Malformed JSON or header", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such task for this user (also: deleted, or malformed id)", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The task kept changing concurrently; retry", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The caller is a viewer of the task's project", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such task for this user (also: deleted, in a project the caller is not a member of, or malformed id)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The task kept changing concurrently; retry (`concurrent-modification`), or its project is archived (`project-archived`)", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "If-Match does not name the current version; `current_version` says which is", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields (with pointers), unknown field, or idempotency key reused with another body", body = Problem, content_type = "application/problem+json"),
     ),
@@ -95,8 +105,9 @@ pub async fn update_task(
             ("X-Consistency-Token" = String, description = "Present it to the query side to read this write"),
         )),
         (status = 400, description = "Malformed JSON or header", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such task for this user (also: deleted, or malformed id)", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Transition not allowed: `from`, `to` and `allowed` say which are", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The caller is a viewer of the task's project", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such task for this user (also: deleted, in a project the caller is not a member of, or malformed id)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Transition not allowed: `from`, `to` and `allowed` say which are; or the project is archived (`project-archived`)", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "If-Match does not name the current version; `current_version` says which is", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Unknown status or field, or idempotency key reused with another body", body = Problem, content_type = "application/problem+json"),
     ),
@@ -122,8 +133,9 @@ pub async fn change_status(
             ("X-Consistency-Token" = String, description = "Present it to the query side to read this write"),
         )),
         (status = 400, description = "Malformed header", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such task for this user (also: already deleted, or malformed id)", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The task kept changing concurrently; retry", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "A viewer of the task's project, or a member deleting a task they did not create", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such task for this user (also: already deleted, in a project the caller is not a member of, or malformed id)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The task kept changing concurrently; retry (`concurrent-modification`), or its project is archived (`project-archived`)", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "If-Match does not name the current version; `current_version` says which is", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
@@ -133,6 +145,40 @@ pub async fn delete_task(
     WriteRequest(write, NoBody): WriteRequest<NoBody>,
 ) -> Result<Response, Problem> {
     execute(&state, write.command(Action::Delete), responses::deleted).await
+}
+
+/// Move a task into a project, between projects, or out to personal.
+///
+/// Needs a write right (owner, admin, member) on the source and the
+/// target, neither archived; to `null` (personal) only the task's creator.
+/// Records `task.moved`, plus `task.assignees_changed` when some assignees
+/// are not members of the target (they are dropped).
+#[utoipa::path(
+    post,
+    path = "/tasks/{id}/move",
+    tag = "tasks",
+    request_body = MoveTaskRequest,
+    params(TaskId, IfMatchHeader, IdempotencyKeyHeader),
+    responses(
+        (status = 200, description = "The task after the move (unchanged when already there)", body = TaskResource, headers(
+            ("ETag" = String, description = "The task's version, quoted"),
+            ("X-Consistency-Token" = String, description = "Present it to the query side to read this write"),
+        )),
+        (status = 400, description = "Malformed JSON or header", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "No write right on the source or the target, or a move to personal by someone other than the creator", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such task for this user (also: deleted, in a project the caller is not a member of, or malformed id)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The source or the target project is archived (`project-archived`), or the task kept changing concurrently", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match does not name the current version; `current_version` says which is", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`/project_id` missing, or no such project for the caller; unknown field; or idempotency key reused with another body", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn move_task(
+    State(state): State<AppState>,
+    WriteRequest(write, body): WriteRequest<MoveTaskRequest>,
+) -> Result<Response, Problem> {
+    let command = write.command(body.into_action()?);
+    execute(&state, command, responses::changed).await
 }
 
 /// Runs the command and answers what it rendered (or replays the first answer).

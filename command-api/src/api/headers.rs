@@ -45,15 +45,14 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, Pr
 
 /// `ETag` and `X-Consistency-Token` of the version a write left the task at.
 pub fn version(snapshot: &TaskSnapshot) -> [(String, String); 2] {
-    let token = ConsistencyToken {
-        stream_id: snapshot.id,
-        version: snapshot.version,
-    };
+    stream_version(snapshot.id, snapshot.version)
+}
+
+/// `ETag` and `X-Consistency-Token` of the version a write left a stream at.
+pub fn stream_version(stream_id: Uuid, version: StreamVersion) -> [(String, String); 2] {
+    let token = ConsistencyToken { stream_id, version };
     [
-        (
-            header::ETAG.to_string(),
-            format!("\"{}\"", snapshot.version),
-        ),
+        (header::ETAG.to_string(), format!("\"{version}\"")),
         (CONSISTENCY_TOKEN.to_string(), token.to_string()),
     ]
 }
@@ -61,6 +60,15 @@ pub fn version(snapshot: &TaskSnapshot) -> [(String, String); 2] {
 /// `Location` of a created task.
 pub fn location(id: Uuid) -> (String, String) {
     (header::LOCATION.to_string(), format!("/tasks/{id}"))
+}
+
+/// `Location` of a created project, or of a member (`/projects/{id}/members/{user}`).
+pub fn project_location(id: Uuid, member: Option<Uuid>) -> (String, String) {
+    let path = match member {
+        Some(user) => format!("/projects/{id}/members/{user}"),
+        None => format!("/projects/{id}"),
+    };
+    (header::LOCATION.to_string(), path)
 }
 
 #[derive(utoipa::IntoParams)]

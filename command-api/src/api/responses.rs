@@ -1,13 +1,16 @@
 //! What a write answers: the task resource (the one `GET /tasks/{id}`
-//! serves) with its version headers, rendered once and, under an
-//! idempotency key, stored and replayed as rendered.
+//! serves), the project or member resource (those of `GET /projects/{id}`
+//! and its members), with their version headers, rendered once and, under
+//! an idempotency key, stored and replayed as rendered.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use resources::TaskResource;
+use resources::{MemberResource, ProjectResource, TaskResource};
+use serde::Serialize;
 
 use super::headers;
 use crate::idempotency::{StoredResponse, REPLAYED_HEADER};
+use crate::projects::{self, ProjectSnapshot};
 use crate::tasks::{Outcome, TaskSnapshot, Written};
 
 /// The task as it stands after the write; `None` once it is deleted.
@@ -16,8 +19,8 @@ pub fn task_resource(s: &TaskSnapshot) -> Option<TaskResource> {
     Some(TaskResource {
         id: s.id,
         owner_id: task.owner_id,
-        project_id: None,
-        assignee_ids: vec![],
+        project_id: task.project_id,
+        assignee_ids: task.assignee_ids.clone(),
         title: task.title.clone(),
         description: task.description.clone(),
         status: task.status,
@@ -59,13 +62,27 @@ fn with_task(
     w: &Written,
     location: Option<(String, String)>,
 ) -> StoredResponse {
+    json_response(
+        status,
+        location,
+        headers::version(&w.snapshot),
+        task_resource(&w.snapshot),
+    )
+}
+
+fn json_response<T: Serialize>(
+    status: StatusCode,
+    location: Option<(String, String)>,
+    version: [(String, String); 2],
+    resource: Option<T>,
+) -> StoredResponse {
     let mut headers = vec![(
         header::CONTENT_TYPE.to_string(),
         "application/json".to_owned(),
     )];
     headers.extend(location);
-    headers.extend(headers::version(&w.snapshot));
-    let body = task_resource(&w.snapshot)
+    headers.extend(version);
+    let body = resource
         .and_then(|t| serde_json::to_vec(&t).ok())
         .unwrap_or_default();
     StoredResponse {
@@ -73,6 +90,85 @@ fn with_task(
         headers,
         body,
     }
+}
+
+/// The project as it stands after the write, seen by `actor`; `None` once
+/// it is deleted or the actor has left it.
+pub fn project_resource(s: &ProjectSnapshot, actor: uuid::Uuid) -> Option<ProjectResource> {
+    let p = s.state.live()?;
+    Some(ProjectResource {
+        id: s.id,
+        name: p.name.clone(),
+        description: p.description.clone(),
+        owner_id: p.owner_id,
+        archived: p.archived,
+        my_role: p.role_of(actor)?,
+        member_count: u32::try_from(p.members.len()).unwrap_or(u32::MAX),
+        created_at: s.created_at?,
+        updated_at: s.updated_at?,
+        version: s.version,
+    })
+}
+
+fn project_version(w: &projects::Written) -> [(String, String); 2] {
+    headers::stream_version(w.snapshot.id, w.snapshot.version)
+}
+
+/// 201 with the new project and its `Location`.
+pub fn project_created(w: &projects::Written) -> StoredResponse {
+    json_response(
+        StatusCode::CREATED,
+        Some(headers::project_location(w.snapshot.id, None)),
+        project_version(w),
+        project_resource(&w.snapshot, w.actor),
+    )
+}
+
+/// 200 with the project.
+pub fn project_changed(w: &projects::Written) -> StoredResponse {
+    json_response(
+        StatusCode::OK,
+        None,
+        project_version(w),
+        project_resource(&w.snapshot, w.actor),
+    )
+}
+
+/// 204 with the project's version (a delete, a removal, leaving).
+pub fn project_no_content(w: &projects::Written) -> StoredResponse {
+    StoredResponse {
+        status: StatusCode::NO_CONTENT.as_u16(),
+        headers: project_version(w).into(),
+        body: Vec::new(),
+    }
+}
+
+fn member_resource(w: &projects::Written) -> Option<MemberResource> {
+    w.member.as_ref().map(|m| MemberResource {
+        user_id: m.user_id,
+        email: m.email.clone(),
+        display_name: m.display_name.clone(),
+        role: m.role,
+    })
+}
+
+/// 201 with the new member and its `Location`.
+pub fn member_added(w: &projects::Written) -> StoredResponse {
+    let location = w
+        .member
+        .as_ref()
+        .map(|m| headers::project_location(w.snapshot.id, Some(m.user_id)));
+    json_response(
+        StatusCode::CREATED,
+        location,
+        project_version(w),
+        member_resource(w),
+    )
+}
+
+/// 200 with the member.
+pub fn member_changed(w: &projects::Written) -> StoredResponse {
+    json_response(StatusCode::OK, None, project_version(w), member_resource(w))
 }
 
 /// A replay says so (`Idempotent-Replayed: true`).

@@ -1,5 +1,5 @@
 //! What every write needs, gathered once before its handler runs: the
-//! caller, the task, the body, `If-Match`, the idempotency scope, the
+//! caller, the task or project (and member), the body, `If-Match`, the idempotency scope, the
 //! correlation id and the instant of the command.
 
 use access::AuthUser;
@@ -14,13 +14,14 @@ use super::bodies::WriteBody;
 use super::headers;
 use crate::domain::{Action, Command};
 use crate::idempotency::Scope;
+use crate::projects;
 use crate::startup::AppState;
 use crate::tasks;
 
 /// A write request: its context and its body `B`.
 ///
 /// Refusals come in one order: no valid token (401), a path naming no task
-/// (404), a body that is not the JSON asked for (400/408/413/415/422), then
+/// or project (404), a body that is not the JSON asked for (400/408/413/415/422), then
 /// a malformed `If-Match` or `Idempotency-Key` (400). The body's field
 /// errors (422) are the handler's.
 pub struct WriteRequest<B>(pub WriteContext, pub B);
@@ -28,8 +29,11 @@ pub struct WriteRequest<B>(pub WriteContext, pub B);
 /// Everything about a write but its body.
 pub struct WriteContext {
     pub caller: AuthUser,
-    /// The task named in the path, or a fresh UUID v7 for `POST /tasks`.
-    pub task_id: Uuid,
+    /// The task or project named in the path, or a fresh UUID v7 for
+    /// `POST /tasks` and `POST /projects`.
+    pub id: Uuid,
+    /// The member named in the path (`/projects/{id}/members/{user_id}`).
+    pub member_id: Option<Uuid>,
     /// `If-Match`: the version the client saw (never read for a create).
     pub if_match: Option<StreamVersion>,
     /// Present when the client sent an `Idempotency-Key`.
@@ -44,12 +48,26 @@ impl WriteContext {
     /// The command for the storage adapter.
     pub fn command(self, action: Action) -> tasks::Write {
         tasks::Write {
-            task_id: self.task_id,
+            task_id: self.id,
             command: Command {
                 actor: self.caller.id,
                 at: self.at,
                 action,
+                access: Default::default(),
             },
+            if_match: self.if_match,
+            correlation_id: self.correlation_id,
+            idempotency: self.idempotency,
+        }
+    }
+
+    /// The project command for the storage adapter.
+    pub fn project(self, request: projects::Request) -> projects::Write {
+        projects::Write {
+            project_id: self.id,
+            actor: self.caller.id,
+            at: self.at,
+            request,
             if_match: self.if_match,
             correlation_id: self.correlation_id,
             idempotency: self.idempotency,
@@ -70,12 +88,21 @@ impl<B: WriteBody> FromRequest<AppState> for WriteRequest<B> {
             );
             return Err(Problem::internal());
         };
-        // A route with `{id}` writes to that task; `POST /tasks` creates one.
+        // A route with `{id}` writes to that task or project; `POST /tasks`
+        // and `POST /projects` create one.
         let existing = route.as_str().contains("{id}");
-        let task_id = if existing {
-            Path::<Uuid>::from_request_parts(&mut parts, state).await?.0
+        let (id, member_id) = if route.as_str().contains("{user_id}") {
+            let (id, member) = Path::<(Uuid, Uuid)>::from_request_parts(&mut parts, state)
+                .await?
+                .0;
+            (id, Some(member))
+        } else if existing {
+            (
+                Path::<Uuid>::from_request_parts(&mut parts, state).await?.0,
+                None,
+            )
         } else {
-            Uuid::now_v7()
+            (Uuid::now_v7(), None)
         };
         let Ok(CorrelationId(correlation_id)) =
             CorrelationId::from_request_parts(&mut parts, state).await;
@@ -89,18 +116,23 @@ impl<B: WriteBody> FromRequest<AppState> for WriteRequest<B> {
         let method = parts.method.as_str().to_owned();
         let (body, request_hash) = B::read(Request::from_parts(parts, body), state).await?;
         let if_match = if_match?;
-        // Keys are scoped by the path with the id as parsed, so every
-        // spelling of one task's path shares them.
+        // Keys are scoped by the path with the ids as parsed, so every
+        // spelling of one resource's path shares them.
+        let mut path = route.as_str().replace("{id}", &id.to_string());
+        if let Some(member) = member_id {
+            path = path.replace("{user_id}", &member.to_string());
+        }
         let idempotency = key?.map(|key| Scope {
             user_id: caller.id,
             method,
-            path: route.as_str().replace("{id}", &task_id.to_string()),
+            path,
             key,
             request_hash,
         });
         let context = WriteContext {
             caller,
-            task_id,
+            id,
+            member_id,
             if_match,
             idempotency,
             correlation_id,
