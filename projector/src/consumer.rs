@@ -54,7 +54,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::lag::LagReporter;
-use crate::writer::{BatchOutcome, Collections, ViewWriter, WriteError};
+use crate::writer::{BatchOutcome, ByKind, Collections, ViewWriter, WriteError};
 
 /// The collection of the projector's journal barrier: one document,
 /// counting batches (see `Projector::journal_barrier`).
@@ -160,7 +160,7 @@ pub struct Projector {
 }
 
 impl Projector {
-    /// Subscribes to the task and user event topics.
+    /// Subscribes to the task, project and user event topics.
     /// `brokers`: where the log is read to repair a version gap.
     pub fn new(
         consumer: EventConsumer,
@@ -171,8 +171,9 @@ impl Projector {
         brokers: &str,
     ) -> Result<Self, rdkafka::error::KafkaError> {
         let task_events = topics.task_events();
+        let project_events = topics.project_events();
         let user_events = topics.user_events();
-        consumer.subscribe(&[&task_events, &user_events])?;
+        consumer.subscribe(&[&task_events, &project_events, &user_events])?;
         Ok(Projector {
             consumer: Arc::new(consumer),
             producer,
@@ -325,11 +326,8 @@ impl Projector {
 
     /// Applies one batch: dead-letters what can never apply, writes the views.
     async fn handle(&self, batch: &[OwnedMessage]) -> Result<BatchOutcome, BatchError> {
-        let mut tasks = Vec::new();
-        let mut users = Vec::new();
+        let mut routed = ByKind::default();
         let mut poison: Vec<(usize, String)> = Vec::new();
-        let task_topic = self.topics.task_events();
-        let user_topic = self.topics.user_events();
         for (i, msg) in batch.iter().enumerate() {
             let env = match envelope_of(msg) {
                 Ok(env) => env,
@@ -338,15 +336,22 @@ impl Projector {
                     continue;
                 }
             };
-            if msg.topic() == task_topic {
-                tasks.push((i, env));
-            } else if msg.topic() == user_topic {
-                users.push((i, env));
+            // An event travels on its stream type's topic; one on another
+            // topic was not published by taskstream's relay.
+            if msg.topic() == self.topics.for_stream(env.stream_type) {
+                routed.push(i, env);
             } else {
-                poison.push((i, format!("unexpected topic {}", msg.topic())));
+                poison.push((
+                    i,
+                    format!(
+                        "a {} event on topic {}",
+                        env.stream_type.as_str(),
+                        msg.topic()
+                    ),
+                ));
             }
         }
-        let (outcome, more_poison) = self.writer.apply(tasks, users).await?;
+        let (outcome, more_poison) = self.writer.apply(routed).await?;
         let mut outcome = outcome;
         if !outcome.gaps_at.is_empty() {
             self.repair(batch, &mut outcome).await?;
@@ -459,29 +464,22 @@ impl Projector {
         }
         let streams: HashSet<Uuid> = found.iter().map(|e| e.stream_id).collect();
         let found_events = found.len() as u64;
-        let task_topic = self.topics.task_events();
-        let (mut tasks, mut users) = (Vec::new(), Vec::new());
+        let mut routed = ByKind::default();
         // Indices past the batch: nothing found in the log is dead-lettered
         // again (it was dealt with when it was consumed).
         for env in found {
-            match env.stream_type {
-                events::StreamType::Task => tasks.push((usize::MAX, env)),
-                events::StreamType::User => users.push((usize::MAX, env)),
-                events::StreamType::Project => {}
-            }
+            routed.push(usize::MAX, env);
         }
         for (i, msg) in batch.iter().enumerate() {
             let Ok(env) = envelope_of(msg) else { continue };
-            if !streams.contains(&env.stream_id) {
+            if !streams.contains(&env.stream_id)
+                || msg.topic() != self.topics.for_stream(env.stream_type)
+            {
                 continue;
             }
-            if msg.topic() == task_topic {
-                tasks.push((i, env));
-            } else {
-                users.push((i, env));
-            }
+            routed.push(i, env);
         }
-        let (again, _) = self.writer.apply(tasks, users).await?;
+        let (again, _) = self.writer.apply(routed).await?;
         let repaired: Vec<String> = streams.iter().map(Uuid::to_string).collect();
         tracing::warn!(
             streams = ?repaired,

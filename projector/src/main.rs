@@ -77,6 +77,7 @@ enum Format {
 enum Streams {
     All,
     Tasks,
+    Projects,
     Users,
 }
 
@@ -117,8 +118,13 @@ fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     let options = projector::replay::ReplayOptions {
         brokers: config.kafka.brokers.clone(),
         topics: match args.streams {
-            Streams::All => vec![topics.task_events(), topics.user_events()],
+            Streams::All => vec![
+                topics.task_events(),
+                topics.project_events(),
+                topics.user_events(),
+            ],
             Streams::Tasks => vec![topics.task_events()],
+            Streams::Projects => vec![topics.project_events()],
             Streams::Users => vec![topics.user_events()],
         },
         from: args.from,

@@ -46,7 +46,7 @@ use crate::replay::{
 };
 use crate::write_errors::{self, Failure};
 use read_model::analytics::TaskFacts;
-use read_model::views::{Applied, TaskView, UserView, View};
+use read_model::views::{Applied, ProjectView, TaskView, UserView, View};
 
 /// The rebuild pauses the live projector once it is this close to the end.
 pub const PAUSE_THRESHOLD: i64 = 500;
@@ -60,6 +60,8 @@ pub enum Target {
     Tasks,
     /// `task_facts` (the analytics projection), from `task-events`.
     Analytics,
+    /// `project_views`, from `project-events`.
+    Projects,
     /// `users`, from `user-events`.
     Users,
 }
@@ -69,6 +71,7 @@ impl Target {
         match self {
             Target::Tasks => TaskView::COLLECTION,
             Target::Analytics => TaskFacts::COLLECTION,
+            Target::Projects => ProjectView::COLLECTION,
             Target::Users => UserView::COLLECTION,
         }
     }
@@ -76,6 +79,7 @@ impl Target {
     fn stream_type(self) -> StreamType {
         match self {
             Target::Tasks | Target::Analytics => StreamType::Task,
+            Target::Projects => StreamType::Project,
             Target::Users => StreamType::User,
         }
     }
@@ -92,6 +96,10 @@ impl Target {
                 .await
                 .map(|_| ()),
             Target::Analytics => read_model::analytics::ensure_facts_indexes(db, collection).await,
+            Target::Projects => c
+                .create_indexes(read_model::views::project_indexes())
+                .await
+                .map(|_| ()),
             Target::Users => c
                 .create_indexes(read_model::views::user_indexes())
                 .await
@@ -109,6 +117,7 @@ impl Target {
         match self {
             Target::Tasks => apply_exclusive(&mut state.tasks, db, collection, events).await,
             Target::Analytics => apply_exclusive(&mut state.facts, db, collection, events).await,
+            Target::Projects => apply_exclusive(&mut state.projects, db, collection, events).await,
             Target::Users => apply_exclusive(&mut state.users, db, collection, events).await,
         }
     }
@@ -124,6 +133,7 @@ pub struct RebuildState {
     collection: String,
     tasks: HashMap<uuid::Uuid, TaskView>,
     facts: HashMap<uuid::Uuid, TaskFacts>,
+    projects: HashMap<uuid::Uuid, ProjectView>,
     users: HashMap<uuid::Uuid, UserView>,
 }
 
@@ -411,6 +421,7 @@ async fn build_and_swap(
         collection: collection.to_owned(),
         tasks: HashMap::new(),
         facts: HashMap::new(),
+        projects: HashMap::new(),
         users: HashMap::new(),
     };
     let bar = progress_bar(report.planned, options.progress, &format!("rebuild {live}"));

@@ -18,7 +18,7 @@ use mongodb::error::ErrorKind;
 use mongodb::options::ReplaceOneModel;
 use mongodb::{Collection, Database, Namespace};
 use read_model::analytics::TaskFacts;
-use read_model::views::{TaskView, UserView, View};
+use read_model::views::{ProjectView, TaskView, UserView, View};
 use uuid::Uuid;
 
 use crate::fold::{by_stream, fold, step, Step, StreamOutcome};
@@ -40,7 +40,28 @@ pub enum WriteError {
 pub struct Collections {
     pub task_views: Option<String>,
     pub task_facts: Option<String>,
+    pub projects: Option<String>,
     pub users: Option<String>,
+}
+
+/// A batch's events by the kind of stream they belong to, each with its
+/// index in the batch (`usize::MAX` for events read to repair a gap).
+#[derive(Debug, Default)]
+pub(crate) struct ByKind {
+    pub(crate) tasks: Vec<(usize, EventEnvelope)>,
+    pub(crate) projects: Vec<(usize, EventEnvelope)>,
+    pub(crate) users: Vec<(usize, EventEnvelope)>,
+}
+
+impl ByKind {
+    /// Files an event under its envelope's stream type.
+    pub(crate) fn push(&mut self, index: usize, env: EventEnvelope) {
+        match env.stream_type {
+            events::StreamType::Task => self.tasks.push((index, env)),
+            events::StreamType::Project => self.projects.push((index, env)),
+            events::StreamType::User => self.users.push((index, env)),
+        }
+    }
 }
 
 impl Collections {
@@ -49,16 +70,22 @@ impl Collections {
         Collections {
             task_views: Some(TaskView::COLLECTION.to_owned()),
             task_facts: Some(TaskFacts::COLLECTION.to_owned()),
+            projects: Some(ProjectView::COLLECTION.to_owned()),
             users: Some(UserView::COLLECTION.to_owned()),
         }
     }
 
     /// The collections folded into.
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        [&self.task_views, &self.task_facts, &self.users]
-            .into_iter()
-            .flatten()
-            .map(String::as_str)
+        [
+            &self.task_views,
+            &self.task_facts,
+            &self.projects,
+            &self.users,
+        ]
+        .into_iter()
+        .flatten()
+        .map(String::as_str)
     }
 }
 
@@ -164,14 +191,18 @@ impl ViewWriter {
         self.remembered.forget_all();
     }
 
-    /// Folds a batch of task and user events (each with its index in the
-    /// batch) into every configured view. Returns the counts and the events
-    /// that can never apply (with their batch index and reason).
+    /// Folds a batch of task, project and user events (each with its index
+    /// in the batch) into every configured view. Returns the counts and the
+    /// events that can never apply (with their batch index and reason).
     pub(crate) async fn apply(
         &self,
-        tasks: Vec<(usize, EventEnvelope)>,
-        users: Vec<(usize, EventEnvelope)>,
+        batch: ByKind,
     ) -> Result<(BatchOutcome, Vec<(usize, String)>), WriteError> {
+        let ByKind {
+            tasks,
+            projects,
+            users,
+        } = batch;
         let mut outcome = BatchOutcome::default();
         let mut poison = Vec::new();
         // An event whose view any collection refused is dead-lettered once.
@@ -204,12 +235,18 @@ impl ViewWriter {
             }
             (None, None) => {}
         }
-        if let Some(users_collection) = &self.collections.users {
-            for s in self.project::<UserView>(users_collection, users).await? {
+        let mut single = |streams: Vec<StreamOutcome>| {
+            for s in streams {
                 outcome.add(&s);
                 poison.extend(s.poison);
                 refused.extend(s.refused);
             }
+        };
+        if let Some(collection) = &self.collections.projects {
+            single(self.project::<ProjectView>(collection, projects).await?);
+        }
+        if let Some(collection) = &self.collections.users {
+            single(self.project::<UserView>(collection, users).await?);
         }
         refused.sort_by_key(|(i, _)| *i);
         refused.dedup_by_key(|(i, _)| *i);

@@ -302,3 +302,188 @@ fn next_permutation(v: &mut [usize]) -> bool {
     v[i..].reverse();
     true
 }
+
+fn project_stream(id: Uuid, owner: Uuid, other: Uuid) -> Vec<EventEnvelope> {
+    use events::{
+        ProjectArchived, ProjectCreated, ProjectMemberAdded, ProjectMemberRemoved,
+        ProjectMemberRoleChanged, ProjectOwnerChanged, ProjectUnarchived, ProjectUpdated,
+    };
+    let events: Vec<Event> = vec![
+        ProjectEvent::Created(ProjectCreated {
+            owner_id: owner,
+            name: "Launch".into(),
+            description: String::new(),
+        })
+        .into(),
+        ProjectEvent::MemberAdded(ProjectMemberAdded {
+            user_id: other,
+            role: ProjectRole::Viewer,
+        })
+        .into(),
+        ProjectEvent::MemberRoleChanged(ProjectMemberRoleChanged {
+            user_id: other,
+            from: ProjectRole::Viewer,
+            to: ProjectRole::Member,
+        })
+        .into(),
+        ProjectEvent::Updated(ProjectUpdated {
+            name: Some("Launch 2027".into()),
+            description: None,
+        })
+        .into(),
+        ProjectEvent::Archived(ProjectArchived {}).into(),
+        ProjectEvent::Unarchived(ProjectUnarchived {}).into(),
+        ProjectEvent::OwnerChanged(ProjectOwnerChanged {
+            from: owner,
+            to: other,
+        })
+        .into(),
+        ProjectEvent::MemberRemoved(ProjectMemberRemoved { user_id: owner }).into(),
+    ];
+    events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| EventEnvelope::new(id, i as u64 + 1, e, meta(i as u32)))
+        .collect()
+}
+
+fn fold_projects(stream: &[EventEnvelope]) -> Vec<ProjectView> {
+    let mut views = Vec::new();
+    let mut view: Option<ProjectView> = None;
+    for env in stream {
+        match apply_project(view.as_ref(), env) {
+            Ok(Applied::Advanced(v)) => view = Some(v),
+            other => panic!("{}: {other:?}", env.event_type),
+        }
+        views.extend(view.clone());
+    }
+    views
+}
+
+#[test]
+fn project_events_fold_into_the_project_view_with_its_members() {
+    let (id, owner, other) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let stream = project_stream(id, owner, other);
+    let views = fold_projects(&stream);
+    let (o, x) = (owner.to_string(), other.to_string());
+    assert_eq!(views[0].role_of(&o), Some(ProjectRole::Owner));
+    assert_eq!(views[0].members.len(), 1);
+    assert_eq!(views[1].role_of(&x), Some(ProjectRole::Viewer));
+    assert_eq!(views[2].role_of(&x), Some(ProjectRole::Member));
+    assert_eq!(views[3].name, "Launch 2027");
+    assert!(views[4].archived);
+    assert!(!views[5].archived);
+    // The old owner stays on as an admin.
+    assert_eq!(views[6].owner_id, x);
+    assert_eq!(views[6].role_of(&x), Some(ProjectRole::Owner));
+    assert_eq!(views[6].role_of(&o), Some(ProjectRole::Admin));
+    let last = views.last().unwrap();
+    assert_eq!(last.role_of(&o), None, "removed");
+    assert_eq!(last.members.len(), 1);
+    assert_eq!(last.version, stream.len() as i64);
+    assert_eq!(
+        last.created_at,
+        bson::DateTime::from_chrono(meta(0).occurred_at)
+    );
+    assert_eq!(
+        last.updated_at,
+        bson::DateTime::from_chrono(meta(7).occurred_at)
+    );
+    // Deleted: flagged, kept (its version guards against a re-delivered creation).
+    let deleted = EventEnvelope::new(
+        id,
+        stream.len() as u64 + 1,
+        &ProjectEvent::Deleted(events::ProjectDeleted {}).into(),
+        meta(9),
+    );
+    match apply_project(Some(last), &deleted) {
+        Ok(Applied::Advanced(v)) => assert!(v.deleted),
+        other => panic!("{other:?}"),
+    }
+    let bson = bson::to_document(last).expect("to bson");
+    let back: ProjectView = bson::from_document(bson).expect("from bson");
+    assert_eq!(&back, last);
+}
+
+#[test]
+fn project_views_skip_duplicates_never_apply_over_gaps_and_refuse_poison() {
+    let (id, owner, other) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let stream = project_stream(id, owner, other);
+    let views = fold_projects(&stream);
+    assert!(matches!(
+        apply_project(Some(&views[2]), &stream[1]),
+        Ok(Applied::Duplicate)
+    ));
+    assert!(matches!(
+        apply_project(Some(&views[0]), &stream[3]),
+        Ok(Applied::Gap {
+            expected: 2,
+            got: 4
+        })
+    ));
+    let added_first = EventEnvelope {
+        version: 1,
+        ..stream[1].clone()
+    };
+    assert!(matches!(
+        apply_project(None, &added_first),
+        Err(Poison::NotCreatedFirst(_))
+    ));
+    assert!(matches!(
+        apply_project(
+            Some(&views[0]),
+            &EventEnvelope {
+                version: 2,
+                ..stream[0].clone()
+            }
+        ),
+        Err(Poison::CreatedAgain(2))
+    ));
+    // A task event on the project collection is poison, not a project.
+    let task = task_stream(Uuid::new_v4(), owner);
+    assert!(matches!(
+        apply_project(None, &task[0]),
+        Err(Poison::WrongStreamType { .. })
+    ));
+}
+
+#[test]
+fn task_views_follow_assignees_and_moves() {
+    let (id, owner, project) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let mut stream = task_stream(id, owner);
+    stream.truncate(1);
+    let more: Vec<Event> = vec![
+        TaskEvent::Moved(events::TaskMoved {
+            from: None,
+            to: Some(project),
+        })
+        .into(),
+        TaskEvent::AssigneesChanged(events::TaskAssigneesChanged {
+            assignee_ids: vec![owner],
+        })
+        .into(),
+        TaskEvent::Moved(events::TaskMoved {
+            from: Some(project),
+            to: None,
+        })
+        .into(),
+    ];
+    for (i, e) in more.iter().enumerate() {
+        stream.push(EventEnvelope::new(id, i as u64 + 2, e, meta(i as u32 + 1)));
+    }
+    let moved = prefix(&stream, 2).unwrap();
+    assert_eq!(moved.project_id, Some(project.to_string()));
+    assert!(moved.assignee_ids.is_empty());
+    let assigned = prefix(&stream, 3).unwrap();
+    assert_eq!(assigned.assignee_ids, vec![owner.to_string()]);
+    let back = prefix(&stream, 4).unwrap();
+    assert_eq!(back.project_id, None);
+    assert_eq!(back.assignee_ids, vec![owner.to_string()]);
+    // A view stored before projects has neither field; it reads as personal.
+    let mut old = bson::to_document(&prefix(&stream, 1).unwrap()).unwrap();
+    old.remove("project_id");
+    old.remove("assignee_ids");
+    let read: TaskView = bson::from_document(old).expect("old view reads");
+    assert_eq!(read.project_id, None);
+    assert!(read.assignee_ids.is_empty());
+}
