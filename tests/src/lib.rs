@@ -6,6 +6,7 @@ pub mod broker;
 mod child;
 pub mod clients;
 pub mod mongod;
+pub mod project_queries;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
