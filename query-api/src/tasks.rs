@@ -89,14 +89,54 @@ pub struct TaskHistory {
     pub items: Vec<HistoryItem>,
 }
 
-/// One event of a history: the envelope's fields, and who `actor` is.
+/// One event of a history: the envelope's fields exactly as stored (see
+/// `EventEnvelope`), and `actor_display_name` after `actor`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct HistoryItem {
-    #[serde(flatten)]
-    pub event: EventEnvelope,
+    /// UUID v7: time-ordered, unique across the system.
+    pub event_id: Uuid,
+    pub stream_id: Uuid,
+    pub stream_type: events::StreamType,
+    /// 1-based, per stream.
+    pub version: u64,
+    /// E.g. `task.created`.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// Schema version of `data` for this `type`.
+    pub schema: u32,
+    /// RFC 3339, UTC, to the microsecond (as the event store holds it).
+    #[schema(value_type = String, format = DateTime)]
+    pub occurred_at: String,
+    /// The user whose request produced the event.
+    pub actor: Uuid,
     /// The actor's display name from the users view (as it is now, not as
     /// it was then); `null` when the view does not know the actor.
     pub actor_display_name: Option<String>,
+    pub correlation_id: Uuid,
+    pub causation_id: Option<Uuid>,
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+}
+
+impl HistoryItem {
+    fn new(e: EventEnvelope, actor_display_name: Option<String>) -> Self {
+        HistoryItem {
+            event_id: e.event_id,
+            stream_id: e.stream_id,
+            stream_type: e.stream_type,
+            version: e.version,
+            event_type: e.event_type,
+            schema: e.schema,
+            occurred_at: e
+                .occurred_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            actor: e.actor,
+            actor_display_name,
+            correlation_id: e.correlation_id,
+            causation_id: e.causation_id,
+            data: e.data,
+        }
+    }
 }
 
 pub(crate) fn internal(what: &str, e: impl std::fmt::Display) -> Problem {
@@ -272,9 +312,9 @@ pub async fn task_history(
     let names = store::users::by_ids(&state.db, &actors).await?;
     let items = events
         .into_iter()
-        .map(|event| HistoryItem {
-            actor_display_name: names.get(&event.actor).map(|u| u.display_name.clone()),
-            event,
+        .map(|event| {
+            let name = names.get(&event.actor).map(|u| u.display_name.clone());
+            HistoryItem::new(event, name)
         })
         .collect();
     Ok(axum::Json(TaskHistory { items }).into_response())
@@ -344,6 +384,24 @@ pub(crate) fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_history_item_is_the_envelope_with_the_actor_s_name() {
+        let meta = events::EventMeta {
+            actor: Uuid::from_u128(7),
+            correlation_id: Uuid::from_u128(8),
+            causation_id: None,
+            occurred_at: chrono::DateTime::parse_from_rfc3339("2026-01-31T09:00:00.1234567Z")
+                .unwrap()
+                .with_timezone(&Utc),
+        };
+        let event = Event::Task(TaskEvent::Deleted(events::TaskDeleted {}));
+        let env = EventEnvelope::new(Uuid::from_u128(1), 3, &event, meta);
+        let mut want = serde_json::to_value(&env).unwrap();
+        want["actor_display_name"] = "Ann".into();
+        let got = serde_json::to_value(HistoryItem::new(env, Some("Ann".into()))).unwrap();
+        assert_eq!(got, want);
+    }
 
     #[test]
     fn if_none_match_compares_tags() {
