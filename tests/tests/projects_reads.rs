@@ -847,3 +847,87 @@ async fn analytics_cover_one_project_for_its_members_and_per_assignee() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_member_reads_at_once_moves_follow_the_task_and_admins_filter_by_owner() {
+    let mut w = World::start().await;
+    let (ann, ann_q) = w.person("Ann").await;
+    let (bob, bob_q) = w.person("Bob").await;
+    let (dan, dan_q) = w.person("Dan").await;
+    let (p, _) = w.ledger.project(ann, "first").await;
+    let (q, _) = w.ledger.project(ann, "second").await;
+    w.ledger.add_member(q, ann, bob, ProjectRole::Member).await;
+    let (task, _) = w.ledger.task(ann, Some(p), &[], "travels").await;
+    let (bobs, _) = w.ledger.task(bob, None, &[], "bob's own").await;
+    let (bob_in_p, t) = w.ledger.task(bob, Some(q), &[], "bob's in q").await;
+    w.settle(&t).await;
+    for id in [task, bobs] {
+        w.settle(&format!("{}.1", id.simple())).await;
+    }
+    // A task Bob created in q is not listed by an admin who is no member.
+    let admin = w.d.token_for(Uuid::now_v7(), Role::Admin);
+    let admin_q = ann_q.as_user(&admin);
+    assert_eq!(
+        listed(&admin_q, &format!("owner_id={bob}")).await,
+        set([bobs]),
+        "an admin sees another user's personal tasks, not their projects'"
+    );
+    let r = ann_q.list_tasks(&format!("owner_id={bob}")).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{r:?}");
+    assert_eq!(
+        listed(&bob_q, &format!("owner_id={bob}")).await,
+        set([bobs, bob_in_p])
+    );
+
+    // Dan is added to p with the relay stopped: the project view does not
+    // know him yet, the table does, and every read follows the table.
+    w.relay = None;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    w.ledger.add_member(p, ann, dan, ProjectRole::Viewer).await;
+    let seen = dan_q
+        .get_project(p)
+        .await
+        .expect(StatusCode::OK, "dan reads p");
+    assert_eq!(seen["my_role"], "viewer");
+    assert_eq!(seen["member_count"], 1, "the view has not seen the add yet");
+    assert_eq!(listed(&dan_q, "").await, set([task]));
+    assert_eq!(dan_q.history(task).await.status, StatusCode::OK);
+    w.relay = Some(w.ledger.relay(&w.d).await);
+
+    // The task moves from p to q. The history (from the log) follows at
+    // once; the views once the move is projected.
+    let moved = w.ledger.move_task(task, ann, Some(p), Some(q)).await;
+    same_404(
+        "history after the move",
+        &dan_q.history(task).await,
+        &dan_q.history(Uuid::now_v7()).await,
+    );
+    assert_eq!(bob_q.history(task).await.status, StatusCode::OK);
+    w.settle(&moved).await;
+    same_404(
+        "task after the move",
+        &dan_q.get_task(task).await,
+        &dan_q.get_task(Uuid::now_v7()).await,
+    );
+    assert_eq!(listed(&dan_q, "").await, BTreeSet::new());
+    let read = bob_q
+        .get_task(task)
+        .consistency_token(&moved)
+        .await
+        .expect(StatusCode::OK, "bob reads the moved task with its token");
+    assert_eq!(read["project_id"], q.to_string());
+    assert_eq!(
+        listed(&bob_q, &format!("project_id={q}")).await,
+        set([task, bob_in_p])
+    );
+    // Out of every project: the creator's personal task again.
+    let home = w.ledger.move_task(task, ann, Some(q), None).await;
+    w.settle(&home).await;
+    assert!(listed(&ann_q, "").await.contains(&task));
+    assert!(!listed(&bob_q, "").await.contains(&task));
+    same_404(
+        "personal again",
+        &bob_q.history(task).await,
+        &bob_q.history(Uuid::now_v7()).await,
+    );
+}
