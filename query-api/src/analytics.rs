@@ -3,6 +3,13 @@
 //! definitions). The projection is maintained and rebuilt like the task view;
 //! these handlers only aggregate it.
 //!
+//! Scope: without parameters, the caller's personal tasks (no project);
+//! `project_id` (members only, any role; 404 otherwise, as for a project
+//! that does not exist) the tasks of one project; an admin's `owner_id` or
+//! `all=true` another user's personal tasks or every task.
+//! `GET /analytics/assignees` gives per-assignee completions and cycle
+//! times for the same scopes (meant for a project).
+//!
 //! Ranges are `[from, to)` in UTC; `from`/`to` are RFC 3339 times or
 //! `YYYY-MM-DD` dates (a date `to` includes that whole day). Default: the
 //! last 30 days up to now. Ranges are limited to 366 days.
@@ -49,19 +56,13 @@ pub struct AnalyticsQuery {
 /// Whose tasks are counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
+    /// One user's personal tasks.
     Owner(Uuid),
+    /// One project's tasks (the caller's membership is checked by the
+    /// handler, against `project_members`).
+    Project(Uuid),
     /// Every user's (admins only).
     All,
-}
-
-impl Scope {
-    /// The one owner counted, `None` for everyone.
-    pub fn owner(self) -> Option<Uuid> {
-        match self {
-            Scope::Owner(o) => Some(o),
-            Scope::All => None,
-        }
-    }
 }
 
 #[derive(Debug, IntoParams)]
@@ -76,6 +77,9 @@ pub struct AnalyticsParams {
     owner_id: Option<Uuid>,
     /// Admins only: `true` aggregates every user's tasks.
     all: Option<bool>,
+    /// The tasks of this project (members only; 404 otherwise); not with
+    /// `owner_id` or `all`. Without it: the caller's personal tasks.
+    project_id: Option<Uuid>,
 }
 
 #[derive(Debug, IntoParams)]
@@ -93,6 +97,9 @@ pub struct ThroughputParams {
     owner_id: Option<Uuid>,
     /// Admins only: `true` aggregates every user's tasks.
     all: Option<bool>,
+    /// The tasks of this project (members only; 404 otherwise); not with
+    /// `owner_id` or `all`. Without it: the caller's personal tasks.
+    project_id: Option<Uuid>,
 }
 
 fn parse_time(name: &str, value: &str, end_of_day: bool) -> Result<DateTime<Utc>, FieldError> {
@@ -137,6 +144,7 @@ impl AnalyticsQuery {
         let mut errors = Vec::new();
         let (mut from, mut to, mut owner, mut all, mut bucket) =
             (None, None, None, false, Bucket::Day);
+        let mut project = None;
         let mut seen: Vec<&str> = Vec::new();
         for (name, value) in pairs {
             if seen.contains(&name.as_str()) {
@@ -155,6 +163,10 @@ impl AnalyticsQuery {
                 "owner_id" => match Uuid::try_parse(value) {
                     Ok(id) => owner = Some(id),
                     Err(_) => errors.push(FieldError::new("owner_id", "not a UUID")),
+                },
+                "project_id" => match Uuid::try_parse(value) {
+                    Ok(id) => project = Some(id),
+                    Err(_) => errors.push(FieldError::new("project_id", "not a UUID")),
                 },
                 "all" => match value.as_str() {
                     "true" => all = true,
@@ -190,21 +202,31 @@ impl AnalyticsQuery {
                 format!("the range may span at most {MAX_RANGE_DAYS} days"),
             )]));
         }
-        let scope = match (all, owner) {
-            (true, Some(_)) => {
-                return Err(invalid(vec![FieldError::new(
-                    "all",
-                    "cannot be combined with `owner_id`",
-                )]))
+        if project.is_some() && (all || owner.is_some()) {
+            return Err(invalid(vec![FieldError::new(
+                "project_id",
+                "cannot be combined with `owner_id` or `all`",
+            )]));
+        }
+        let scope = if let Some(p) = project {
+            Scope::Project(p)
+        } else {
+            match (all, owner) {
+                (true, Some(_)) => {
+                    return Err(invalid(vec![FieldError::new(
+                        "all",
+                        "cannot be combined with `owner_id`",
+                    )]))
+                }
+                (true, None) if user.is_admin() => Scope::All,
+                (false, Some(o)) if o == user.id || user.is_admin() => Scope::Owner(o),
+                (true, None) | (false, Some(_)) => {
+                    return Err(Problem::forbidden(
+                        "only admins may read other users' analytics",
+                    ))
+                }
+                (false, None) => Scope::Owner(user.id),
             }
-            (true, None) if user.is_admin() => Scope::All,
-            (false, Some(o)) if o == user.id || user.is_admin() => Scope::Owner(o),
-            (true, None) | (false, Some(_)) => {
-                return Err(Problem::forbidden(
-                    "only admins may read other users' analytics",
-                ))
-            }
-            (false, None) => Scope::Owner(user.id),
         };
         Ok(AnalyticsQuery {
             from,
@@ -460,7 +482,113 @@ pub fn throughput(facts: &[TaskFacts], q: &AnalyticsQuery) -> Throughput {
     }
 }
 
+/// One assignee's figures (or the unassigned tasks').
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct AssigneeFigures {
+    /// `null` for the tasks assigned to nobody.
+    pub user_id: Option<Uuid>,
+    /// From the users view; `null` when unknown (and for the unassigned).
+    pub display_name: Option<String>,
+    /// Completions in the range of tasks assigned to this user now.
+    pub completed: u64,
+    /// Tasks assigned to this user now that are open (todo, in progress).
+    pub open: u64,
+    /// Cycle and work times of the tasks assigned to this user now that
+    /// are done, their last completion in the range.
+    pub times: CycleTimes,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct AssigneeReport {
+    #[schema(value_type = String, format = DateTime)]
+    pub from: DateTime<Utc>,
+    #[schema(value_type = String, format = DateTime)]
+    pub to: DateTime<Utc>,
+    /// One entry per user assigned to at least one task of the scope, most
+    /// completions first (ties by user id). A task with several assignees
+    /// counts for each.
+    pub assignees: Vec<AssigneeFigures>,
+    /// The tasks assigned to nobody.
+    pub unassigned: AssigneeFigures,
+}
+
+/// Per-assignee figures. Attribution is to the task's assignees *now*
+/// (the facts keep the current set, not the set at each completion).
+pub fn by_assignee(facts: &[TaskFacts], q: &AnalyticsQuery) -> AssigneeReport {
+    let figures = |user_id: Option<Uuid>, of: &[&TaskFacts]| {
+        let done: Vec<&TaskFacts> = of
+            .iter()
+            .copied()
+            .filter(|f| f.status == TaskStatus::Done && f.cycle_seconds.is_some())
+            .filter(|f| {
+                f.completions
+                    .last()
+                    .is_some_and(|c| in_range(c.to_chrono(), q))
+            })
+            .collect();
+        AssigneeFigures {
+            user_id,
+            display_name: None,
+            completed: of
+                .iter()
+                .flat_map(|f| f.completions.iter())
+                .filter(|c| in_range(c.to_chrono(), q))
+                .count() as u64,
+            open: of.iter().filter(|f| f.status.is_open()).count() as u64,
+            times: cycle_times(done.iter().copied()),
+        }
+    };
+    let mut per_user: BTreeMap<Uuid, Vec<&TaskFacts>> = BTreeMap::new();
+    let mut nobody = Vec::new();
+    for f in facts {
+        let users: Vec<Uuid> = f
+            .assignee_ids
+            .iter()
+            .filter_map(|a| Uuid::try_parse(a).ok())
+            .collect();
+        if users.is_empty() {
+            nobody.push(f);
+        }
+        for u in users {
+            per_user.entry(u).or_default().push(f);
+        }
+    }
+    let mut assignees: Vec<AssigneeFigures> = per_user
+        .iter()
+        .map(|(u, of)| figures(Some(*u), of))
+        .collect();
+    assignees.sort_by(|a, b| {
+        b.completed
+            .cmp(&a.completed)
+            .then(a.user_id.cmp(&b.user_id))
+    });
+    AssigneeReport {
+        from: q.from,
+        to: q.to,
+        assignees,
+        unassigned: figures(None, &nobody),
+    }
+}
+
 // ----------------------------------------------------------------- handlers
+
+/// The facts of the query's scope, after checking a project scope against
+/// the caller's membership (the same 404 as a project that does not exist).
+async fn scoped_facts(
+    state: &AppState,
+    user: &AuthUser,
+    q: &AnalyticsQuery,
+) -> Result<Vec<TaskFacts>, Problem> {
+    if let Scope::Project(p) = q.scope {
+        if store::members::role_in(&state.pool, p, user.id)
+            .await?
+            .is_none()
+        {
+            return Err(Problem::not_found("no project with this id"));
+        }
+    }
+    Ok(store::analytics::facts(&state.db, q.scope).await?)
+}
 
 /// Counts by status and priority, created and completed per day, completion rate, overdue.
 #[utoipa::path(
@@ -476,6 +604,7 @@ pub fn throughput(facts: &[TaskFacts], q: &AnalyticsQuery) -> Throughput {
             ("Retry-After" = u64, description = "Seconds to wait before retrying"),
         )),
         (status = 403, description = "`owner_id` or `all` given by a non-admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`project_id` names a project the caller is not a member of, or none", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -486,7 +615,7 @@ pub async fn get_summary(
 ) -> Result<Response, Problem> {
     let now = Utc::now();
     let q = AnalyticsQuery::parse(&query_pairs(&uri)?, &user, now, false)?;
-    let facts = store::analytics::facts(&state.db, q.scope.owner()).await?;
+    let facts = scoped_facts(&state, &user, &q).await?;
     Ok(axum::Json(summary(&facts, &q, now)).into_response())
 }
 
@@ -504,6 +633,7 @@ pub async fn get_summary(
             ("Retry-After" = u64, description = "Seconds to wait before retrying"),
         )),
         (status = 403, description = "`owner_id` or `all` given by a non-admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`project_id` names a project the caller is not a member of, or none", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -513,7 +643,7 @@ pub async fn get_cycle_time(
     uri: Uri,
 ) -> Result<Response, Problem> {
     let q = AnalyticsQuery::parse(&query_pairs(&uri)?, &user, Utc::now(), false)?;
-    let facts = store::analytics::facts(&state.db, q.scope.owner()).await?;
+    let facts = scoped_facts(&state, &user, &q).await?;
     Ok(axum::Json(cycle_time(&facts, &q)).into_response())
 }
 
@@ -531,6 +661,7 @@ pub async fn get_cycle_time(
             ("Retry-After" = u64, description = "Seconds to wait before retrying"),
         )),
         (status = 403, description = "`owner_id` or `all` given by a non-admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`project_id` names a project the caller is not a member of, or none", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -540,8 +671,46 @@ pub async fn get_throughput(
     uri: Uri,
 ) -> Result<Response, Problem> {
     let q = AnalyticsQuery::parse(&query_pairs(&uri)?, &user, Utc::now(), true)?;
-    let facts = store::analytics::facts(&state.db, q.scope.owner()).await?;
+    let facts = scoped_facts(&state, &user, &q).await?;
     Ok(axum::Json(throughput(&facts, &q)).into_response())
+}
+
+/// Per assignee: completions in the range, open tasks now, cycle and work
+/// times; and the same for the unassigned tasks.
+#[utoipa::path(
+    get,
+    path = "/analytics/assignees",
+    tag = "analytics",
+    params(AnalyticsParams),
+    responses(
+        (status = 200, description = "Figures per assignee (the task's assignees now; a task with several counts for each)", body = AssigneeReport),
+        (status = 400, description = "Unknown parameter or bad value", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid bearer token, or a deactivated account", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A store is unreachable", body = Problem, content_type = "application/problem+json", headers(
+            ("Retry-After" = u64, description = "Seconds to wait before retrying"),
+        )),
+        (status = 403, description = "`owner_id` or `all` given by a non-admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`project_id` names a project the caller is not a member of, or none", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_assignees(
+    user: AuthUser,
+    State(state): State<AppState>,
+    uri: Uri,
+) -> Result<Response, Problem> {
+    let q = AnalyticsQuery::parse(&query_pairs(&uri)?, &user, Utc::now(), false)?;
+    let facts = scoped_facts(&state, &user, &q).await?;
+    let mut report = by_assignee(&facts, &q);
+    let ids: Vec<Uuid> = report.assignees.iter().filter_map(|a| a.user_id).collect();
+    let users = store::users::by_ids(&state.db, &ids).await?;
+    for a in &mut report.assignees {
+        a.display_name = a
+            .user_id
+            .and_then(|u| users.get(&u))
+            .map(|u| u.display_name.clone());
+    }
+    Ok(axum::Json(report).into_response())
 }
 
 #[cfg(test)]

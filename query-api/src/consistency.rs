@@ -20,7 +20,9 @@ const POLL_INTERVAL: Duration = Duration::from_millis(20);
 /// version, polling; bounded by the configured timeout, then 504.
 ///
 /// A token is honoured only when it names a committed write the caller may
-/// read (their own task or user stream; any task stream for an admin).
+/// read (their own task or user stream; any task stream for an admin; a
+/// project they are a member of, or a task in one: the wait is then on the
+/// project's or the task's view).
 /// Anything else, someone else's stream or a made-up one, gets the same
 /// immediate 400 without a wait, so a token reveals nothing of other
 /// streams and costs no polling. At most [`MAX_TOKEN_WAITS`] reads wait at

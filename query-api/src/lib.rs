@@ -7,6 +7,7 @@ mod consistency;
 mod cursor;
 mod openapi;
 mod params;
+mod projects;
 mod startup;
 mod store;
 mod tasks;

@@ -8,12 +8,18 @@ use utoipa::{Modify, OpenApi};
 #[openapi(
     info(
         title = "taskstream query-api",
-        description = "Filtered, paginated reads over the task views, with read-your-writes via X-Consistency-Token."
+        description = "Filtered, paginated reads over the task and project views, with read-your-writes via X-Consistency-Token."
     ),
     components(schemas(
         resources::TaskResource,
         crate::tasks::TaskPage,
         crate::tasks::TaskHistory,
+        crate::tasks::HistoryItem,
+        resources::ProjectResource,
+        resources::MemberResource,
+        events::ProjectRole,
+        crate::projects::ProjectPage,
+        crate::projects::MemberList,
         crate::params::Sort,
         events::TaskStatus,
         events::Priority,
@@ -23,7 +29,8 @@ use utoipa::{Modify, OpenApi};
     )),
     modifiers(&BearerAuth),
     tags(
-        (name = "tasks", description = "Reading tasks"),
+        (name = "tasks", description = "Reading tasks: personal ones and those of the caller's projects"),
+        (name = "projects", description = "Reading the caller's projects and their members; a non-member gets 404"),
         (name = "analytics", description = "Figures from the analytics projection")
     )
 )]

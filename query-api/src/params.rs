@@ -14,6 +14,30 @@ pub const DEFAULT_LIMIT: usize = 50;
 pub const MAX_LIMIT: usize = 200;
 /// Longer title searches are refused: a regex over every title costs per byte.
 pub const MAX_Q_LEN: usize = 200;
+/// The most projects one `project_id` filter may name.
+pub const MAX_PROJECT_IDS: usize = 20;
+
+/// The `assignee` filter of `GET /tasks`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Assignee {
+    /// `me`: assigned to the caller (among others, maybe).
+    Me,
+    /// `none`: assigned to nobody.
+    Nobody,
+    /// `<user id>`: assigned to that user (among others, maybe).
+    User(Uuid),
+}
+
+impl Assignee {
+    /// The user the filter names, `None` for `none`.
+    pub fn user(self, caller: Uuid) -> Option<Uuid> {
+        match self {
+            Assignee::Me => Some(caller),
+            Assignee::Nobody => None,
+            Assignee::User(u) => Some(u),
+        }
+    }
+}
 
 /// The orders `GET /tasks` can return; ties are broken by task id in the
 /// same direction, so every order is total.
@@ -105,6 +129,11 @@ pub struct ListQuery {
     pub tag: Option<String>,
     pub q: Option<String>,
     pub overdue: bool,
+    /// `project_id`: only tasks of these projects (sorted, deduplicated;
+    /// empty = no project filter). Projects the caller is not a member of
+    /// select nothing.
+    pub project_ids: Vec<Uuid>,
+    pub assignee: Option<Assignee>,
     pub sort: Sort,
     pub limit: usize,
     pub cursor: Option<String>,
@@ -146,7 +175,18 @@ pub struct ListTasksParams {
     limit: Option<usize>,
     /// `next_cursor` of the previous page, with the same filters and sort.
     cursor: Option<String>,
-    /// Admins only: list this user's tasks instead of the caller's.
+    /// Only tasks of these projects (comma-separated, at most 20). A
+    /// project the caller is not a member of (or that does not exist)
+    /// selects nothing; it is never an error. Personal tasks are left out
+    /// when this is given.
+    #[param(style = Form, explode = false)]
+    project_id: Option<Vec<Uuid>>,
+    /// `me`, `none` (assigned to nobody) or a user id: only tasks assigned
+    /// to that user (or to nobody).
+    assignee: Option<String>,
+    /// Only tasks created by this user. Another user's id is for admins
+    /// only (403 otherwise): an admin then also sees that user's personal
+    /// tasks, and project tasks only of projects the admin belongs to.
     owner_id: Option<Uuid>,
 }
 
@@ -165,6 +205,8 @@ const KNOWN: &[&str] = &[
     "limit",
     "cursor",
     "owner_id",
+    "project_id",
+    "assignee",
 ];
 
 /// The query string's name/value pairs, in order (repeats kept).
@@ -212,7 +254,7 @@ impl ListQuery {
                 errors.push(FieldError::new(name, "unknown query parameter"));
                 continue;
             };
-            let multi = matches!(known, "status" | "priority");
+            let multi = matches!(known, "status" | "priority" | "project_id");
             if !multi && seen.contains(&known) {
                 errors.push(FieldError::new(known, "given more than once"));
                 continue;
@@ -264,8 +306,28 @@ impl ListQuery {
                     Ok(id) => q.owner_id = Some(id),
                     Err(_) => err("expected a user id (UUID)".into()),
                 },
+                "project_id" => match parse_list::<Uuid>(value, "project ids (UUIDs)") {
+                    Ok(v) => q.project_ids.extend(v),
+                    Err(_) => err("expected project ids (UUIDs), comma-separated".into()),
+                },
+                "assignee" => match value.as_str() {
+                    "me" => q.assignee = Some(Assignee::Me),
+                    "none" => q.assignee = Some(Assignee::Nobody),
+                    other => match Uuid::try_parse(other) {
+                        Ok(id) => q.assignee = Some(Assignee::User(id)),
+                        Err(_) => err("expected `me`, `none` or a user id (UUID)".into()),
+                    },
+                },
                 _ => err("unknown query parameter".into()),
             }
+        }
+        q.project_ids.sort();
+        q.project_ids.dedup();
+        if q.project_ids.len() > MAX_PROJECT_IDS {
+            errors.push(FieldError::new(
+                "project_id",
+                format!("at most {MAX_PROJECT_IDS} projects"),
+            ));
         }
         if errors.is_empty() {
             q.statuses.sort_by_key(|s| s.as_str());
@@ -279,16 +341,29 @@ impl ListQuery {
     }
 
     /// Everything that selects and orders the list, in a canonical form:
-    /// a cursor is only valid for the exact list it was cut from.
-    pub fn fingerprint(&self, owner: Uuid) -> String {
+    /// a cursor is only valid for the exact list it was cut from (the
+    /// caller's, with the same filters; the caller's memberships are not
+    /// part of it: joining or leaving a project between pages changes the
+    /// rest of the list, not the cursor's validity).
+    pub fn fingerprint(&self, caller: Uuid) -> String {
         let t = |v: &Option<DateTime<Utc>>| {
             v.map(|t| t.timestamp_micros().to_string())
                 .unwrap_or_default()
         };
         let statuses: Vec<&str> = self.statuses.iter().map(|s| s.as_str()).collect();
         let priorities: Vec<&str> = self.priorities.iter().map(|p| p.as_str()).collect();
+        let projects: Vec<String> = self.project_ids.iter().map(Uuid::to_string).collect();
+        let assignee = match self.assignee {
+            None => String::new(),
+            Some(Assignee::Me) => "me".to_owned(),
+            Some(Assignee::Nobody) => "none".to_owned(),
+            Some(Assignee::User(u)) => u.to_string(),
+        };
         serde_json::json!([
-            owner.to_string(),
+            caller.to_string(),
+            self.owner_id.map(|o| o.to_string()),
+            projects,
+            assignee,
             statuses,
             priorities,
             t(&self.due_before),
@@ -367,6 +442,16 @@ mod tests {
             ("sort=due_at&sort=-due_at", &["sort"]),
             ("tag=", &["tag"]),
             ("limit=0&sort=x&foo=1", &["limit", "sort", "foo"]),
+            (
+                "assignee=me&project_id=00000000-0000-0000-0000-000000000001",
+                &[],
+            ),
+            ("assignee=none", &[]),
+            ("assignee=00000000-0000-0000-0000-000000000001", &[]),
+            ("assignee=someone", &["assignee"]),
+            ("assignee=me&assignee=none", &["assignee"]),
+            ("project_id=abc", &["project_id"]),
+            ("project_id=", &["project_id"]),
         ];
         for (query, named) in cases {
             match parse(query) {
@@ -409,5 +494,39 @@ mod tests {
                 .unwrap()
                 .fingerprint(Uuid::new_v4())
         );
+        let p1 = Uuid::from_u128(1);
+        let p2 = Uuid::from_u128(2);
+        let with = |q: &str| parse(q).unwrap().fingerprint(owner);
+        assert_eq!(
+            with(&format!("project_id={p1},{p2}")),
+            with(&format!("project_id={p2}&project_id={p1},{p2}"))
+        );
+        assert_ne!(with(&format!("project_id={p1}")), with(""));
+        assert_ne!(
+            with(&format!("project_id={p1}")),
+            with(&format!("project_id={p2}"))
+        );
+        assert_ne!(with("assignee=me"), with("assignee=none"));
+        assert_ne!(with("assignee=me"), with(""));
+        assert_ne!(with(&format!("owner_id={owner}")), with(""));
+    }
+
+    #[test]
+    fn at_most_twenty_projects() {
+        let ids = |n: u128| {
+            (1..=n)
+                .map(|i| Uuid::from_u128(i).to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        assert_eq!(
+            parse(&format!("project_id={}", ids(20)))
+                .unwrap()
+                .project_ids
+                .len(),
+            20
+        );
+        let e = parse(&format!("project_id={}", ids(21))).unwrap_err();
+        assert_eq!(e.errors[0].pointer, "project_id");
     }
 }

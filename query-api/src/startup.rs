@@ -112,8 +112,8 @@ pub fn routes(state: AppState, readiness: Readiness) -> Router {
     let doc = service::openapi::finish_document(
         doc,
         "taskstream query-api",
-        "Filtered, paginated reads over the task views, task history, analytics; \
-         read-your-writes via X-Consistency-Token.",
+        "Filtered, paginated reads over the task and project views, task history, analytics; \
+         access follows project membership; read-your-writes via X-Consistency-Token.",
     );
     api.merge(service::openapi::routes(doc)).with_state(state)
 }
@@ -141,6 +141,10 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(crate::analytics::get_summary))
         .routes(routes!(crate::analytics::get_cycle_time))
         .routes(routes!(crate::analytics::get_throughput))
+        .routes(routes!(crate::analytics::get_assignees))
+        .routes(routes!(crate::projects::list_projects))
+        .routes(routes!(crate::projects::get_project))
+        .routes(routes!(crate::projects::list_members))
 }
 
 #[cfg(test)]
@@ -178,5 +182,40 @@ mod tests {
             );
         }
         assert!(doc["paths"]["/tasks/{id}"]["get"]["responses"]["304"].is_object());
+        for p in ["project_id", "assignee", "owner_id"] {
+            param(p);
+        }
+    }
+
+    #[test]
+    fn the_document_describes_projects_and_assignee_analytics() {
+        let doc = serde_json::to_value(super::api_routes().into_openapi()).unwrap();
+        for path in ["/projects", "/projects/{id}", "/projects/{id}/members"] {
+            let get = &doc["paths"][path]["get"];
+            assert_eq!(get["tags"][0], "projects", "{path}");
+            assert!(get["responses"]["200"].is_object(), "{path}");
+            if path != "/projects" {
+                assert!(get["responses"]["404"].is_object(), "{path}");
+            }
+        }
+        assert!(doc["paths"]["/projects/{id}"]["get"]["responses"]["304"].is_object());
+        let assignees = &doc["paths"]["/analytics/assignees"]["get"];
+        assert!(assignees["responses"]["404"].is_object());
+        assert!(assignees["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "project_id"));
+        let schemas = &doc["components"]["schemas"];
+        for s in [
+            "ProjectResource",
+            "MemberResource",
+            "ProjectPage",
+            "MemberList",
+            "HistoryItem",
+            "AssigneeReport",
+        ] {
+            assert!(schemas[s].is_object(), "{s}");
+        }
     }
 }

@@ -7,6 +7,7 @@ mod child;
 pub mod clients;
 pub mod mongod;
 pub mod project_commands;
+pub mod project_queries;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -2,17 +2,23 @@
 
 use futures::TryStreamExt;
 use mongodb::bson::doc;
+use mongodb::bson::Bson;
 use mongodb::Database;
 use read_model::analytics::{TaskFacts, TASK_FACTS};
-use uuid::Uuid;
 
 use super::StoreError;
+use crate::analytics::Scope;
 
-/// The facts of `owner`'s live tasks (`None`: every user's).
-pub async fn facts(db: &Database, owner: Option<Uuid>) -> Result<Vec<TaskFacts>, StoreError> {
-    let filter = match owner {
-        Some(o) => doc! { "owner_id": o.to_string(), "deleted": false },
-        None => doc! { "deleted": false },
+/// The facts of the live tasks `scope` covers: one owner's personal tasks
+/// (no project; absent in facts written before projects), one project's
+/// tasks, or every task.
+pub async fn facts(db: &Database, scope: Scope) -> Result<Vec<TaskFacts>, StoreError> {
+    let filter = match scope {
+        Scope::Owner(o) => {
+            doc! { "owner_id": o.to_string(), "project_id": Bson::Null, "deleted": false }
+        }
+        Scope::Project(p) => doc! { "project_id": p.to_string(), "deleted": false },
+        Scope::All => doc! { "deleted": false },
     };
     let failed = "reading the analytics projection failed";
     let cursor = db

@@ -15,8 +15,13 @@ pub async fn stream(pool: &PgPool, id: Uuid) -> Result<Vec<EventEnvelope>, Store
 }
 
 /// True when the event store holds the token's version of its stream and
-/// the stream is `reader`'s: their user stream, or a task they created
-/// (any task for an admin). One indexed look-up on (stream_id, version).
+/// the stream is one `reader` may read: their user stream; a task they
+/// created (any task for an admin); a task whose project (its
+/// `task.created`, or its last `task.moved`) they are a member of; a
+/// project they are a member of. Membership is read from
+/// `project_members`, as every read decides it. Indexed look-ups on
+/// (stream_id, version) and the membership key; the task's project is
+/// found among its creation and move events only.
 pub async fn token_is_readable(
     pool: &PgPool,
     reader: Uuid,
@@ -36,7 +41,21 @@ pub async fn token_is_readable(
                 WHERE stream_id = $1 AND version = 1
                   AND ((stream_type = 'user' AND stream_id = $3)
                     OR (stream_type = 'task' AND event_type = 'task.created'
-                        AND ($4 OR data->>'owner_id' = $3::text))))",
+                        AND ($4 OR data->>'owner_id' = $3::text))
+                    OR (stream_type = 'project' AND EXISTS (
+                        SELECT 1 FROM project_members
+                        WHERE project_id = $1 AND user_id = $3))
+                    OR (stream_type = 'task' AND EXISTS (
+                        SELECT 1 FROM project_members
+                        WHERE user_id = $3
+                          AND project_id::text = (
+                            SELECT CASE WHEN m.event_type = 'task.moved'
+                                        THEN m.data->>'to'
+                                        ELSE m.data->>'project_id' END
+                            FROM events m
+                            WHERE m.stream_id = $1
+                              AND m.event_type IN ('task.created', 'task.moved')
+                            ORDER BY m.version DESC LIMIT 1)))))",
     )
     .bind(token.stream_id)
     .bind(version)

@@ -8,7 +8,10 @@ use service::Problem;
 
 pub mod analytics;
 pub mod events;
+pub mod members;
+pub mod projects;
 pub mod tasks;
+pub mod users;
 
 /// Which store a read went to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,17 +1,41 @@
 //! Reads of the task views: one task, a filtered keyset page, and the
 //! version a view holds (what a consistency token waits for).
+//!
+//! A list is always scoped by [`Visible`] first (personal tasks of one
+//! owner, tasks of a set of projects), decided by the caller from the
+//! membership table; the views are never asked who may see what.
 
 use bson::{doc, Bson, Document};
 use chrono::{DateTime, Utc};
 use events::TaskStatus;
 use futures::TryStreamExt;
 use mongodb::Database;
-use read_model::views::{TaskView, TASK_VIEWS, USER_VIEWS};
+use read_model::views::{TaskView, PROJECT_VIEWS, TASK_VIEWS, USER_VIEWS};
 use uuid::Uuid;
 
 use super::StoreError;
 use crate::cursor::Position;
-use crate::params::ListQuery;
+use crate::params::{Assignee, ListQuery};
+
+/// The tasks a list may show before its filters.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Visible {
+    /// Whose personal tasks (no project) are in the list; `None`: nobody's.
+    pub personal_of: Option<Uuid>,
+    /// The projects whose tasks are in the list.
+    pub projects: Vec<Uuid>,
+    /// Only tasks created by this user (`owner_id`).
+    pub created_by: Option<Uuid>,
+    /// The caller (what `assignee=me` names).
+    pub caller: Uuid,
+}
+
+impl Visible {
+    /// True when nothing can be listed (no query needs to run).
+    pub fn is_empty(&self) -> bool {
+        self.personal_of.is_none() && self.projects.is_empty()
+    }
+}
 
 /// The view of task `id`, deleted or not, whoever owns it.
 pub async fn find(db: &Database, id: Uuid) -> Result<Option<TaskView>, StoreError> {
@@ -21,25 +45,29 @@ pub async fn find(db: &Database, id: Uuid) -> Result<Option<TaskView>, StoreErro
         .map_err(StoreError::views("reading a task failed"))
 }
 
-/// One page of `owner`'s tasks that `q` selects, in `q`'s order, strictly
-/// after `after`; and whether more follow.
+/// One page of the `visible` tasks that `q` selects, in `q`'s order,
+/// strictly after `after`; and whether more follow.
 pub async fn page(
     db: &Database,
-    owner: Uuid,
+    visible: &Visible,
     q: &ListQuery,
     after: Option<&Position>,
     now: DateTime<Utc>,
 ) -> Result<(Vec<TaskView>, bool), StoreError> {
-    let base = filter(&owner.to_string(), q, now);
+    if visible.is_empty() {
+        return Ok((Vec::new(), false));
+    }
+    let base = filter(visible, q, now);
     fetch_page(db, base, q, after)
         .await
         .map_err(StoreError::views("listing tasks failed"))
 }
 
-/// The version the views hold for a stream (task or user), 0 if none.
+/// The version the views hold for a stream (task, project or user), 0 if
+/// none.
 pub async fn projected_version(db: &Database, stream_id: Uuid) -> Result<u64, StoreError> {
     let id = stream_id.to_string();
-    for collection in [TASK_VIEWS, USER_VIEWS] {
+    for collection in [TASK_VIEWS, PROJECT_VIEWS, USER_VIEWS] {
         let found = db
             .collection::<Document>(collection)
             .find_one(doc! { "_id": &id })
@@ -58,10 +86,41 @@ pub async fn projected_version(db: &Database, stream_id: Uuid) -> Result<u64, St
     Ok(0)
 }
 
+/// Which documents `visible` covers: the personal tasks of one owner
+/// (`project_id` null or absent, as in views written before projects) and
+/// the tasks of the listed projects.
+fn scope(visible: &Visible) -> Document {
+    let projects: Vec<String> = visible.projects.iter().map(Uuid::to_string).collect();
+    let mut any = Vec::new();
+    if let Some(owner) = visible.personal_of {
+        any.push(doc! { "owner_id": owner.to_string(), "project_id": Bson::Null });
+    }
+    match projects.as_slice() {
+        [] => {}
+        [one] => any.push(doc! { "project_id": one }),
+        _ => any.push(doc! { "project_id": { "$in": projects } }),
+    }
+    match any.len() {
+        1 => any.remove(0),
+        _ => doc! { "$or": any },
+    }
+}
+
 /// The selection of a list request (everything but the cursor).
-fn filter(owner: &str, q: &ListQuery, now: DateTime<Utc>) -> Document {
+fn filter(visible: &Visible, q: &ListQuery, now: DateTime<Utc>) -> Document {
     let date = |t: &DateTime<Utc>| Bson::DateTime(bson::DateTime::from_chrono(*t));
-    let mut all = vec![doc! { "owner_id": owner, "deleted": false }];
+    let mut all = vec![scope(visible), doc! { "deleted": false }];
+    if let Some(owner) = visible.created_by {
+        all.push(doc! { "owner_id": owner.to_string() });
+    }
+    match q.assignee.map(|a| (a, a.user(visible.caller))) {
+        None => {}
+        Some((Assignee::Nobody, _)) | Some((_, None)) => {
+            // Empty, or absent in views written before assignees.
+            all.push(doc! { "assignee_ids.0": { "$exists": false } });
+        }
+        Some((_, Some(user))) => all.push(doc! { "assignee_ids": user.to_string() }),
+    }
     if !q.statuses.is_empty() {
         let s: Vec<&str> = q.statuses.iter().map(|s| s.as_str()).collect();
         all.push(doc! { "status": { "$in": s } });
