@@ -133,7 +133,8 @@ pub(crate) fn apply_facts(
 
 impl_view!(TaskFacts, TASK_FACTS, StreamType::Task, apply_facts);
 
-/// Indexes of `task_facts`: every analytics query is per owner and a date range.
+/// Indexes of `task_facts`: every analytics query is per owner or per
+/// project, and a date range.
 pub fn facts_indexes() -> Vec<IndexModel> {
     let named = |keys, name: &str| {
         IndexModel::builder()
@@ -147,6 +148,7 @@ pub fn facts_indexes() -> Vec<IndexModel> {
             doc! { "owner_id": 1, "completions": 1 },
             "owner_completions",
         ),
+        named(doc! { "project_id": 1, "created_at": 1 }, "project_created"),
     ]
 }
 

@@ -593,7 +593,7 @@ infra_kafka_start() {
   infra_kafka_format
   infra_log "starting Kafka $TS_KAFKA_VERSION (KRaft) on 127.0.0.1:$TS_KAFKA_PORT"
   infra_spawn "$(infra_pidfile kafka)" "$(infra_logfile kafka)" "$TS_KAFKA_DIR" \
-    java -Xms256m -Xmx512m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
+    java -Xms256m -Xmx1536m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
     -Dlog4j2.configurationFile="file:$TS_KAFKA_DIR/log4j2.properties" \
     -Dkafka.logs.dir="$TS_KAFKA_DIR/logs" \
     -cp "$TS_KAFKA_LIBS/*" kafka.Kafka "$TS_KAFKA_DIR/server.properties"

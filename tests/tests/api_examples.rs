@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use tests::clients::{email, id_of, AuthClient, CommandClient, QueryClient, PASSWORD};
+use tests::project_commands::ProjectCommands;
 use tests::{unique, Deployment, System};
+use uuid::Uuid;
 
 const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
 const BASES: [(&str, &str); 3] = [
@@ -274,9 +276,27 @@ async fn every_documented_example_answers_its_documented_status() {
     };
     let (task, consistency) = create_task("Review the API reference").await;
     let (old_task, _) = create_task("An old task").await;
-    QueryClient::new(&queries, &token)
+    let query_client = QueryClient::new(&queries, &token);
+    query_client
         .wait_for_task(&task, Duration::from_secs(30))
         .await;
+    let projects = ProjectCommands::new(&commands, &token);
+    let project = projects.created_project("Examples").await;
+    let old_project = projects.created_project("An old project").await;
+    let user_uuid: Uuid = user_id.parse().expect("a user id");
+    projects.added(old_project, user_uuid, "viewer").await;
+    let member_email = tests::clients::email("member-");
+    let member_id = id_of(&auth_client.registered(&member_email).await).to_string();
+    for p in [project, old_project] {
+        query_client
+            .eventually(
+                "the project to be visible",
+                Duration::from_secs(30),
+                &format!("/projects/{p}"),
+                |r| (r.status == 200).then_some(()),
+            )
+            .await;
+    }
 
     let vars = [
         ("AUTH", auth.clone()),
@@ -290,6 +310,10 @@ async fn every_documented_example_answers_its_documented_status() {
         ("OLD_TASK", old_task),
         ("ADMIN_TOKEN", admin_token),
         ("USER_ID", user_id),
+        ("PROJECT", project.to_string()),
+        ("OLD_PROJECT", old_project.to_string()),
+        ("MEMBER_EMAIL", member_email),
+        ("MEMBER_ID", member_id),
     ];
     let mut failures = Vec::new();
     for example in &examples {

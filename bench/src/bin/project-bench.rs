@@ -121,10 +121,12 @@ fn view(owner: Uuid, project: Option<Uuid>, i: usize, total: usize) -> anyhow::R
 /// these projects.
 fn raw_filter(reader: Uuid, projects: &[String]) -> Document {
     doc! { "$and": [
-        { "deleted": false },
-        { "$or": [
-            { "owner_id": reader.to_string(), "project_id": null },
-            { "project_id": { "$in": projects } },
+        { "$and": [
+            { "$or": [
+                { "owner_id": reader.to_string(), "project_id": null },
+                { "project_id": { "$in": projects } },
+            ] },
+            { "deleted": false },
         ] },
     ] }
 }
