@@ -414,28 +414,39 @@ fn parse_role(raw: String) -> Result<ProjectRole, WriteError> {
 /// personal), read without its lock: two indexed look-ups of the stream's
 /// last `task.created`/`task.moved` and `task.created`/
 /// `task.assignees_changed`, so `project_tasks` needs no index by task.
+/// When the task reads as personal, the same statement takes its lock
+/// (there are no membership rows to lock first), so a personal task's
+/// write costs no round trip more than before projects; the second value
+/// says whether it did.
 async fn project_of(
     tx: &mut PgConnection,
     task_id: Uuid,
-) -> Result<Option<(Uuid, Vec<Uuid>)>, WriteError> {
+) -> Result<(Option<(Uuid, Vec<Uuid>)>, bool), WriteError> {
     let row = sqlx::query(
-        "SELECT
-           (SELECT CASE WHEN event_type = 'task.moved' THEN data->>'to'
-                        ELSE data->>'project_id' END
-              FROM events
-             WHERE stream_id = $1 AND event_type IN ('task.created', 'task.moved')
-             ORDER BY version DESC LIMIT 1) AS project_id,
-           (SELECT data->>'assignee_ids'
-              FROM events
-             WHERE stream_id = $1 AND event_type IN ('task.created', 'task.assignees_changed')
-             ORDER BY version DESC LIMIT 1) AS assignee_ids",
+        "SELECT pre.project_id, pre.assignee_ids,
+                CASE WHEN pre.project_id IS NULL
+                     THEN (SELECT true FROM pg_advisory_xact_lock($2, $3)) END AS locked
+           FROM (SELECT
+                  (SELECT CASE WHEN event_type = 'task.moved' THEN data->>'to'
+                               ELSE data->>'project_id' END
+                     FROM events
+                    WHERE stream_id = $1 AND event_type IN ('task.created', 'task.moved')
+                    ORDER BY version DESC LIMIT 1) AS project_id,
+                  (SELECT data->>'assignee_ids'
+                     FROM events
+                    WHERE stream_id = $1
+                      AND event_type IN ('task.created', 'task.assignees_changed')
+                    ORDER BY version DESC LIMIT 1) AS assignee_ids) pre",
     )
     .bind(task_id)
+    .bind(TASK_LOCK_CLASS)
+    .bind(task_lock_key(task_id))
     .fetch_one(&mut *tx)
     .await?;
+    let locked = row.try_get::<Option<bool>, _>("locked")?.unwrap_or(false);
     let project: Option<String> = row.try_get("project_id")?;
     let Some(project) = project.and_then(|p| p.parse::<Uuid>().ok()) else {
-        return Ok(None);
+        return Ok((None, locked));
     };
     let assignees: Option<String> = row.try_get("assignee_ids")?;
     let assignees: Vec<Uuid> = match assignees {
@@ -443,7 +454,7 @@ async fn project_of(
             .map_err(|e| WriteError::Internal(anyhow::anyhow!("task {task_id}: {e}")))?,
         None => Vec::new(),
     };
-    Ok(Some((project, assignees)))
+    Ok((Some((project, assignees)), locked))
 }
 
 /// A locked `project_members` row.
@@ -491,7 +502,7 @@ async fn lock_memberships(
 async fn change_in(tx: &mut PgConnection, write: &Write) -> Result<Written, Retry> {
     let actor = write.command.actor;
     let action = &write.command.action;
-    let pre = project_of(tx, write.task_id).await?;
+    let (pre, locked) = project_of(tx, write.task_id).await?;
     let pre_project = pre.as_ref().map(|(p, _)| *p);
     let mut pairs = Vec::new();
     if let Some(p) = pre_project {
@@ -512,7 +523,9 @@ async fn change_in(tx: &mut PgConnection, write: &Write) -> Result<Written, Retr
     // Writers of one task take turns (until commit), so a write without
     // If-Match decides on the state it appends after instead of losing
     // races; with If-Match the later one sees the new version and answers 412.
-    lock_task(tx, write.task_id).await?;
+    if !locked {
+        lock_task(tx, write.task_id).await?;
+    }
     let history = store::load_stream(&mut *tx, write.task_id).await?;
     let snapshot = TaskSnapshot::fold(write.task_id, &history)?;
     let Some(task) = snapshot.task() else {
