@@ -29,6 +29,10 @@
 //! stream; should the task have moved, or its assignees changed, in
 //! between, the attempt is retried. A task of a deleted project finds no
 //! membership row: 404, as for everyone.
+//! A create in a project without an idempotency key is a single statement
+//! ([`create_in_project_at_once`]): the row locks, the slot, the
+//! `project_tasks` row and the append, atomic without `BEGIN`/`COMMIT`.
+//!
 //! A deadlock Postgres still reports (`40P01`: two project deletes
 //! freeing slots of the same owners, a lock key shared by two tasks) is
 //! retried within the same bounded loop as a lost append race.
