@@ -244,8 +244,13 @@ pub async fn execute(
         None,
     ) = (&write.command.action, &write.idempotency)
     {
-        let written = create_in_project_at_once(pool, &write, *project, max_live).await?;
-        return Ok(Outcome::Done(render(&written)));
+        for _ in 0..MAX_ATTEMPTS {
+            match create_in_project_at_once(pool, &write, *project, max_live).await {
+                Err(WriteError::Deadlock) => continue,
+                written => return Ok(Outcome::Done(render(&written?))),
+            }
+        }
+        return Err(WriteError::Contended);
     }
     for _ in 0..MAX_ATTEMPTS {
         let mut tx = pool.begin().await?;
