@@ -29,6 +29,10 @@
 //! stream; should the task have moved, or its assignees changed, in
 //! between, the attempt is retried. A task of a deleted project finds no
 //! membership row: 404, as for everyone.
+//! A create in a project without an idempotency key is a single statement
+//! ([`create_in_project_at_once`]): the row locks, the slot, the
+//! `project_tasks` row and the append, atomic without `BEGIN`/`COMMIT`.
+//!
 //! A deadlock Postgres still reports (`40P01`: two project deletes
 //! freeing slots of the same owners, a lock key shared by two tasks) is
 //! retried within the same bounded loop as a lost append race.
@@ -41,7 +45,9 @@ use events::{
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
-use crate::domain::{self, Access, Action, Command, DomainError, Membership, Task, TaskState};
+use crate::domain::{
+    self, Access, Action, Command, CreateTask, DomainError, Membership, Task, TaskState,
+};
 use crate::idempotency::{self, Claim, ClaimError, Scope, StoredResponse};
 
 /// Attempts of a write without `If-Match` that loses the race for the next
@@ -230,6 +236,22 @@ pub async fn execute(
     render: impl Fn(&Written) -> StoredResponse,
 ) -> Result<Outcome, WriteError> {
     let creating = matches!(write.command.action, Action::Create(_));
+    if let (
+        Action::Create(CreateTask {
+            project_id: Some(project),
+            ..
+        }),
+        None,
+    ) = (&write.command.action, &write.idempotency)
+    {
+        for _ in 0..MAX_ATTEMPTS {
+            match create_in_project_at_once(pool, &write, *project, max_live).await {
+                Err(WriteError::Deadlock) => continue,
+                written => return Ok(Outcome::Done(render(&written?))),
+            }
+        }
+        return Err(WriteError::Contended);
+    }
     for _ in 0..MAX_ATTEMPTS {
         let mut tx = pool.begin().await?;
         if let Some(scope) = &write.idempotency {
@@ -405,6 +427,137 @@ async fn prepare_project_create(
     Ok((access, slot))
 }
 
+/// A create in a project without an idempotency key, as one statement
+/// (atomic on its own, so no `BEGIN`/`COMMIT`): it locks the caller's and
+/// the assignees' membership rows `FOR SHARE`, and only when the caller may
+/// write there and every assignee is a member, takes the live-task slot,
+/// records the `project_tasks` row and appends the event with its outbox
+/// row. The event is decided beforehand as if that held; when it does not,
+/// nothing was written and the domain decides again on the rows read, for
+/// the refusal. (The insert repeats `events::store`'s: events and outbox
+/// rows; a stream that already exists fails it on the unique version key.)
+async fn create_in_project_at_once(
+    pool: &PgPool,
+    write: &Write,
+    project: Uuid,
+    max_live: u32,
+) -> Result<Written, WriteError> {
+    let actor = write.command.actor;
+    let mut users = vec![actor];
+    users.extend(
+        write
+            .command
+            .action
+            .assignees()
+            .iter()
+            .filter(|a| **a != actor),
+    );
+    let snapshot = TaskSnapshot::fold(write.task_id, &[])?;
+    let mut assumed = write.command.clone();
+    assumed.access = Access {
+        here: Some(Membership {
+            role: ProjectRole::Member,
+            archived: false,
+        }),
+        there: None,
+        members: users.clone(),
+    };
+    let event = match domain::decide(&snapshot.state, assumed)?.as_slice() {
+        [event] => Event::Task(event.clone()),
+        _ => {
+            return Err(WriteError::Internal(anyhow::anyhow!(
+                "a create is one event"
+            )))
+        }
+    };
+    let envelope = EventEnvelope::new(write.task_id, 1, &event, meta(write));
+    let rows = sqlx::query(
+        "WITH m AS (
+           SELECT user_id, role, archived FROM project_members
+            WHERE project_id = $1 AND user_id = ANY($2)
+            ORDER BY user_id FOR SHARE),
+         ok AS (
+           SELECT coalesce(bool_or(user_id = $3 AND role <> 'viewer' AND NOT archived), false)
+                  AND count(*) = cardinality($2) AS allowed
+             FROM m),
+         slot AS (
+           INSERT INTO live_task_counts (owner_id, live)
+           SELECT $3, 1 FROM ok WHERE ok.allowed
+           ON CONFLICT (owner_id) DO UPDATE SET live = live_task_counts.live + 1
+            WHERE live_task_counts.live < $4
+           RETURNING live),
+         pt AS (
+           INSERT INTO project_tasks (project_id, task_id, owner_id, assignee_ids)
+           SELECT $1, $5, $3, $6 FROM slot),
+         ev AS (
+           INSERT INTO events (event_id, stream_id, stream_type, version, event_type,
+                               schema_version, occurred_at, actor, correlation_id,
+                               causation_id, data)
+           SELECT $7, $5, $8, 1, $9, $10, $11, $3, $12, $13, $14 FROM slot
+           RETURNING global_position),
+         ob AS (
+           INSERT INTO event_outbox (global_position) SELECT global_position FROM ev)
+         SELECT m.user_id, m.role, m.archived, (SELECT allowed FROM ok) AS allowed,
+                EXISTS (SELECT 1 FROM slot) AS slot
+           FROM m",
+    )
+    .bind(project)
+    .bind(&users)
+    .bind(actor)
+    .bind(i64::from(max_live))
+    .bind(write.task_id)
+    .bind(write.command.action.assignees())
+    .bind(envelope.event_id)
+    .bind(envelope.stream_type.as_str())
+    .bind(&envelope.event_type)
+    .bind(envelope.schema as i32)
+    .bind(envelope.occurred_at)
+    .bind(envelope.correlation_id)
+    .bind(envelope.causation_id)
+    .bind(&envelope.data)
+    .fetch_all(pool)
+    .await
+    .map_err(|e| match e {
+        sqlx::Error::Database(db) if db.constraint() == Some("events_stream_version_key") => {
+            WriteError::Contended
+        }
+        e => e.into(),
+    })?;
+    let (mut allowed, mut slot) = (false, false);
+    let mut access = Access::default();
+    for row in &rows {
+        let user: Uuid = row.try_get("user_id")?;
+        if user == actor {
+            access.here = Some(Membership {
+                role: parse_role(row.try_get("role")?)?,
+                archived: row.try_get("archived")?,
+            });
+        }
+        access.members.push(user);
+        allowed = row.try_get("allowed")?;
+        slot = row.try_get("slot")?;
+    }
+    if !allowed {
+        // Nothing was written: the refusal, as the domain words it.
+        let mut command = write.command.clone();
+        command.access = access;
+        domain::decide(&snapshot.state, command)?;
+        return Err(WriteError::Internal(anyhow::anyhow!(
+            "the create statement refused what the domain accepts"
+        )));
+    }
+    if !slot {
+        return Err(WriteError::LiveTaskLimit { cap: max_live });
+    }
+    let mut written = Written {
+        snapshot,
+        appended: Vec::new(),
+    };
+    written.snapshot.apply(std::slice::from_ref(&envelope))?;
+    written.appended = vec![envelope];
+    Ok(written)
+}
+
 fn parse_role(raw: String) -> Result<ProjectRole, WriteError> {
     raw.parse()
         .map_err(|e| WriteError::Internal(anyhow::anyhow!("project_members.role: {e}")))
@@ -414,28 +567,39 @@ fn parse_role(raw: String) -> Result<ProjectRole, WriteError> {
 /// personal), read without its lock: two indexed look-ups of the stream's
 /// last `task.created`/`task.moved` and `task.created`/
 /// `task.assignees_changed`, so `project_tasks` needs no index by task.
+/// When the task reads as personal, the same statement takes its lock
+/// (there are no membership rows to lock first), so a personal task's
+/// write costs no round trip more than before projects; the second value
+/// says whether it did.
 async fn project_of(
     tx: &mut PgConnection,
     task_id: Uuid,
-) -> Result<Option<(Uuid, Vec<Uuid>)>, WriteError> {
+) -> Result<(Option<(Uuid, Vec<Uuid>)>, bool), WriteError> {
     let row = sqlx::query(
-        "SELECT
-           (SELECT CASE WHEN event_type = 'task.moved' THEN data->>'to'
-                        ELSE data->>'project_id' END
-              FROM events
-             WHERE stream_id = $1 AND event_type IN ('task.created', 'task.moved')
-             ORDER BY version DESC LIMIT 1) AS project_id,
-           (SELECT data->>'assignee_ids'
-              FROM events
-             WHERE stream_id = $1 AND event_type IN ('task.created', 'task.assignees_changed')
-             ORDER BY version DESC LIMIT 1) AS assignee_ids",
+        "SELECT pre.project_id, pre.assignee_ids,
+                CASE WHEN pre.project_id IS NULL
+                     THEN (SELECT true FROM pg_advisory_xact_lock($2, $3)) END AS locked
+           FROM (SELECT
+                  (SELECT CASE WHEN event_type = 'task.moved' THEN data->>'to'
+                               ELSE data->>'project_id' END
+                     FROM events
+                    WHERE stream_id = $1 AND event_type IN ('task.created', 'task.moved')
+                    ORDER BY version DESC LIMIT 1) AS project_id,
+                  (SELECT data->>'assignee_ids'
+                     FROM events
+                    WHERE stream_id = $1
+                      AND event_type IN ('task.created', 'task.assignees_changed')
+                    ORDER BY version DESC LIMIT 1) AS assignee_ids) pre",
     )
     .bind(task_id)
+    .bind(TASK_LOCK_CLASS)
+    .bind(task_lock_key(task_id))
     .fetch_one(&mut *tx)
     .await?;
+    let locked = row.try_get::<Option<bool>, _>("locked")?.unwrap_or(false);
     let project: Option<String> = row.try_get("project_id")?;
     let Some(project) = project.and_then(|p| p.parse::<Uuid>().ok()) else {
-        return Ok(None);
+        return Ok((None, locked));
     };
     let assignees: Option<String> = row.try_get("assignee_ids")?;
     let assignees: Vec<Uuid> = match assignees {
@@ -443,7 +607,7 @@ async fn project_of(
             .map_err(|e| WriteError::Internal(anyhow::anyhow!("task {task_id}: {e}")))?,
         None => Vec::new(),
     };
-    Ok(Some((project, assignees)))
+    Ok((Some((project, assignees)), locked))
 }
 
 /// A locked `project_members` row.
@@ -491,7 +655,7 @@ async fn lock_memberships(
 async fn change_in(tx: &mut PgConnection, write: &Write) -> Result<Written, Retry> {
     let actor = write.command.actor;
     let action = &write.command.action;
-    let pre = project_of(tx, write.task_id).await?;
+    let (pre, locked) = project_of(tx, write.task_id).await?;
     let pre_project = pre.as_ref().map(|(p, _)| *p);
     let mut pairs = Vec::new();
     if let Some(p) = pre_project {
@@ -512,7 +676,9 @@ async fn change_in(tx: &mut PgConnection, write: &Write) -> Result<Written, Retr
     // Writers of one task take turns (until commit), so a write without
     // If-Match decides on the state it appends after instead of losing
     // races; with If-Match the later one sees the new version and answers 412.
-    lock_task(tx, write.task_id).await?;
+    if !locked {
+        lock_task(tx, write.task_id).await?;
+    }
     let history = store::load_stream(&mut *tx, write.task_id).await?;
     let snapshot = TaskSnapshot::fold(write.task_id, &history)?;
     let Some(task) = snapshot.task() else {

@@ -1064,6 +1064,17 @@ async fn idempotent_project_writes_replay() {
     let b = add("k2").await;
     assert_eq!(a.status, StatusCode::CREATED, "{a:?}");
     assert_eq!(a.raw, b.raw);
+    let create = || {
+        friend
+            .api
+            .tasks()
+            .create_task(&json!({ "title": "once", "project_id": p }))
+            .idempotency_key("t1")
+    };
+    let a = create().await;
+    let b = create().await;
+    assert_eq!(a.status, StatusCode::CREATED, "{a:?}");
+    assert_eq!(a.raw, b.raw, "a create in a project replays");
     let r = friend
         .api
         .remove_member(p, friend.id)
@@ -1076,4 +1087,39 @@ async fn idempotent_project_writes_replay() {
         .idempotency_key("bye")
         .await;
     assert_eq!(r.status, StatusCode::NO_CONTENT, "replayed: {r:?}");
+}
+
+#[tokio::test]
+async fn a_role_change_applies_to_the_next_write() {
+    let ctx = setup().await;
+    let owner = ctx.user("owner-").await;
+    let user = ctx.user("user-").await;
+    let p = ctx.team(&owner, &[(&user, "viewer")]).await;
+    let task = owner.api.created_task_in(p, json!({ "title": "t" })).await;
+    let write = || {
+        user.api
+            .tasks()
+            .patch_task(task, &json!({ "title": Uuid::now_v7().to_string() }))
+    };
+    assert_eq!(write().await.status, StatusCode::FORBIDDEN);
+    let r = owner
+        .api
+        .change_role(p, user.id, "member")
+        .await
+        .expect(StatusCode::OK, "promote");
+    assert_eq!(r["role"], "member");
+    assert_eq!(ctx.members(p).await[&user.id].0, "member");
+    assert_eq!(write().await.status, StatusCode::OK);
+    owner
+        .api
+        .change_role(p, user.id, "viewer")
+        .await
+        .expect(StatusCode::OK, "demote");
+    assert_eq!(write().await.status, StatusCode::FORBIDDEN);
+    let events = ctx.stream(p).await;
+    assert!(matches!(
+        &events.last().map(|e| &e.3),
+        Some(Event::Project(ProjectEvent::MemberRoleChanged(c)))
+            if c.user_id == user.id && c.to == events::ProjectRole::Viewer
+    ));
 }

@@ -16,8 +16,9 @@
 //!
 //! With `--project` it measures instead creating a task in a project
 //! against creating a personal task, in the same run, in alternating
-//! slices: each user owns a project and creates in it (the membership row
-//! lock, the live-task slot and the `project_tasks` row in one statement).
+//! slices: each user owns a project and creates in it (without an
+//! idempotency key: the membership row lock, the live-task slot, the
+//! `project_tasks` row and the append in one statement).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
