@@ -29,9 +29,12 @@
 //! stream; should the task have moved, or its assignees changed, in
 //! between, the attempt is retried. A task of a deleted project finds no
 //! membership row: 404, as for everyone.
-//! A create in a project without an idempotency key is a single statement
-//! ([`create_in_project_at_once`]): the row locks, the slot, the
-//! `project_tasks` row and the append, atomic without `BEGIN`/`COMMIT`.
+//! A create without an idempotency key is a single statement, atomic
+//! without `BEGIN`/`COMMIT`: for a personal task the live-task slot and the
+//! append ([`create_personal_at_once`]), for a project's task the row
+//! locks, the slot, the `project_tasks` row and the append
+//! ([`create_in_project_at_once`]); the append is
+//! `events::store::FirstEvent`'s, gated on the slot.
 //!
 //! A deadlock Postgres still reports (`40P01`: two project deletes
 //! freeing slots of the same owners, a lock key shared by two tasks) is
@@ -252,6 +255,10 @@ pub async fn execute(
         }
         return Err(WriteError::Contended);
     }
+    if creating && write.idempotency.is_none() {
+        let written = create_personal_at_once(pool, &write, max_live).await?;
+        return Ok(Outcome::Done(render(&written)));
+    }
     for _ in 0..MAX_ATTEMPTS {
         let mut tx = pool.begin().await?;
         if let Some(scope) = &write.idempotency {
@@ -434,8 +441,8 @@ async fn prepare_project_create(
 /// records the `project_tasks` row and appends the event with its outbox
 /// row. The event is decided beforehand as if that held; when it does not,
 /// nothing was written and the domain decides again on the rows read, for
-/// the refusal. (The insert repeats `events::store`'s: events and outbox
-/// rows; a stream that already exists fails it on the unique version key.)
+/// the refusal. The append is `events::store::FirstEvent`'s, gated on the
+/// slot; a stream that already exists fails it on the unique version key.
 async fn create_in_project_at_once(
     pool: &PgPool,
     write: &Write,
@@ -470,8 +477,8 @@ async fn create_in_project_at_once(
             )))
         }
     };
-    let envelope = EventEnvelope::new(write.task_id, 1, &event, meta(write));
-    let rows = sqlx::query(
+    let first = store::FirstEvent::new(write.task_id, &event, meta(write));
+    let sql = format!(
         "WITH m AS (
            SELECT user_id, role, archived FROM project_members
             WHERE project_id = $1 AND user_id = ANY($2)
@@ -489,39 +496,25 @@ async fn create_in_project_at_once(
          pt AS (
            INSERT INTO project_tasks (project_id, task_id, owner_id, assignee_ids)
            SELECT $1, $5, $3, $6 FROM slot),
-         ev AS (
-           INSERT INTO events (event_id, stream_id, stream_type, version, event_type,
-                               schema_version, occurred_at, actor, correlation_id,
-                               causation_id, data)
-           SELECT $7, $5, $8, 1, $9, $10, $11, $3, $12, $13, $14 FROM slot
-           RETURNING global_position),
-         ob AS (
-           INSERT INTO event_outbox (global_position) SELECT global_position FROM ev)
+         {}
          SELECT m.user_id, m.role, m.archived, (SELECT allowed FROM ok) AS allowed,
                 EXISTS (SELECT 1 FROM slot) AS slot
            FROM m",
-    )
-    .bind(project)
-    .bind(&users)
-    .bind(actor)
-    .bind(i64::from(max_live))
-    .bind(write.task_id)
-    .bind(write.command.action.assignees())
-    .bind(envelope.event_id)
-    .bind(envelope.stream_type.as_str())
-    .bind(&envelope.event_type)
-    .bind(envelope.schema as i32)
-    .bind(envelope.occurred_at)
-    .bind(envelope.correlation_id)
-    .bind(envelope.causation_id)
-    .bind(&envelope.data)
-    .fetch_all(pool)
-    .await
-    .map_err(|e| match e {
-        sqlx::Error::Database(db) if db.constraint() == Some("events_stream_version_key") => {
+        store::FirstEvent::ctes("slot", 7)
+    );
+    let query = sqlx::query(&sql)
+        .bind(project)
+        .bind(&users)
+        .bind(actor)
+        .bind(i64::from(max_live))
+        .bind(write.task_id)
+        .bind(write.command.action.assignees());
+    let rows = first.bind(query).fetch_all(pool).await.map_err(|e| {
+        if store::is_version_conflict(&e) {
             WriteError::Contended
+        } else {
+            e.into()
         }
-        e => e.into(),
     })?;
     let (mut allowed, mut slot) = (false, false);
     let mut access = Access::default();
@@ -553,6 +546,65 @@ async fn create_in_project_at_once(
         snapshot,
         appended: Vec::new(),
     };
+    let envelope = first.into_envelope();
+    written.snapshot.apply(std::slice::from_ref(&envelope))?;
+    written.appended = vec![envelope];
+    Ok(written)
+}
+
+/// A personal create without an idempotency key, in one statement: the
+/// owner's live-task slot and, when it was free, the event with its outbox
+/// row ([`store::FirstEvent`]); atomic without `BEGIN`/`COMMIT`, as a
+/// create in a project is ([`create_in_project_at_once`]).
+async fn create_personal_at_once(
+    pool: &PgPool,
+    write: &Write,
+    max_live: u32,
+) -> Result<Written, WriteError> {
+    let snapshot = TaskSnapshot::fold(write.task_id, &[])?;
+    let event = match domain::decide(&snapshot.state, write.command.clone())?.as_slice() {
+        [event] => Event::Task(event.clone()),
+        _ => {
+            return Err(WriteError::Internal(anyhow::anyhow!(
+                "a create is one event"
+            )))
+        }
+    };
+    let first = store::FirstEvent::new(write.task_id, &event, meta(write));
+    let sql = format!(
+        "WITH slot AS (
+           INSERT INTO live_task_counts (owner_id, live) VALUES ($1, 1)
+           ON CONFLICT (owner_id) DO UPDATE SET live = live_task_counts.live + 1
+            WHERE live_task_counts.live < $2
+           RETURNING live),
+         {}
+         SELECT EXISTS (SELECT 1 FROM slot) AS slot",
+        store::FirstEvent::ctes("slot", 3)
+    );
+    let slot: bool = first
+        .bind(
+            sqlx::query(&sql)
+                .bind(write.command.actor)
+                .bind(i64::from(max_live)),
+        )
+        .fetch_one(pool)
+        .await
+        .map_err(|e| {
+            if store::is_version_conflict(&e) {
+                WriteError::Contended
+            } else {
+                WriteError::from(e)
+            }
+        })?
+        .try_get("slot")?;
+    if !slot {
+        return Err(WriteError::LiveTaskLimit { cap: max_live });
+    }
+    let mut written = Written {
+        snapshot,
+        appended: Vec::new(),
+    };
+    let envelope = first.into_envelope();
     written.snapshot.apply(std::slice::from_ref(&envelope))?;
     written.appended = vec![envelope];
     Ok(written)

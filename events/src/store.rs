@@ -177,6 +177,106 @@ async fn insert(
     Ok(done.rows_affected())
 }
 
+/// The first event of a new stream, appended by a caller's own statement
+/// once a condition of the caller's holds: how a write whose precondition
+/// is a row of its own (a live-task slot, a membership row) commits in one
+/// round trip, with no `BEGIN` and `COMMIT` around it.
+///
+/// The caller writes `WITH <its CTEs>, {ctes} SELECT ...`, where
+/// [`FirstEvent::ctes`] inserts the event and its outbox row once for each
+/// row of the caller's `gate` CTE (so the gate yields one row to append, none
+/// to refuse), and binds [`FirstEvent::PARAMS`] parameters from
+/// `first_param` on with [`FirstEvent::bind`]. The statement is atomic; a
+/// stream that already exists fails it on the unique version
+/// ([`is_version_conflict`]). The rows and columns stay this module's
+/// business: a caller never names them.
+#[derive(Debug, Clone)]
+pub struct FirstEvent {
+    envelope: EventEnvelope,
+}
+
+impl FirstEvent {
+    /// Parameters [`Self::bind`] binds.
+    pub const PARAMS: usize = 11;
+
+    /// `event` as version 1 of `stream_id`.
+    pub fn new(stream_id: Uuid, event: &Event, meta: EventMeta) -> Self {
+        FirstEvent {
+            envelope: EventEnvelope::new(stream_id, 1, event, meta),
+        }
+    }
+
+    /// The CTEs `appended` (the event's global position, when appended)
+    /// and its outbox row, gated on `gate`, with parameters `$first_param`
+    /// to `$first_param + PARAMS - 1`.
+    pub fn ctes(gate: &str, first_param: usize) -> String {
+        let types = [
+            "uuid",
+            "uuid",
+            "text",
+            "bigint",
+            "text",
+            "int",
+            "timestamptz",
+            "uuid",
+            "uuid",
+            "uuid",
+            "jsonb",
+        ];
+        let values: Vec<String> = types
+            .iter()
+            .enumerate()
+            .map(|(i, t)| format!("${}::{t}", first_param + i))
+            .collect();
+        format!(
+            "appended AS (
+               INSERT INTO events (event_id, stream_id, stream_type, version, event_type,
+                                   schema_version, occurred_at, actor, correlation_id,
+                                   causation_id, data)
+               SELECT {} FROM {gate}
+               RETURNING global_position),
+             appended_outbox AS (
+               INSERT INTO event_outbox (global_position) SELECT global_position FROM appended)",
+            values.join(", ")
+        )
+    }
+
+    /// Binds the event's values, in the order [`Self::ctes`] expects.
+    pub fn bind<'q>(
+        &'q self,
+        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        let e = &self.envelope;
+        query
+            .bind(e.event_id)
+            .bind(e.stream_id)
+            .bind(e.stream_type.as_str())
+            .bind(e.version as i64)
+            .bind(&e.event_type)
+            .bind(e.schema as i32)
+            .bind(e.occurred_at)
+            .bind(e.actor)
+            .bind(e.correlation_id)
+            .bind(e.causation_id)
+            .bind(&e.data)
+    }
+
+    /// The envelope, as appended (when the statement appended it).
+    pub fn envelope(&self) -> &EventEnvelope {
+        &self.envelope
+    }
+
+    pub fn into_envelope(self) -> EventEnvelope {
+        self.envelope
+    }
+}
+
+/// True when `e` is a lost race for a stream version (the unique key on
+/// `(stream_id, version)`): someone else appended that version first.
+pub fn is_version_conflict(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.constraint() == Some("events_stream_version_key"))
+}
+
 /// The columns [`envelope_from_row`] reads, for `SELECT`s over `events`.
 pub const ENVELOPE_COLUMNS: &str =
     "event_id, stream_id, stream_type, version, event_type, schema_version, \
