@@ -469,14 +469,7 @@ async fn create_in_project_at_once(
         there: None,
         members: users.clone(),
     };
-    let event = match domain::decide(&snapshot.state, assumed)?.as_slice() {
-        [event] => Event::Task(event.clone()),
-        _ => {
-            return Err(WriteError::Internal(anyhow::anyhow!(
-                "a create is one event"
-            )))
-        }
-    };
+    let event = decide_creation(&snapshot, assumed)?;
     let first = store::FirstEvent::new(write.task_id, &event, meta(write));
     let sql = format!(
         "WITH m AS (
@@ -542,14 +535,27 @@ async fn create_in_project_at_once(
     if !slot {
         return Err(WriteError::LiveTaskLimit { cap: max_live });
     }
-    let mut written = Written {
-        snapshot,
-        appended: Vec::new(),
-    };
+    created(snapshot, first)
+}
+
+/// The one event a create decides.
+fn decide_creation(snapshot: &TaskSnapshot, command: Command) -> Result<Event, WriteError> {
+    match domain::decide(&snapshot.state, command)?.as_slice() {
+        [event] => Ok(Event::Task(event.clone())),
+        _ => Err(WriteError::Internal(anyhow::anyhow!(
+            "a create is one event"
+        ))),
+    }
+}
+
+/// What a one-statement create that appended `first` leaves behind.
+fn created(mut snapshot: TaskSnapshot, first: store::FirstEvent) -> Result<Written, WriteError> {
     let envelope = first.into_envelope();
-    written.snapshot.apply(std::slice::from_ref(&envelope))?;
-    written.appended = vec![envelope];
-    Ok(written)
+    snapshot.apply(std::slice::from_ref(&envelope))?;
+    Ok(Written {
+        snapshot,
+        appended: vec![envelope],
+    })
 }
 
 /// A personal create without an idempotency key, in one statement: the
@@ -562,14 +568,7 @@ async fn create_personal_at_once(
     max_live: u32,
 ) -> Result<Written, WriteError> {
     let snapshot = TaskSnapshot::fold(write.task_id, &[])?;
-    let event = match domain::decide(&snapshot.state, write.command.clone())?.as_slice() {
-        [event] => Event::Task(event.clone()),
-        _ => {
-            return Err(WriteError::Internal(anyhow::anyhow!(
-                "a create is one event"
-            )))
-        }
-    };
+    let event = decide_creation(&snapshot, write.command.clone())?;
     let first = store::FirstEvent::new(write.task_id, &event, meta(write));
     let sql = format!(
         "WITH slot AS (
@@ -600,14 +599,7 @@ async fn create_personal_at_once(
     if !slot {
         return Err(WriteError::LiveTaskLimit { cap: max_live });
     }
-    let mut written = Written {
-        snapshot,
-        appended: Vec::new(),
-    };
-    let envelope = first.into_envelope();
-    written.snapshot.apply(std::slice::from_ref(&envelope))?;
-    written.appended = vec![envelope];
-    Ok(written)
+    created(snapshot, first)
 }
 
 fn parse_role(raw: String) -> Result<ProjectRole, WriteError> {

@@ -215,6 +215,18 @@ async fn a_team_shares_a_project_and_access_follows_membership_at_once_on_both_s
     assert!(listed(&t.bob, &format!("project_id={p}"), None)
         .await
         .is_empty());
+    // Nor does the token of his own write tell him anything any more.
+    let stale = t
+        .bob
+        .queries
+        .list_tasks("limit=1")
+        .consistency_token(&token)
+        .await;
+    assert_eq!(
+        stale.status,
+        StatusCode::BAD_REQUEST,
+        "a removed member's token of a task he created: {stale:?}"
+    );
     let late = write(
         &t.bob,
         Method::POST,
