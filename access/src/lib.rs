@@ -21,6 +21,11 @@ pub mod verify;
 pub use settings::JwtSettings;
 pub use verify::{AdminUser, AuthUser, Claims, TokenVerifier};
 
+/// The most projects one user may belong to: command-api refuses one more
+/// (`COMMAND_API_MAX_PROJECTS_PER_USER` may lower it, never raise it), and
+/// query-api reads at most this many memberships per request.
+pub const MAX_PROJECTS_PER_USER: u32 = 1_000;
+
 /// The `iss` auth puts in its tokens unless configured otherwise.
 pub const DEFAULT_ISSUER: &str = "taskstream-auth";
 /// The `aud` auth puts in its tokens unless configured otherwise.

@@ -57,7 +57,7 @@ pub struct ProjectLimits {
 }
 
 pub const DEFAULT_MAX_PROJECT_MEMBERS: u32 = 500;
-pub const DEFAULT_MAX_PROJECTS_PER_USER: u32 = 1_000;
+pub const DEFAULT_MAX_PROJECTS_PER_USER: u32 = access::MAX_PROJECTS_PER_USER;
 
 impl Default for ProjectLimits {
     fn default() -> Self {
@@ -101,14 +101,30 @@ impl Config {
                     &own(MAX_PROJECT_MEMBERS),
                     ProjectLimits::default().max_members,
                 )?,
-                max_projects_per_user: env_or(
+                max_projects_per_user: at_most(
                     &own(MAX_PROJECTS_PER_USER),
-                    ProjectLimits::default().max_projects_per_user,
+                    env_or(
+                        &own(MAX_PROJECTS_PER_USER),
+                        ProjectLimits::default().max_projects_per_user,
+                    )?,
+                    access::MAX_PROJECTS_PER_USER,
+                    "query-api reads at most that many memberships per request",
                 )?,
             },
             http: Limits::from_env(PREFIX)?,
         })
     }
+}
+
+/// `value` of `var` when it is at most `max`; else an error saying why.
+fn at_most(var: &str, value: NonZeroU32, max: u32, why: &str) -> Result<NonZeroU32, ConfigError> {
+    if value.get() > max {
+        return Err(ConfigError {
+            var: var.to_owned(),
+            reason: format!("must be at most {max} ({why}), got {value}"),
+        });
+    }
+    Ok(value)
 }
 
 impl ServiceConfig for Config {

@@ -684,7 +684,7 @@ pub async fn get_throughput(
     params(AnalyticsParams),
     responses(
         (status = 200, description = "Figures per assignee (the task's assignees now; a task with several counts for each)", body = AssigneeReport),
-        (status = 400, description = "Unknown parameter or bad value", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Unknown parameter or bad value, or `all=true` (per-assignee figures are per project)", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid bearer token, or a deactivated account", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "A store is unreachable", body = Problem, content_type = "application/problem+json", headers(
             ("Retry-After" = u64, description = "Seconds to wait before retrying"),
@@ -700,6 +700,15 @@ pub async fn get_assignees(
     uri: Uri,
 ) -> Result<Response, Problem> {
     let q = AnalyticsQuery::parse(&query_pairs(&uri)?, &user, Utc::now(), false)?;
+    // Per assignee is per project (or one's own tasks): across every
+    // project, the report and its look-up of names would grow with the
+    // number of accounts.
+    if q.scope == Scope::All {
+        return Err(crate::params::invalid(vec![service::FieldError::new(
+            "all",
+            "per-assignee figures are per project: give `project_id` instead",
+        )]));
+    }
     let facts = scoped_facts(&state, &user, &q).await?;
     let mut report = by_assignee(&facts, &q);
     let ids: Vec<Uuid> = report.assignees.iter().filter_map(|a| a.user_id).collect();

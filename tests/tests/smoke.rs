@@ -256,6 +256,12 @@ async fn bad_configuration_fails_start_up_naming_the_cause() {
         &[kv("QUERY_API_LISTEN_ADDR", "127.0.0.1:http")],
         "QUERY_API_LISTEN_ADDR",
     );
+    // More projects per user than query-api reads memberships for.
+    assert_fails_fast(
+        "command-api",
+        &[kv("COMMAND_API_MAX_PROJECTS_PER_USER", "1001")],
+        "COMMAND_API_MAX_PROJECTS_PER_USER",
+    );
     assert_fails_fast(
         "auth",
         &[

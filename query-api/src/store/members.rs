@@ -14,10 +14,10 @@ use uuid::Uuid;
 use super::StoreError;
 
 /// The most memberships one caller is read with: command-api refuses a
-/// user's 1001st project (`COMMAND_API_MAX_PROJECTS_PER_USER`, default
-/// 1000), so this bounds a list request's work without cutting anyone off
-/// under the default configuration.
-pub const MAX_MEMBERSHIPS: usize = 1000;
+/// user's project beyond [`access::MAX_PROJECTS_PER_USER`] (its
+/// configuration may lower that bound, never raise it), so this bounds a
+/// list request's work without cutting anyone off.
+pub const MAX_MEMBERSHIPS: usize = access::MAX_PROJECTS_PER_USER as usize;
 
 /// One project the caller belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
