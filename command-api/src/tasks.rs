@@ -624,11 +624,7 @@ async fn project_of(
                 CASE WHEN pre.project_id IS NULL
                      THEN (SELECT true FROM pg_advisory_xact_lock($2, $3)) END AS locked
            FROM (SELECT
-                  (SELECT CASE WHEN event_type = 'task.moved' THEN data->>'to'
-                               ELSE data->>'project_id' END
-                     FROM events
-                    WHERE stream_id = $1 AND event_type IN ('task.created', 'task.moved')
-                    ORDER BY version DESC LIMIT 1) AS project_id,
+                  task_project($1) AS project_id,
                   (SELECT data->>'assignee_ids'
                      FROM events
                     WHERE stream_id = $1

@@ -38,14 +38,7 @@ pub async fn token_is_readable(
     // creator (or an admin), a project's task by the project's members
     // only, so its creator loses the token with the membership.
     sqlx::query_scalar::<_, bool>(
-        "WITH placed AS (
-           SELECT CASE WHEN m.event_type = 'task.moved'
-                       THEN m.data->>'to'
-                       ELSE m.data->>'project_id' END AS project
-             FROM events m
-            WHERE m.stream_id = $1
-              AND m.event_type IN ('task.created', 'task.moved')
-            ORDER BY m.version DESC LIMIT 1)
+        "WITH placed AS (SELECT task_project($1) AS project)
          SELECT EXISTS (SELECT 1 FROM events WHERE stream_id = $1 AND version = $2)
             AND EXISTS (
                 SELECT 1 FROM events
