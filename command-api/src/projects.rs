@@ -32,14 +32,15 @@ use events::{
     Event, EventEnvelope, EventMeta, ProjectEvent, ProjectRole, StreamType, StreamVersion,
     TaskAssigneesChanged, TaskEvent,
 };
+use futures::FutureExt;
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
-use crate::idempotency::{self, Claim, ClaimError, Scope, StoredResponse};
+use crate::idempotency::{Scope, StoredResponse};
 use crate::project::{
     self, GrantableRole, ProjectAction, ProjectCommand, ProjectError, ProjectState,
 };
-use crate::tasks::{self, Outcome, TaskSnapshot, WriteError, MAX_ATTEMPTS};
+use crate::tasks::{self, Outcome, Retry, TaskSnapshot, WriteError};
 
 /// First key of the per-project advisory locks: "proj" in ASCII.
 const PROJECT_LOCK_CLASS: i32 = 0x7072_6f6a;
@@ -166,21 +167,6 @@ impl From<ProjectError> for WriteError {
     }
 }
 
-enum Retry {
-    Again,
-    Precondition,
-    Fail(WriteError),
-}
-
-impl<E: Into<WriteError>> From<E> for Retry {
-    fn from(e: E) -> Self {
-        match e.into() {
-            WriteError::Deadlock => Retry::Again,
-            e => Retry::Fail(e),
-        }
-    }
-}
-
 /// Runs one project command, as `tasks::execute` runs a task command.
 pub async fn execute(
     pool: &PgPool,
@@ -188,41 +174,18 @@ pub async fn execute(
     limits: Limits,
     render: impl Fn(&Written) -> StoredResponse,
 ) -> Result<Outcome, WriteError> {
-    for _ in 0..MAX_ATTEMPTS {
-        let mut tx = pool.begin().await?;
-        if let Some(scope) = &write.idempotency {
-            match idempotency::claim(&mut tx, scope).await {
-                Ok(Claim::New) => {}
-                Ok(Claim::Replay(stored)) => {
-                    tx.rollback().await?;
-                    return Ok(Outcome::Replayed(stored));
-                }
-                Err(ClaimError::OtherBody) => return Err(WriteError::IdempotencyKeyReused),
-                Err(ClaimError::Database(e)) => return Err(e.into()),
-            }
-        }
-        let written = match attempt(&mut tx, &write, limits).await {
-            Ok(w) => w,
-            Err(Retry::Again) => {
-                tx.rollback().await?;
-                metrics::counter!("command_append_conflicts_total").increment(1);
-                continue;
-            }
-            Err(Retry::Precondition) => {
-                tx.rollback().await?;
-                let current = store::stream_version(pool, write.project_id).await?;
-                return Err(WriteError::PreconditionFailed { current });
-            }
-            Err(Retry::Fail(e)) => return Err(e),
-        };
-        let response = render(&written);
-        if let Some(scope) = &write.idempotency {
-            idempotency::record(&mut tx, scope, &response).await?;
-        }
-        tx.commit().await?;
-        return Ok(Outcome::Done(response));
-    }
-    Err(WriteError::Contended)
+    let write = std::sync::Arc::new(write);
+    tasks::in_transaction(
+        pool,
+        write.project_id,
+        write.idempotency.as_ref(),
+        |tx| {
+            let write = write.clone();
+            async move { attempt(tx, &write, limits).await }.boxed()
+        },
+        render,
+    )
+    .await
 }
 
 async fn attempt(tx: &mut PgConnection, write: &Write, limits: Limits) -> Result<Written, Retry> {

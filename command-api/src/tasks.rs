@@ -45,6 +45,7 @@ use events::store::{self, AppendError, ExpectedVersion};
 use events::{
     Event, EventEnvelope, EventMeta, ProjectRole, StreamType, StreamVersion, TaskEvent, TaskStatus,
 };
+use futures::future::{BoxFuture, FutureExt};
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
@@ -211,7 +212,7 @@ pub enum Outcome {
 }
 
 /// Why one attempt of a write ended without a result.
-enum Retry {
+pub(crate) enum Retry {
     /// Decide again on newer state (lost append race, stale pre-read, deadlock).
     Again,
     /// With If-Match: the stream moved on (the transaction is aborted).
@@ -259,9 +260,45 @@ pub async fn execute(
         let written = create_personal_at_once(pool, &write, max_live).await?;
         return Ok(Outcome::Done(render(&written)));
     }
+    // The attempt's future owns a handle on the write, so it borrows only
+    // the transaction's connection.
+    let write = std::sync::Arc::new(write);
+    in_transaction(
+        pool,
+        write.task_id,
+        write.idempotency.as_ref(),
+        |tx| {
+            let write = write.clone();
+            async move {
+                if creating {
+                    create_in(tx, &write, max_live).await
+                } else {
+                    change_in(tx, &write).await
+                }
+            }
+            .boxed()
+        },
+        render,
+    )
+    .await
+}
+
+/// The transaction every task and project write runs in, attempt by
+/// attempt (at most [`MAX_ATTEMPTS`]): claim the idempotency key (or replay
+/// its first answer) → `attempt` → record the rendered answer under the
+/// key → commit. An attempt that must decide again (`Retry::Again`) is
+/// rolled back and run afresh; one whose `If-Match` failed
+/// (`Retry::Precondition`) answers 412 with `stream_id`'s current version.
+pub(crate) async fn in_transaction<W>(
+    pool: &PgPool,
+    stream_id: Uuid,
+    idempotency: Option<&Scope>,
+    mut attempt: impl for<'c> FnMut(&'c mut PgConnection) -> BoxFuture<'c, Result<W, Retry>>,
+    render: impl Fn(&W) -> StoredResponse,
+) -> Result<Outcome, WriteError> {
     for _ in 0..MAX_ATTEMPTS {
         let mut tx = pool.begin().await?;
-        if let Some(scope) = &write.idempotency {
+        if let Some(scope) = idempotency {
             match idempotency::claim(&mut tx, scope).await {
                 Ok(Claim::New) => {}
                 Ok(Claim::Replay(stored)) => {
@@ -272,12 +309,7 @@ pub async fn execute(
                 Err(ClaimError::Database(e)) => return Err(e.into()),
             }
         }
-        let attempt = if creating {
-            create_in(&mut tx, &write, max_live).await
-        } else {
-            change_in(&mut tx, &write).await
-        };
-        let written = match attempt {
+        let written = match attempt(&mut tx).await {
             Ok(written) => written,
             Err(Retry::Again) => {
                 tx.rollback().await?;
@@ -286,13 +318,13 @@ pub async fn execute(
             }
             Err(Retry::Precondition) => {
                 tx.rollback().await?;
-                let current = store::stream_version(pool, write.task_id).await?;
+                let current = store::stream_version(pool, stream_id).await?;
                 return Err(WriteError::PreconditionFailed { current });
             }
             Err(Retry::Fail(e)) => return Err(e),
         };
         let response = render(&written);
-        if let Some(scope) = &write.idempotency {
+        if let Some(scope) = idempotency {
             idempotency::record(&mut tx, scope, &response).await?;
         }
         tx.commit().await?;
