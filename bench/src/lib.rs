@@ -127,6 +127,31 @@ pub fn replace_upsert<T: serde::Serialize>(
         .into())
 }
 
+/// `GET {base}/tasks?{query}` as `token`; the ids of the page's items, in order.
+pub async fn listed_task_ids(
+    client: &reqwest::Client,
+    base: &str,
+    query: &str,
+    token: &str,
+) -> anyhow::Result<Vec<String>> {
+    let r = client
+        .get(format!("{base}/tasks?{query}"))
+        .bearer_auth(token)
+        .send()
+        .await?
+        .error_for_status()?;
+    let page: serde_json::Value = r.json().await?;
+    Ok(page["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|t| t["id"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
 /// The value at percentile `p` (0–100) of ascending `sorted` (nearest rank).
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {

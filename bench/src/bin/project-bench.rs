@@ -143,29 +143,6 @@ async fn raw_list(db: &Database, reader: Uuid, projects: &[String]) -> anyhow::R
     Ok(views.into_iter().map(|v| v.id).collect())
 }
 
-async fn http_list(
-    client: &reqwest::Client,
-    base: &str,
-    token: &str,
-) -> anyhow::Result<Vec<String>> {
-    let r = client
-        .get(format!("{base}/tasks?limit=50"))
-        .bearer_auth(token)
-        .send()
-        .await?
-        .error_for_status()?;
-    let page: serde_json::Value = r.json().await?;
-    Ok(page["items"]
-        .as_array()
-        .map(|items| {
-            items
-                .iter()
-                .filter_map(|t| t["id"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default())
-}
-
 async fn list(args: &Args) -> anyhow::Result<()> {
     let d = Deployment::fresh().await;
     let db = read_model::mongo::connect(&tests::servers().mongodb_url, &d.mongodb_database)
@@ -212,7 +189,7 @@ async fn list(args: &Args) -> anyhow::Result<()> {
     let token = d.token_for(reader, Role::User);
     let client = tests::http();
     let ids: Vec<String> = mine.iter().map(Uuid::to_string).collect();
-    let page = http_list(&client, &query.base, &token).await?;
+    let page = bench::listed_task_ids(&client, &query.base, "limit=50", &token).await?;
     let raw = raw_list(&db, reader, &ids).await?;
     anyhow::ensure!(
         page.len() == 50 && raw.len() == 51 && page[..] == raw[..50],
@@ -226,7 +203,7 @@ async fn list(args: &Args) -> anyhow::Result<()> {
         for http_first in [i % 2 == 0, i % 2 != 0] {
             let t = Instant::now();
             if http_first {
-                http_list(&client, &query.base, &token).await?;
+                bench::listed_task_ids(&client, &query.base, "limit=50", &token).await?;
                 http_ms.push(t.elapsed().as_secs_f64() * 1000.0);
             } else {
                 raw_list(&db, reader, &ids).await?;

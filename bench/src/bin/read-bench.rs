@@ -390,29 +390,6 @@ async fn raw_list(db: &Database, owner: Uuid) -> anyhow::Result<Vec<TaskView>> {
         .await?)
 }
 
-async fn http_list(
-    client: &reqwest::Client,
-    base: &str,
-    token: &str,
-) -> anyhow::Result<Vec<String>> {
-    let r = client
-        .get(format!("{base}/tasks?{LIST_QUERY}"))
-        .bearer_auth(token)
-        .send()
-        .await?
-        .error_for_status()?;
-    let page: serde_json::Value = r.json().await?;
-    Ok(page["items"]
-        .as_array()
-        .map(|items| {
-            items
-                .iter()
-                .filter_map(|t| t["id"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default())
-}
-
 /// Task views written with the projector's fold: `owned` for `reader`, the
 /// rest spread over 90 other users; statuses and priorities cycle
 /// independently, nine in ten have a due date.
@@ -475,7 +452,7 @@ async fn list_latency(args: &Args) -> anyhow::Result<()> {
     let token = d.token_for(reader, Role::User);
     let client = tests::http();
     // Warm up both paths, and prove they return the same page.
-    let page = http_list(&client, &query.base, &token).await?;
+    let page = bench::listed_task_ids(&client, &query.base, LIST_QUERY, &token).await?;
     let raw = raw_list(&db, reader).await?;
     let raw_ids: Vec<String> = raw.iter().take(50).map(|v| v.id.clone()).collect();
     anyhow::ensure!(
@@ -491,7 +468,7 @@ async fn list_latency(args: &Args) -> anyhow::Result<()> {
         for http_first in [i % 2 == 0, i % 2 != 0] {
             let t = Instant::now();
             if http_first {
-                http_list(&client, &query.base, &token).await?;
+                bench::listed_task_ids(&client, &query.base, LIST_QUERY, &token).await?;
                 http_ms.push(t.elapsed().as_secs_f64() * 1000.0);
             } else {
                 raw_list(&db, reader).await?;
