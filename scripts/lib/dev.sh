@@ -62,6 +62,11 @@ dev_export_service_env() {
   export QUERY_API_JWKS_URL="${QUERY_API_JWKS_URL:-$jwks}"
   export PROJECTOR_KAFKA_BROKERS="${PROJECTOR_KAFKA_BROKERS:-$kafka}"
   export PROJECTOR_MONGODB_URL="${PROJECTOR_MONGODB_URL:-$mongo}"
+  # The gateway on this machine is the one proxy whose X-Forwarded-For the
+  # services believe.
+  export AUTH_TRUSTED_PROXIES="${AUTH_TRUSTED_PROXIES:-127.0.0.1/32}"
+  export COMMAND_API_TRUSTED_PROXIES="${COMMAND_API_TRUSTED_PROXIES:-127.0.0.1/32}"
+  export QUERY_API_TRUSTED_PROXIES="${QUERY_API_TRUSTED_PROXIES:-127.0.0.1/32}"
   # A local run: secrets left unset take their development values.
   export TASKSTREAM_DEVELOPMENT="${TASKSTREAM_DEVELOPMENT:-1}"
 }

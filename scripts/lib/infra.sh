@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # scripts/lib/infra.sh: install, start, check and stop the local servers that
-# taskstream needs (PostgreSQL, Apache Kafka in KRaft mode, and SecantusDB as
-# the MongoDB-wire server). Sourced by scripts/infra, scripts/dev, scripts/test.
+# taskstream needs (PostgreSQL, Apache Kafka in KRaft mode, SecantusDB as the
+# MongoDB-wire server, and HAProxy as the gateway). Sourced by scripts/infra, scripts/dev, scripts/test.
 #
 # State (data, config, logs, pids) lives in the checkout's ignored .dev/;
 # downloads (Maven jars, the Python venv) live outside the checkout in
@@ -16,6 +16,9 @@
 #   TASKSTREAM_MONGO_PORT             SecantusDB port   (27017)
 #   TASKSTREAM_MONGO_STORAGE          SecantusDB storage path or :memory: (.dev/mongo/data)
 #   TASKSTREAM_PG_BIN                 PostgreSQL bin dir (newest /usr/lib/postgresql/*/bin, 15 preferred)
+#   TASKSTREAM_GATEWAY_PORT           the gateway's API port (8080)
+#   TASKSTREAM_GATEWAY_METRICS_PORT   the gateway's Prometheus port (8405)
+#   GATEWAY_*                         the gateway's own settings (gateway/haproxy.cfg)
 
 if [[ -n "${TS_INFRA_LIB_LOADED:-}" ]]; then
   return 0
@@ -25,7 +28,7 @@ TS_INFRA_LIB_LOADED=1
 TS_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)"
 TS_DEV="$TS_ROOT/.dev"
 TS_CACHE="${TASKSTREAM_CACHE:-$HOME/.cache/taskstream}"
-TS_SERVERS=(postgres kafka mongo)
+TS_SERVERS=(postgres kafka mongo gateway)
 
 TS_PG_PORT="${TASKSTREAM_PG_PORT:-55432}"
 TS_PG_BASE="$TS_DEV/postgres"              # a directory, or a symlink (see infra_pg_prepare_base)
@@ -44,6 +47,10 @@ TS_SECANTUS_VERSION="0.7.0b3"
 TS_PYMONGO_VERSION="4.20.0"
 TS_MONGO_VENV="$TS_CACHE/secantusdb-$TS_SECANTUS_VERSION/venv"
 TS_MONGO_DIR="$TS_DEV/mongo"
+
+TS_GATEWAY_PORT="${TASKSTREAM_GATEWAY_PORT:-8080}"
+TS_GATEWAY_METRICS_PORT="${TASKSTREAM_GATEWAY_METRICS_PORT:-8405}"
+TS_GATEWAY_CONFIG="$TS_ROOT/gateway/haproxy.cfg"
 
 # ---------------------------------------------------------------- helpers
 
@@ -230,6 +237,7 @@ infra_port() {
     postgres) echo "$TS_PG_PORT" ;;
     kafka) echo "$TS_KAFKA_PORT" ;;
     mongo) echo "$TS_MONGO_PORT" ;;
+    gateway) echo "$TS_GATEWAY_PORT" ;;
     *) return 1 ;;
   esac
 }
@@ -240,6 +248,7 @@ infra_ready_timeout() {
     postgres) echo 60 ;;
     kafka) echo 120 ;;
     mongo) echo 60 ;;
+    gateway) echo 20 ;;
   esac
 }
 
@@ -248,6 +257,7 @@ infra_port_var() {
     postgres) echo TASKSTREAM_PG_PORT ;;
     kafka) echo TASKSTREAM_KAFKA_PORT ;;
     mongo) echo TASKSTREAM_MONGO_PORT ;;
+    gateway) echo TASKSTREAM_GATEWAY_PORT ;;
   esac
 }
 
@@ -705,6 +715,58 @@ infra_mongo_stop() {
   rm -f "$(infra_pidfile mongo)"
 }
 
+# ---------------------------------------------------------------- HAProxy (the gateway)
+
+infra_gateway_install() {
+  infra_need_cmd curl curl
+  command -v haproxy >/dev/null 2>&1 || [[ -x /usr/sbin/haproxy ]] || infra_apt_install haproxy
+  [[ -x "$(infra_haproxy)" ]] || infra_die "haproxy still missing after installing it"
+}
+
+# The haproxy binary (Debian installs it in /usr/sbin, not always on PATH).
+infra_haproxy() {
+  command -v haproxy 2>/dev/null || echo /usr/sbin/haproxy
+}
+
+infra_gateway_pid() {
+  local pid
+  pid="$(infra_read_pid "$(infra_pidfile gateway)")" || return 1
+  infra_pid_is "$pid" "$TS_GATEWAY_CONFIG" || return 1
+  printf '%s\n' "$pid"
+}
+
+# The gateway's environment: its listen addresses from the TASKSTREAM_*
+# ports; everything else is gateway/haproxy.cfg's default unless set.
+infra_gateway_env() {
+  export GATEWAY_LISTEN="${GATEWAY_LISTEN:-127.0.0.1:$TS_GATEWAY_PORT}"
+  export GATEWAY_METRICS_LISTEN="${GATEWAY_METRICS_LISTEN:-127.0.0.1:$TS_GATEWAY_METRICS_PORT}"
+}
+
+infra_gateway_start() {
+  local log
+  log="$(infra_logfile gateway)"
+  infra_gateway_env
+  "$(infra_haproxy)" -dW -c -q -f "$TS_GATEWAY_CONFIG" >"$TS_DEV/gateway-check.log" 2>&1 ||
+    infra_fail_with_log gateway "haproxy -c rejected $TS_GATEWAY_CONFIG" "$TS_DEV/gateway-check.log"
+  infra_log "starting the gateway ($("$(infra_haproxy)" -v | awk 'NR == 1 { print $1, $3 }')) on 127.0.0.1:$TS_GATEWAY_PORT (metrics :$TS_GATEWAY_METRICS_PORT)"
+  infra_spawn "$(infra_pidfile gateway)" "$log" "$TS_ROOT" "$(infra_haproxy)" -db -f "$TS_GATEWAY_CONFIG"
+}
+
+# Ready = the gateway answers its own GET /healthz.
+infra_gateway_ready() {
+  [[ "$(curl -s -o /dev/null -m 2 -w '%{http_code}' "http://127.0.0.1:$TS_GATEWAY_PORT/healthz" 2>/dev/null)" == 200 ]]
+}
+
+infra_gateway_stop() {
+  local pid
+  pid="$(infra_gateway_pid)" || {
+    rm -f "$(infra_pidfile gateway)"
+    return 1
+  }
+  infra_stop_pid gateway "$pid" 10
+  rm -f "$(infra_pidfile gateway)"
+}
+
 # ---------------------------------------------------------------- commands
 
 infra_check_names() {
@@ -750,6 +812,16 @@ infra_up() {
     if [[ "$n" == postgres ]]; then infra_postgres_after_ready; fi
   done
   infra_log "infra up in $(infra_elapsed "$t0")"
+}
+
+# infra_install [NAME...]: install what is missing, start nothing.
+infra_install() {
+  local names=("$@") n
+  ((${#names[@]})) || names=("${TS_SERVERS[@]}")
+  infra_check_names "${names[@]}"
+  infra_prepare_dev_dir
+  infra_lock
+  for n in "${names[@]}"; do "infra_${n}_install"; done
 }
 
 # infra_down [NAME...]: stop our servers (in reverse order).

@@ -5,6 +5,7 @@
 pub mod broker;
 mod child;
 pub mod clients;
+pub mod gateway;
 pub mod mongod;
 pub mod project_commands;
 pub mod project_queries;

@@ -1,7 +1,8 @@
 //! The worked examples of `docs/api.md` stay true: every ```sh block is run
 //! with bash and curl, in the page's order, against the real services, and
-//! must answer the status its `# → NNN` line promises. Every operation of
-//! every service's OpenAPI document must have an example on the page.
+//! must answer the status its `# → NNN` line promises, through the real
+//! gateway. Every operation of the gateway's OpenAPI document (the whole
+//! public API) must have an example on the page.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -9,16 +10,14 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use tests::clients::{email, id_of, AuthClient, CommandClient, QueryClient, PASSWORD};
+use tests::gateway::Settings;
 use tests::project_commands::ProjectCommands;
 use tests::{unique, Deployment, System};
 use uuid::Uuid;
 
 const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
-const BASES: [(&str, &str); 3] = [
-    ("$AUTH", "auth"),
-    ("$COMMANDS", "command-api"),
-    ("$QUERIES", "query-api"),
-];
+/// The page's one base URL: the gateway's.
+const BASE: &str = "$API";
 
 fn doc_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/api.md")
@@ -32,7 +31,6 @@ struct Example {
     /// The command, without the status comment.
     script: String,
     status: u16,
-    service: &'static str,
     method: String,
     /// The URL's path, variables left in (e.g. `/tasks/$TASK`).
     path: String,
@@ -40,10 +38,7 @@ struct Example {
 
 impl Example {
     fn name(&self) -> String {
-        format!(
-            "docs/api.md:{} ({} {} on {})",
-            self.line, self.method, self.path, self.service
-        )
+        format!("docs/api.md:{} ({} {})", self.line, self.method, self.path)
     }
 }
 
@@ -71,7 +66,7 @@ fn parse_examples(page: &str) -> Vec<Example> {
             }
         }
         let status = status.unwrap_or_else(|| panic!("docs/api.md:{}: no `# → NNN` line", i + 1));
-        let (service, method, path) = request_line(&script)
+        let (method, path) = request_line(&script)
             .unwrap_or_else(|| panic!("docs/api.md:{}: not one curl request: {script}", i + 1));
         assert_eq!(
             script.matches("curl ").count(),
@@ -83,7 +78,6 @@ fn parse_examples(page: &str) -> Vec<Example> {
             line: i + 1,
             script,
             status,
-            service,
             method,
             path,
         });
@@ -91,14 +85,11 @@ fn parse_examples(page: &str) -> Vec<Example> {
     examples
 }
 
-/// `(service, METHOD, path)` of a curl command line.
-fn request_line(script: &str) -> Option<(&'static str, String, String)> {
+/// `(METHOD, path)` of a curl command line.
+fn request_line(script: &str) -> Option<(String, String)> {
     let command = script.replace("\\\n", " ");
-    let (var, service, at) = BASES
-        .iter()
-        .filter_map(|(var, service)| command.find(var).map(|at| (*var, *service, at)))
-        .min_by_key(|(_, _, at)| *at)?;
-    let rest = &command[at + var.len()..];
+    let at = command.find(BASE)?;
+    let rest = &command[at + BASE.len()..];
     let url_end = rest
         .find(|c: char| c == '"' || c == '\'' || c.is_whitespace())
         .unwrap_or(rest.len());
@@ -114,7 +105,7 @@ fn request_line(script: &str) -> Option<(&'static str, String, String)> {
         }
         None => "GET".into(),
     };
-    Some((service, method, path))
+    Some((method, path))
 }
 
 /// True when `path` (with `$VARIABLES` as segments) fits `template` (with `{params}`).
@@ -187,51 +178,41 @@ async fn every_documented_example_answers_its_documented_status() {
         "docs/api.md's title names the crates' version {}",
         env!("CARGO_PKG_VERSION")
     );
-    for port in [8081, 8082, 8083] {
-        for doc in ["openapi.json", "docs"] {
-            let link = format!("http://127.0.0.1:{port}/{doc}");
-            assert!(page.contains(&link), "docs/api.md links {link}");
-        }
+    for doc in ["openapi.json", "docs"] {
+        let link = format!("http://127.0.0.1:8080/{doc}");
+        assert!(page.contains(&link), "docs/api.md links {link}");
     }
     let examples = parse_examples(&page);
     assert!(!examples.is_empty(), "docs/api.md has examples");
 
     let admin_email = email("admin-");
     let system = System::start_with(Deployment::fresh().await).await;
-    let (auth, commands, queries) = (
-        system.auth.base.clone(),
-        system.command.base.clone(),
-        system.query.base.clone(),
-    );
+    let gateway = system.start_gateway(&Settings::default()).await;
+    let api = gateway.base.clone();
 
-    // Every operation of every document has an example, and every example
-    // is an operation of its service's document.
-    let mut missing = Vec::new();
-    for (service, base) in [
-        ("auth", &auth),
-        ("command-api", &commands),
-        ("query-api", &queries),
-    ] {
-        let doc = AuthClient::new(base)
-            .get("/openapi.json")
-            .await
-            .expect(reqwest::StatusCode::OK, "openapi");
-        let ops = operations(&doc);
-        for (method, template) in &ops {
-            if !examples.iter().any(|e| {
-                e.service == service && &e.method == method && path_matches(template, &e.path)
-            }) {
-                missing.push(format!("{service}: {method} {template}"));
-            }
-        }
-        for e in examples.iter().filter(|e| e.service == service) {
-            assert!(
-                ops.iter()
-                    .any(|(m, t)| *m == e.method && path_matches(t, &e.path)),
-                "{}: no such operation in {service}'s /openapi.json",
-                e.name()
-            );
-        }
+    // Every operation of the public API has an example, and every example
+    // is one of its operations.
+    let doc = AuthClient::new(&api)
+        .get("/openapi.json")
+        .await
+        .expect(reqwest::StatusCode::OK, "openapi");
+    let ops = operations(&doc);
+    let missing: Vec<String> = ops
+        .iter()
+        .filter(|(method, template)| {
+            !examples
+                .iter()
+                .any(|e| &e.method == method && path_matches(template, &e.path))
+        })
+        .map(|(method, template)| format!("{method} {template}"))
+        .collect();
+    for e in &examples {
+        assert!(
+            ops.iter()
+                .any(|(m, t)| *m == e.method && path_matches(t, &e.path)),
+            "{}: no such operation in the gateway's /openapi.json",
+            e.name()
+        );
     }
     assert!(
         missing.is_empty(),
@@ -242,7 +223,7 @@ async fn every_documented_example_answers_its_documented_status() {
     // The variables the page describes, from real accounts and tasks.
     // The first admin is the operator's doing (`auth create-admin`).
     system.deployment.create_admin(&admin_email, PASSWORD).await;
-    let auth_client = AuthClient::new(&auth);
+    let auth_client = AuthClient::new(&api);
     let admin_token = auth_client.access(&admin_email).await;
     let user_email = email("user-");
     auth_client.registered(&user_email).await;
@@ -256,7 +237,7 @@ async fn every_documented_example_answers_its_documented_status() {
     );
     let user_id = id_of(&auth_client.registered(&email("managed-")).await).to_string();
     let email = email("new-");
-    let command_client = CommandClient::new(&commands, &token);
+    let command_client = CommandClient::new(&api, &token);
     let create_task = |title: &str| {
         let created = command_client.create_task(&json!({ "title": title, "tags": ["example"] }));
         async move {
@@ -276,11 +257,11 @@ async fn every_documented_example_answers_its_documented_status() {
     };
     let (task, consistency) = create_task("Review the API reference").await;
     let (old_task, _) = create_task("An old task").await;
-    let query_client = QueryClient::new(&queries, &token);
+    let query_client = QueryClient::new(&api, &token);
     query_client
         .wait_for_task(&task, Duration::from_secs(30))
         .await;
-    let projects = ProjectCommands::new(&commands, &token);
+    let projects = ProjectCommands::new(&api, &token);
     let project = projects.created_project("Examples").await;
     let old_project = projects.created_project("An old project").await;
     let user_uuid: Uuid = user_id.parse().expect("a user id");
@@ -299,9 +280,7 @@ async fn every_documented_example_answers_its_documented_status() {
     }
 
     let vars = [
-        ("AUTH", auth.clone()),
-        ("COMMANDS", commands.clone()),
-        ("QUERIES", queries.clone()),
+        ("API", api.clone()),
         ("EMAIL", email),
         ("TOKEN", token),
         ("REFRESH", refresh),
@@ -337,25 +316,22 @@ async fn every_documented_example_answers_its_documented_status() {
 
 #[test]
 fn the_page_parser_reads_method_path_and_status() {
-    let page = "text\n```sh\ncurl -X PATCH \"$COMMANDS/tasks/$TASK\" \\\n  -H 'If-Match: \"1\"' \\\n  -d '{}'\n# → 200\n```\n\
-                ```sh\ncurl \"$QUERIES/tasks?limit=2\" -H \"Authorization: Bearer $TOKEN\"\n# → 200\n```\n\
-                ```sh\ncurl \"$AUTH/auth/login\" -d '{}'\n# → 401\n```\n";
+    let page = "text\n```sh\ncurl -X PATCH \"$API/tasks/$TASK\" \\\n  -H 'If-Match: \"1\"' \\\n  -d '{}'\n# → 200\n```\n\
+                ```sh\ncurl \"$API/tasks?limit=2\" -H \"Authorization: Bearer $TOKEN\"\n# → 200\n```\n\
+                ```sh\ncurl \"$API/auth/login\" -d '{}'\n# → 401\n```\n";
     let e = parse_examples(page);
     assert_eq!(e.len(), 3);
     assert_eq!(
-        (e[0].service, e[0].method.as_str(), e[0].path.as_str()),
-        ("command-api", "PATCH", "/tasks/$TASK")
+        (e[0].method.as_str(), e[0].path.as_str()),
+        ("PATCH", "/tasks/$TASK")
     );
     assert_eq!(e[0].line, 2);
     assert!(!e[0].script.contains('→'));
     assert_eq!(
-        (e[1].service, e[1].method.as_str(), e[1].path.as_str()),
-        ("query-api", "GET", "/tasks")
+        (e[1].method.as_str(), e[1].path.as_str()),
+        ("GET", "/tasks")
     );
-    assert_eq!(
-        (e[2].service, e[2].method.as_str(), e[2].status),
-        ("auth", "POST", 401)
-    );
+    assert_eq!((e[2].method.as_str(), e[2].status), ("POST", 401));
     assert!(path_matches("/tasks/{id}", "/tasks/$TASK"));
     assert!(!path_matches("/tasks/{id}", "/tasks/$TASK/history"));
     assert!(!path_matches("/tasks", "/tasks/$TASK"));

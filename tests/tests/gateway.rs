@@ -1,0 +1,609 @@
+//! The gateway: the real HAProxy running `gateway/haproxy.cfg` in front of
+//! the real services. One base URL routes every documented operation to the
+//! service that serves it; limits, request ids, caching and edge limits
+//! behave as `docs/api.md` says.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use tests::clients::{email, id_of, Api, AuthClient, CommandClient, QueryClient, Reply};
+use tests::gateway::{self, Gateway, Settings, Upstreams};
+use tests::process::ProcessSystem;
+use tests::{signing_key_file, Deployment, System};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use uuid::Uuid;
+
+const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
+
+/// A bearer client of the gateway (`token` may be `None`).
+fn api(gateway: &Gateway, token: Option<&str>) -> Api {
+    let api = AuthClient::new(&gateway.base).api().clone();
+    match token {
+        Some(t) => api.as_user(t),
+        None => api,
+    }
+}
+
+/// `(METHOD, template)` of every operation in an OpenAPI document.
+fn operations(doc: &Value) -> BTreeSet<(String, String)> {
+    let mut ops = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for m in METHODS {
+            if item.get(m).is_some() {
+                ops.insert((m.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    ops
+}
+
+fn is_operational(path: &str) -> bool {
+    ["/healthz", "/readyz", "/metrics"].contains(&path)
+}
+
+/// The gateway's own 404/405: what a request no service serves gets.
+fn is_unrouted(reply: &Reply) -> bool {
+    let body = reply.try_json().unwrap_or(Value::Null);
+    (reply.status == 404 && body["detail"] == "no such route") || reply.status == 405
+}
+
+#[test]
+fn the_configuration_passes_haproxys_check_with_warnings_fatal() {
+    let (ok, output) = gateway::check_config();
+    assert!(ok, "haproxy -dW -c rejected gateway/haproxy.cfg:\n{output}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_document_describes_the_whole_api_and_every_operation_reaches_its_service() {
+    let system = System::start().await;
+    let gateway = system.start_gateway(&Settings::default()).await;
+    let token = AuthClient::new(&gateway.base)
+        .user(&email("gateway-"))
+        .await;
+
+    let merged = api(&gateway, None)
+        .request(Method::GET, "/openapi.json")
+        .send()
+        .await;
+    assert_eq!(merged.status, 200);
+    assert!(merged.header("etag").is_some());
+    assert_eq!(merged.header("cache-control"), Some("public, max-age=300"));
+    let merged = merged.json();
+    assert!(merged["openapi"].as_str().unwrap_or("").starts_with("3.1"));
+    assert_eq!(
+        merged,
+        serde_json::from_str::<Value>(
+            &std::fs::read_to_string(gateway::dir().join("openapi.json")).expect("openapi.json")
+        )
+        .expect("gateway/openapi.json is JSON"),
+        "the gateway serves gateway/openapi.json"
+    );
+
+    // No path twice, even spelled with other parameter names.
+    let mut shapes = BTreeMap::new();
+    for path in merged["paths"].as_object().expect("paths").keys() {
+        let shape: Vec<&str> = path
+            .split('/')
+            .map(|s| if s.starts_with('{') { "{}" } else { s })
+            .collect();
+        if let Some(other) = shapes.insert(shape.join("/"), path.clone()) {
+            panic!("{path} and {other} are the same path");
+        }
+    }
+
+    // The merged document is exactly the services' documents, without their
+    // operator endpoints; each operation goes to the service that declares it.
+    let mut owner = BTreeMap::new();
+    for (backend, base) in [
+        ("auth", &system.auth.base),
+        ("command", &system.command.base),
+        ("query", &system.query.base),
+    ] {
+        let doc = AuthClient::new(base)
+            .get("/openapi.json")
+            .await
+            .expect(StatusCode::OK, "a service's document");
+        for op in operations(&doc) {
+            if !is_operational(&op.1) {
+                assert!(
+                    owner.insert(op.clone(), backend).is_none(),
+                    "{op:?} is served by two services"
+                );
+            }
+        }
+    }
+    let ops = operations(&merged);
+    assert_eq!(
+        ops,
+        owner.keys().cloned().collect::<BTreeSet<_>>(),
+        "the gateway's document has every service operation and nothing else"
+    );
+
+    for (method, template) in &ops {
+        let path: String = template
+            .split('/')
+            .map(|s| {
+                if s.starts_with('{') {
+                    Uuid::new_v4().to_string()
+                } else {
+                    s.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("/");
+        let request_id = format!("route-{}", Uuid::new_v4().simple());
+        let mut call = api(&gateway, Some(&token))
+            .request(Method::from_bytes(method.as_bytes()).unwrap(), &path)
+            .request_id(&request_id);
+        if method != "GET" && method != "DELETE" {
+            call = call.json(&json!({}));
+        }
+        let reply = call.send().await;
+        assert!(
+            !is_unrouted(&reply),
+            "{method} {template} through the gateway is not served: {reply:?}"
+        );
+        let line = gateway.access_line(&request_id).await;
+        assert_eq!(
+            line["backend"],
+            owner[&(method.clone(), template.clone())],
+            "{method} {template} went to {line}"
+        );
+        assert_eq!(line["route"], template.as_str(), "{line}");
+    }
+
+    // The browsable docs, through the gateway, load its merged document.
+    let docs = api(&gateway, None)
+        .request(Method::GET, "/docs")
+        .send()
+        .await;
+    assert_eq!(docs.status, 200);
+    assert!(docs.text().contains("/openapi.json"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unknown_path_is_404_and_a_wrong_method_405_with_allow() {
+    let system = System::start().await;
+    let gateway = system.start_gateway(&Settings::default()).await;
+    let anonymous = api(&gateway, None);
+
+    for path in ["/nope", "/tasks/a/b/c", "/metrics", "/readyz", "/admin"] {
+        let reply = anonymous.request(Method::GET, path).send().await;
+        assert_eq!(reply.status, 404, "GET {path}: {reply:?}");
+        assert_eq!(reply.content_type(), "application/problem+json");
+        assert!(reply.problem_type().ends_with("/not-found"));
+    }
+
+    let task = format!("/tasks/{}", Uuid::new_v4());
+    let reply = anonymous.request(Method::PUT, &task).send().await;
+    assert_eq!(reply.status, 405, "{reply:?}");
+    assert_eq!(reply.content_type(), "application/problem+json");
+    assert_eq!(reply.header("allow"), Some("GET, HEAD, PATCH, DELETE"));
+    let reply = anonymous.request(Method::DELETE, "/tasks").send().await;
+    assert_eq!(reply.status, 405);
+    assert_eq!(reply.header("allow"), Some("GET, HEAD, POST"));
+    let reply = anonymous
+        .request(Method::POST, "/.well-known/jwks.json")
+        .send()
+        .await;
+    assert_eq!(reply.status, 405);
+    assert_eq!(reply.header("allow"), Some("GET, HEAD"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_over_one_users_budget_meets_429_and_another_user_is_unaffected() {
+    let system = System::start().await;
+    let gateway = system
+        .start_gateway(&Settings {
+            user_reads_per_10s: 20,
+            user_writes_per_10s: 5,
+            ..Settings::default()
+        })
+        .await;
+    let auth = AuthClient::new(&gateway.base);
+    let alice = auth.user(&email("alice-")).await;
+    let bob = auth.user(&email("bob-")).await;
+
+    let mut statuses = Vec::new();
+    let mut refused = None;
+    for _ in 0..30 {
+        let reply = api(&gateway, Some(&alice))
+            .request(Method::GET, "/tasks")
+            .send()
+            .await;
+        statuses.push(reply.status.as_u16());
+        if reply.status == 429 {
+            refused = Some(reply);
+        }
+    }
+    // The window slides: a request may slip in where the burst crosses a
+    // period boundary, never more.
+    let admitted = statuses.iter().take_while(|s| **s == 200).count();
+    assert!((20..=21).contains(&admitted), "{statuses:?}");
+    assert!(
+        statuses[admitted..].iter().all(|s| *s == 429),
+        "{statuses:?}"
+    );
+    let refused = refused.expect("a 429");
+    assert_eq!(refused.content_type(), "application/problem+json");
+    assert!(refused.problem_type().ends_with("/rate-limited"));
+    assert_eq!(refused.header("retry-after"), Some("10"));
+    assert_eq!(refused.header("ratelimit-limit"), Some("20"));
+    assert_eq!(refused.header("ratelimit-remaining"), Some("0"));
+    assert!(refused.header("ratelimit-reset").is_some());
+
+    // Bob, from the same address, reads as usual.
+    for _ in 0..10 {
+        let reply = api(&gateway, Some(&bob))
+            .request(Method::GET, "/tasks")
+            .send()
+            .await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+    }
+    // Alice's writes have a budget of their own.
+    let commands = CommandClient::new(&gateway.base, &alice);
+    let mut writes = Vec::new();
+    for i in 0..8 {
+        writes.push(
+            commands
+                .create_task(&json!({ "title": format!("task {i}") }))
+                .send()
+                .await
+                .status
+                .as_u16(),
+        );
+    }
+    let admitted = writes.iter().take_while(|s| **s == 201).count();
+    assert!((5..=6).contains(&admitted), "{writes:?}");
+    assert!(writes[admitted..].iter().all(|s| *s == 429), "{writes:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forged_token_cannot_spend_another_users_budget() {
+    let system = System::start().await;
+    // The test's clients all connect from 127.0.0.1: trusting it lets each
+    // request name its client address in X-Forwarded-For.
+    let gateway = system
+        .start_gateway(&Settings {
+            user_reads_per_10s: 10,
+            auth_failures_per_10s: 5,
+            trusted_proxies: vec!["127.0.0.1/32".into()],
+            ..Settings::default()
+        })
+        .await;
+    let auth = AuthClient::new(&gateway.base);
+    let victim_email = email("victim-");
+    let victim_id = id_of(&auth.registered(&victim_email).await);
+    let victim = auth.access(&victim_email).await;
+    let forger = Deployment {
+        signing_key_path: signing_key_file(),
+        ..system.deployment.clone()
+    };
+    let forged = forger.token_for(victim_id, events::Role::User);
+
+    let mut statuses = Vec::new();
+    for _ in 0..20 {
+        let reply = api(&gateway, Some(&forged))
+            .request(Method::GET, "/tasks")
+            .header("x-forwarded-for", "203.0.113.7")
+            .send()
+            .await;
+        statuses.push(reply.status.as_u16());
+    }
+    let refused = statuses.iter().take_while(|s| **s == 401).count();
+    assert!((5..=6).contains(&refused), "{statuses:?}");
+    assert!(
+        statuses[refused..].iter().all(|s| *s == 429),
+        "{statuses:?}"
+    );
+
+    // The victim's whole budget is intact.
+    for i in 0..10 {
+        let reply = api(&gateway, Some(&victim))
+            .request(Method::GET, "/tasks")
+            .header("x-forwarded-for", "198.51.100.2")
+            .send()
+            .await;
+        assert_eq!(reply.status, 200, "read {i}: {reply:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_spoofed_x_forwarded_for_changes_neither_the_limit_nor_what_services_see() {
+    let system = System::start().await;
+    let gateway = system
+        .start_gateway(&Settings {
+            anonymous_per_10s: 10,
+            ..Settings::default()
+        })
+        .await;
+    let anonymous = api(&gateway, None);
+    let mut statuses = Vec::new();
+    for i in 0..15 {
+        let request_id = format!("spoof-{i}-{}", Uuid::new_v4().simple());
+        let reply = anonymous
+            .request(Method::GET, "/.well-known/jwks.json")
+            .header("x-forwarded-for", &format!("192.0.2.{i}"))
+            .header("forwarded", &format!("for=192.0.2.{i}"))
+            .request_id(&request_id)
+            .send()
+            .await;
+        statuses.push(reply.status.as_u16());
+        let line = gateway.access_line(&request_id).await;
+        assert_eq!(line["client"], "127.0.0.1", "{line}");
+    }
+    let admitted = statuses.iter().take_while(|s| **s == 200).count();
+    assert!((10..=11).contains(&admitted), "{statuses:?}");
+    assert!(
+        statuses[admitted..].iter().all(|s| *s == 429),
+        "{statuses:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn behind_a_trusted_proxy_each_client_address_has_its_own_budget() {
+    let system = System::start().await;
+    let gateway = system
+        .start_gateway(&Settings {
+            anonymous_per_10s: 3,
+            trusted_proxies: vec!["127.0.0.1/32".into()],
+            ..Settings::default()
+        })
+        .await;
+    let anonymous = api(&gateway, None);
+    for client in ["198.51.100.1", "198.51.100.2"] {
+        let mut statuses = Vec::new();
+        for _ in 0..5 {
+            let reply = anonymous
+                .request(Method::GET, "/.well-known/jwks.json")
+                .header("x-forwarded-for", &format!("10.0.0.1, {client}"))
+                .send()
+                .await;
+            statuses.push(reply.status.as_u16());
+        }
+        assert_eq!(statuses[..3], [200, 200, 200], "{client}: {statuses:?}");
+        assert_eq!(statuses[4], 429, "{client}: {statuses:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_request_id_is_the_same_in_the_answer_the_access_log_and_the_services_log() {
+    let system = ProcessSystem::start().await;
+    let gateway = Gateway::start(
+        &Upstreams::from_bases(&system.auth.base, &system.command.base, &system.query.base),
+        &Settings::default(),
+    )
+    .await;
+    let token = AuthClient::new(&gateway.base).user(&email("ids-")).await;
+    let commands = CommandClient::new(&gateway.base, &token);
+
+    // Generated at the edge when the client sends none.
+    let reply = commands
+        .create_task(&json!({ "title": "traced" }))
+        .send()
+        .await;
+    assert_eq!(reply.status, 201);
+    let id = reply
+        .header("x-request-id")
+        .expect("x-request-id")
+        .to_owned();
+    Uuid::parse_str(&id).expect("a generated request id is a UUID");
+    let line = gateway.access_line(&id).await;
+    assert_eq!(line["status"], 201);
+    assert_eq!(line["method"], "POST");
+    assert_eq!(line["route"], "/tasks");
+    assert_eq!(line["backend"], "command");
+    assert!(line["bytes"].as_u64().unwrap_or(0) > 0, "{line}");
+    assert!(line["ms"].is_number(), "{line}");
+    let user = tests::clients::id_of(
+        &AuthClient::new(&gateway.base)
+            .me(&token)
+            .send()
+            .await
+            .json(),
+    );
+    assert_eq!(line["user_id"], user.to_string(), "{line}");
+    tests::eventually(
+        "command-api's log line naming the request id",
+        Duration::from_secs(10),
+        || {
+            let log = std::fs::read_to_string(system.command.log_path()).unwrap_or_default();
+            let id = id.clone();
+            async move { log.contains(&id).then_some(()) }
+        },
+    )
+    .await;
+
+    // A client's own id is kept; a hostile one is replaced.
+    let own = format!("client-{}", Uuid::new_v4().simple());
+    let reply = QueryClient::new(&gateway.base, &token)
+        .api()
+        .request(Method::GET, "/tasks")
+        .request_id(&own)
+        .send()
+        .await;
+    assert_eq!(reply.header("x-request-id"), Some(own.as_str()));
+    gateway.access_line(&own).await;
+    let hostile = format!("{} \"quoted\"", "x".repeat(200));
+    let reply = QueryClient::new(&gateway.base, &token)
+        .api()
+        .request(Method::GET, "/tasks")
+        .request_id(&hostile)
+        .send()
+        .await;
+    let replaced = reply.header("x-request-id").expect("x-request-id");
+    assert_ne!(replaced, hostile);
+    Uuid::parse_str(replaced).expect("a replaced request id is a UUID");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn public_resources_are_cached_at_the_edge_and_per_user_answers_never_are() {
+    let system = System::start().await;
+    let gateway = system.start_gateway(&Settings::default()).await;
+    let anonymous = api(&gateway, None);
+
+    let mut servers = Vec::new();
+    for _ in 0..3 {
+        let id = format!("cache-{}", Uuid::new_v4().simple());
+        let reply = anonymous
+            .request(Method::GET, "/.well-known/jwks.json")
+            .request_id(&id)
+            .send()
+            .await;
+        assert_eq!(reply.status, 200);
+        servers.push(gateway.access_line(&id).await["server"].clone());
+    }
+    assert_eq!(servers[0], "auth", "the first JWKS request reaches auth");
+    assert_eq!(servers[1..], ["<CACHE>", "<CACHE>"], "{servers:?}");
+
+    // A user's task: never from the cache, another user never sees it, and
+    // the service's ETag/304 pass through unchanged.
+    let auth = AuthClient::new(&gateway.base);
+    let alice = auth.user(&email("alice-")).await;
+    let bob = auth.user(&email("bob-")).await;
+    let created = CommandClient::new(&gateway.base, &alice)
+        .create_task(&json!({ "title": "mine" }))
+        .send()
+        .await;
+    assert_eq!(created.status, 201);
+    let task = id_of(&created.body);
+    let path = format!("/tasks/{task}");
+    let alice_reads = QueryClient::new(&gateway.base, &alice);
+    let first = alice_reads
+        .api()
+        .request(Method::GET, &path)
+        .consistency_token(created.consistency_token().expect("token"))
+        .send()
+        .await;
+    assert_eq!(first.status, 200, "{first:?}");
+    assert!(first
+        .header("cache-control")
+        .is_some_and(|c| c.contains("private")));
+    let etag = first.etag().to_owned();
+    for _ in 0..2 {
+        let id = format!("user-{}", Uuid::new_v4().simple());
+        let again = alice_reads
+            .api()
+            .request(Method::GET, &path)
+            .if_none_match(&etag)
+            .request_id(&id)
+            .send()
+            .await;
+        assert_eq!(again.status, 304);
+        assert_eq!(again.header("etag"), Some(etag.as_str()));
+        assert_eq!(gateway.access_line(&id).await["server"], "query");
+    }
+    let bobs = api(&gateway, Some(&bob))
+        .request(Method::GET, &path)
+        .send()
+        .await;
+    assert_eq!(bobs.status, 404, "{bobs:?}");
+}
+
+/// Reads from `stream` until the peer closes it or `within` passes; what
+/// arrived.
+async fn read_until_closed(stream: &mut tokio::net::TcpStream, within: Duration) -> String {
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(within, stream.read_to_end(&mut got)).await;
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_and_oversized_requests_are_cut_off_at_the_edge() {
+    let system = System::start().await;
+    let gateway = system
+        .start_gateway(&Settings {
+            request_timeout: Duration::from_secs(1),
+            ..Settings::default()
+        })
+        .await;
+    let addr = gateway.base.trim_start_matches("http://").to_owned();
+
+    // A head that never ends: 408 within the timeout, then closed. (Before
+    // a whole head has arrived there is no request yet, and HAProxy 2.6
+    // answers with its built-in page, not an errorfile.)
+    let started = std::time::Instant::now();
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"GET /tasks HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let answer = read_until_closed(&mut slow, Duration::from_secs(10)).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // A body that never arrives: the same.
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(
+        b"POST /tasks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"ti",
+    )
+    .await
+    .unwrap();
+    let answer = read_until_closed(&mut slow, Duration::from_secs(10)).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("application/problem+json"), "{answer}");
+
+    // A declared body over the limit: 413 before any of it is read.
+    let mut big = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    big.write_all(
+        b"POST /tasks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 70000\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let answer = read_until_closed(&mut big, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("application/problem+json"), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_address_holds_at_most_its_share_of_connections() {
+    let system = System::start().await;
+    let gateway = system
+        .start_gateway(&Settings {
+            max_connections_per_ip: 4,
+            ..Settings::default()
+        })
+        .await;
+    let addr = gateway.base.trim_start_matches("http://").to_owned();
+    // Four connections are served; the fifth is closed at once.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 12];
+        s.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"HTTP/1.1 200");
+        held.push(s);
+    }
+    let mut fifth = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let _ = fifth
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let answer = read_until_closed(&mut fifth, Duration::from_secs(5)).await;
+    assert!(
+        answer.is_empty(),
+        "the fifth connection was served: {answer}"
+    );
+    drop(held);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_gateways_metrics_are_exposed_for_prometheus() {
+    let system = System::start().await;
+    let gateway = system.start_gateway(&Settings::default()).await;
+    api(&gateway, None)
+        .request(Method::GET, "/.well-known/jwks.json")
+        .send()
+        .await;
+    let page = tests::metrics_page(&gateway.metrics_url)
+        .await
+        .expect("metrics page");
+    let requests =
+        tests::process::metric(&page, "haproxy_frontend_http_requests_total{proxy=\"api\"}")
+            .expect("frontend request counter");
+    assert!(requests >= 1.0, "{requests}");
+    assert!(page.contains("haproxy_backend_http_responses_total{proxy=\"auth\",code=\"2xx\"}"));
+}
