@@ -607,3 +607,71 @@ async fn the_gateways_metrics_are_exposed_for_prometheus() {
     assert!(requests >= 1.0, "{requests}");
     assert!(page.contains("haproxy_backend_http_responses_total{proxy=\"auth\",code=\"2xx\"}"));
 }
+
+/// The `GATEWAY_*` names in `text` that follow `prefix` (`${` or `env(`).
+fn names_after(text: &str, prefix: &str) -> BTreeSet<String> {
+    text.match_indices(prefix)
+        .map(|(at, _)| {
+            text[at + prefix.len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                .collect::<String>()
+        })
+        .filter(|name| name.starts_with("GATEWAY_"))
+        .collect()
+}
+
+#[test]
+fn every_gateway_setting_has_a_default_is_documented_and_compose_sets_no_other() {
+    let read = |path: &str| {
+        std::fs::read_to_string(gateway::dir().join("..").join(path))
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
+    };
+    let config = read("gateway/haproxy.cfg");
+    let declared: BTreeSet<String> = config
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("presetenv "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect();
+    let used: BTreeSet<String> = names_after(&config, "${")
+        .into_iter()
+        .chain(names_after(&config, "env("))
+        .collect();
+    assert!(!declared.is_empty());
+    assert_eq!(
+        used, declared,
+        "every setting the configuration reads has a default (presetenv), and every default is read"
+    );
+
+    let readme = read("README.md");
+    let undocumented: Vec<&String> = declared
+        .iter()
+        .filter(|name| !readme.contains(&format!("`{name}`")))
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "README.md's gateway table lacks {undocumented:?}"
+    );
+
+    // The compose file's gateway sets only settings the configuration reads.
+    let compose = read("compose/docker-compose.yml");
+    let gateway_section: String = compose
+        .lines()
+        .skip_while(|l| *l != "  gateway:")
+        .skip(1)
+        .take_while(|l| l.is_empty() || l.starts_with("   "))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let set: BTreeSet<String> = gateway_section
+        .lines()
+        .filter_map(|l| l.trim().split_once(':').map(|(k, _)| k.to_owned()))
+        .filter(|k| k.starts_with("GATEWAY_"))
+        .collect();
+    assert!(!set.is_empty(), "compose configures the gateway");
+    assert!(
+        set.is_subset(&declared),
+        "compose sets {:?}, which the gateway does not read",
+        set.difference(&declared).collect::<Vec<_>>()
+    );
+}
