@@ -22,6 +22,10 @@
 //! documents the services serve (`auth::openapi()` and its siblings), so a
 //! path is routed exactly when it is documented, to the service that
 //! documents it.
+//!
+//! A new service behind the gateway is a [`Backend`] variant (its HAProxy
+//! backend name and its `openapi()`), a backend of that name in
+//! `haproxy.cfg`, and a render.
 
 use utoipa::openapi::OpenApi;
 
