@@ -6,7 +6,7 @@
 //! configuration:
 //!
 //! - `openapi.json`: one OpenAPI 3.1 document for the whole public API,
-//!   merged from auth's, command-api's and query-api's ([`merge`]);
+//!   merged from auth's, command-api's and query-api's ([`merge()`]);
 //! - `routes.map`: which backend serves a method on a path, a `map_reg`
 //!   map over `<METHOD><path>` ([`render::routes_map`]);
 //! - `allow.map`: the `Allow` list of every path, for 405 answers
