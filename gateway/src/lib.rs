@@ -2,7 +2,7 @@
 //! from the services' own OpenAPI documents.
 //!
 //! The gateway is HAProxy (`gateway/haproxy.cfg`), not a proxy of our own.
-//! This crate renders three files it reads, committed next to that
+//! This crate renders the four files it reads, committed next to that
 //! configuration:
 //!
 //! - `openapi.json`: one OpenAPI 3.1 document for the whole public API,
@@ -10,7 +10,9 @@
 //! - `routes.map`: which backend serves a method on a path, a `map_reg`
 //!   map over `<METHOD><path>` ([`render::routes_map`]);
 //! - `allow.map`: the `Allow` list of every path, for 405 answers
-//!   ([`render::allow_map`]).
+//!   ([`render::allow_map`]);
+//! - `paths.map`: the documented path (`/tasks/{id}`) of every path, the
+//!   route the access log names ([`render::paths_map`]).
 //!
 //! They are committed, not built at start-up, because compose and
 //! `scripts/infra` start HAProxy without a Rust build. `cargo run -p gateway
@@ -97,7 +99,7 @@ pub struct GeneratedFile {
 /// The command that regenerates the files, for headers and messages.
 pub const RENDER_COMMAND: &str = "cargo run -p gateway --bin gateway-render";
 
-/// The three files, as the services' documents give them today.
+/// The generated files, as the services' documents give them today.
 pub fn generate() -> Result<Vec<GeneratedFile>, MergeError> {
     let merged = merge(documents())?;
     Ok(vec![
@@ -112,6 +114,10 @@ pub fn generate() -> Result<Vec<GeneratedFile>, MergeError> {
         GeneratedFile {
             name: "allow.map",
             content: render::allow_map(&merged.routes),
+        },
+        GeneratedFile {
+            name: "paths.map",
+            content: render::paths_map(&merged.routes),
         },
     ])
 }

@@ -1,5 +1,5 @@
 //! The generated files' text: the merged document as stable JSON, and the
-//! two HAProxy maps.
+//! three HAProxy maps.
 //!
 //! HAProxy reads a map file line by line: `#` lines and blank lines are
 //! skipped, leading blanks stripped, the key is the first word (up to a
@@ -20,7 +20,8 @@ use crate::RENDER_COMMAND;
 /// match one non-empty segment (`[^/]+`), every other character itself
 /// (regex metacharacters escaped: `/.well-known/jwks\.json`). A path must
 /// start with `/` and hold printable ASCII only, so the regex holds no
-/// blank and means the same to PCRE2 (HAProxy) and Rust's `regex`.
+/// blank and means the same to PCRE2 (HAProxy) and Rust's `regex`; and no
+/// `"` or `\`, so the path can stand in a JSON access-log line as is.
 pub fn path_regex(path: &str) -> Result<String, String> {
     if !path.starts_with('/') {
         return Err("it does not start with `/`".into());
@@ -44,8 +45,10 @@ pub fn path_regex(path: &str) -> Result<String, String> {
                 regex.push_str("[^/]+");
             }
             '}' => return Err("a `}` closes no parameter".into()),
-            c if !c.is_ascii_graphic() => {
-                return Err(format!("{c:?} is not printable ASCII"));
+            c if !c.is_ascii_graphic() || c == '"' || c == '\\' => {
+                return Err(format!(
+                    "{c:?} is not printable ASCII or is a quote or backslash"
+                ));
             }
             c => {
                 if "\\.+*?()|[]^$".contains(c) {
@@ -86,16 +89,7 @@ pub fn routes_map(routes: &[Route]) -> String {
 /// `allow.map`: one line per path, key `^<path regex>$`, value the `Allow`
 /// list of every method any service serves on it, in match order.
 pub fn allow_map(routes: &[Route]) -> String {
-    let mut allowed: BTreeMap<&str, BTreeSet<Method>> = BTreeMap::new();
-    for route in routes {
-        allowed
-            .entry(&route.path)
-            .or_default()
-            .extend(route.methods.iter().copied());
-    }
-    let mut ordered: Vec<(&str, BTreeSet<Method>)> = allowed.into_iter().collect();
-    ordered.sort_by(|a, b| specificity(a.0).cmp(&specificity(b.0)));
-    let lines = ordered.into_iter().map(|(path, methods)| {
+    let lines = per_path(routes).into_iter().map(|(path, methods)| {
         let methods: Vec<&str> = methods.iter().map(|m| m.as_str()).collect();
         (format!("^{}$", regex_of(path)), methods.join(", "))
     });
@@ -105,6 +99,35 @@ pub fn allow_map(routes: &[Route]) -> String {
          answered when routes.map has no line for the method. No line: 404.",
         lines,
     )
+}
+
+/// `paths.map`: one line per path, key `^<path regex>$` (as in
+/// `allow.map`), value the path as documented (`/tasks/{id}`), the route
+/// the gateway logs.
+pub fn paths_map(routes: &[Route]) -> String {
+    let lines = per_path(routes)
+        .into_iter()
+        .map(|(path, _)| (format!("^{}$", regex_of(path)), path.to_owned()));
+    map_file(
+        "HAProxy map_reg over the request's path (query string excluded): the value\n\
+         is the path as the API documents it, the route the access log names.",
+        lines,
+    )
+}
+
+/// Every path once, with the methods any service serves on it, in match
+/// order.
+fn per_path(routes: &[Route]) -> Vec<(&str, BTreeSet<Method>)> {
+    let mut methods: BTreeMap<&str, BTreeSet<Method>> = BTreeMap::new();
+    for route in routes {
+        methods
+            .entry(&route.path)
+            .or_default()
+            .extend(route.methods.iter().copied());
+    }
+    let mut ordered: Vec<(&str, BTreeSet<Method>)> = methods.into_iter().collect();
+    ordered.sort_by(|a, b| specificity(a.0).cmp(&specificity(b.0)));
+    ordered
 }
 
 /// The document as pretty JSON with every object's keys sorted, so the
@@ -192,16 +215,13 @@ mod tests {
         check("/.well-known/jwks.json", "/\\.well-known/jwks\\.json");
         check("/analytics/cycle-time", "/analytics/cycle-time");
         check("/files/{name}.json", "/files/[^/]+\\.json");
-        check(
-            "/a+b*c?(d)|[e]^$\\",
-            "/a\\+b\\*c\\?\\(d\\)\\|\\[e\\]\\^\\$\\\\",
-        );
+        check("/a+b*c?(d)|[e]^$", "/a\\+b\\*c\\?\\(d\\)\\|\\[e\\]\\^\\$");
     }
 
     #[test]
     fn paths_a_map_key_cannot_hold_are_refused() {
         for path in [
-            "tasks", "/a b", "/a\tb", "/tâche", "/{}", "/{id", "/id}", "/{a{b}}",
+            "tasks", "/a b", "/a\tb", "/tâche", "/{}", "/{id", "/id}", "/{a{b}}", "/a\"b", "/a\\b",
         ] {
             assert!(path_regex(path).is_err(), "{path:?} accepted");
         }

@@ -1,7 +1,8 @@
-//! The committed route maps, read as HAProxy reads them and evaluated as
-//! `map_reg` does (each key a regex, the first match in file order wins),
-//! route every documented operation to the service that documents it, and
-//! nothing else anywhere.
+//! The committed maps, read as HAProxy reads them and evaluated as
+//! `map_reg` does (each key a regex, the first match in file order wins):
+//! `routes.map` routes every documented operation to the service that
+//! documents it and nothing else anywhere; `allow.map` and `paths.map` know
+//! every documented path and no other.
 //!
 //! The oracle is the services' documents as JSON (`auth::openapi()` and its
 //! siblings), not the gateway crate's own merge.
@@ -153,9 +154,34 @@ fn allow_map_lists_every_method_of_every_path() {
 }
 
 #[test]
-fn paths_no_service_documents_match_neither_map() {
+fn paths_map_names_the_documented_path_of_every_path() {
+    let paths_map = load("paths.map");
+    let paths: BTreeSet<String> = served().into_keys().map(|(p, _)| p).collect();
+    let mut wrong = Vec::new();
+    for path in &paths {
+        for value in PARAMETER_VALUES {
+            let concrete = concrete(path, value);
+            let got = first_match(&paths_map, &concrete);
+            if got != Some(path.as_str()) {
+                wrong.push(format!(
+                    "{concrete}: expected {path}, paths.map gives {got:?}"
+                ));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{}\n(if a service changed: run `{}`)",
+        wrong.join("\n"),
+        gateway::RENDER_COMMAND
+    );
+}
+
+#[test]
+fn paths_no_service_documents_match_no_map() {
     let routes = load("routes.map");
     let allow = load("allow.map");
+    let paths_map = load("paths.map");
     let paths = [
         "/",
         "/healthz",
@@ -177,6 +203,11 @@ fn paths_no_service_documents_match_neither_map() {
     ];
     for path in paths {
         assert_eq!(first_match(&allow, path), None, "allow.map matches {path}");
+        assert_eq!(
+            first_match(&paths_map, path),
+            None,
+            "paths.map matches {path}"
+        );
         for method in METHODS {
             let key = format!("{method}{path}");
             assert_eq!(first_match(&routes, &key), None, "routes.map matches {key}");
