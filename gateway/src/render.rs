@@ -51,7 +51,7 @@ pub fn path_regex(path: &str) -> Result<String, String> {
                 ));
             }
             c => {
-                if "\\.+*?()|[]^$".contains(c) {
+                if ".+*?()|[]^$".contains(c) {
                     regex.push('\\');
                 }
                 regex.push(c);
