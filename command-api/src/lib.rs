@@ -13,3 +13,9 @@ mod write_limit;
 
 pub use config::Config;
 pub use startup::Application;
+
+/// The OpenAPI document command-api serves at `/openapi.json`, built by the
+/// same function as the served one (the gateway merges it into its document).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api::routes(service::health::Readiness::new()).1
+}

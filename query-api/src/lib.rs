@@ -14,3 +14,9 @@ mod tasks;
 
 pub use config::Config;
 pub use startup::Application;
+
+/// The OpenAPI document query-api serves at `/openapi.json`, built by the
+/// same function as the served one (the gateway merges it into its document).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    startup::documented_routes(service::health::Readiness::new()).1
+}

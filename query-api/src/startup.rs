@@ -106,6 +106,15 @@ impl Application {
 /// The API routes (documented in the OpenAPI document), `/openapi.json`,
 /// and health.
 pub fn routes(state: AppState, readiness: Readiness) -> Router {
+    let (api, doc) = documented_routes(readiness);
+    api.merge(service::openapi::routes(doc)).with_state(state)
+}
+
+/// The API routes and health, and the OpenAPI document describing them: the
+/// one `/openapi.json` serves and [`crate::openapi`] returns.
+pub(crate) fn documented_routes(
+    readiness: Readiness,
+) -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let (api, doc) = api_routes()
         .merge(service::health::documented_routes(readiness))
         .split_for_parts();
@@ -115,7 +124,7 @@ pub fn routes(state: AppState, readiness: Readiness) -> Router {
         "Filtered, paginated reads over the task and project views, task history, analytics; \
          access follows project membership; read-your-writes via X-Consistency-Token.",
     );
-    api.merge(service::openapi::routes(doc)).with_state(state)
+    (api, doc)
 }
 
 fn readiness(db: &Database, pool: &PgPool) -> Readiness {
