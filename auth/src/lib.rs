@@ -71,7 +71,6 @@ pub mod operator;
 mod password;
 mod rate_limit;
 mod refresh;
-mod request;
 mod startup;
 pub mod tokens;
 pub mod users;
