@@ -21,12 +21,12 @@ use crate::domain::{normalise_email, DisplayName, Email, NewPassword, EMAIL_MAX_
 use crate::error::ApiError;
 use crate::keys::Jwks;
 use crate::rate_limit::Attempt;
-use crate::request::ClientIp;
 use crate::startup::AppState;
 use crate::tokens::{self, AccessTokenRequest, ACCESS_TOKEN_TTL};
 use crate::users::{self, Cause, NewUser, User, UserFilter};
 use crate::{password, refresh::RefreshToken};
 use access::{AdminUser, AuthUser};
+use service::http::ClientIp;
 use service::http::CorrelationId;
 
 // ------------------------------------------------------------------ bodies
@@ -655,8 +655,13 @@ async fn list_users(
     get, path = "/.well-known/jwks.json", tag = "keys",
     responses((status = 200, description = "JSON Web Key Set", body = Jwks))
 )]
-async fn jwks(State(state): State<AppState>) -> Json<Jwks> {
-    Json(state.keys.jwks())
+async fn jwks(State(state): State<AppState>) -> ([(HeaderName, &'static str); 1], Json<Jwks>) {
+    // Public, and it changes only with a key rotation: shared caches (the
+    // gateway) may keep it a few minutes.
+    (
+        [(CACHE_CONTROL, service::http::PUBLIC_5_MIN)],
+        Json(state.keys.jwks()),
+    )
 }
 
 // ----------------------------------------------------------------- OpenAPI

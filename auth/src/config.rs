@@ -42,7 +42,9 @@ pub struct Config {
     /// key evicts the one closest to expiry. About 100 bytes a key.
     pub rate_limit_capacity: NonZeroUsize,
     /// `AUTH_HTTP_*`: header-read, body-read and idle timeouts and the
-    /// connection cap (see `service::http::Limits`; defaults as the APIs').
+    /// connection cap (see `service::http::Limits`; defaults as the APIs');
+    /// `AUTH_TRUSTED_PROXIES`: the proxies whose `X-Forwarded-For` names the
+    /// client its per-IP limits count (default none).
     pub http: Limits,
 }
 

@@ -31,8 +31,11 @@
 //! at most 254 bytes, and kept as a salted hash), forget a key once its
 //! budget is whole again (checked every second), and hold at most
 //! `AUTH_RATE_LIMIT_CAPACITY` keys each (default 100,000). The client
-//! IP is the connection's peer: forwarding headers are not trusted. Bodies
-//! over 64 KiB are refused with 413, unknown JSON fields with 422.
+//! IP is the connection's peer, or, when the peer is one of
+//! `AUTH_TRUSTED_PROXIES` (default none: forwarding headers are not
+//! trusted), the rightmost `X-Forwarded-For` value
+//! (`service::http::ClientIp`). Bodies over 64 KiB are refused with 413,
+//! unknown JSON fields with 422.
 //!
 //! # Emails, names and passwords
 //!
@@ -71,7 +74,6 @@ pub mod operator;
 mod password;
 mod rate_limit;
 mod refresh;
-mod request;
 mod startup;
 pub mod tokens;
 pub mod users;

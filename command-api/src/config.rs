@@ -39,7 +39,9 @@ pub struct Config {
     /// `COMMAND_API_MAX_PROJECTS_PER_USER` (default 1,000): an addition
     /// (or a create) beyond either is a 409 naming the limit.
     pub projects: ProjectLimits,
-    /// `COMMAND_API_HTTP_*`: connection and body timeouts, connection cap.
+    /// `COMMAND_API_HTTP_*`: connection and body timeouts, connection cap;
+    /// `COMMAND_API_TRUSTED_PROXIES`: the proxies whose `X-Forwarded-For`
+    /// is believed (default none).
     pub http: Limits,
 }
 

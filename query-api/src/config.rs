@@ -42,7 +42,9 @@ pub struct Config {
     /// `QUERY_API_CONSISTENCY_TIMEOUT_MS`: how long a read carrying
     /// `X-Consistency-Token` waits for the projection, default 2000.
     pub consistency_timeout: Duration,
-    /// `QUERY_API_HTTP_*`: connection and body timeouts, connection cap.
+    /// `QUERY_API_HTTP_*`: connection and body timeouts, connection cap;
+    /// `QUERY_API_TRUSTED_PROXIES`: the proxies whose `X-Forwarded-For` is
+    /// believed (default none).
     pub http: Limits,
 }
 

@@ -1,5 +1,12 @@
 //! The HTTP edge every service shares: binding, middleware, fallbacks,
-//! path extraction with problem+json rejections, and serving until shutdown.
+//! path extraction with problem+json rejections, the client's address
+//! (`client`), and serving until shutdown.
+
+mod client;
+mod edge;
+
+pub use client::{Cidr, ClientIp, TrustedProxies, X_FORWARDED_FOR};
+pub use edge::{is_acceptable_request_id, NO_STORE, PRIVATE, PUBLIC_5_MIN};
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -78,7 +85,9 @@ pub fn finish(router: Router) -> Router {
             tracing::error!("request handler panicked");
             Problem::internal().into_response()
         }))
+        .layer(axum::middleware::from_fn(edge::default_cache_control))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(axum::middleware::from_fn(edge::log_request))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
             let request_id = req
                 .extensions()
@@ -88,6 +97,7 @@ pub fn finish(router: Router) -> Router {
             tracing::info_span!("http", method = %req.method(), uri = %req.uri().path(), request_id)
         }))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(axum::middleware::from_fn(edge::drop_malformed_request_id))
 }
 
 /// Serves until `shutdown` is cancelled, then drains in-flight requests,
@@ -109,7 +119,9 @@ pub async fn serve(
 /// `max_connections_per_ip` from one address, are closed at once, so a
 /// flood of slow clients is refused rather than left hanging, and one
 /// client cannot take every slot. On shutdown the listener closes and open
-/// connections finish their requests, bounded by `drain`.
+/// connections finish their requests, bounded by `drain`. The limits
+/// reach every request as an `Extension` ([`ClientIp`] and the JSON body
+/// reader use them); the per-address cap spares `limits.trusted_proxies`.
 pub async fn serve_with(
     listener: TcpListener,
     router: Router,
@@ -150,13 +162,18 @@ pub async fn serve_with(
             drop(stream);
             continue;
         };
-        let Some(ip_slot) = per_ip
-            .clone()
-            .take(peer.ip(), limits.max_connections_per_ip)
-        else {
-            metrics::counter!("http_connections_refused_total", "why" => "per_ip").increment(1);
-            drop(stream);
-            continue;
+        // A trusted proxy carries many clients' connections: only the
+        // global cap applies to it.
+        let peer_ip = peer.ip().to_canonical();
+        let ip_slot = if limits.trusted_proxies.contains(peer_ip) {
+            None
+        } else {
+            let Some(slot) = per_ip.clone().take(peer_ip, limits.max_connections_per_ip) else {
+                metrics::counter!("http_connections_refused_total", "why" => "per_ip").increment(1);
+                drop(stream);
+                continue;
+            };
+            Some(slot)
         };
         let _ = stream.set_nodelay(true);
         let tower_service = match make_service.call(peer).await {
@@ -228,8 +245,9 @@ impl Drop for IpSlot {
     }
 }
 
-/// Connection and request limits every service applies at its edge, read
-/// from `{PREFIX}_HTTP_*` (see `config::Settings`).
+/// Connection and request limits every service applies at its edge, and
+/// the proxies it trusts, read from `{PREFIX}_HTTP_*` and
+/// `{PREFIX}_TRUSTED_PROXIES` (see `config::Settings`).
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// The whole request head must arrive within this (`*_HTTP_HEADER_READ_TIMEOUT_MS`).
@@ -244,10 +262,13 @@ pub struct Limits {
     /// closed on accept.
     pub max_connections: usize,
     /// Open connections from one client address
-    /// (`*_HTTP_MAX_CONNECTIONS_PER_IP`); more are closed on accept. Behind
-    /// a proxy every client shares the proxy's address: set it to
-    /// `max_connections` there and limit per client at the proxy.
+    /// (`*_HTTP_MAX_CONNECTIONS_PER_IP`); more are closed on accept. It
+    /// does not apply to `trusted_proxies`, which carry many clients'
+    /// connections (limit per client at the proxy).
     pub max_connections_per_ip: usize,
+    /// The proxies (the gateway) whose `X-Forwarded-For` names the client
+    /// (`*_TRUSTED_PROXIES`, default none): see [`ClientIp`].
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Default for Limits {
@@ -258,6 +279,7 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(60),
             max_connections: 1024,
             max_connections_per_ip: 128,
+            trusted_proxies: TrustedProxies::default(),
         }
     }
 }

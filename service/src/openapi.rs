@@ -145,7 +145,9 @@ pub fn add_edge_responses(doc: &mut OpenApi) {
         .or_insert_with(<crate::problem::FieldError as utoipa::PartialSchema>::schema);
 }
 
-/// Routes `/openapi.json`, `/docs` and the UI's assets under `/docs/`.
+/// Routes `/openapi.json`, `/docs` and the UI's assets under `/docs/`:
+/// public, so shared caches may keep the document and the page five
+/// minutes and the (versioned, compiled-in) assets a day.
 pub fn routes<S: Clone + Send + Sync + 'static>(doc: OpenApi) -> Router<S> {
     let json: Arc<Vec<u8>> = Arc::new(serde_json::to_vec(&doc).unwrap_or_default());
     let mut ui = SwaggerUi::new();
@@ -167,7 +169,10 @@ pub fn routes<S: Clone + Send + Sync + 'static>(doc: OpenApi) -> Router<S> {
                 let json = json.clone();
                 async move {
                     (
-                        [(header::CONTENT_TYPE, "application/json")],
+                        [
+                            (header::CONTENT_TYPE, "application/json"),
+                            (header::CACHE_CONTROL, crate::http::PUBLIC_5_MIN),
+                        ],
                         json.as_ref().clone(),
                     )
                 }
@@ -177,7 +182,12 @@ pub fn routes<S: Clone + Send + Sync + 'static>(doc: OpenApi) -> Router<S> {
             "/docs",
             get(move || {
                 let page = page.clone();
-                async move { Html(page.as_ref().clone()) }
+                async move {
+                    (
+                        [(header::CACHE_CONTROL, crate::http::PUBLIC_5_MIN)],
+                        Html(page.as_ref().clone()),
+                    )
+                }
             }),
         )
         .route("/docs/{file}", get(asset))

@@ -286,6 +286,7 @@ fn loose_limits() -> service::http::Limits {
         idle_timeout: Duration::from_secs(30),
         max_connections: 1000,
         max_connections_per_ip: 1000,
+        ..service::http::Limits::default()
     }
 }
 

@@ -163,14 +163,16 @@ impl Settings for MongoSettings {
     }
 }
 
-/// The HTTP edge's connection limits: `{PREFIX}_HTTP_*`, each defaulting to
-/// [`Limits::default`].
+/// The HTTP edge's connection limits, `{PREFIX}_HTTP_*`, and its trusted
+/// proxies, `{PREFIX}_TRUSTED_PROXIES` (comma-separated networks, default
+/// none); each defaults to [`Limits::default`].
 impl Limits {
     const HEADER_READ_TIMEOUT_MS: &str = "HTTP_HEADER_READ_TIMEOUT_MS";
     const BODY_READ_TIMEOUT_MS: &str = "HTTP_BODY_READ_TIMEOUT_MS";
     const IDLE_TIMEOUT_MS: &str = "HTTP_IDLE_TIMEOUT_MS";
     const MAX_CONNECTIONS: &str = "HTTP_MAX_CONNECTIONS";
     const MAX_CONNECTIONS_PER_IP: &str = "HTTP_MAX_CONNECTIONS_PER_IP";
+    const TRUSTED_PROXIES: &str = "TRUSTED_PROXIES";
 }
 
 impl Settings for Limits {
@@ -183,6 +185,7 @@ impl Settings for Limits {
                 Self::IDLE_TIMEOUT_MS,
                 Self::MAX_CONNECTIONS,
                 Self::MAX_CONNECTIONS_PER_IP,
+                Self::TRUSTED_PROXIES,
             ],
         )
     }
@@ -216,6 +219,7 @@ impl Settings for Limits {
             idle_timeout: ms(Self::IDLE_TIMEOUT_MS, d.idle_timeout)?,
             max_connections: count(Self::MAX_CONNECTIONS, d.max_connections)?,
             max_connections_per_ip: count(Self::MAX_CONNECTIONS_PER_IP, d.max_connections_per_ip)?,
+            trusted_proxies: env_or(&var(prefix, Self::TRUSTED_PROXIES), d.trusted_proxies)?,
         };
         // A stalled body must meet the body timeout (408) before the idle
         // timeout silently closes its connection.
@@ -251,6 +255,7 @@ impl Settings for Limits {
                 var(prefix, Self::MAX_CONNECTIONS_PER_IP),
                 self.max_connections_per_ip,
             ),
+            kv(var(prefix, Self::TRUSTED_PROXIES), &self.trusted_proxies),
         ]
     }
 }
@@ -291,6 +296,7 @@ mod tests {
             &Limits {
                 header_read_timeout: Duration::from_millis(1500),
                 max_connections: 7,
+                trusted_proxies: "10.0.0.0/8,::1".parse().expect("networks"),
                 ..Limits::default()
             },
             "SVC",
@@ -342,5 +348,14 @@ mod tests {
             limits.expect_err("body beyond idle").to_string(),
             "configuration: SVC_HTTP_BODY_READ_TIMEOUT_MS: must be below SVC_HTTP_IDLE_TIMEOUT_MS (60000 ms)"
         );
+        let (limits, _) = read_from(&[kv("SVC_TRUSTED_PROXIES", "10.0.0.1/8")], || {
+            Limits::from_env("SVC")
+        });
+        let err = limits.expect_err("host bits").to_string();
+        assert!(
+            err.starts_with("configuration: SVC_TRUSTED_PROXIES: "),
+            "{err}"
+        );
+        assert!(err.contains("10.0.0.1/8"), "{err}");
     }
 }
