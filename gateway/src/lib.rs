@@ -2,17 +2,20 @@
 //! from the services' own OpenAPI documents.
 //!
 //! The gateway is HAProxy (`gateway/haproxy.cfg`), not a proxy of our own.
-//! This crate renders the four files it reads, committed next to that
+//! This crate renders the three files it reads, committed next to that
 //! configuration:
 //!
 //! - `openapi.json`: one OpenAPI 3.1 document for the whole public API,
-//!   merged from auth's, command-api's and query-api's ([`merge()`]);
-//! - `routes.map`: which backend serves a method on a path, a `map_reg`
-//!   map over `<METHOD><path>` ([`render::routes_map`]);
+//!   merged from auth's, command-api's and query-api's, plus the answers
+//!   the gateway itself gives (429, 411, 413, 502, 503, 504) ([`merge()`],
+//!   [`merge::add_gateway_responses`]);
+//! - `routes.map`: a `map_reg` map over `<METHOD><path>` whose value is
+//!   `<backend>|<bearer|public>|<documented path>`: which backend serves
+//!   the method on the path, whether the operation takes a Bearer token (a
+//!   token picks a per-user budget only there), and the route the access
+//!   log names, e.g. `query|bearer|/tasks/{id}` ([`render::routes_map`]);
 //! - `allow.map`: the `Allow` list of every path, for 405 answers
-//!   ([`render::allow_map`]);
-//! - `paths.map`: the documented path (`/tasks/{id}`) of every path, the
-//!   route the access log names ([`render::paths_map`]).
+//!   ([`render::allow_map`]).
 //!
 //! They are committed, not built at start-up, because compose and
 //! `scripts/infra` start HAProxy without a Rust build. `cargo run -p gateway
@@ -34,7 +37,7 @@ use utoipa::openapi::OpenApi;
 pub mod merge;
 pub mod render;
 
-pub use merge::{merge, MergeError, Merged, Method, Route};
+pub use merge::{merge, Access, MergeError, Merged, Method, Route};
 
 /// A service behind the gateway, named as its HAProxy backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -114,10 +117,6 @@ pub fn generate() -> Result<Vec<GeneratedFile>, MergeError> {
         GeneratedFile {
             name: "allow.map",
             content: render::allow_map(&merged.routes),
-        },
-        GeneratedFile {
-            name: "paths.map",
-            content: render::paths_map(&merged.routes),
         },
     ])
 }

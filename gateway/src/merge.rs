@@ -12,8 +12,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::{Operation, PathItem};
-use utoipa::openapi::{Components, Info, License, OpenApi, Server, Tag};
+use utoipa::openapi::security::{HttpAuthScheme, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{
+    Components, ContentBuilder, Info, License, OpenApi, Ref, RefOr, Response, ResponseBuilder,
+    Server, Tag,
+};
 
 use crate::render::path_regex;
 use crate::Backend;
@@ -96,12 +101,42 @@ impl fmt::Display for Method {
     }
 }
 
-/// The methods one backend serves on one path (HEAD included wherever GET
-/// is).
+/// Whether an operation takes a Bearer token: the gateway lets a request's
+/// token pick a per-user budget only on [`Access::Bearer`] routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Access {
+    /// The operation requires the Bearer scheme: its `security` (or, when
+    /// it has none, its document's) is non-empty, has no empty requirement
+    /// `{}`, and names only HTTP Bearer schemes.
+    Bearer,
+    /// Anyone may call it (no requirement, or an empty one).
+    Public,
+}
+
+impl Access {
+    /// The word `routes.map` gives: `bearer` or `public`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Access::Bearer => "bearer",
+            Access::Public => "public",
+        }
+    }
+}
+
+impl fmt::Display for Access {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The methods one backend serves on one path with one [`Access`] (HEAD
+/// included wherever GET is). A path whose methods on one backend differ in
+/// access is two routes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     pub path: String,
     pub backend: Backend,
+    pub access: Access,
     pub methods: BTreeSet<Method>,
 }
 
@@ -158,6 +193,17 @@ pub enum MergeError {
         service: &'static str,
         reason: String,
     },
+    #[error(
+        "{method} {path} ({service}) requires the security scheme `{scheme}`, which is not \
+         an HTTP Bearer scheme of its document: the gateway tells only bearer routes from \
+         public ones"
+    )]
+    Scheme {
+        method: Method,
+        path: String,
+        service: &'static str,
+        scheme: String,
+    },
     #[error("the document-level security requirements differ between {first} and {second}")]
     Security {
         first: &'static str,
@@ -168,7 +214,9 @@ pub enum MergeError {
 }
 
 /// Merges the backends' documents (in the order given) into one document
-/// for the whole public API, and the route table for the gateway.
+/// for the whole public API, and the route table for the gateway. The
+/// document also describes the answers the gateway itself gives
+/// ([`add_gateway_responses`]).
 pub fn merge(documents: Vec<(Backend, OpenApi)>) -> Result<Merged, MergeError> {
     let mut state = State::default();
     let mut descriptions = Vec::new();
@@ -187,6 +235,7 @@ pub fn merge(documents: Vec<(Backend, OpenApi)>) -> Result<Merged, MergeError> {
     document.components = Some(state.components);
     document.tags = (!state.tags.is_empty()).then_some(state.tags);
     document.security = state.security.map(|(_, s)| s);
+    add_gateway_responses(&mut document);
     Ok(Merged {
         document,
         routes: state.routes,
@@ -205,14 +254,18 @@ struct State {
     components: Components,
     component_owners: BTreeMap<(&'static str, String), Backend>,
     tags: Vec<Tag>,
-    security: Option<(Backend, Vec<utoipa::openapi::security::SecurityRequirement>)>,
+    security: Option<(Backend, Vec<SecurityRequirement>)>,
     routes: Vec<Route>,
 }
 
 impl State {
-    fn add(&mut self, backend: Backend, doc: OpenApi) -> Result<(), MergeError> {
-        for (path, item) in doc.paths.paths {
-            self.add_path(backend, path, item)?;
+    fn add(&mut self, backend: Backend, mut doc: OpenApi) -> Result<(), MergeError> {
+        let security = DocumentSecurity {
+            default: doc.security.clone(),
+            bearer_schemes: bearer_schemes(doc.components.as_ref()),
+        };
+        for (path, item) in std::mem::take(&mut doc.paths.paths) {
+            self.add_path(backend, path, item, &security)?;
         }
         if let Some(components) = doc.components {
             self.add_components(backend, components)?;
@@ -240,12 +293,19 @@ impl State {
         backend: Backend,
         path: String,
         mut item: PathItem,
+        security: &DocumentSecurity,
     ) -> Result<(), MergeError> {
         let mut operations = Vec::new();
         for method in Method::ALL {
             if let Some(op) = method.slot(&mut item).take() {
                 if !is_operations(&op) {
-                    operations.push((method, op));
+                    let access = security.access(&op).map_err(|scheme| MergeError::Scheme {
+                        method,
+                        path: path.clone(),
+                        service: backend.service(),
+                        scheme,
+                    })?;
+                    operations.push((method, access, op));
                 }
             }
         }
@@ -277,8 +337,8 @@ impl State {
             .entry(path.clone())
             .or_insert_with(|| (backend, PathItem::default()));
         merge_path_fields(&path, *first, merged, backend, &mut item)?;
-        let mut methods = BTreeSet::new();
-        for (method, op) in operations {
+        let mut methods: BTreeMap<Access, BTreeSet<Method>> = BTreeMap::new();
+        for (method, access, op) in operations {
             for &served in method.served() {
                 if let Some(owner) = self.owners.insert((path.clone(), served), backend) {
                     return Err(MergeError::Operation {
@@ -288,7 +348,7 @@ impl State {
                         second: backend.service(),
                     });
                 }
-                methods.insert(served);
+                methods.entry(access).or_default().insert(served);
             }
             if let Some(id) = &op.operation_id {
                 let here = format!("{method} {path} ({})", backend.service());
@@ -302,11 +362,14 @@ impl State {
             }
             *method.slot(merged) = Some(op);
         }
-        self.routes.push(Route {
-            path,
-            backend,
-            methods,
-        });
+        for (access, methods) in methods {
+            self.routes.push(Route {
+                path: path.clone(),
+                backend,
+                access,
+                methods,
+            });
+        }
         Ok(())
     }
 
@@ -359,6 +422,54 @@ impl State {
             }
         }
     }
+}
+
+/// What decides an operation's [`Access`] in one service's document.
+struct DocumentSecurity {
+    /// The document-level `security`, for operations without their own.
+    default: Option<Vec<SecurityRequirement>>,
+    /// The names of the document's HTTP Bearer security schemes.
+    bearer_schemes: BTreeSet<String>,
+}
+
+impl DocumentSecurity {
+    /// The operation's access; `Err` names a scheme it requires that is not
+    /// an HTTP Bearer scheme (the gateway would not know what to make of it).
+    fn access(&self, op: &Operation) -> Result<Access, String> {
+        let requirements = op.security.as_ref().or(self.default.as_ref());
+        let Some(requirements) = requirements.filter(|r| !r.is_empty()) else {
+            return Ok(Access::Public);
+        };
+        let mut names = Vec::new();
+        for requirement in requirements {
+            // The requirement's scheme names are private fields; its JSON
+            // form is `{ "<scheme>": [scopes] }`.
+            let value = serde_json::to_value(requirement).unwrap_or_default();
+            let Some(schemes) = value.as_object() else {
+                return Err(format!("(unreadable requirement {value})"));
+            };
+            if schemes.is_empty() {
+                return Ok(Access::Public);
+            }
+            names.extend(schemes.keys().cloned());
+        }
+        match names.into_iter().find(|n| !self.bearer_schemes.contains(n)) {
+            Some(other) => Err(other),
+            None => Ok(Access::Bearer),
+        }
+    }
+}
+
+/// The names of the HTTP Bearer security schemes among `components`.
+fn bearer_schemes(components: Option<&Components>) -> BTreeSet<String> {
+    components
+        .into_iter()
+        .flat_map(|c| c.security_schemes.iter())
+        .filter(|(_, scheme)| {
+            matches!(scheme, SecurityScheme::Http(http) if http.scheme == HttpAuthScheme::Bearer)
+        })
+        .map(|(name, _)| name.clone())
+        .collect()
 }
 
 fn is_operations(op: &Operation) -> bool {
@@ -492,6 +603,132 @@ fn merge_named<T: PartialEq>(
     Ok(())
 }
 
+/// The statuses the gateway itself answers on every operation.
+pub const GATEWAY_STATUSES: [&str; 4] = ["429", "502", "503", "504"];
+/// The statuses the gateway itself answers on every operation with a
+/// request body (on top of [`GATEWAY_STATUSES`]).
+pub const GATEWAY_BODY_STATUSES: [&str; 2] = ["411", "413"];
+/// The headers of the gateway's 429 answer.
+pub const RATE_LIMIT_HEADERS: [&str; 5] = [
+    "Retry-After",
+    "RateLimit-Limit",
+    "RateLimit-Remaining",
+    "RateLimit-Reset",
+    "RateLimit-Policy",
+];
+
+/// Documents the answers HAProxy gives in front of the services, on every
+/// operation of `doc` that does not already describe the status (a
+/// service's own description of it stays): 429 (a rate limit, with
+/// `Retry-After` and the `RateLimit-*` headers), 502, 503 and 504 (the
+/// service failed, is unavailable, or did not answer in time) everywhere;
+/// 411 (a body sent with `Transfer-Encoding` instead of `Content-Length`)
+/// and 413 (a body over the gateway's limit) where there is a request body.
+/// Every body is a problem (the `Problem` schema, added if missing).
+pub fn add_gateway_responses(doc: &mut OpenApi) {
+    let problem = |description: &str| -> ResponseBuilder {
+        ResponseBuilder::new().description(description).content(
+            "application/problem+json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build(),
+        )
+    };
+    let seconds = |description: &str| {
+        HeaderBuilder::new()
+            .schema(<u64 as utoipa::PartialSchema>::schema())
+            .description(Some(description))
+            .build()
+    };
+    let rate_limited = problem(
+        "Too many requests: the gateway's budget for this client address (or, with a \
+         Bearer token on a route that takes one, this user's reads or writes) is spent",
+    )
+    .header(
+        RATE_LIMIT_HEADERS[0],
+        seconds("Seconds to wait before retrying"),
+    )
+    .header(
+        RATE_LIMIT_HEADERS[1],
+        seconds("Requests the spent budget allows per window"),
+    )
+    .header(
+        RATE_LIMIT_HEADERS[2],
+        seconds("Requests left in the window (0)"),
+    )
+    .header(
+        RATE_LIMIT_HEADERS[3],
+        seconds("Seconds until the window starts over"),
+    )
+    .header(
+        RATE_LIMIT_HEADERS[4],
+        HeaderBuilder::new()
+            .schema(<String as utoipa::PartialSchema>::schema())
+            .description(Some(
+                "The spent budget as `<limit>;w=<window seconds>`, e.g. `100;w=10`",
+            ))
+            .build(),
+    )
+    .build();
+    let every: [(&str, Response); 4] = [
+        ("429", rate_limited),
+        (
+            "502",
+            problem(
+                "Bad gateway: the service's answer was not valid HTTP or the connection failed",
+            )
+            .build(),
+        ),
+        (
+            "503",
+            problem("Service unavailable: the gateway has no healthy server for this operation")
+                .build(),
+        ),
+        (
+            "504",
+            problem("Gateway timeout: the service did not answer in time").build(),
+        ),
+    ];
+    let with_body: [(&str, Response); 2] = [
+        (
+            "411",
+            problem(
+                "Length required: the body was sent with `Transfer-Encoding` instead of \
+                 `Content-Length`",
+            )
+            .build(),
+        ),
+        (
+            "413",
+            problem("Payload too large: the body is over the gateway's limit").build(),
+        ),
+    ];
+    for item in doc.paths.paths.values_mut() {
+        for method in Method::ALL {
+            let Some(op) = method.slot(item).as_mut() else {
+                continue;
+            };
+            let body = op.request_body.is_some();
+            let responses = &mut op.responses.responses;
+            let extra = every.iter().chain(with_body.iter().filter(|_| body));
+            for (status, response) in extra {
+                responses
+                    .entry((*status).to_owned())
+                    .or_insert_with(|| RefOr::T(response.clone()));
+            }
+        }
+    }
+    let components = doc.components.get_or_insert_with(Default::default);
+    components
+        .schemas
+        .entry("Problem".into())
+        .or_insert_with(<service::Problem as utoipa::PartialSchema>::schema);
+    components
+        .schemas
+        .entry("FieldError".into())
+        .or_insert_with(<service::FieldError as utoipa::PartialSchema>::schema);
+}
+
 fn info(descriptions: &[(Backend, Option<String>)]) -> Info {
     let mut text = String::from(
         "The public API of taskstream from one base URL: the gateway routes each \
@@ -583,32 +820,212 @@ mod tests {
             json!([{ "name": "tasks", "description": "from this service" }])
         );
         assert!(value["components"]["schemas"]["Task"].is_object());
-        let routes: Vec<(&str, Backend, Vec<Method>)> = merged
+        assert_eq!(
+            routes(&merged),
+            vec![
+                (
+                    "/tasks/{id}",
+                    Backend::Query,
+                    Access::Public,
+                    vec![Method::Get, Method::Head]
+                ),
+                (
+                    "/tasks/{id}",
+                    Backend::Command,
+                    Access::Public,
+                    vec![Method::Patch, Method::Delete]
+                ),
+            ]
+        );
+    }
+
+    fn routes(merged: &Merged) -> Vec<(&str, Backend, Access, Vec<Method>)> {
+        merged
             .routes
             .iter()
             .map(|r| {
                 (
                     r.path.as_str(),
                     r.backend,
+                    r.access,
                     r.methods.iter().copied().collect(),
                 )
             })
-            .collect();
+            .collect()
+    }
+
+    /// An operation with `security` (absent when `None`).
+    fn secured(id: &str, security: Option<Value>) -> Value {
+        let mut op = op(id);
+        if let Some(security) = security {
+            op["security"] = security;
+        }
+        op
+    }
+
+    /// A document whose components hold the Bearer scheme `bearer` and the
+    /// API-key scheme `key`.
+    fn with_schemes(paths: Value, security: Option<Value>) -> OpenApi {
+        let mut doc = serde_json::to_value(doc(paths, json!({}))).expect("serializable");
+        doc["components"]["securitySchemes"] = json!({
+            "bearer": { "type": "http", "scheme": "bearer", "bearerFormat": "JWT" },
+            "key": { "type": "apiKey", "in": "header", "name": "X-Key" },
+        });
+        if let Some(security) = security {
+            doc["security"] = security;
+        }
+        serde_json::from_value(doc).expect("a valid test document")
+    }
+
+    #[test]
+    fn routes_group_methods_by_path_backend_and_bearer_or_public() {
+        let bearer = || Some(json!([{ "bearer": [] }]));
+        let auth = with_schemes(
+            json!({
+                "/auth/me": {
+                    "get": secured("me", bearer()),
+                    "delete": secured("forget", bearer()),
+                    "post": secured("who", None),
+                },
+                "/auth/login": { "post": secured("login", Some(json!([]))) },
+                "/auth/maybe": { "get": secured("maybe", Some(json!([{ "bearer": [] }, {}]))) },
+            }),
+            None,
+        );
+        let merged = merge(vec![(Backend::Auth, auth)]).expect("merges");
         assert_eq!(
-            routes,
+            routes(&merged),
             vec![
                 (
-                    "/tasks/{id}",
-                    Backend::Query,
+                    "/auth/login",
+                    Backend::Auth,
+                    Access::Public,
+                    vec![Method::Post]
+                ),
+                (
+                    "/auth/maybe",
+                    Backend::Auth,
+                    Access::Public,
                     vec![Method::Get, Method::Head]
                 ),
                 (
-                    "/tasks/{id}",
-                    Backend::Command,
-                    vec![Method::Patch, Method::Delete]
+                    "/auth/me",
+                    Backend::Auth,
+                    Access::Bearer,
+                    vec![Method::Get, Method::Head, Method::Delete]
+                ),
+                (
+                    "/auth/me",
+                    Backend::Auth,
+                    Access::Public,
+                    vec![Method::Post]
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn an_operation_without_security_takes_the_documents() {
+        let paths = json!({
+            "/a": { "get": secured("a", None), "post": secured("b", Some(json!([]))) },
+        });
+        let merged = merge(vec![(
+            Backend::Query,
+            with_schemes(paths, Some(json!([{ "bearer": [] }]))),
+        )])
+        .expect("merges");
+        assert_eq!(
+            routes(&merged),
+            vec![
+                (
+                    "/a",
+                    Backend::Query,
+                    Access::Bearer,
+                    vec![Method::Get, Method::Head]
+                ),
+                ("/a", Backend::Query, Access::Public, vec![Method::Post]),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_scheme_that_is_not_bearer_is_an_error_naming_it() {
+        for security in [
+            json!([{ "key": [] }]),
+            json!([{ "bearer": [], "key": [] }]),
+            json!([{ "nothing": [] }]),
+        ] {
+            let paths = json!({ "/a": { "post": secured("a", Some(security.clone())) } });
+            let error = merge(vec![(Backend::Command, with_schemes(paths, None))])
+                .err()
+                .unwrap_or_else(|| panic!("{security} is not bearer"));
+            assert!(
+                matches!(&error, MergeError::Scheme { method: Method::Post, path, scheme, .. }
+                    if path == "/a" && (scheme == "key" || scheme == "nothing")),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_gateways_own_answers_are_added_where_an_operation_lacks_them() {
+        let mut read = op("read");
+        read["responses"]["503"] = json!({ "description": "the service's own" });
+        let mut write = op("write");
+        write["requestBody"] = json!({
+            "content": { "application/json": { "schema": { "type": "object" } } }
+        });
+        write["responses"]["413"] = json!({ "description": "over 64 KiB" });
+        let merged = merge(vec![(
+            Backend::Command,
+            doc(json!({ "/a": { "get": read, "post": write } }), json!({})),
+        )])
+        .expect("merges");
+        let value = serde_json::to_value(&merged.document).expect("serializable");
+        let codes = |method: &str| -> Vec<String> {
+            value["paths"]["/a"][method]["responses"]
+                .as_object()
+                .expect("responses")
+                .keys()
+                .cloned()
+                .collect()
+        };
+        assert_eq!(codes("get"), ["200", "429", "502", "503", "504"]);
+        assert_eq!(
+            codes("post"),
+            ["200", "411", "413", "429", "502", "503", "504"]
+        );
+        let responses = |method: &str| &value["paths"]["/a"][method]["responses"];
+        assert_eq!(
+            responses("get")["503"],
+            json!({ "description": "the service's own" })
+        );
+        assert_eq!(
+            responses("post")["413"],
+            json!({ "description": "over 64 KiB" })
+        );
+        for (method, status) in [
+            ("get", "429"),
+            ("get", "502"),
+            ("get", "504"),
+            ("post", "411"),
+        ] {
+            assert_eq!(
+                responses(method)[status]["content"]["application/problem+json"]["schema"],
+                json!({ "$ref": "#/components/schemas/Problem" }),
+                "{method} {status}"
+            );
+        }
+        let headers: Vec<&String> = responses("post")["429"]["headers"]
+            .as_object()
+            .expect("429 headers")
+            .keys()
+            .collect();
+        let mut expected = RATE_LIMIT_HEADERS.to_vec();
+        expected.sort();
+        assert_eq!(headers, expected);
+        assert!(value["components"]["schemas"]["Problem"].is_object());
+        assert!(value["components"]["schemas"]["FieldError"].is_object());
     }
 
     #[test]

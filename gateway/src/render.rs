@@ -1,5 +1,5 @@
 //! The generated files' text: the merged document as stable JSON, and the
-//! three HAProxy maps.
+//! two HAProxy maps.
 //!
 //! HAProxy reads a map file line by line: `#` lines and blank lines are
 //! skipped, leading blanks stripped, the key is the first word (up to a
@@ -20,8 +20,9 @@ use crate::RENDER_COMMAND;
 /// match one non-empty segment (`[^/]+`), every other character itself
 /// (regex metacharacters escaped: `/.well-known/jwks\.json`). A path must
 /// start with `/` and hold printable ASCII only, so the regex holds no
-/// blank and means the same to PCRE2 (HAProxy) and Rust's `regex`; and no
-/// `"` or `\`, so the path can stand in a JSON access-log line as is.
+/// blank and means the same to PCRE2 (HAProxy) and Rust's `regex`; no `"`
+/// or `\`, so the path can stand in a JSON access-log line as is; and no
+/// `|`, the separator of the fields of a `routes.map` value.
 pub fn path_regex(path: &str) -> Result<String, String> {
     if !path.starts_with('/') {
         return Err("it does not start with `/`".into());
@@ -45,13 +46,13 @@ pub fn path_regex(path: &str) -> Result<String, String> {
                 regex.push_str("[^/]+");
             }
             '}' => return Err("a `}` closes no parameter".into()),
-            c if !c.is_ascii_graphic() || c == '"' || c == '\\' => {
+            c if !c.is_ascii_graphic() || c == '"' || c == '\\' || c == '|' => {
                 return Err(format!(
-                    "{c:?} is not printable ASCII or is a quote or backslash"
+                    "{c:?} is not printable ASCII or is a quote, backslash or `|`"
                 ));
             }
             c => {
-                if ".+*?()|[]^$".contains(c) {
+                if ".+*?()[]^$".contains(c) {
                     regex.push('\\');
                 }
                 regex.push(c);
@@ -61,28 +62,45 @@ pub fn path_regex(path: &str) -> Result<String, String> {
     Ok(regex)
 }
 
-/// `routes.map`: one line per path and backend, key
-/// `^(METHOD|...)<path regex>$`, value the backend's name, in match order.
+/// `routes.map`: one line per path, backend and access, key
+/// `^(METHOD|...)<path regex>$`, value `<backend>|<bearer|public>|<path>`
+/// ([`route_value`]), in match order.
 pub fn routes_map(routes: &[Route]) -> String {
     let mut ordered: Vec<&Route> = routes.iter().collect();
     ordered.sort_by(|a, b| {
         specificity(&a.path)
             .cmp(&specificity(&b.path))
             .then(a.backend.cmp(&b.backend))
+            .then(a.access.cmp(&b.access))
     });
     let lines = ordered.iter().map(|route| {
         let methods: Vec<&str> = route.methods.iter().map(|m| m.as_str()).collect();
         (
             format!("^({}){}$", methods.join("|"), regex_of(&route.path)),
-            route.backend.name().to_owned(),
+            route_value(route),
         )
     });
     map_file(
         "HAProxy map_reg over \"<METHOD><path>\" (the request's method directly followed\n\
-         by its path, query string excluded): the value is the backend serving it.\n\
-         map_reg answers the first matching line, so a literal segment comes before a\n\
-         parameter in the same place. GET implies HEAD.",
+         by its path, query string excluded). The value is three fields separated by\n\
+         `|` (HAProxy: field(1,|) etc.): the backend serving it; `bearer` when the\n\
+         operation requires a Bearer token (only then may the token pick a per-user\n\
+         budget), else `public`; the path as the API documents it, the route the access\n\
+         log names. map_reg answers the first matching line, so a literal segment comes\n\
+         before a parameter in the same place. GET implies HEAD.",
         lines,
+    )
+}
+
+/// A `routes.map` value: `<backend>|<bearer|public>|<documented path>`,
+/// e.g. `query|bearer|/tasks/{id}` (a documented path holds no `|` nor
+/// blank: [`path_regex`]).
+pub fn route_value(route: &Route) -> String {
+    format!(
+        "{}|{}|{}",
+        route.backend.name(),
+        route.access.as_str(),
+        route.path
     )
 }
 
@@ -97,20 +115,6 @@ pub fn allow_map(routes: &[Route]) -> String {
         "HAProxy map_reg over the request's path (query string excluded): the value,\n\
          the rest of the line, is the Allow list of a path that exists, for the 405\n\
          answered when routes.map has no line for the method. No line: 404.",
-        lines,
-    )
-}
-
-/// `paths.map`: one line per path, key `^<path regex>$` (as in
-/// `allow.map`), value the path as documented (`/tasks/{id}`), the route
-/// the gateway logs.
-pub fn paths_map(routes: &[Route]) -> String {
-    let lines = per_path(routes)
-        .into_iter()
-        .map(|(path, _)| (format!("^{}$", regex_of(path)), path.to_owned()));
-    map_file(
-        "HAProxy map_reg over the request's path (query string excluded): the value\n\
-         is the path as the API documents it, the route the access log names.",
         lines,
     )
 }
@@ -199,6 +203,7 @@ fn map_file(about: &str, lines: impl Iterator<Item = (String, String)>) -> Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::merge::Access;
     use crate::Backend;
 
     #[test]
@@ -215,13 +220,14 @@ mod tests {
         check("/.well-known/jwks.json", "/\\.well-known/jwks\\.json");
         check("/analytics/cycle-time", "/analytics/cycle-time");
         check("/files/{name}.json", "/files/[^/]+\\.json");
-        check("/a+b*c?(d)|[e]^$", "/a\\+b\\*c\\?\\(d\\)\\|\\[e\\]\\^\\$");
+        check("/a+b*c?(d)[e]^$", "/a\\+b\\*c\\?\\(d\\)\\[e\\]\\^\\$");
     }
 
     #[test]
     fn paths_a_map_key_cannot_hold_are_refused() {
         for path in [
             "tasks", "/a b", "/a\tb", "/tâche", "/{}", "/{id", "/id}", "/{a{b}}", "/a\"b", "/a\\b",
+            "/a|b",
         ] {
             assert!(path_regex(path).is_err(), "{path:?} accepted");
         }
@@ -232,6 +238,7 @@ mod tests {
         let route = |path: &str, backend, methods: &[Method]| Route {
             path: path.to_owned(),
             backend,
+            access: Access::Bearer,
             methods: methods.iter().copied().collect(),
         };
         let routes = [
@@ -266,6 +273,51 @@ mod tests {
                 .any(|l| l.starts_with("^/tasks/[^/]+$") && l.ends_with(" GET, HEAD, DELETE")),
             "{allow}"
         );
+    }
+
+    #[test]
+    fn route_values_are_backend_access_and_documented_path() {
+        let route = |path: &str, backend, access, methods: &[Method]| Route {
+            path: path.to_owned(),
+            backend,
+            access,
+            methods: methods.iter().copied().collect(),
+        };
+        let routes = [
+            route(
+                "/tasks/{id}",
+                Backend::Query,
+                Access::Bearer,
+                &[Method::Get, Method::Head],
+            ),
+            route(
+                "/.well-known/jwks.json",
+                Backend::Auth,
+                Access::Public,
+                &[Method::Get, Method::Head],
+            ),
+            route("/auth/me", Backend::Auth, Access::Public, &[Method::Post]),
+            route("/auth/me", Backend::Auth, Access::Bearer, &[Method::Get]),
+        ];
+        let lines: Vec<(String, String)> = routes_map(&routes)
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .map(|l| {
+                let (key, value) = l.split_once(' ').unwrap_or((l, ""));
+                (key.to_owned(), value.trim().to_owned())
+            })
+            .collect();
+        let expected = [
+            (
+                "^(GET|HEAD)/\\.well-known/jwks\\.json$",
+                "auth|public|/.well-known/jwks.json",
+            ),
+            ("^(GET)/auth/me$", "auth|bearer|/auth/me"),
+            ("^(POST)/auth/me$", "auth|public|/auth/me"),
+            ("^(GET|HEAD)/tasks/[^/]+$", "query|bearer|/tasks/{id}"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        assert_eq!(lines, expected);
     }
 
     #[test]

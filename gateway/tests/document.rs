@@ -1,5 +1,6 @@
 //! The merged document holds every public operation of every service,
-//! unchanged, and nothing else; every reference in it resolves.
+//! unchanged but for the answers the gateway itself adds, and nothing
+//! else; every reference in it resolves.
 
 use std::collections::BTreeSet;
 
@@ -32,12 +33,27 @@ fn every_public_operation_of_every_service_is_in_it_unchanged() {
                     );
                     continue;
                 }
+                let service = backend.service();
+                let got = &merged["paths"][path][method];
                 assert_eq!(
-                    &merged["paths"][path][method],
-                    op,
-                    "{method} {path} of {}",
-                    backend.service()
+                    without_responses(got),
+                    without_responses(op),
+                    "{method} {path} of {service}"
                 );
+                let got = got["responses"].as_object().expect("responses");
+                for (status, response) in op["responses"].as_object().expect("responses") {
+                    assert_eq!(
+                        got.get(status),
+                        Some(response),
+                        "{method} {path} of {service}: its own {status} answer"
+                    );
+                }
+                for status in got.keys() {
+                    assert!(
+                        op["responses"].get(status).is_some() || is_gateways(status),
+                        "{method} {path} of {service}: {status} is neither the service's nor the gateway's"
+                    );
+                }
                 expected.insert((path.clone(), method.clone()));
             }
         }
@@ -52,6 +68,60 @@ fn every_public_operation_of_every_service_is_in_it_unchanged() {
     for path in ["/healthz", "/readyz", "/metrics"] {
         assert!(merged["paths"].get(path).is_none(), "{path} is per service");
     }
+}
+
+fn without_responses(op: &Value) -> Value {
+    let mut op = op.clone();
+    if let Some(op) = op.as_object_mut() {
+        op.remove("responses");
+    }
+    op
+}
+
+fn is_gateways(status: &str) -> bool {
+    gateway::merge::GATEWAY_STATUSES.contains(&status)
+        || gateway::merge::GATEWAY_BODY_STATUSES.contains(&status)
+}
+
+#[test]
+fn every_operation_describes_the_gateways_own_answers() {
+    let merged = merged();
+    let mut rate_limit_headers = 0;
+    for (path, item) in merged["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("a path item") {
+            let responses = &op["responses"];
+            let mut statuses = gateway::merge::GATEWAY_STATUSES.to_vec();
+            if op.get("requestBody").is_some() {
+                statuses.extend(gateway::merge::GATEWAY_BODY_STATUSES);
+            }
+            for status in statuses {
+                let response = &responses[status];
+                assert!(
+                    response["description"].is_string(),
+                    "{method} {path}: no {status}"
+                );
+                if status == "429" && response["headers"]["RateLimit-Policy"].is_object() {
+                    for header in gateway::merge::RATE_LIMIT_HEADERS {
+                        assert!(
+                            response["headers"][header].is_object(),
+                            "{method} {path}: 429 without {header}"
+                        );
+                    }
+                    rate_limit_headers += 1;
+                }
+            }
+        }
+    }
+    assert!(
+        rate_limit_headers > 10,
+        "the gateway's 429 (with RateLimit-*) is on only {rate_limit_headers} operations"
+    );
+    let read = &merged["paths"]["/tasks/{id}"]["get"]["responses"];
+    assert_eq!(
+        read["429"]["content"]["application/problem+json"]["schema"]["$ref"],
+        "#/components/schemas/Problem",
+        "{read}"
+    );
 }
 
 #[test]

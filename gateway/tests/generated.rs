@@ -1,4 +1,4 @@
-//! The committed `openapi.json`, `routes.map`, `allow.map` and `paths.map` are what
+//! The committed `openapi.json`, `routes.map` and `allow.map` are what
 //! `gateway-render` would write from the services' documents today.
 
 use std::path::Path;

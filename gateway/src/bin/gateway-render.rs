@@ -1,6 +1,5 @@
-//! `gateway-render`: writes `openapi.json`, `routes.map`, `allow.map` and
-//! `paths.map` into the gateway crate's directory from the services'
-//! documents.
+//! `gateway-render`: writes `openapi.json`, `routes.map` and `allow.map`
+//! into the gateway crate's directory from the services' documents.
 //! `--check` writes nothing and exits 1 naming the files that differ.
 
 use std::path::Path;
