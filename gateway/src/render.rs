@@ -8,6 +8,15 @@
 //! the value of the first line, in file order, whose key matches. So keys
 //! hold no blank (a path with one is refused), values may (`GET, HEAD`), and
 //! where two keys can match one string the more specific comes first.
+//!
+//! A `routes.map` value is `<backend>|<bearer|public>|<documented path>`.
+//! Checked with HAProxy 2.6 and this file: with the key built as
+//! `set-var-fmt(txn.route) "%[method]%[path]"`, `var(txn.route),
+//! map_reg(routes.map)` gives the whole value (`{` and `}` kept) and
+//! `,field(1,|)`, `,field(2,|)`, `,field(3,|)` its fields (`|` needs no
+//! quoting there), for GET, HEAD, POST, PATCH and DELETE. Building the key
+//! with `set-var(txn.route) method` instead loses PATCH (a method HAProxy
+//! does not know), so the key must be built by a format string.
 
 use std::collections::{BTreeMap, BTreeSet};
 
