@@ -4,7 +4,8 @@
 //!
 //! HAProxy runs in the foreground as a child process; its access log (one
 //! JSON object per line, on standard output) goes to a file the test can
-//! read. The process is killed when the `Gateway` is dropped.
+//! read, its own messages (standard error) to another. The process is
+//! killed when the `Gateway` is dropped.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -97,6 +98,7 @@ pub struct Gateway {
     /// The Prometheus page, `http://127.0.0.1:<port>/metrics`.
     pub metrics_url: String,
     log: PathBuf,
+    messages: PathBuf,
     trusted: PathBuf,
     child: Option<Child>,
 }
@@ -108,11 +110,12 @@ impl Gateway {
         let metrics_port = free_port();
         let tmp = std::env::temp_dir();
         let log = tmp.join(format!("{}.log", unique("taskstream-gateway-")));
+        let messages = log.with_extension("messages");
         let trusted = tmp.join(format!("{}.lst", unique("taskstream-trusted-")));
         std::fs::write(&trusted, settings.trusted_proxies.join("\n") + "\n")
             .expect("write trusted proxies");
         let out = std::fs::File::create(&log).expect("gateway log file");
-        let err = out.try_clone().expect("gateway log file");
+        let err = std::fs::File::create(&messages).expect("gateway messages file");
         let env = environment(port, metrics_port, upstreams, settings, &trusted);
         let child = Command::new(haproxy())
             .arg("-db")
@@ -134,6 +137,7 @@ impl Gateway {
             base: format!("http://127.0.0.1:{port}"),
             metrics_url: format!("http://127.0.0.1:{metrics_port}/metrics"),
             log,
+            messages,
             trusted,
             child: Some(child),
         };
@@ -162,13 +166,22 @@ impl Gateway {
         format!("{}{path}", self.base)
     }
 
-    /// The access log so far: one JSON object per request.
+    /// The access log so far: one JSON object per request. A line that is
+    /// not one fails the test.
     pub fn access_log(&self) -> Vec<serde_json::Value> {
         std::fs::read_to_string(&self.log)
             .unwrap_or_default()
             .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
+            .map(|l| {
+                serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("an access log line is not JSON ({e}): {l}"))
+            })
             .collect()
+    }
+
+    /// HAProxy's process id (to read its CPU time, say).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(|c| c.id())
     }
 
     /// The access line of the request with `request_id`, once written.
@@ -184,10 +197,6 @@ impl Gateway {
         )
         .await
     }
-
-    pub fn log_path(&self) -> &Path {
-        &self.log
-    }
 }
 
 impl Drop for Gateway {
@@ -196,8 +205,13 @@ impl Drop for Gateway {
         let _ = std::fs::remove_file(&self.trusted);
         if !std::thread::panicking() {
             let _ = std::fs::remove_file(&self.log);
+            let _ = std::fs::remove_file(&self.messages);
         } else {
-            eprintln!("gateway access log kept: {}", self.log.display());
+            eprintln!(
+                "gateway logs kept: {} and {}",
+                self.log.display(),
+                self.messages.display()
+            );
         }
     }
 }

@@ -15,7 +15,6 @@ use tests::project_commands::ProjectCommands;
 use tests::{unique, Deployment, System};
 use uuid::Uuid;
 
-const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
 /// The page's one base URL: the gateway's.
 const BASE: &str = "$API";
 
@@ -118,22 +117,6 @@ fn path_matches(template: &str, path: &str) -> bool {
             .all(|(t, p)| (t.starts_with('{') && t.ends_with('}') && !p.is_empty()) || t == p)
 }
 
-/// Every `(METHOD, path)` of an OpenAPI document but health, readiness and metrics.
-fn operations(doc: &Value) -> BTreeSet<(String, String)> {
-    let mut ops = BTreeSet::new();
-    for (path, item) in doc["paths"].as_object().expect("paths") {
-        if ["/healthz", "/readyz", "/metrics"].contains(&path.as_str()) {
-            continue;
-        }
-        for m in METHODS {
-            if item.get(m).is_some() {
-                ops.insert((m.to_uppercase(), path.clone()));
-            }
-        }
-    }
-    ops
-}
-
 /// Runs one example with bash; `(status, body)`.
 async fn run(example: &Example, vars: &[(&str, String)]) -> (String, String) {
     let body_file = std::env::temp_dir().join(unique("taskstream-example-"));
@@ -196,7 +179,12 @@ async fn every_documented_example_answers_its_documented_status() {
         .get("/openapi.json")
         .await
         .expect(reqwest::StatusCode::OK, "openapi");
-    let ops = operations(&doc);
+    // The operator endpoints (health, readiness, metrics) are each
+    // service's own, on its own port.
+    let ops: BTreeSet<(String, String)> = tests::openapi_operations(&doc)
+        .into_iter()
+        .filter(|(_, path)| !["/healthz", "/readyz", "/metrics"].contains(&path.as_str()))
+        .collect();
     let missing: Vec<String> = ops
         .iter()
         .filter(|(method, template)| {

@@ -15,8 +15,6 @@ use tests::{signing_key_file, Deployment, System};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
 
-const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
-
 /// A bearer client of the gateway (`token` may be `None`).
 fn api(gateway: &Gateway, token: Option<&str>) -> Api {
     let api = AuthClient::new(&gateway.base).api().clone();
@@ -24,19 +22,6 @@ fn api(gateway: &Gateway, token: Option<&str>) -> Api {
         Some(t) => api.as_user(t),
         None => api,
     }
-}
-
-/// `(METHOD, template)` of every operation in an OpenAPI document.
-fn operations(doc: &Value) -> BTreeSet<(String, String)> {
-    let mut ops = BTreeSet::new();
-    for (path, item) in doc["paths"].as_object().expect("paths") {
-        for m in METHODS {
-            if item.get(m).is_some() {
-                ops.insert((m.to_uppercase(), path.clone()));
-            }
-        }
-    }
-    ops
 }
 
 fn is_operational(path: &str) -> bool {
@@ -105,7 +90,7 @@ async fn one_document_describes_the_whole_api_and_every_operation_reaches_its_se
             .get("/openapi.json")
             .await
             .expect(StatusCode::OK, "a service's document");
-        for op in operations(&doc) {
+        for op in tests::openapi_operations(&doc) {
             if !is_operational(&op.1) {
                 assert!(
                     owner.insert(op.clone(), backend).is_none(),
@@ -114,7 +99,7 @@ async fn one_document_describes_the_whole_api_and_every_operation_reaches_its_se
             }
         }
     }
-    let ops = operations(&merged);
+    let ops = tests::openapi_operations(&merged);
     assert_eq!(
         ops,
         owner.keys().cloned().collect::<BTreeSet<_>>(),
@@ -269,6 +254,7 @@ async fn a_forged_token_cannot_spend_another_users_budget() {
         .start_gateway(&Settings {
             user_reads_per_10s: 10,
             auth_failures_per_10s: 5,
+            anonymous_per_10s: 100,
             trusted_proxies: vec!["127.0.0.1/32".into()],
             ..Settings::default()
         })
@@ -283,6 +269,8 @@ async fn a_forged_token_cannot_spend_another_users_budget() {
     };
     let forged = forger.token_for(victim_id, events::Role::User);
 
+    // On routes that check the token, the forgery is a 401 and spends the
+    // forger's address's failure budget.
     let mut statuses = Vec::new();
     for _ in 0..20 {
         let reply = api(&gateway, Some(&forged))
@@ -298,6 +286,33 @@ async fn a_forged_token_cannot_spend_another_users_budget() {
         statuses[refused..].iter().all(|s| *s == 429),
         "{statuses:?}"
     );
+    // On routes that do not check it (the JWKS, the document, login), the
+    // token names no one: those requests spend the address's own budget.
+    for path in ["/.well-known/jwks.json", "/openapi.json"] {
+        for _ in 0..15 {
+            let reply = api(&gateway, Some(&forged))
+                .request(Method::GET, path)
+                .header("x-forwarded-for", "203.0.113.8")
+                .send()
+                .await;
+            assert_eq!(reply.status, 200, "{path}: {reply:?}");
+        }
+    }
+    for _ in 0..15 {
+        api(&gateway, Some(&forged))
+            .request(Method::POST, "/auth/login")
+            .json(&json!({ "email": victim_email, "password": "not the password" }))
+            .header("x-forwarded-for", "203.0.113.8")
+            .send()
+            .await;
+    }
+    assert!(
+        gateway
+            .access_log()
+            .iter()
+            .all(|line| line["user_id"] != victim_id.to_string()),
+        "a forged token never names its user in the access log"
+    );
 
     // The victim's whole budget is intact.
     for i in 0..10 {
@@ -311,7 +326,7 @@ async fn a_forged_token_cannot_spend_another_users_budget() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_spoofed_x_forwarded_for_changes_neither_the_limit_nor_what_services_see() {
+async fn a_spoofed_x_forwarded_for_changes_neither_the_limit_nor_the_client_the_gateway_sees() {
     let system = System::start().await;
     let gateway = system
         .start_gateway(&Settings {
@@ -366,6 +381,64 @@ async fn behind_a_trusted_proxy_each_client_address_has_its_own_budget() {
         assert_eq!(statuses[..3], [200, 200, 200], "{client}: {statuses:?}");
         assert_eq!(statuses[4], 429, "{client}: {statuses:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_made_up_token_on_a_route_that_does_not_check_it_spends_the_anonymous_budget() {
+    let system = System::start().await;
+    let gateway = system
+        .start_gateway(&Settings {
+            anonymous_per_10s: 3,
+            ..Settings::default()
+        })
+        .await;
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        // A new `sub` each time: were it a user's, each would have a budget.
+        let token = system
+            .deployment
+            .token_for(Uuid::new_v4(), events::Role::User);
+        let reply = api(&gateway, Some(&token))
+            .request(Method::POST, "/auth/register")
+            .json(&json!({ "email": email("junk-"), "password": "a long enough password" }))
+            .send()
+            .await;
+        statuses.push(reply.status.as_u16());
+    }
+    assert_eq!(statuses[..3], [201, 201, 201], "{statuses:?}");
+    assert!(statuses[4..].iter().all(|s| *s == 429), "{statuses:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ipv6_client_is_limited_by_its_network_not_per_address() {
+    let system = System::start().await;
+    let gateway = system
+        .start_gateway(&Settings {
+            anonymous_per_10s: 4,
+            trusted_proxies: vec!["127.0.0.1/32".into()],
+            ..Settings::default()
+        })
+        .await;
+    let anonymous = api(&gateway, None);
+    let from = |client: String| {
+        anonymous
+            .request(Method::GET, "/.well-known/jwks.json")
+            .header("x-forwarded-for", &client)
+            .send()
+    };
+    // Eight addresses of one /64: one budget between them.
+    let mut statuses = Vec::new();
+    for i in 1..=8 {
+        statuses.push(from(format!("2001:db8:1:2::{i:x}")).await.status.as_u16());
+    }
+    let admitted = statuses.iter().take_while(|s| **s == 200).count();
+    assert!((4..=5).contains(&admitted), "{statuses:?}");
+    assert!(
+        statuses[admitted..].iter().all(|s| *s == 429),
+        "{statuses:?}"
+    );
+    // Another /64 has its own.
+    assert_eq!(from("2001:db8:1:3::1".into()).await.status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -554,6 +627,43 @@ async fn slow_and_oversized_requests_are_cut_off_at_the_edge() {
     let answer = read_until_closed(&mut big, Duration::from_secs(5)).await;
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.contains("application/problem+json"), "{answer}");
+
+    // A body with no declared length: refused, nothing forwarded.
+    let mut chunked = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    chunked
+        .write_all(
+            b"POST /tasks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    chunked.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 411");
+
+    // Cleartext HTTP/2 is not spoken: its preface is a bad HTTP/1 request.
+    let mut h2 = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_until_closed(&mut h2, Duration::from_secs(5)).await;
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 400"),
+        "{answer}"
+    );
+
+    // A very long method still makes one JSON access line.
+    let method = "X".repeat(900);
+    let id = format!("long-{}", Uuid::new_v4().simple());
+    let mut long = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    long.write_all(
+        format!("{method} /tasks HTTP/1.1\r\nHost: x\r\nX-Request-Id: {id}\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut head = [0u8; 12];
+    long.read_exact(&mut head).await.unwrap();
+    let line = gateway.access_line(&id).await;
+    assert_eq!(line["method"], "X".repeat(16), "{line}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -585,14 +695,21 @@ async fn one_address_holds_at_most_its_share_of_connections() {
         assert!(attempt < 19, "four connections from one address are served");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let mut fifth = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let _ = fifth
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await;
-    let answer = read_until_closed(&mut fifth, Duration::from_secs(5)).await;
+    let refused_at = std::time::Instant::now();
+    // Refused: reset while connecting, or closed before an answer.
+    if let Ok(mut fifth) = tokio::net::TcpStream::connect(&addr).await {
+        let _ = fifth
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await;
+        let answer = read_until_closed(&mut fifth, Duration::from_secs(5)).await;
+        assert!(
+            answer.is_empty(),
+            "the fifth connection was served: {answer}"
+        );
+    }
     assert!(
-        answer.is_empty(),
-        "the fifth connection was served: {answer}"
+        refused_at.elapsed() < Duration::from_secs(2),
+        "the fifth connection was closed at once, not left hanging"
     );
     drop(held);
 }

@@ -7,7 +7,10 @@
 //! `POST /tasks`, it runs the same closed-loop load straight to the service
 //! and through the gateway, in alternating slices so that a change in the
 //! machine's other load falls on both alike, and prints throughput, p50
-//! and p99 of each, the throughput ratio and the p50/p99 the gateway adds.
+//! and p99 of each, the throughput ratio, the p50/p99 the gateway adds, and
+//! the CPU time HAProxy spent per request it proxied (from
+//! `/proc/<pid>/stat`): on a machine whose cores the load already fills,
+//! that CPU is what the gateway takes from the services.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -79,8 +82,11 @@ async fn main() -> anyhow::Result<()> {
     );
     let users = Arc::new(seed(&client, &system, &args).await?);
 
-    println!("| request | clients | direct req/s | gateway req/s | ratio | direct p50 / p99 ms | gateway p50 / p99 ms | added p50 / p99 ms |");
-    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let pid = gateway
+        .pid()
+        .ok_or_else(|| anyhow::anyhow!("the gateway has no pid"))?;
+    println!("| request | clients | direct req/s | gateway req/s | ratio | direct p50 / p99 ms | gateway p50 / p99 ms | added p50 / p99 ms | HAProxy CPU µs/request |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for op in [Op::Read, Op::Create] {
         let direct = match op {
             Op::Read => system.query.base.clone(),
@@ -93,14 +99,19 @@ async fn main() -> anyhow::Result<()> {
             }
             let slice = Duration::from_secs(args.seconds) / SLICES;
             let (mut d, mut g) = (Measured::default(), Measured::default());
+            let mut gateway_cpu = Duration::ZERO;
             for _ in 0..SLICES {
                 d.add(load(&client, &direct, &users, op, c, slice).await);
+                let before = cpu_time(pid)?;
                 g.add(load(&client, &gateway.base, &users, op, c, slice).await);
+                gateway_cpu += cpu_time(pid)?.saturating_sub(before);
             }
             let (dr, gr) = (d.rate(), g.rate());
             let (d50, d99, g50, g99) = (d.pct(50.0), d.pct(99.0), g.pct(50.0), g.pct(99.0));
+            let cpu_per_request =
+                gateway_cpu.as_secs_f64() * 1e6 / (g.requests + g.errors).max(1) as f64;
             println!(
-                "| {} | {c} | {dr:.0} | {gr:.0} | {:.2} | {d50:.2} / {d99:.2} | {g50:.2} / {g99:.2} | {:.2} / {:.2} |",
+                "| {} | {c} | {dr:.0} | {gr:.0} | {:.2} | {d50:.2} / {d99:.2} | {g50:.2} / {g99:.2} | {:.2} / {:.2} | {cpu_per_request:.0} |",
                 match op {
                     Op::Read => "GET /tasks/{id}",
                     Op::Create => "POST /tasks",
@@ -115,6 +126,22 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// User plus system CPU time of process `pid` so far.
+fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command (which may hold spaces) start at state (3).
+    let after = stat
+        .rsplit_once(") ")
+        .map(|(_, rest)| rest)
+        .ok_or_else(|| anyhow::anyhow!("unexpected /proc/{pid}/stat"))?;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // utime and stime are fields 14 and 15, i.e. 11 and 12 after state.
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    // Linux reports these in USER_HZ, 100 per second on every mainstream
+    // architecture.
+    Ok(Duration::from_millis(ticks * 10))
 }
 
 /// Users with tokens, each with `tasks_per_user` tasks the views show.
