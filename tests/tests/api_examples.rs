@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 use tests::clients::{email, id_of, AuthClient, CommandClient, QueryClient, PASSWORD};
 use tests::gateway::Settings;
 use tests::project_commands::ProjectCommands;
