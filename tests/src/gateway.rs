@@ -53,6 +53,9 @@ pub struct Settings {
     pub max_connections_per_ip: u32,
     /// HAProxy's threads (`GATEWAY_THREADS`).
     pub threads: u32,
+    /// Another configuration file to run instead of `gateway/haproxy.cfg`
+    /// (a benchmark's baseline), read with the same variables.
+    pub config: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -67,6 +70,7 @@ impl Default for Settings {
             request_timeout: Duration::from_secs(10),
             max_connections_per_ip: 1_000,
             threads: 1,
+            config: None,
         }
     }
 }
@@ -120,7 +124,7 @@ impl Gateway {
         let child = Command::new(haproxy())
             .arg("-db")
             .arg("-f")
-            .arg(config_file())
+            .arg(settings.config.clone().unwrap_or_else(config_file))
             .envs(env)
             .stdin(Stdio::null())
             .stdout(out)

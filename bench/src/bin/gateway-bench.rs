@@ -41,6 +41,11 @@ struct Args {
     /// HAProxy threads (`GATEWAY_THREADS`).
     #[arg(long, default_value_t = 1)]
     gateway_threads: u32,
+    /// A configuration to run instead of `gateway/haproxy.cfg`, e.g.
+    /// `bench/gateway-bare.cfg` (HAProxy forwarding with no rules, no limits,
+    /// no log: the floor any proxy hop costs on this machine).
+    #[arg(long)]
+    config: Option<std::path::PathBuf>,
 }
 
 /// One user's token and tasks.
@@ -68,6 +73,7 @@ async fn main() -> anyhow::Result<()> {
             auth_failures_per_10s: unlimited,
             max_connections_per_ip: 10_000,
             threads: args.gateway_threads,
+            config: args.config.clone(),
             ..Settings::default()
         })
         .await;
@@ -77,8 +83,14 @@ async fn main() -> anyhow::Result<()> {
         .build()?;
 
     println!(
-        "{} users, {} tasks each, {} s per measurement, HAProxy {} thread(s)",
-        args.users, args.tasks_per_user, args.seconds, args.gateway_threads
+        "{} users, {} tasks each, {} s per measurement, HAProxy {} thread(s), {}",
+        args.users,
+        args.tasks_per_user,
+        args.seconds,
+        args.gateway_threads,
+        args.config
+            .as_ref()
+            .map_or("gateway/haproxy.cfg".into(), |c| c.display().to_string())
     );
     let users = Arc::new(seed(&client, &system, &args).await?);
 
