@@ -159,12 +159,7 @@ fn every_documented_operation_is_routed_to_its_service_and_no_other_method_is() 
             }
         }
     }
-    assert!(
-        wrong.is_empty(),
-        "{}\n(if a service changed: run `{}`)",
-        wrong.join("\n"),
-        gateway::RENDER_COMMAND
-    );
+    assert_all_right(&wrong);
 }
 
 #[test]
@@ -189,12 +184,7 @@ fn allow_map_lists_every_method_of_every_path() {
             }
         }
     }
-    assert!(
-        wrong.is_empty(),
-        "{}\n(if a service changed: run `{}`)",
-        wrong.join("\n"),
-        gateway::RENDER_COMMAND
-    );
+    assert_all_right(&wrong);
 }
 
 #[test]
@@ -289,4 +279,14 @@ fn well_known_routes_are_public_or_bearer_as_their_services_say() {
     ] {
         assert_eq!(first_match(&routes, request), Some(expected), "{request}");
     }
+}
+
+/// Fails naming every wrong answer, and the command that regenerates the maps.
+fn assert_all_right(wrong: &[String]) {
+    assert!(
+        wrong.is_empty(),
+        "{}\n(if a service changed: run `{}`)",
+        wrong.join("\n"),
+        gateway::RENDER_COMMAND
+    );
 }

@@ -153,13 +153,19 @@ async fn a_trusted_proxy_is_spared_the_per_address_connection_cap_but_not_the_to
         trusted_proxies: "127.0.0.1/32".parse().expect("trusted proxies"),
         ..service::http::Limits::default()
     };
-    let cmd = dep
-        .spawn_command_api_with(command_api::Config {
-            http: limits(32),
-            ..dep.command_api_config(tests::NO_JWKS)
-        })
-        .await;
-    let addr = cmd.base.trim_start_matches("http://").to_owned();
+    // command-api with at most `total` connections, and the address of it.
+    let dep = &dep;
+    let spawn = |total: usize| async move {
+        let cmd = dep
+            .spawn_command_api_with(command_api::Config {
+                http: limits(total),
+                ..dep.command_api_config(tests::NO_JWKS)
+            })
+            .await;
+        let addr = cmd.base.trim_start_matches("http://").to_owned();
+        (cmd, addr)
+    };
+    let (cmd, addr) = spawn(32).await;
     let held = hold_slow_connections(&addr, 8).await;
     assert_eq!(
         one_more(&addr).await.as_deref(),
@@ -169,13 +175,7 @@ async fn a_trusted_proxy_is_spared_the_per_address_connection_cap_but_not_the_to
     drop(held);
     drop(cmd);
 
-    let cmd = dep
-        .spawn_command_api_with(command_api::Config {
-            http: limits(8),
-            ..dep.command_api_config(tests::NO_JWKS)
-        })
-        .await;
-    let addr = cmd.base.trim_start_matches("http://").to_owned();
+    let (_cmd, addr) = spawn(8).await;
     let _held = hold_slow_connections(&addr, 8).await;
     assert_eq!(
         one_more(&addr).await,
