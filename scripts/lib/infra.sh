@@ -1,7 +1,8 @@
 # shellcheck shell=bash
 # scripts/lib/infra.sh: install, start, check and stop the local servers that
 # taskstream needs (PostgreSQL, Apache Kafka in KRaft mode, SecantusDB as the
-# MongoDB-wire server, and HAProxy as the gateway). Sourced by scripts/infra, scripts/dev, scripts/test.
+# MongoDB-wire server, HAProxy as the gateway, and Mailpit as the SMTP server
+# with an API to read what arrived). Sourced by scripts/infra, scripts/dev, scripts/test.
 #
 # State (data, config, logs, pids) lives in the checkout's ignored .dev/;
 # downloads (Maven jars, the Python venv) live outside the checkout in
@@ -19,6 +20,8 @@
 #   TASKSTREAM_GATEWAY_PORT           the gateway's API port (8080)
 #   TASKSTREAM_GATEWAY_METRICS_PORT   the gateway's Prometheus port (8405)
 #   GATEWAY_*                         the gateway's own settings (gateway/haproxy.cfg)
+#   TASKSTREAM_SMTP_PORT              Mailpit's SMTP port (1025)
+#   TASKSTREAM_MAILPIT_PORT           Mailpit's HTTP API port (8025)
 
 if [[ -n "${TS_INFRA_LIB_LOADED:-}" ]]; then
   return 0
@@ -28,7 +31,7 @@ TS_INFRA_LIB_LOADED=1
 TS_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)"
 TS_DEV="$TS_ROOT/.dev"
 TS_CACHE="${TASKSTREAM_CACHE:-$HOME/.cache/taskstream}"
-TS_SERVERS=(postgres kafka mongo gateway)
+TS_SERVERS=(postgres kafka mongo gateway mailpit)
 
 TS_PG_PORT="${TASKSTREAM_PG_PORT:-55432}"
 TS_PG_BASE="$TS_DEV/postgres"              # a directory, or a symlink (see infra_pg_prepare_base)
@@ -51,6 +54,12 @@ TS_MONGO_DIR="$TS_DEV/mongo"
 TS_GATEWAY_PORT="${TASKSTREAM_GATEWAY_PORT:-8080}"
 TS_GATEWAY_METRICS_PORT="${TASKSTREAM_GATEWAY_METRICS_PORT:-8405}"
 TS_GATEWAY_CONFIG="$TS_ROOT/gateway/haproxy.cfg"
+
+TS_SMTP_PORT="${TASKSTREAM_SMTP_PORT:-1025}"
+TS_MAILPIT_PORT="${TASKSTREAM_MAILPIT_PORT:-8025}"
+TS_MAILPIT_VERSION="v1.33.1"
+TS_MAILPIT_BIN="$TS_CACHE/mailpit-$TS_MAILPIT_VERSION/bin/mailpit"
+TS_MAILPIT_DIR="$TS_DEV/mailpit"
 
 # ---------------------------------------------------------------- helpers
 
@@ -238,6 +247,7 @@ infra_port() {
     kafka) echo "$TS_KAFKA_PORT" ;;
     mongo) echo "$TS_MONGO_PORT" ;;
     gateway) echo "$TS_GATEWAY_PORT" ;;
+    mailpit) echo "$TS_SMTP_PORT" ;;
     *) return 1 ;;
   esac
 }
@@ -249,6 +259,7 @@ infra_ready_timeout() {
     kafka) echo 120 ;;
     mongo) echo 60 ;;
     gateway) echo 20 ;;
+    mailpit) echo 30 ;;
   esac
 }
 
@@ -258,6 +269,7 @@ infra_port_var() {
     kafka) echo TASKSTREAM_KAFKA_PORT ;;
     mongo) echo TASKSTREAM_MONGO_PORT ;;
     gateway) echo TASKSTREAM_GATEWAY_PORT ;;
+    mailpit) echo TASKSTREAM_SMTP_PORT ;;
   esac
 }
 
@@ -767,6 +779,68 @@ infra_gateway_stop() {
   rm -f "$(infra_pidfile gateway)"
 }
 
+# ---------------------------------------------------------------- Mailpit (SMTP)
+
+# infra_go: the go command (Debian's golang-go when none is installed).
+infra_go() {
+  if command -v go >/dev/null 2>&1; then
+    command -v go
+  elif [[ -x /usr/local/go/bin/go ]]; then
+    echo /usr/local/go/bin/go
+  else
+    infra_apt_install golang-go >/dev/null
+    command -v go
+  fi
+}
+
+# Built from source with `go install` (the module proxy), once per version,
+# into the cache; the module and build caches live there too.
+infra_mailpit_install() {
+  local go log t0=$EPOCHREALTIME
+  [[ -x "$TS_MAILPIT_BIN" ]] && return 0
+  go="$(infra_go)" || infra_die "no go command to build Mailpit with"
+  mkdir -p "$(dirname "$TS_MAILPIT_BIN")"
+  log="$(dirname "$(dirname "$TS_MAILPIT_BIN")")/go-install.log"
+  infra_log "building Mailpit $TS_MAILPIT_VERSION with $("$go" version | awk '{ print $3 }') (log: $log)"
+  if ! GOPATH="$TS_CACHE/go" GOBIN="$(dirname "$TS_MAILPIT_BIN")" GOCACHE="$TS_CACHE/go/build-cache" \
+    GOFLAGS=-mod=mod "$go" install "github.com/axllent/mailpit@$TS_MAILPIT_VERSION" >"$log" 2>&1; then
+    infra_fail_with_log mailpit "go install github.com/axllent/mailpit@$TS_MAILPIT_VERSION failed" "$log"
+  fi
+  infra_log "Mailpit ready in $(infra_elapsed "$t0")"
+}
+
+infra_mailpit_pid() {
+  local pid
+  pid="$(infra_read_pid "$(infra_pidfile mailpit)")" || return 1
+  infra_pid_is "$pid" "$TS_MAILPIT_BIN" || return 1
+  printf '%s\n' "$pid"
+}
+
+infra_mailpit_start() {
+  mkdir -p "$TS_MAILPIT_DIR"
+  infra_require_free_port mailpit-api "$TS_MAILPIT_PORT" TASKSTREAM_MAILPIT_PORT
+  infra_log "starting Mailpit $TS_MAILPIT_VERSION: SMTP 127.0.0.1:$TS_SMTP_PORT, API http://127.0.0.1:$TS_MAILPIT_PORT/api/v1/"
+  infra_spawn "$(infra_pidfile mailpit)" "$(infra_logfile mailpit)" "$TS_MAILPIT_DIR" \
+    "$TS_MAILPIT_BIN" --smtp "127.0.0.1:$TS_SMTP_PORT" --listen "127.0.0.1:$TS_MAILPIT_PORT" \
+    --database "$TS_MAILPIT_DIR/mailpit.db" --max 10000 --disable-version-check
+}
+
+# Ready = the API answers and the SMTP port accepts connections.
+infra_mailpit_ready() {
+  infra_port_open "$TS_SMTP_PORT" &&
+    [[ "$(curl -s -o /dev/null -m 2 -w '%{http_code}' "http://127.0.0.1:$TS_MAILPIT_PORT/api/v1/info" 2>/dev/null)" == 200 ]]
+}
+
+infra_mailpit_stop() {
+  local pid
+  pid="$(infra_mailpit_pid)" || {
+    rm -f "$(infra_pidfile mailpit)"
+    return 1
+  }
+  infra_stop_pid mailpit "$pid" 10
+  rm -f "$(infra_pidfile mailpit)"
+}
+
 # ---------------------------------------------------------------- commands
 
 infra_check_names() {
@@ -850,7 +924,7 @@ infra_clean() {
   local n
   infra_down "${TS_SERVERS[@]}"
   if [[ -L "$TS_PG_BASE" ]]; then rm -rf "$(readlink -f "$TS_PG_BASE")"; fi
-  rm -rf "$TS_PG_BASE" "$TS_PG_PWFILE" "$TS_KAFKA_DIR" "$TS_MONGO_DIR"
+  rm -rf "$TS_PG_BASE" "$TS_PG_PWFILE" "$TS_KAFKA_DIR" "$TS_MONGO_DIR" "$TS_MAILPIT_DIR"
   for n in "${TS_SERVERS[@]}"; do rm -f "$(infra_pidfile "$n")" "$TS_DEV/$n.log"; done
   infra_log "removed the servers' state from $TS_DEV"
 }
@@ -881,5 +955,7 @@ export TASKSTREAM_TEST_DATABASE_URL='postgres://taskstream:taskstream@127.0.0.1:
 export TASKSTREAM_TEST_KAFKA_BROKERS='127.0.0.1:$TS_KAFKA_PORT'
 export TASKSTREAM_TEST_MONGODB_URL='mongodb://127.0.0.1:$TS_MONGO_PORT/?retryWrites=false'
 export TASKSTREAM_KAFKA_HOME='$TS_KAFKA_HOME'
+export TASKSTREAM_TEST_SMTP='127.0.0.1:$TS_SMTP_PORT'
+export TASKSTREAM_TEST_MAILPIT_URL='http://127.0.0.1:$TS_MAILPIT_PORT'
 EOF
 }
