@@ -761,6 +761,8 @@ infra_gateway_start() {
   "$(infra_haproxy)" -dW -c -q -f "$TS_GATEWAY_CONFIG" >"$TS_DEV/gateway-check.log" 2>&1 ||
     infra_fail_with_log gateway "haproxy -c rejected $TS_GATEWAY_CONFIG" "$TS_DEV/gateway-check.log"
   infra_log "starting the gateway ($("$(infra_haproxy)" -v | awk 'NR == 1 { print $1, $3 }')) on 127.0.0.1:$TS_GATEWAY_PORT (metrics :$TS_GATEWAY_METRICS_PORT)"
+  # Each start begins a fresh access log (HAProxy writes it from offset 0).
+  : >"$log"
   infra_spawn "$(infra_pidfile gateway)" "$log" "$TS_ROOT" "$(infra_haproxy)" -db -f "$TS_GATEWAY_CONFIG"
 }
 
