@@ -359,10 +359,13 @@ pub struct NotificationSettings {
 #[serde(deny_unknown_fields)]
 pub struct NotificationSettingsRequest {
     /// At most 5 lead times, each from the minimum lead time (60 s unless
-    /// the operator lowered it) to 30 days; repeats count once.
-    pub reminder_lead_times_seconds: Vec<u32>,
-    /// Kinds not wanted by e-mail (the inbox always has them).
-    pub email_opt_out: Vec<NotificationKind>,
+    /// the operator lowered it) to 30 days; repeats count once. Required
+    /// (`[]`: no reminders, only overdue notices).
+    #[schema(required = true, value_type = Vec<u32>)]
+    pub reminder_lead_times_seconds: Option<Vec<u32>>,
+    /// Kinds not wanted by e-mail (the inbox always has them). Required.
+    #[schema(required = true, value_type = Vec<NotificationKind>)]
+    pub email_opt_out: Option<Vec<NotificationKind>>,
 }
 
 fn settings_resource(row: store::SettingsRow) -> NotificationSettings {
@@ -412,8 +415,19 @@ fn check_settings(
     min_lead: u32,
 ) -> Result<(Vec<i32>, Vec<String>), Problem> {
     let mut errors = Vec::new();
+    let required = |name: &str| FieldError::new(format!("/{name}"), "is required");
+    if req.reminder_lead_times_seconds.is_none() {
+        errors.push(required("reminder_lead_times_seconds"));
+    }
+    if req.email_opt_out.is_none() {
+        errors.push(required("email_opt_out"));
+    }
     let mut leads: Vec<i32> = Vec::new();
-    for (i, lead) in req.reminder_lead_times_seconds.iter().enumerate() {
+    let requested = req
+        .reminder_lead_times_seconds
+        .as_deref()
+        .unwrap_or_default();
+    for (i, lead) in requested.iter().enumerate() {
         match i32::try_from(*lead) {
             Ok(l) if (min_lead..=MAX_LEAD_SECONDS).contains(lead) => {
                 if !leads.contains(&l) {
@@ -434,7 +448,7 @@ fn check_settings(
     }
     leads.sort_unstable_by(|a, b| b.cmp(a));
     let mut kinds: Vec<String> = Vec::new();
-    for k in &req.email_opt_out {
+    for k in req.email_opt_out.as_deref().unwrap_or_default() {
         if !kinds.iter().any(|x| x == k.as_str()) {
             kinds.push(k.as_str().to_owned());
         }
@@ -483,8 +497,8 @@ mod tests {
 
     fn req(leads: Vec<u32>) -> NotificationSettingsRequest {
         NotificationSettingsRequest {
-            reminder_lead_times_seconds: leads,
-            email_opt_out: vec![NotificationKind::Overdue, NotificationKind::Overdue],
+            reminder_lead_times_seconds: Some(leads),
+            email_opt_out: Some(vec![NotificationKind::Overdue, NotificationKind::Overdue]),
         }
     }
 
@@ -506,6 +520,16 @@ mod tests {
         let e = check_settings(&req(vec![60, 120, 180, 240, 300, 360]), 60).unwrap_err();
         assert_eq!(e.errors[0].pointer, "/reminder_lead_times_seconds");
         assert!(check_settings(&req(vec![]), 60).is_ok());
+        let missing = NotificationSettingsRequest {
+            reminder_lead_times_seconds: None,
+            email_opt_out: None,
+        };
+        let e = check_settings(&missing, 60).unwrap_err();
+        let pointers: Vec<_> = e.errors.iter().map(|e| e.pointer.as_str()).collect();
+        assert_eq!(
+            pointers,
+            vec!["/reminder_lead_times_seconds", "/email_opt_out"]
+        );
     }
 
     #[test]

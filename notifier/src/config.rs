@@ -150,4 +150,20 @@ mod tests {
             .to_string()
             .contains("NOTIFIER_MIN_LEAD_SECONDS"));
     }
+
+    #[test]
+    fn the_variables_written_read_back_the_same_config() {
+        let vars = [
+            kv("NOTIFIER_TICK_MS", 100),
+            kv("NOTIFIER_LATE_AFTER_SECONDS", 2),
+            kv("NOTIFIER_MIN_LEAD_SECONDS", 1),
+            kv("NOTIFIER_GROUP_ID", "g"),
+        ];
+        let (read, _) = read_from(&vars, Config::from_env);
+        let written = read.expect("config").to_env();
+        let (again, asked) = read_from(&written, || Config::from_env().map(|c| c.to_env()));
+        assert_eq!(again.expect("read back"), written);
+        let listed: std::collections::BTreeSet<String> = Config::vars().into_iter().collect();
+        assert_eq!(asked, listed);
+    }
 }

@@ -1,6 +1,9 @@
 //! One event → the notifier's state, schedule and event-caused
 //! notifications, in the caller's transaction.
 //!
+//! Notifications an event causes (assignments, project membership) are
+//! written only for events at most the catch-up grace old.
+//!
 //! Task and user rows are version-guarded: an event applies only when its
 //! stream version is above the row's, so a redelivery changes nothing.
 //! Project events change nothing but the schedule and inbox, and both are
@@ -33,10 +36,21 @@ pub async fn apply(
 ) -> Result<Applied, sqlx::Error> {
     match (env.stream_type, event) {
         (StreamType::Task, Event::Task(e)) => apply_task(conn, env, e, catch_up).await,
-        (StreamType::Project, Event::Project(e)) => apply_project(conn, env, e).await,
+        (StreamType::Project, Event::Project(e)) => apply_project(conn, env, e, catch_up).await,
         (StreamType::User, Event::User(e)) => apply_user(conn, env, e, catch_up).await,
         _ => Ok(Applied::default()),
     }
+}
+
+/// Whether an event is recent enough to tell anyone of: at most
+/// `catch_up` old. A notifier deployed on an old log, or a rebuild, does
+/// not flood inboxes with the past's assignments.
+async fn is_news(
+    conn: &mut PgConnection,
+    env: &EventEnvelope,
+    catch_up: chrono::Duration,
+) -> Result<bool, sqlx::Error> {
+    Ok(env.occurred_at >= store::now(conn).await? - catch_up)
 }
 
 async fn actor_name(conn: &mut PgConnection, actor: Uuid) -> Result<String, sqlx::Error> {
@@ -140,9 +154,17 @@ async fn apply_project(
     conn: &mut PgConnection,
     env: &EventEnvelope,
     event: &ProjectEvent,
+    catch_up: chrono::Duration,
 ) -> Result<Applied, sqlx::Error> {
     let project = env.stream_id;
     let mut applied = Applied::default();
+    let telling = matches!(
+        event,
+        ProjectEvent::MemberAdded(_) | ProjectEvent::MemberRoleChanged(_)
+    );
+    if telling && !is_news(conn, env, catch_up).await? {
+        return Ok(applied);
+    }
     let notification = match event {
         ProjectEvent::MemberAdded(m) if m.user_id != env.actor => {
             let by = actor_name(conn, env.actor).await?;

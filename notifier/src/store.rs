@@ -308,12 +308,34 @@ pub struct Fired {
 /// notifiers never fire one row), re-checks each against the task as it is
 /// now, and in the same transaction either inserts its notification and
 /// marks it `sent`, or marks it `cancelled`.
+///
+/// The tasks are locked `FOR SHARE` before the rows are claimed: a
+/// consumer transaction changing one of them (completing it, moving its
+/// due time) commits first, and the re-check reads what it committed.
+/// Tasks are locked before schedule rows, as the consumer locks them.
 pub async fn fire_due(
     pool: &PgPool,
     batch: i64,
     late_after: std::time::Duration,
 ) -> Result<Fired, sqlx::Error> {
     let mut tx = pool.begin().await?;
+    let tasks: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT DISTINCT task_id FROM
+             (SELECT task_id FROM notifier_schedule
+               WHERE state = 'pending' AND fire_at <= now()
+               ORDER BY fire_at LIMIT $1) due",
+    )
+    .bind(batch)
+    .fetch_all(&mut *tx)
+    .await?;
+    if tasks.is_empty() {
+        tx.commit().await?;
+        return Ok(Fired::default());
+    }
+    sqlx::query("SELECT 1 FROM notifier_tasks WHERE task_id = ANY($1) ORDER BY task_id FOR SHARE")
+        .bind(&tasks)
+        .execute(&mut *tx)
+        .await?;
     let rows = sqlx::query(
         "SELECT s.id, s.task_id, s.user_id, s.kind, s.due_at, s.fire_at, s.lead_seconds,
                 EXTRACT(EPOCH FROM (now() - s.fire_at))::float8 AS lag,
@@ -328,12 +350,13 @@ pub async fn fire_due(
            FROM notifier_schedule s
            LEFT JOIN notifier_tasks t ON t.task_id = s.task_id
            LEFT JOIN notifier_users u ON u.user_id = s.user_id
-          WHERE s.state = 'pending' AND s.fire_at <= now()
+          WHERE s.state = 'pending' AND s.fire_at <= now() AND s.task_id = ANY($2)
           ORDER BY s.fire_at
           LIMIT $1
           FOR UPDATE OF s SKIP LOCKED",
     )
     .bind(batch)
+    .bind(&tasks)
     .fetch_all(&mut *tx)
     .await?;
     let mut fired = Fired {
