@@ -128,6 +128,7 @@ async fn apply_task(
         event,
         TaskEvent::Created(_) | TaskEvent::AssigneesChanged(_)
     ) && open
+        && is_news(conn, env, catch_up).await?
     {
         let by = actor_name(conn, env.actor).await?;
         for user in newly {

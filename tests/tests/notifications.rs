@@ -767,3 +767,28 @@ async fn health_metrics_and_the_document_are_served() {
         assert!(ops.contains(&(m.to_owned(), p.to_owned())), "{m} {p}");
     }
 }
+
+#[tokio::test]
+async fn changing_lead_times_reschedules_pending_reminders() {
+    let t = Team::start().await;
+    // With the default lead (a day), a task due in seconds gets no reminder ...
+    let task = t
+        .bob
+        .task(json!({ "title": "soon", "due_at": in_secs(7) }))
+        .await;
+    let early = t
+        .bob
+        .task(json!({ "title": "sooner", "due_at": in_secs(2) }))
+        .await;
+    t.bob.wait_for("overdue", early).await;
+    assert!(t.bob.about("reminder", early).await.is_empty());
+    // ... until bob asks for one three seconds ahead.
+    t.bob.set_leads(&[3]).await;
+    let reminders = t.bob.wait_for("reminder", task).await;
+    assert_eq!(reminders.len(), 1, "{reminders:?}");
+    assert_eq!(reminders[0]["data"]["lead_seconds"], 3);
+    t.bob.wait_for("overdue", task).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(t.bob.about("reminder", task).await.len(), 1);
+    assert_eq!(t.bob.about("overdue", task).await.len(), 1);
+}
