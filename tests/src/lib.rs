@@ -273,6 +273,43 @@ impl Deployment {
         spawn(app.port(), |stop| app.run_until_stopped(stop))
     }
 
+    /// The notifier as the tests run it: its own group per deployment (a
+    /// restarted notifier resumes from its predecessor's offsets), a 100 ms
+    /// tick, lead times down to 1 s and `late` after 2 s, so that tests
+    /// schedule seconds ahead.
+    pub fn notifier_config(&self, jwks_url: &str) -> notifier::Config {
+        notifier::Config {
+            listen_addr: any_port(),
+            postgres: self.postgres(),
+            kafka: self.kafka(),
+            group_id: format!("notifier-{}", self.mongodb_database),
+            jwt: access::JwtSettings::new(jwks_url),
+            tick: Duration::from_millis(100),
+            late_after: Duration::from_secs(2),
+            catch_up: Duration::from_secs(24 * 3600),
+            min_lead_seconds: 1,
+            http: test_http_limits(),
+        }
+    }
+
+    /// The notifier, verifying tokens with auth's JWKS.
+    pub async fn spawn_notifier(&self, auth: &Running) -> Running {
+        let config = self.notifier_config(&auth.url("/.well-known/jwks.json"));
+        let app = notifier::Application::build(config, None)
+            .await
+            .expect("notifier starts");
+        spawn(app.port(), |stop| app.run_until_stopped(stop))
+    }
+
+    /// The notifier with `config`, verifying tokens with
+    /// [`Deployment::token_verifier`] (no auth process needed).
+    pub async fn spawn_notifier_with(&self, config: notifier::Config) -> Running {
+        let app = notifier::Application::build(config, Some(self.token_verifier()))
+            .await
+            .expect("notifier starts");
+        spawn(app.port(), |stop| app.run_until_stopped(stop))
+    }
+
     pub async fn spawn_query_api(&self, auth: &Running) -> Running {
         let config = self.query_api_config(&auth.url("/.well-known/jwks.json"));
         let app = query_api::Application::build(config, None)
@@ -296,13 +333,14 @@ where
     }
 }
 
-/// All four services of one deployment.
+/// All five services of one deployment.
 pub struct System {
     pub deployment: Deployment,
     pub auth: Running,
     pub command: Running,
     pub projector: Running,
     pub query: Running,
+    pub notifier: Running,
 }
 
 impl System {
@@ -315,12 +353,14 @@ impl System {
         let command = deployment.spawn_command_api(&auth).await;
         let projector = deployment.spawn_projector().await;
         let query = deployment.spawn_query_api(&auth).await;
+        let notifier = deployment.spawn_notifier(&auth).await;
         System {
             deployment,
             auth,
             command,
             projector,
             query,
+            notifier,
         }
     }
 }

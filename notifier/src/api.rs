@@ -1,0 +1,561 @@
+//! The inbox and settings API: `GET /notifications`,
+//! `POST /notifications/{id}/read`, `POST /notifications/read-all`,
+//! `GET|PUT /me/notification-settings`. Every route answers for the
+//! caller's own notifications only: another user's notification is the same
+//! 404 as one that never existed.
+
+use axum::extract::State;
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use service::http::Path;
+use service::json::Json;
+use service::{FieldError, Problem};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use access::AuthUser;
+
+use crate::config::MAX_LEAD_SECONDS;
+use crate::startup::AppState;
+use crate::store;
+
+/// Page size when `limit` is absent, and the largest accepted.
+pub const DEFAULT_LIMIT: usize = 50;
+pub const MAX_LIMIT: usize = 200;
+/// Reminder lead times per user, at most.
+pub const MAX_LEADS: usize = 5;
+
+/// What a notification is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum NotificationKind {
+    /// A task assigned to the user (or owned, with no assignees) is due soon.
+    Reminder,
+    /// Such a task reached its due time and is not done.
+    Overdue,
+    /// Someone else assigned the user a task.
+    Assigned,
+    /// Someone else added the user to a project.
+    ProjectMemberAdded,
+    /// Someone else changed the user's role in a project.
+    ProjectRoleChanged,
+}
+
+impl NotificationKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Reminder => "reminder",
+            Self::Overdue => "overdue",
+            Self::Assigned => "assigned",
+            Self::ProjectMemberAdded => "project_member_added",
+            Self::ProjectRoleChanged => "project_role_changed",
+        }
+    }
+}
+
+/// One notification in the caller's inbox.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NotificationResource {
+    /// Derived from its cause: the same cause never makes a second one.
+    pub id: Uuid,
+    #[schema(value_type = NotificationKind)]
+    pub kind: String,
+    pub title: String,
+    pub body: String,
+    pub task_id: Option<Uuid>,
+    pub project_id: Option<Uuid>,
+    /// Details by kind: `due_at`, `fire_at`, `lead_seconds` for reminders
+    /// and overdue notices; `assigned_by`; `role`, `added_by`; `from`, `to`.
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+    /// Sent well after its time (the notifier was down, or behind).
+    pub late: bool,
+    pub created_at: DateTime<Utc>,
+    pub read_at: Option<DateTime<Utc>>,
+}
+
+impl From<store::NotificationRow> for NotificationResource {
+    fn from(r: store::NotificationRow) -> Self {
+        NotificationResource {
+            id: r.id,
+            kind: r.kind,
+            title: r.title,
+            body: r.body,
+            task_id: r.task_id,
+            project_id: r.project_id,
+            data: r.data,
+            late: r.late,
+            created_at: r.created_at,
+            read_at: r.read_at,
+        }
+    }
+}
+
+/// One page of the inbox, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NotificationPage {
+    pub items: Vec<NotificationResource>,
+    /// Pass as `cursor` (with the same `unread`) for the next page; `null`
+    /// on the last page.
+    pub next_cursor: Option<String>,
+    /// How many of the caller's notifications are unread (whatever the filter).
+    pub unread_count: i64,
+}
+
+/// The query parameters of `GET /notifications`, for the OpenAPI document.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct InboxParams {
+    /// `true`: only unread notifications.
+    unread: Option<bool>,
+    /// Page size, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
+    limit: Option<usize>,
+    /// `next_cursor` of the previous page, with the same `unread`.
+    cursor: Option<String>,
+}
+
+/// A parsed `GET /notifications` request.
+#[derive(Debug, Clone, PartialEq)]
+struct InboxQuery {
+    unread: bool,
+    limit: usize,
+    after: Option<(DateTime<Utc>, Uuid)>,
+}
+
+/// Where a page ended: the last item's time and id, and the filter.
+#[derive(Debug, Serialize, Deserialize)]
+struct Position {
+    /// `created_at`, microseconds since the epoch.
+    t: i64,
+    id: Uuid,
+    /// The `unread` filter the cursor was cut for.
+    u: bool,
+}
+
+fn invalid(errors: Vec<FieldError>) -> Problem {
+    let detail = errors
+        .iter()
+        .map(|e| format!("query parameter `{}`: {}", e.pointer, e.detail))
+        .collect::<Vec<_>>()
+        .join("; ");
+    Problem::new(
+        StatusCode::BAD_REQUEST,
+        "invalid-query",
+        "Invalid query parameters",
+        detail,
+    )
+    .with_errors(errors)
+}
+
+fn encode_cursor(row: &store::NotificationRow, unread: bool) -> String {
+    let position = Position {
+        t: row.created_at.timestamp_micros(),
+        id: row.id,
+        u: unread,
+    };
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(&position).unwrap_or_default())
+}
+
+impl InboxQuery {
+    fn parse(uri: &Uri) -> Result<Self, Problem> {
+        let pairs: Vec<(String, String)> =
+            axum::extract::Query::<Vec<(String, String)>>::try_from_uri(uri)
+                .map(|q| q.0)
+                .map_err(|e| Problem::bad_request(format!("malformed query string: {e}")))?;
+        let mut unread = false;
+        let mut limit = DEFAULT_LIMIT;
+        let mut cursor = None;
+        let mut errors = Vec::new();
+        let mut seen: Vec<String> = Vec::new();
+        for (name, value) in &pairs {
+            if !matches!(name.as_str(), "unread" | "limit" | "cursor") {
+                errors.push(FieldError::new(name.as_str(), "unknown query parameter"));
+                continue;
+            }
+            if seen.contains(name) {
+                errors.push(FieldError::new(name.as_str(), "given more than once"));
+                continue;
+            }
+            seen.push(name.clone());
+            match name.as_str() {
+                "unread" => match value.as_str() {
+                    "true" => unread = true,
+                    "false" => unread = false,
+                    _ => errors.push(FieldError::new("unread", "expected `true` or `false`")),
+                },
+                "limit" => match value.parse::<usize>() {
+                    Ok(n) if (1..=MAX_LIMIT).contains(&n) => limit = n,
+                    _ => errors.push(FieldError::new(
+                        "limit",
+                        format!("expected an integer from 1 to {MAX_LIMIT}"),
+                    )),
+                },
+                _ => cursor = Some(value.clone()),
+            }
+        }
+        let mut after = None;
+        if let Some(c) = cursor {
+            let position = URL_SAFE_NO_PAD
+                .decode(c.as_bytes())
+                .ok()
+                .and_then(|json| serde_json::from_slice::<Position>(&json).ok())
+                .and_then(|p| Some((DateTime::from_timestamp_micros(p.t)?, p)));
+            match position {
+                Some((_, p)) if p.u != unread => errors.push(FieldError::new(
+                    "cursor",
+                    "the cursor belongs to a list with another `unread`; repeat the same \
+                     parameters, or start again without a cursor",
+                )),
+                Some((t, p)) => after = Some((t, p.id)),
+                None => errors.push(FieldError::new("cursor", "not a cursor this API issued")),
+            }
+        }
+        if errors.is_empty() {
+            Ok(InboxQuery {
+                unread,
+                limit,
+                after,
+            })
+        } else {
+            Err(invalid(errors))
+        }
+    }
+}
+
+/// Maps a failed database call: unreachable → 503, else a logged 500.
+pub fn db_problem(what: &'static str) -> impl FnOnce(sqlx::Error) -> Problem {
+    move |e| {
+        if events::store::is_unavailable(&e) {
+            tracing::warn!(error = %e, "{what}: the database is unavailable");
+            Problem::dependency_down("the database")
+        } else {
+            tracing::error!(error = %e, "{what}");
+            Problem::internal()
+        }
+    }
+}
+
+/// The caller's notifications, newest first, keyset-paginated.
+#[utoipa::path(
+    get,
+    path = "/notifications",
+    tag = "notifications",
+    params(InboxParams),
+    responses(
+        (status = 200, description = "A page of the caller's notifications and their unread count", body = NotificationPage),
+        (status = 400, description = "Unknown parameter, bad value or bad cursor", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid bearer token, or a deactivated account", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unreachable", body = Problem, content_type = "application/problem+json", headers(
+            ("Retry-After" = u64, description = "Seconds to wait before retrying"),
+        )),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list_notifications(
+    user: AuthUser,
+    State(state): State<AppState>,
+    uri: Uri,
+) -> Result<Response, Problem> {
+    let query = InboxQuery::parse(&uri)?;
+    let mut rows = store::inbox_page(
+        &state.pool,
+        user.id,
+        query.unread,
+        query.after,
+        query.limit as i64 + 1,
+    )
+    .await
+    .map_err(db_problem("read the inbox"))?;
+    let more = rows.len() > query.limit;
+    rows.truncate(query.limit);
+    let next_cursor = rows
+        .last()
+        .filter(|_| more)
+        .map(|last| encode_cursor(last, query.unread));
+    let unread_count = store::unread_count(&state.pool, user.id)
+        .await
+        .map_err(db_problem("count the unread notifications"))?;
+    Ok(axum::Json(NotificationPage {
+        items: rows.into_iter().map(Into::into).collect(),
+        next_cursor,
+        unread_count,
+    })
+    .into_response())
+}
+
+/// Marks one of the caller's notifications read (again: no change).
+#[utoipa::path(
+    post,
+    path = "/notifications/{id}/read",
+    tag = "notifications",
+    params(("id" = Uuid, Path, description = "Notification id")),
+    responses(
+        (status = 204, description = "Read (it stays read; the first time is kept)"),
+        (status = 401, description = "Missing or invalid bearer token, or a deactivated account", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "The caller has no notification with this id", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unreachable", body = Problem, content_type = "application/problem+json", headers(
+            ("Retry-After" = u64, description = "Seconds to wait before retrying"),
+        )),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn mark_read(
+    user: AuthUser,
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+) -> Result<Response, Problem> {
+    let found = store::mark_read(&state.pool, user.id, id)
+        .await
+        .map_err(db_problem("mark a notification read"))?;
+    if !found {
+        return Err(Problem::not_found("no notification with this id"));
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Marks every one of the caller's notifications read.
+#[utoipa::path(
+    post,
+    path = "/notifications/read-all",
+    tag = "notifications",
+    responses(
+        (status = 204, description = "Every notification of the caller's is read"),
+        (status = 401, description = "Missing or invalid bearer token, or a deactivated account", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unreachable", body = Problem, content_type = "application/problem+json", headers(
+            ("Retry-After" = u64, description = "Seconds to wait before retrying"),
+        )),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn mark_all_read(
+    user: AuthUser,
+    State(state): State<AppState>,
+) -> Result<Response, Problem> {
+    store::mark_all_read(&state.pool, user.id)
+        .await
+        .map_err(db_problem("mark every notification read"))?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The caller's notification settings.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NotificationSettings {
+    /// Reminders before a task's due time, in seconds, longest first.
+    pub reminder_lead_times_seconds: Vec<u32>,
+    /// Kinds the caller does not want by e-mail.
+    pub email_opt_out: Vec<NotificationKind>,
+    /// When they were last changed; `null` while they are the defaults.
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+/// `PUT /me/notification-settings`: the whole settings.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationSettingsRequest {
+    /// At most 5 lead times, each from the minimum lead time (60 s unless
+    /// the operator lowered it) to 30 days; repeats count once. Required
+    /// (`[]`: no reminders, only overdue notices).
+    #[schema(required = true, value_type = Vec<u32>)]
+    pub reminder_lead_times_seconds: Option<Vec<u32>>,
+    /// Kinds not wanted by e-mail (the inbox always has them). Required.
+    #[schema(required = true, value_type = Vec<NotificationKind>)]
+    pub email_opt_out: Option<Vec<NotificationKind>>,
+}
+
+fn settings_resource(row: store::SettingsRow) -> NotificationSettings {
+    NotificationSettings {
+        reminder_lead_times_seconds: row
+            .leads
+            .iter()
+            .filter_map(|l| u32::try_from(*l).ok())
+            .collect(),
+        email_opt_out: row
+            .email_opt_out
+            .iter()
+            .filter_map(|k| serde_json::from_value(serde_json::Value::String(k.clone())).ok())
+            .collect(),
+        updated_at: row.updated_at,
+    }
+}
+
+/// The caller's notification settings (the defaults until they set them).
+#[utoipa::path(
+    get,
+    path = "/me/notification-settings",
+    tag = "notifications",
+    responses(
+        (status = 200, description = "The caller's settings", body = NotificationSettings),
+        (status = 401, description = "Missing or invalid bearer token, or a deactivated account", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unreachable", body = Problem, content_type = "application/problem+json", headers(
+            ("Retry-After" = u64, description = "Seconds to wait before retrying"),
+        )),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_settings(
+    user: AuthUser,
+    State(state): State<AppState>,
+) -> Result<Response, Problem> {
+    let row = store::settings(&state.pool, user.id)
+        .await
+        .map_err(db_problem("read notification settings"))?;
+    Ok(axum::Json(settings_resource(row)).into_response())
+}
+
+/// Checks a settings request: the lead times (deduplicated, longest first)
+/// and the opted-out kinds (deduplicated), or a 422 naming each bad field.
+fn check_settings(
+    req: &NotificationSettingsRequest,
+    min_lead: u32,
+) -> Result<(Vec<i32>, Vec<String>), Problem> {
+    let mut errors = Vec::new();
+    let required = |name: &str| FieldError::new(format!("/{name}"), "is required");
+    if req.reminder_lead_times_seconds.is_none() {
+        errors.push(required("reminder_lead_times_seconds"));
+    }
+    if req.email_opt_out.is_none() {
+        errors.push(required("email_opt_out"));
+    }
+    let mut leads: Vec<i32> = Vec::new();
+    let requested = req
+        .reminder_lead_times_seconds
+        .as_deref()
+        .unwrap_or_default();
+    for (i, lead) in requested.iter().enumerate() {
+        match i32::try_from(*lead) {
+            Ok(l) if (min_lead..=MAX_LEAD_SECONDS).contains(lead) => {
+                if !leads.contains(&l) {
+                    leads.push(l);
+                }
+            }
+            _ => errors.push(FieldError::new(
+                format!("/reminder_lead_times_seconds/{i}"),
+                format!("must be from {min_lead} to {MAX_LEAD_SECONDS} seconds"),
+            )),
+        }
+    }
+    if leads.len() > MAX_LEADS {
+        errors.push(FieldError::new(
+            "/reminder_lead_times_seconds",
+            format!("at most {MAX_LEADS} lead times"),
+        ));
+    }
+    leads.sort_unstable_by(|a, b| b.cmp(a));
+    let mut kinds: Vec<String> = Vec::new();
+    for k in req.email_opt_out.as_deref().unwrap_or_default() {
+        if !kinds.iter().any(|x| x == k.as_str()) {
+            kinds.push(k.as_str().to_owned());
+        }
+    }
+    if errors.is_empty() {
+        Ok((leads, kinds))
+    } else {
+        Err(Problem::validation(errors))
+    }
+}
+
+/// Replaces the caller's notification settings; their pending reminders
+/// are rescheduled at once.
+#[utoipa::path(
+    put,
+    path = "/me/notification-settings",
+    tag = "notifications",
+    request_body = NotificationSettingsRequest,
+    responses(
+        (status = 200, description = "The settings now in force", body = NotificationSettings),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid bearer token, or a deactivated account", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not `application/json`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field is missing or invalid (named by a JSON pointer)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unreachable", body = Problem, content_type = "application/problem+json", headers(
+            ("Retry-After" = u64, description = "Seconds to wait before retrying"),
+        )),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn put_settings(
+    user: AuthUser,
+    State(state): State<AppState>,
+    Json(req): Json<NotificationSettingsRequest>,
+) -> Result<Response, Problem> {
+    let (leads, kinds) = check_settings(&req, state.min_lead_seconds)?;
+    let row = store::put_settings(&state.pool, user.id, &leads, &kinds, state.catch_up)
+        .await
+        .map_err(db_problem("write notification settings"))?;
+    Ok(axum::Json(settings_resource(row)).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(leads: Vec<u32>) -> NotificationSettingsRequest {
+        NotificationSettingsRequest {
+            reminder_lead_times_seconds: Some(leads),
+            email_opt_out: Some(vec![NotificationKind::Overdue, NotificationKind::Overdue]),
+        }
+    }
+
+    #[test]
+    fn settings_are_checked_field_by_field() {
+        let (leads, kinds) = check_settings(&req(vec![60, 3600, 60]), 60).unwrap();
+        assert_eq!(leads, vec![3600, 60]);
+        assert_eq!(kinds, vec!["overdue"]);
+        let e = check_settings(&req(vec![59, 3600, MAX_LEAD_SECONDS + 1]), 60).unwrap_err();
+        assert_eq!(e.status, 422);
+        let pointers: Vec<_> = e.errors.iter().map(|e| e.pointer.as_str()).collect();
+        assert_eq!(
+            pointers,
+            vec![
+                "/reminder_lead_times_seconds/0",
+                "/reminder_lead_times_seconds/2"
+            ]
+        );
+        let e = check_settings(&req(vec![60, 120, 180, 240, 300, 360]), 60).unwrap_err();
+        assert_eq!(e.errors[0].pointer, "/reminder_lead_times_seconds");
+        assert!(check_settings(&req(vec![]), 60).is_ok());
+        let missing = NotificationSettingsRequest {
+            reminder_lead_times_seconds: None,
+            email_opt_out: None,
+        };
+        let e = check_settings(&missing, 60).unwrap_err();
+        let pointers: Vec<_> = e.errors.iter().map(|e| e.pointer.as_str()).collect();
+        assert_eq!(
+            pointers,
+            vec!["/reminder_lead_times_seconds", "/email_opt_out"]
+        );
+    }
+
+    #[test]
+    fn a_cursor_is_bound_to_its_filter() {
+        let row = store::NotificationRow {
+            id: Uuid::from_u128(7),
+            kind: "reminder".into(),
+            task_id: None,
+            project_id: None,
+            title: String::new(),
+            body: String::new(),
+            data: serde_json::json!({}),
+            late: false,
+            created_at: DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap(),
+            read_at: None,
+        };
+        let c = encode_cursor(&row, true);
+        let uri: Uri = format!("/notifications?unread=true&cursor={c}")
+            .parse()
+            .unwrap();
+        let q = InboxQuery::parse(&uri).unwrap();
+        assert_eq!(q.after, Some((row.created_at, row.id)));
+        let uri: Uri = format!("/notifications?cursor={c}").parse().unwrap();
+        assert_eq!(InboxQuery::parse(&uri).unwrap_err().status, 400);
+        let uri: Uri = "/notifications?cursor=nope&limit=0&x=1".parse().unwrap();
+        let e = InboxQuery::parse(&uri).unwrap_err();
+        assert_eq!(e.errors.len(), 3);
+    }
+}

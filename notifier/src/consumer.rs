@@ -1,0 +1,207 @@
+//! The live loop: Kafka batches → one Postgres transaction per batch
+//! (state, schedule and event-caused notifications together, see
+//! [`crate::fold`]) → offset commit.
+//!
+//! Delivery contract: Kafka gives each event at least once; the fold
+//! absorbs repeats (version guards, deterministic ids). Offsets are
+//! committed only after the batch's transaction committed, so a crash at
+//! any instant replays from the last commit and converges to the same
+//! state. A message that is not an event the notifier can read (not an
+//! envelope, an unknown type, a newer schema) is logged, counted
+//! (`notifier_skipped_events_total`) and passed over: the projector
+//! dead-letters it already, and a notifier must not stop on it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use events::kafka::envelope_of;
+use events::topics::Topics;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+/// Messages per transaction, at most.
+const BATCH_MAX_MESSAGES: usize = 200;
+/// Once a batch has its first message, wait at most this long for more.
+const BATCH_MAX_WAIT: Duration = Duration::from_millis(20);
+/// Pause before retrying a batch whose transaction failed.
+const ERROR_BACKOFF: Duration = Duration::from_millis(500);
+
+/// The consumer settings: a group, manual commits only, from the beginning.
+pub fn consumer(
+    brokers: &str,
+    group_id: &str,
+) -> Result<StreamConsumer, rdkafka::error::KafkaError> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "2000")
+        .set("reconnect.backoff.ms", "100")
+        .set("reconnect.backoff.max.ms", "1000")
+        .create()
+}
+
+/// The notifier's consumer loop.
+pub struct EventLoop {
+    consumer: Arc<StreamConsumer>,
+    pool: PgPool,
+    topics: Topics,
+    catch_up: chrono::Duration,
+}
+
+impl EventLoop {
+    /// Subscribes to the task, project and user event topics.
+    pub fn new(
+        consumer: StreamConsumer,
+        pool: PgPool,
+        topics: Topics,
+        catch_up: chrono::Duration,
+    ) -> Result<Self, rdkafka::error::KafkaError> {
+        consumer.subscribe(&[
+            &topics.task_events(),
+            &topics.project_events(),
+            &topics.user_events(),
+        ])?;
+        Ok(EventLoop {
+            consumer: Arc::new(consumer),
+            pool,
+            topics,
+            catch_up,
+        })
+    }
+
+    /// Consumes until `shutdown`; the batch in hand is finished and
+    /// committed first, unless its transaction keeps failing (then it is
+    /// left uncommitted, and replayed by the next start).
+    pub async fn run(self, shutdown: CancellationToken) {
+        tracing::info!("notifier consuming");
+        loop {
+            let batch = self.next_batch(&shutdown).await;
+            if batch.is_empty() {
+                if shutdown.is_cancelled() {
+                    break;
+                }
+                continue;
+            }
+            let created = loop {
+                match self.handle(&batch).await {
+                    Ok(created) => break Some(created),
+                    Err(e) => {
+                        metrics::counter!("notifier_consumer_errors_total").increment(1);
+                        tracing::warn!(error = %e, messages = batch.len(), "batch failed; retrying");
+                        tokio::select! {
+                            _ = shutdown.cancelled() => break None,
+                            _ = tokio::time::sleep(ERROR_BACKOFF) => {}
+                        }
+                    }
+                }
+            };
+            let Some(created) = created else { break };
+            for kind in created {
+                metrics::counter!("notifications_created_total", "kind" => kind).increment(1);
+            }
+            metrics::counter!("notifier_events_total").increment(batch.len() as u64);
+            self.commit(&batch).await;
+            if shutdown.is_cancelled() {
+                break;
+            }
+        }
+        tracing::info!("notifier consumer stopped");
+    }
+
+    async fn next_batch(&self, shutdown: &CancellationToken) -> Vec<OwnedMessage> {
+        let mut batch = Vec::new();
+        let first = tokio::select! {
+            _ = shutdown.cancelled() => return batch,
+            m = self.consumer.recv() => m,
+        };
+        match first {
+            Ok(m) => batch.push(m.detach()),
+            Err(e) => {
+                // librdkafka recovers by itself; do not spin while it does.
+                metrics::counter!("notifier_kafka_errors_total").increment(1);
+                tracing::warn!(error = %e, "kafka consumer error");
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                }
+                return batch;
+            }
+        }
+        let deadline = tokio::time::Instant::now() + BATCH_MAX_WAIT;
+        while batch.len() < BATCH_MAX_MESSAGES {
+            match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
+                Ok(Ok(m)) => batch.push(m.detach()),
+                Ok(Err(e)) => {
+                    metrics::counter!("notifier_kafka_errors_total").increment(1);
+                    tracing::warn!(error = %e, "kafka consumer error");
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        batch
+    }
+
+    /// Applies a batch in one transaction; the kinds of the notifications
+    /// it created.
+    async fn handle(&self, batch: &[OwnedMessage]) -> Result<Vec<&'static str>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let mut created = Vec::new();
+        for msg in batch {
+            let source = format!("{}/{}/{}", msg.topic(), msg.partition(), msg.offset());
+            let decoded = envelope_of(msg).and_then(|env| env.decode().map(|e| (env, e)));
+            let (env, event) = match decoded {
+                Ok(pair) => pair,
+                Err(e) => {
+                    metrics::counter!("notifier_skipped_events_total").increment(1);
+                    tracing::warn!(error = %e, %source, "not an event the notifier can read; skipped");
+                    continue;
+                }
+            };
+            if msg.topic() != self.topics.for_stream(env.stream_type) {
+                metrics::counter!("notifier_skipped_events_total").increment(1);
+                tracing::warn!(%source, "an event on another stream type's topic; skipped");
+                continue;
+            }
+            let applied = crate::fold::apply(&mut tx, &env, &event, self.catch_up).await?;
+            created.extend(applied.created);
+        }
+        tx.commit().await?;
+        Ok(created)
+    }
+
+    async fn commit(&self, batch: &[OwnedMessage]) {
+        let mut next: HashMap<(String, i32), i64> = HashMap::new();
+        for msg in batch {
+            let e = next
+                .entry((msg.topic().to_owned(), msg.partition()))
+                .or_insert(0);
+            *e = (*e).max(msg.offset() + 1);
+        }
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), offset) in &next {
+            if let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset)) {
+                tracing::warn!(error = %e, "cannot build the offset commit");
+                return;
+            }
+        }
+        let consumer = Arc::clone(&self.consumer);
+        let result =
+            tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync)).await;
+        match result {
+            Ok(Ok(())) => {}
+            // After a rebalance another member replays from the last
+            // commit; the fold absorbs that.
+            Ok(Err(e)) => tracing::warn!(error = %e, "offset commit failed"),
+            Err(e) => tracing::warn!(error = %e, "offset commit task failed"),
+        }
+    }
+}

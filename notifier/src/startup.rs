@@ -1,0 +1,226 @@
+//! Start-up as a value: build connects (running the migrations), prepares
+//! the topics, joins the consumer group and binds; run consumes, fires the
+//! schedule and serves the API until stopped.
+
+use access::TokenVerifier;
+use anyhow::Context;
+use axum::extract::FromRef;
+use axum::Router;
+use events::kafka;
+use events::topics::Topics;
+use futures::FutureExt;
+use service::config::ExposeSecret;
+use service::health::Readiness;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::config::Config;
+use crate::consumer::EventLoop;
+use crate::scheduler::Scheduler;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub verifier: TokenVerifier,
+    /// The shortest reminder lead time a user may set, in seconds.
+    pub min_lead_seconds: u32,
+    /// See [`Config::catch_up`].
+    pub catch_up: chrono::Duration,
+}
+
+impl FromRef<AppState> for TokenVerifier {
+    fn from_ref(state: &AppState) -> Self {
+        state.verifier.clone()
+    }
+}
+
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    http_limits: service::http::Limits,
+    events: EventLoop,
+    scheduler: Scheduler,
+}
+
+impl Application {
+    /// Connects to Postgres (and migrates), creates the Kafka topics if
+    /// needed, joins the consumer group, binds the port. `verifier`
+    /// overrides the JWKS fetch (tests).
+    pub async fn build(config: Config, verifier: Option<TokenVerifier>) -> anyhow::Result<Self> {
+        let pool =
+            events::store::connect_and_migrate(config.postgres.url.expose_secret(), 10).await?;
+        let topics = Topics::with_prefix(config.kafka.topic_prefix.clone());
+        kafka::ensure_topics(&config.kafka.brokers, &topics)
+            .await
+            .map_err(|e| anyhow::anyhow!("kafka at {}: {e}", config.kafka.brokers))?;
+        let catch_up = chrono::Duration::from_std(config.catch_up)
+            .context("configuration: NOTIFIER_CATCH_UP_SECONDS: out of range")?;
+        let consumer = crate::consumer::consumer(&config.kafka.brokers, &config.group_id)?;
+        let events = EventLoop::new(consumer, pool.clone(), topics, catch_up)?;
+        let verifier = match verifier {
+            Some(v) => v,
+            None => {
+                TokenVerifier::from_jwks_url(
+                    &config.jwt.jwks_url,
+                    &config.jwt.issuer,
+                    &config.jwt.audience,
+                )
+                .await?
+            }
+        };
+        // Deactivations apply here as soon as auth has recorded them.
+        let verifier = access::accounts::AccountDirectory::attach(verifier, &pool)
+            .await
+            .context("postgres: cannot read the accounts")?;
+        let listener = service::http::bind(config.listen_addr).await?;
+        let readiness = readiness(&pool, &config.kafka.brokers);
+        let state = AppState {
+            pool: pool.clone(),
+            verifier,
+            min_lead_seconds: config.min_lead_seconds,
+            catch_up,
+        };
+        let router = service::http::finish(routes(state, readiness));
+        Ok(Application {
+            listener,
+            router,
+            http_limits: config.http,
+            events,
+            scheduler: Scheduler {
+                pool,
+                tick: config.tick,
+                late_after: config.late_after,
+            },
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// Consumes, fires and serves until `shutdown`; the batch in hand is
+    /// finished and committed, and the scheduler round in hand committed,
+    /// before this returns.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        let consuming = tokio::spawn(self.events.run(shutdown.clone()));
+        let firing = tokio::spawn(self.scheduler.run(shutdown.clone()));
+        let served = service::http::serve_with(
+            self.listener,
+            self.router,
+            shutdown.clone(),
+            self.http_limits,
+        )
+        .await;
+        shutdown.cancel();
+        for (what, task) in [("consumer", consuming), ("scheduler", firing)] {
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "the {what} loop panicked");
+            }
+        }
+        served
+    }
+}
+
+/// The API routes (documented), `/openapi.json`, and health.
+fn routes(state: AppState, readiness: Readiness) -> Router {
+    let (api, doc) = documented_routes(readiness);
+    api.merge(service::openapi::routes(doc)).with_state(state)
+}
+
+/// The API routes and health, and the OpenAPI document describing them: the
+/// one `/openapi.json` serves and [`crate::openapi`] returns.
+pub(crate) fn documented_routes(
+    readiness: Readiness,
+) -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let (api, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(crate::api::list_notifications))
+        .routes(routes!(crate::api::mark_read))
+        .routes(routes!(crate::api::mark_all_read))
+        .routes(routes!(crate::api::get_settings, crate::api::put_settings))
+        .merge(service::health::documented_routes(readiness))
+        .split_for_parts();
+    let doc = service::openapi::finish_document(
+        doc,
+        "taskstream notifier",
+        "The caller's inbox (due-date reminders, overdue notices, assignments, project \
+         membership) and notification settings; only one's own notifications.",
+    );
+    (api, doc)
+}
+
+fn readiness(pool: &PgPool, brokers: &str) -> Readiness {
+    let pool = pool.clone();
+    let brokers = brokers.to_owned();
+    Readiness::new()
+        .check("postgres", move || {
+            let pool = pool.clone();
+            async move { events::store::ping(&pool).await }.boxed()
+        })
+        .check("kafka", move || {
+            let brokers = brokers.clone();
+            async move { kafka::ping(&brokers).await }.boxed()
+        })
+}
+
+/// The OpenAPI document's frame: schemas and tags. Paths come from the
+/// handlers' `#[utoipa::path]`.
+#[derive(OpenApi)]
+#[openapi(
+    components(schemas(
+        crate::api::NotificationResource,
+        crate::api::NotificationPage,
+        crate::api::NotificationKind,
+        crate::api::NotificationSettings,
+        crate::api::NotificationSettingsRequest,
+        service::Problem,
+        service::FieldError,
+    )),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "notifications", description = "The caller's inbox and notification settings")
+    )
+)]
+struct ApiDoc;
+
+/// Declares the `bearer` scheme the handlers' `security(("bearer" = []))` name.
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let mut http = Http::new(HttpAuthScheme::Bearer);
+        http.bearer_format = Some("JWT".into());
+        components.add_security_scheme("bearer", SecurityScheme::Http(http));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_document_describes_every_route() {
+        let doc = serde_json::to_value(crate::openapi()).unwrap();
+        for (path, method, code) in [
+            ("/notifications", "get", "200"),
+            ("/notifications/{id}/read", "post", "404"),
+            ("/notifications/read-all", "post", "204"),
+            ("/me/notification-settings", "get", "200"),
+            ("/me/notification-settings", "put", "422"),
+        ] {
+            let op = &doc["paths"][path][method];
+            assert_eq!(op["tags"][0], "notifications", "{method} {path}");
+            assert!(op["responses"][code].is_object(), "{method} {path} {code}");
+        }
+        for s in [
+            "NotificationPage",
+            "NotificationResource",
+            "NotificationSettings",
+        ] {
+            assert!(doc["components"]["schemas"][s].is_object(), "{s}");
+        }
+    }
+}

@@ -1,0 +1,794 @@
+//! The notifier end to end, with every service running and real accounts:
+//! reminders and overdue notices arrive once, when due, for tasks still to
+//! be done; assignments and project membership by someone else are
+//! notified; the inbox pages, counts and marks read, only one's own; a
+//! restarted notifier fires what it had scheduled, once, and what fell due
+//! while it was down, late; a second consumer group replaying the log
+//! creates no duplicate.
+
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use tests::clients::{email, id_of, Api, AuthClient, CommandClient, QueryClient, Reply};
+use tests::{eventually, System};
+use uuid::Uuid;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// One account: its id and clients that act as it.
+struct Person {
+    id: Uuid,
+    email: String,
+    commands: CommandClient,
+    notifier: Api,
+}
+
+impl Person {
+    async fn write(&self, method: Method, path: &str, body: Value) -> Reply {
+        self.commands.request(method, path).json(&body).await
+    }
+
+    /// `GET /notifications?{query}` from the notifier; asserts 200.
+    async fn inbox(&self, query: &str) -> Value {
+        self.notifier
+            .request(Method::GET, &format!("/notifications?{query}"))
+            .await
+            .expect(StatusCode::OK, "GET /notifications")
+    }
+
+    /// Every notification of this person's (pages of 200), newest first.
+    async fn all(&self) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let query = match &cursor {
+                Some(c) => format!("limit=200&cursor={c}"),
+                None => "limit=200".to_owned(),
+            };
+            let page = self.inbox(&query).await;
+            out.extend(page["items"].as_array().expect("items").iter().cloned());
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => return out,
+            }
+        }
+    }
+
+    /// This person's notifications of `kind` about `subject` (a task or
+    /// project id).
+    async fn about(&self, kind: &str, subject: Uuid) -> Vec<Value> {
+        let subject = subject.to_string();
+        self.all()
+            .await
+            .into_iter()
+            .filter(|n| {
+                n["kind"] == kind && (n["task_id"] == subject || n["project_id"] == subject)
+            })
+            .collect()
+    }
+
+    /// Waits until this person has at least one notification of `kind`
+    /// about `subject`, and returns them all.
+    async fn wait_for(&self, kind: &str, subject: Uuid) -> Vec<Value> {
+        eventually(
+            &format!("a {kind} notification about {subject}"),
+            WAIT,
+            || async {
+                let found = self.about(kind, subject).await;
+                (!found.is_empty()).then_some(found)
+            },
+        )
+        .await
+    }
+
+    async fn set_leads(&self, leads: &[u32]) {
+        self.notifier
+            .request(Method::PUT, "/me/notification-settings")
+            .json(&json!({ "reminder_lead_times_seconds": leads, "email_opt_out": [] }))
+            .await
+            .expect(StatusCode::OK, "PUT /me/notification-settings");
+    }
+
+    /// Creates a task; returns its id.
+    async fn task(&self, body: Value) -> Uuid {
+        id_of(
+            &self
+                .write(Method::POST, "/tasks", body)
+                .await
+                .expect(StatusCode::CREATED, "create a task"),
+        )
+    }
+
+    async fn project(&self, name: &str) -> Uuid {
+        id_of(
+            &self
+                .write(Method::POST, "/projects", json!({ "name": name }))
+                .await
+                .expect(StatusCode::CREATED, "create a project"),
+        )
+    }
+
+    async fn add(&self, project: Uuid, who: &Person, role: &str) {
+        self.write(
+            Method::POST,
+            &format!("/projects/{project}/members"),
+            json!({ "email": who.email, "role": role }),
+        )
+        .await
+        .expect(StatusCode::CREATED, "add a member");
+    }
+}
+
+struct Team {
+    sys: System,
+    ann: Person,
+    bob: Person,
+    cat: Person,
+}
+
+impl Team {
+    async fn start() -> Self {
+        let sys = System::start().await;
+        let auth = AuthClient::new(&sys.auth.url(""));
+        let mut people = Vec::new();
+        for name in ["ann-", "bob-", "cat-"] {
+            let address = email(name);
+            let id = id_of(&auth.registered(&address).await);
+            let token = auth.access(&address).await;
+            people.push(Person {
+                id,
+                email: address,
+                commands: CommandClient::new(&sys.command.url(""), &token),
+                notifier: QueryClient::new(&sys.notifier.url(""), &token)
+                    .api()
+                    .clone(),
+            });
+        }
+        let cat = people.pop().unwrap();
+        let bob = people.pop().unwrap();
+        let ann = people.pop().unwrap();
+        Team { sys, ann, bob, cat }
+    }
+
+    /// A project of ann's with bob (and cat) as members.
+    async fn project(&self) -> Uuid {
+        let p = self.ann.project("notified").await;
+        self.ann.add(p, &self.bob, "member").await;
+        self.ann.add(p, &self.cat, "member").await;
+        p
+    }
+}
+
+/// `secs` seconds from now, as the API takes it.
+fn in_secs(secs: i64) -> String {
+    (Utc::now() + chrono::Duration::seconds(secs)).to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn instant(v: &Value) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(v.as_str().unwrap_or_else(|| panic!("an instant: {v}")))
+        .unwrap_or_else(|e| panic!("{v}: {e}"))
+        .with_timezone(&Utc)
+}
+
+#[tokio::test]
+async fn a_reminder_and_an_overdue_notice_arrive_once_and_a_reschedule_moves_them() {
+    let t = Team::start().await;
+    let project = t.project().await;
+    t.bob.set_leads(&[3]).await;
+
+    let due = in_secs(6);
+    let task = t
+        .ann
+        .task(json!({ "title": "ship it", "project_id": project, "assignee_ids": [t.bob.id], "due_at": due }))
+        .await;
+    // A second task, rescheduled at once: its first times never fire.
+    let moved = t
+        .ann
+        .task(json!({ "title": "later", "project_id": project, "assignee_ids": [t.bob.id], "due_at": in_secs(6) }))
+        .await;
+    let new_due = in_secs(12);
+    t.ann
+        .write(
+            Method::PATCH,
+            &format!("/tasks/{moved}"),
+            json!({ "due_at": new_due }),
+        )
+        .await
+        .expect(StatusCode::OK, "reschedule");
+
+    let overdue = t.bob.wait_for("overdue", task).await;
+    let reminders = t.bob.about("reminder", task).await;
+    assert_eq!(reminders.len(), 1, "one reminder: {reminders:?}");
+    assert_eq!(overdue.len(), 1, "one overdue notice: {overdue:?}");
+    let (reminder, overdue) = (&reminders[0], &overdue[0]);
+    let due = instant(&json!(due));
+    assert_eq!(instant(&reminder["data"]["due_at"]), due);
+    assert_eq!(reminder["data"]["lead_seconds"], 3);
+    assert!(instant(&reminder["created_at"]) >= due - chrono::Duration::seconds(3));
+    assert!(instant(&reminder["created_at"]) < due, "{reminder}");
+    assert!(instant(&overdue["created_at"]) >= due, "{overdue}");
+    for n in [reminder, overdue] {
+        assert_eq!(n["late"], false, "{n}");
+        assert_eq!(n["read_at"], Value::Null);
+        assert_eq!(n["project_id"], project.to_string());
+        assert!(n["title"].as_str().unwrap().contains("ship it"), "{n}");
+    }
+    // The owner, who is not an assignee, is told nothing of it.
+    assert!(t.ann.about("reminder", task).await.is_empty());
+    assert!(t.ann.about("overdue", task).await.is_empty());
+
+    // The rescheduled task: once each, for the new due time only.
+    let overdue = t.bob.wait_for("overdue", moved).await;
+    let reminders = t.bob.about("reminder", moved).await;
+    let new_due = instant(&json!(new_due));
+    assert_eq!(reminders.len(), 1, "{reminders:?}");
+    assert_eq!(overdue.len(), 1, "{overdue:?}");
+    assert_eq!(instant(&reminders[0]["data"]["due_at"]), new_due);
+    assert_eq!(instant(&overdue[0]["data"]["due_at"]), new_due);
+    assert!(instant(&reminders[0]["created_at"]) >= new_due - chrono::Duration::seconds(3));
+
+    // Nothing more comes for either.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for task in [task, moved] {
+        assert_eq!(t.bob.about("reminder", task).await.len(), 1);
+        assert_eq!(t.bob.about("overdue", task).await.len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn nothing_is_sent_for_a_task_completed_cancelled_or_deleted_before_its_time() {
+    let t = Team::start().await;
+    t.bob.set_leads(&[2]).await;
+    let body = |title: &str| json!({ "title": title, "due_at": in_secs(5) });
+    let done = t.bob.task(body("done in time")).await;
+    let cancelled = t.bob.task(body("cancelled")).await;
+    let deleted = t.bob.task(body("deleted")).await;
+    let control = t.bob.task(body("still open")).await;
+    for status in ["in_progress", "done"] {
+        t.bob
+            .write(
+                Method::POST,
+                &format!("/tasks/{done}/status"),
+                json!({ "status": status }),
+            )
+            .await
+            .expect(StatusCode::OK, "change status");
+    }
+    t.bob
+        .write(
+            Method::POST,
+            &format!("/tasks/{cancelled}/status"),
+            json!({ "status": "cancelled" }),
+        )
+        .await
+        .expect(StatusCode::OK, "cancel");
+    let r = t.bob.commands.delete_task(deleted).await;
+    assert!(r.status.is_success(), "delete: {r:?}");
+
+    // The control task, due at the same time, is notified (personal task:
+    // the owner is told) ...
+    t.bob.wait_for("overdue", control).await;
+    assert_eq!(t.bob.about("reminder", control).await.len(), 1);
+    // ... the others never are.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for task in [done, cancelled, deleted] {
+        for kind in ["reminder", "overdue"] {
+            let found = t.bob.about(kind, task).await;
+            assert!(found.is_empty(), "{kind} for {task}: {found:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn assignment_by_someone_else_notifies_and_self_assignment_does_not() {
+    let t = Team::start().await;
+    let project = t.project().await;
+    // ann assigns herself and bob: bob is told, ann is not.
+    let task = t
+        .ann
+        .task(json!({ "title": "pair on it", "project_id": project, "assignee_ids": [t.ann.id, t.bob.id] }))
+        .await;
+    let assigned = t.bob.wait_for("assigned", task).await;
+    assert_eq!(assigned.len(), 1, "{assigned:?}");
+    assert!(assigned[0]["body"].as_str().unwrap().contains("pair on it"));
+    assert_eq!(assigned[0]["data"]["assigned_by"], t.ann.id.to_string());
+
+    // bob assigns himself a task of his own making, then ann adds cat to
+    // it: cat is told (which shows the notifier read bob's change, an
+    // earlier version of the same stream), bob never is.
+    let own = t
+        .bob
+        .task(json!({ "title": "mine", "project_id": project, "assignee_ids": [t.bob.id] }))
+        .await;
+    t.ann
+        .write(
+            Method::PATCH,
+            &format!("/tasks/{own}"),
+            json!({ "assignee_ids": [t.bob.id, t.cat.id] }),
+        )
+        .await
+        .expect(StatusCode::OK, "add cat");
+    t.cat.wait_for("assigned", own).await;
+    assert!(t.bob.about("assigned", own).await.is_empty());
+    assert!(t.ann.about("assigned", task).await.is_empty());
+    // bob's first assignment is still the only one he has.
+    assert_eq!(t.bob.about("assigned", task).await.len(), 1);
+}
+
+#[tokio::test]
+async fn being_added_to_a_project_or_given_another_role_notifies() {
+    let t = Team::start().await;
+    let project = t.ann.project("club").await;
+    t.ann.add(project, &t.bob, "member").await;
+    let added = t.bob.wait_for("project_member_added", project).await;
+    assert_eq!(added.len(), 1);
+    assert_eq!(added[0]["data"]["role"], "member");
+    t.ann
+        .write(
+            Method::PATCH,
+            &format!("/projects/{project}/members/{}", t.bob.id),
+            json!({ "role": "admin" }),
+        )
+        .await
+        .expect(StatusCode::OK, "change bob's role");
+    let changed = t.bob.wait_for("project_role_changed", project).await;
+    assert_eq!(
+        (
+            changed[0]["data"]["from"].clone(),
+            changed[0]["data"]["to"].clone()
+        ),
+        (json!("member"), json!("admin"))
+    );
+    // The actor, who created the project, is told nothing of her own acts.
+    assert!(t.ann.all().await.is_empty());
+}
+
+#[tokio::test]
+async fn the_inbox_pages_counts_and_marks_read_only_ones_own() {
+    let t = Team::start().await;
+    let mut projects = Vec::new();
+    for i in 0..5 {
+        let p = t.ann.project(&format!("p{i}")).await;
+        t.ann.add(p, &t.bob, "viewer").await;
+        projects.push(p);
+    }
+    eventually("five notifications", WAIT, || async {
+        (t.bob.inbox("").await["unread_count"] == 5).then_some(())
+    })
+    .await;
+
+    // Pages of two, newest first, each notification once.
+    let mut seen: Vec<Value> = Vec::new();
+    let mut query = "limit=2".to_owned();
+    let mut pages = 0;
+    loop {
+        let page = t.bob.inbox(&query).await;
+        pages += 1;
+        assert_eq!(page["unread_count"], 5);
+        seen.extend(page["items"].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(c) => query = format!("limit=2&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    let ids: Vec<&str> = seen.iter().map(|n| n["id"].as_str().unwrap()).collect();
+    let mut unique = ids.clone();
+    unique.dedup();
+    assert_eq!((ids.len(), unique.len()), (5, 5), "{ids:?}");
+    let keys: Vec<(DateTime<Utc>, &str)> = seen
+        .iter()
+        .map(|n| (instant(&n["created_at"]), n["id"].as_str().unwrap()))
+        .collect();
+    assert!(
+        keys.windows(2).all(|w| w[0] > w[1]),
+        "newest first: {keys:?}"
+    );
+
+    // Read one: it leaves the unread list, and reading again changes nothing.
+    let first = ids[0].to_owned();
+    for _ in 0..2 {
+        let r = t
+            .bob
+            .notifier
+            .request(Method::POST, &format!("/notifications/{first}/read"))
+            .await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{r:?}");
+    }
+    let unread = t.bob.inbox("unread=true").await;
+    assert_eq!(unread["unread_count"], 4);
+    let unread_ids: Vec<&str> = unread["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(unread_ids.len(), 4);
+    assert!(!unread_ids.contains(&first.as_str()));
+    let read_at = t
+        .bob
+        .all()
+        .await
+        .into_iter()
+        .find(|n| n["id"] == first.as_str())
+        .unwrap()["read_at"]
+        .clone();
+    assert!(read_at.is_string(), "{read_at}");
+
+    // Someone else's notification, or none at all: 404, and it stays unread for bob.
+    let bobs = ids[1];
+    for (who, id) in [
+        (&t.ann, bobs.to_owned()),
+        (&t.bob, Uuid::new_v4().to_string()),
+    ] {
+        who.notifier
+            .request(Method::POST, &format!("/notifications/{id}/read"))
+            .await
+            .expect_problem(StatusCode::NOT_FOUND, "another's notification");
+    }
+    assert_eq!(t.bob.inbox("").await["unread_count"], 4);
+    assert!(t.ann.all().await.is_empty(), "ann's inbox is her own");
+
+    // A cursor cut for one filter is refused for another; junk is refused.
+    let page = t.bob.inbox("limit=1").await;
+    let cursor = page["next_cursor"].as_str().unwrap();
+    for query in [
+        format!("unread=true&cursor={cursor}"),
+        "cursor=junk".into(),
+        "limit=0".into(),
+        "sort=x".into(),
+    ] {
+        let r = t
+            .bob
+            .notifier
+            .request(Method::GET, &format!("/notifications?{query}"))
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{query}: {r:?}");
+    }
+    let r = t
+        .bob
+        .notifier
+        .request(Method::GET, "/notifications")
+        .token(None)
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+
+    // Read all.
+    let r = t
+        .bob
+        .notifier
+        .request(Method::POST, "/notifications/read-all")
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let unread = t.bob.inbox("unread=true").await;
+    assert_eq!(unread["unread_count"], 0);
+    assert!(unread["items"].as_array().unwrap().is_empty());
+    assert_eq!(t.bob.all().await.len(), 5);
+}
+
+#[tokio::test]
+async fn settings_default_validate_and_persist() {
+    let t = Team::start().await;
+    let get = || async {
+        t.bob
+            .notifier
+            .request(Method::GET, "/me/notification-settings")
+            .await
+            .expect(StatusCode::OK, "GET settings")
+    };
+    let defaults = get().await;
+    assert_eq!(defaults["reminder_lead_times_seconds"], json!([86400]));
+    assert_eq!(defaults["email_opt_out"], json!([]));
+    for (body, pointer) in [
+        (
+            json!({ "reminder_lead_times_seconds": [0], "email_opt_out": [] }),
+            "/reminder_lead_times_seconds/0",
+        ),
+        (
+            json!({ "reminder_lead_times_seconds": [2592001], "email_opt_out": [] }),
+            "/reminder_lead_times_seconds/0",
+        ),
+        (
+            json!({ "reminder_lead_times_seconds": [1, 2, 3, 4, 5, 6], "email_opt_out": [] }),
+            "/reminder_lead_times_seconds",
+        ),
+        (
+            json!({ "reminder_lead_times_seconds": [60], "email_opt_out": ["spam"] }),
+            "/email_opt_out/0",
+        ),
+        (
+            json!({ "email_opt_out": [] }),
+            "/reminder_lead_times_seconds",
+        ),
+    ] {
+        let r = t
+            .bob
+            .notifier
+            .request(Method::PUT, "/me/notification-settings")
+            .json(&body)
+            .await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {r:?}");
+        let pointers = r.pointers();
+        assert!(
+            pointers.iter().any(|p| p == pointer),
+            "{body}: {pointers:?}"
+        );
+    }
+    let put = t
+        .bob
+        .notifier
+        .request(Method::PUT, "/me/notification-settings")
+        .json(&json!({ "reminder_lead_times_seconds": [3600, 86400, 3600], "email_opt_out": ["reminder"] }))
+        .await
+        .expect(StatusCode::OK, "PUT settings");
+    assert_eq!(put["reminder_lead_times_seconds"], json!([86400, 3600]));
+    assert_eq!(put["email_opt_out"], json!(["reminder"]));
+    let read = get().await;
+    assert_eq!(read["reminder_lead_times_seconds"], json!([86400, 3600]));
+    assert!(read["updated_at"].is_string());
+    // Only one's own.
+    let anns = t
+        .ann
+        .notifier
+        .request(Method::GET, "/me/notification-settings")
+        .await
+        .expect(StatusCode::OK, "ann's");
+    assert_eq!(anns["reminder_lead_times_seconds"], json!([86400]));
+}
+
+#[tokio::test]
+async fn a_restarted_notifier_fires_what_it_scheduled_once_and_what_fell_due_meanwhile_late() {
+    let mut t = Team::start().await;
+    t.bob.set_leads(&[60]).await;
+    // Falls due while the notifier is down.
+    let missed = t
+        .bob
+        .task(json!({ "title": "missed", "due_at": in_secs(3) }))
+        .await;
+    // Falls due after it is back.
+    let later = t
+        .bob
+        .task(json!({ "title": "later", "due_at": in_secs(12) }))
+        .await;
+    let pool = sqlx::PgPool::connect(&t.sys.deployment.database_url)
+        .await
+        .expect("postgres");
+    eventually("both tasks scheduled", WAIT, || async {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM notifier_schedule WHERE task_id = ANY($1) AND kind = 'overdue'",
+        )
+        .bind([missed, later])
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+        (n == 2).then_some(())
+    })
+    .await;
+
+    t.sys.notifier.stop.cancel();
+    (&mut t.sys.notifier.handle)
+        .await
+        .expect("joined")
+        .expect("stopped cleanly");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    t.sys.notifier = t.sys.deployment.spawn_notifier(&t.sys.auth).await;
+    t.bob.notifier = QueryClient::new(&t.sys.notifier.url(""), &t.bob_token().await)
+        .api()
+        .clone();
+
+    let missed_notes = t.bob.wait_for("overdue", missed).await;
+    assert_eq!(missed_notes.len(), 1, "{missed_notes:?}");
+    assert_eq!(missed_notes[0]["late"], true, "{missed_notes:?}");
+    let later_notes = t.bob.wait_for("overdue", later).await;
+    assert_eq!(later_notes.len(), 1, "{later_notes:?}");
+    assert_eq!(later_notes[0]["late"], false, "{later_notes:?}");
+    // A 60 s reminder was already past when each task was created: none.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for task in [missed, later] {
+        assert!(t.bob.about("reminder", task).await.is_empty());
+        assert_eq!(t.bob.about("overdue", task).await.len(), 1);
+    }
+}
+
+impl Team {
+    async fn bob_token(&self) -> String {
+        AuthClient::new(&self.sys.auth.url(""))
+            .access(&self.bob.email)
+            .await
+    }
+}
+
+#[tokio::test]
+async fn a_second_consumer_group_replaying_the_log_creates_no_duplicate() {
+    let t = Team::start().await;
+    let project = t.project().await;
+    t.bob.set_leads(&[2]).await;
+    let task = t
+        .ann
+        .task(json!({ "title": "once", "project_id": project, "assignee_ids": [t.bob.id], "due_at": in_secs(4) }))
+        .await;
+    t.bob.wait_for("overdue", task).await;
+    let before = t.bob.all().await;
+
+    // A notifier of a second group reads the whole log from the start,
+    // beside the first.
+    let mut config = t.sys.deployment.notifier_config(tests::NO_JWKS);
+    config.group_id = format!("replay-{}", Uuid::new_v4().simple());
+    let _replaying = t.sys.deployment.spawn_notifier_with(config).await;
+    // A new event on each stream that caused a notification: once it is
+    // notified, both notifiers have read the stream's earlier events.
+    t.ann
+        .write(
+            Method::PATCH,
+            &format!("/projects/{project}/members/{}", t.bob.id),
+            json!({ "role": "admin" }),
+        )
+        .await
+        .expect(StatusCode::OK, "change bob's role");
+    t.ann
+        .write(
+            Method::PATCH,
+            &format!("/tasks/{task}"),
+            json!({ "assignee_ids": [t.bob.id, t.cat.id] }),
+        )
+        .await
+        .expect(StatusCode::OK, "add cat");
+    t.bob.wait_for("project_role_changed", project).await;
+    t.cat.wait_for("assigned", task).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let after = t.bob.all().await;
+    let ids = |v: &[Value]| -> Vec<String> {
+        let mut ids: Vec<String> = v
+            .iter()
+            .map(|n| n["id"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let new: Vec<&Value> = after.iter().filter(|n| !before.contains(n)).collect();
+    assert_eq!(new.len(), 1, "only the role change is new: {new:?}");
+    assert_eq!(new[0]["kind"], "project_role_changed");
+    let mut without_new = ids(&after);
+    without_new.retain(|id| new[0]["id"] != id.as_str());
+    assert_eq!(without_new, ids(&before));
+    for kind in ["assigned", "reminder", "overdue"] {
+        assert_eq!(t.bob.about(kind, task).await.len(), 1, "{kind}");
+    }
+    assert_eq!(t.bob.about("project_member_added", project).await.len(), 1);
+    assert_eq!(t.cat.about("assigned", task).await.len(), 1);
+}
+
+#[tokio::test]
+async fn leaving_a_project_and_deactivation_cancel_what_is_pending() {
+    let t = Team::start().await;
+    let project = t.project().await;
+    for who in [&t.bob, &t.cat] {
+        who.set_leads(&[2]).await;
+    }
+    let bobs = t
+        .ann
+        .task(json!({ "title": "bob's", "project_id": project, "assignee_ids": [t.bob.id], "due_at": in_secs(5) }))
+        .await;
+    let cats = t
+        .ann
+        .task(json!({ "title": "cat's", "project_id": project, "assignee_ids": [t.cat.id], "due_at": in_secs(5) }))
+        .await;
+    // bob leaves the project (he is unassigned with it: the task falls back
+    // to its owner), and an admin deactivates cat.
+    let r = t
+        .ann
+        .commands
+        .request(
+            Method::DELETE,
+            &format!("/projects/{project}/members/{}", t.bob.id),
+        )
+        .await;
+    assert!(r.status.is_success(), "remove bob: {r:?}");
+    let auth = AuthClient::new(&t.sys.auth.url(""));
+    let (_, admin) = auth.operator_admin(&t.sys.deployment).await;
+    let r = auth.deactivate(&admin.access, t.cat.id).await;
+    assert!(r.status.is_success(), "deactivate cat: {r:?}");
+
+    // The owner, now the one told about bob's former task, gets its
+    // overdue notice at the due time ...
+    t.ann.wait_for("overdue", bobs).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // ... bob nothing about it ...
+    for kind in ["reminder", "overdue"] {
+        assert!(t.bob.about(kind, bobs).await.is_empty(), "{kind}");
+    }
+    // ... and cat (who can no longer read her inbox) has only the
+    // assignment in it.
+    let pool = sqlx::PgPool::connect(&t.sys.deployment.database_url)
+        .await
+        .expect("postgres");
+    let cats_notes: Vec<String> = sqlx::query_scalar(
+        "SELECT kind FROM notifier_notifications WHERE user_id = $1 AND task_id = $2",
+    )
+    .bind(t.cat.id)
+    .bind(cats)
+    .fetch_all(&pool)
+    .await
+    .expect("cat's notifications");
+    assert_eq!(cats_notes, vec!["assigned"]);
+}
+
+#[tokio::test]
+async fn health_metrics_and_the_document_are_served() {
+    let t = Team::start().await;
+    t.bob.set_leads(&[1]).await;
+    let task = t
+        .bob
+        .task(json!({ "title": "measured", "due_at": in_secs(2) }))
+        .await;
+    t.bob.wait_for("overdue", task).await;
+    let http = tests::http();
+    let ready = http
+        .get(t.sys.notifier.url("/readyz"))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), StatusCode::OK);
+    let page = tests::metrics_page(&t.sys.notifier.url("/metrics"))
+        .await
+        .expect("metrics");
+    for series in [
+        "notifications_created_total{kind=\"overdue\"}",
+        "notifications_created_total{kind=\"reminder\"}",
+        "notifier_schedule_lag_seconds",
+    ] {
+        let value = tests::process::metric(&page, series);
+        assert!(value.is_some_and(|v| v >= 0.0), "{series} in {page}");
+    }
+    let served: Value = http
+        .get(t.sys.notifier.url("/openapi.json"))
+        .send()
+        .await
+        .expect("openapi.json")
+        .json()
+        .await
+        .expect("a document");
+    let documented = serde_json::to_value(notifier::openapi()).unwrap();
+    assert_eq!(
+        tests::openapi_operations(&served),
+        tests::openapi_operations(&documented)
+    );
+    let ops = tests::openapi_operations(&served);
+    for (m, p) in [
+        ("GET", "/notifications"),
+        ("POST", "/notifications/{id}/read"),
+        ("POST", "/notifications/read-all"),
+        ("GET", "/me/notification-settings"),
+        ("PUT", "/me/notification-settings"),
+    ] {
+        assert!(ops.contains(&(m.to_owned(), p.to_owned())), "{m} {p}");
+    }
+}
+
+#[tokio::test]
+async fn changing_lead_times_reschedules_pending_reminders() {
+    let t = Team::start().await;
+    // With the default lead (a day), a task due in seconds gets no reminder ...
+    let task = t
+        .bob
+        .task(json!({ "title": "soon", "due_at": in_secs(7) }))
+        .await;
+    let early = t
+        .bob
+        .task(json!({ "title": "sooner", "due_at": in_secs(2) }))
+        .await;
+    t.bob.wait_for("overdue", early).await;
+    assert!(t.bob.about("reminder", early).await.is_empty());
+    // ... until bob asks for one three seconds ahead.
+    t.bob.set_leads(&[3]).await;
+    let reminders = t.bob.wait_for("reminder", task).await;
+    assert_eq!(reminders.len(), 1, "{reminders:?}");
+    assert_eq!(reminders[0]["data"]["lead_seconds"], 3);
+    t.bob.wait_for("overdue", task).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(t.bob.about("reminder", task).await.len(), 1);
+    assert_eq!(t.bob.about("overdue", task).await.len(), 1);
+}
