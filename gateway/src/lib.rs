@@ -6,7 +6,7 @@
 //! configuration:
 //!
 //! - `openapi.json`: one OpenAPI 3.1 document for the whole public API,
-//!   merged from auth's, command-api's and query-api's, plus the answers
+//!   merged from auth's, command-api's, query-api's and the notifier's, plus the answers
 //!   the gateway itself gives (429, 411, 413, 502, 503, 504) ([`merge()`],
 //!   [`merge::add_gateway_responses`]);
 //! - `routes.map`: a `map_reg` map over `<METHOD><path>` whose value is
@@ -45,11 +45,17 @@ pub enum Backend {
     Auth,
     Command,
     Query,
+    Notifier,
 }
 
 impl Backend {
     /// Every backend, in the order their documents are merged.
-    pub const ALL: [Backend; 3] = [Backend::Auth, Backend::Command, Backend::Query];
+    pub const ALL: [Backend; 4] = [
+        Backend::Auth,
+        Backend::Command,
+        Backend::Query,
+        Backend::Notifier,
+    ];
 
     /// The backend's name in `haproxy.cfg`, the value `routes.map` gives.
     pub fn name(self) -> &'static str {
@@ -57,6 +63,7 @@ impl Backend {
             Backend::Auth => "auth",
             Backend::Command => "command",
             Backend::Query => "query",
+            Backend::Notifier => "notifier",
         }
     }
 
@@ -66,6 +73,7 @@ impl Backend {
             Backend::Auth => "auth",
             Backend::Command => "command-api",
             Backend::Query => "query-api",
+            Backend::Notifier => "notifier",
         }
     }
 
@@ -75,6 +83,7 @@ impl Backend {
             Backend::Auth => auth::openapi(),
             Backend::Command => command_api::openapi(),
             Backend::Query => query_api::openapi(),
+            Backend::Notifier => notifier::openapi(),
         }
     }
 }

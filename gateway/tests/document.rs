@@ -131,7 +131,7 @@ fn it_is_one_openapi_3_1_document_for_taskstream() {
     assert_eq!(merged["info"]["title"], "taskstream");
     assert_eq!(merged["info"]["version"], env!("CARGO_PKG_VERSION"));
     let description = merged["info"]["description"].as_str().unwrap_or_default();
-    for service in ["auth", "command-api", "query-api"] {
+    for service in ["auth", "command-api", "query-api", "notifier"] {
         assert!(description.contains(service), "{description}");
     }
     let tags: Vec<&str> = merged["tags"]

@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # scripts/lib/dev.sh: helpers shared by scripts/dev and scripts/test: the Cargo
-# target dir, the dev JWT signing key, and the four service processes.
+# target dir, the dev JWT signing key, and the five service processes.
 # Sourced; needs scripts/lib/infra.sh (sourced here).
 
 if [[ -n "${TS_DEV_LIB_LOADED:-}" ]]; then
@@ -11,7 +11,7 @@ TS_DEV_LIB_LOADED=1
 # shellcheck source=scripts/lib/infra.sh
 source "$(dirname "${BASH_SOURCE[0]}")/infra.sh"
 
-TS_SERVICES=(auth command-api query-api projector)
+TS_SERVICES=(auth command-api query-api projector notifier)
 TS_SERVICE_READY_TIMEOUT=120
 
 dev_log() { printf '[dev] %s\n' "$*" >&2; }
@@ -62,11 +62,15 @@ dev_export_service_env() {
   export QUERY_API_JWKS_URL="${QUERY_API_JWKS_URL:-$jwks}"
   export PROJECTOR_KAFKA_BROKERS="${PROJECTOR_KAFKA_BROKERS:-$kafka}"
   export PROJECTOR_MONGODB_URL="${PROJECTOR_MONGODB_URL:-$mongo}"
+  export NOTIFIER_DATABASE_URL="${NOTIFIER_DATABASE_URL:-$pg}"
+  export NOTIFIER_KAFKA_BROKERS="${NOTIFIER_KAFKA_BROKERS:-$kafka}"
+  export NOTIFIER_JWKS_URL="${NOTIFIER_JWKS_URL:-$jwks}"
   # The gateway on this machine is the one proxy whose X-Forwarded-For the
   # services believe.
   export AUTH_TRUSTED_PROXIES="${AUTH_TRUSTED_PROXIES:-127.0.0.1/32}"
   export COMMAND_API_TRUSTED_PROXIES="${COMMAND_API_TRUSTED_PROXIES:-127.0.0.1/32}"
   export QUERY_API_TRUSTED_PROXIES="${QUERY_API_TRUSTED_PROXIES:-127.0.0.1/32}"
+  export NOTIFIER_TRUSTED_PROXIES="${NOTIFIER_TRUSTED_PROXIES:-127.0.0.1/32}"
   # A local run: secrets left unset take their development values.
   export TASKSTREAM_DEVELOPMENT="${TASKSTREAM_DEVELOPMENT:-1}"
 }
@@ -78,6 +82,7 @@ dev_service_listen_addr() {
     command-api) echo "${COMMAND_API_LISTEN_ADDR:-127.0.0.1:8082}" ;;
     query-api) echo "${QUERY_API_LISTEN_ADDR:-127.0.0.1:8083}" ;;
     projector) echo "${PROJECTOR_LISTEN_ADDR:-127.0.0.1:8084}" ;;
+    notifier) echo "${NOTIFIER_LISTEN_ADDR:-127.0.0.1:8085}" ;;
     *) infra_die "unknown service $1" ;;
   esac
 }
@@ -161,8 +166,8 @@ dev_services_up() {
   # auth first: the APIs fetch its JWKS.
   dev_service_start auth
   dev_service_wait auth
-  for name in command-api query-api projector; do dev_service_start "$name"; done
-  for name in command-api query-api projector; do dev_service_wait "$name"; done
+  for name in command-api query-api projector notifier; do dev_service_start "$name"; done
+  for name in command-api query-api projector notifier; do dev_service_wait "$name"; done
 }
 
 dev_services_down() {

@@ -81,16 +81,19 @@ pub struct Upstreams {
     pub auth: String,
     pub command: String,
     pub query: String,
+    pub notifier: String,
 }
 
 impl Upstreams {
-    /// From the services' base URLs (`http://127.0.0.1:<port>`).
-    pub fn from_bases(auth: &str, command: &str, query: &str) -> Self {
+    /// From the services' base URLs (`http://127.0.0.1:<port>`): auth,
+    /// command-api, query-api, notifier.
+    pub fn from_bases([auth, command, query, notifier]: [&str; 4]) -> Self {
         let addr = |base: &str| base.trim_start_matches("http://").to_owned();
         Upstreams {
             auth: addr(auth),
             command: addr(command),
             query: addr(query),
+            notifier: addr(notifier),
         }
     }
 }
@@ -238,6 +241,7 @@ fn environment(
         ("GATEWAY_AUTH_ADDR", upstreams.auth.clone()),
         ("GATEWAY_COMMAND_ADDR", upstreams.command.clone()),
         ("GATEWAY_QUERY_ADDR", upstreams.query.clone()),
+        ("GATEWAY_NOTIFIER_ADDR", upstreams.notifier.clone()),
         ("GATEWAY_TRUSTED_PROXIES", trusted.display().to_string()),
         ("GATEWAY_ANONYMOUS_PER_10S", s.anonymous_per_10s.to_string()),
         (
@@ -281,7 +285,12 @@ impl crate::System {
     /// A gateway in front of this system's services.
     pub async fn start_gateway(&self, settings: &Settings) -> Gateway {
         Gateway::start(
-            &Upstreams::from_bases(&self.auth.base, &self.command.base, &self.query.base),
+            &Upstreams::from_bases([
+                &self.auth.base,
+                &self.command.base,
+                &self.query.base,
+                &self.notifier.base,
+            ]),
             settings,
         )
         .await

@@ -267,6 +267,30 @@ async fn every_documented_example_answers_its_documented_status() {
             .await;
     }
 
+    // A notification for the `$TOKEN` user: the admin adds them to a
+    // project, and the notifier tells them.
+    let me = id_of(
+        &auth_client
+            .me(&token)
+            .await
+            .expect(reqwest::StatusCode::OK, "me"),
+    );
+    let admin_projects = ProjectCommands::new(&api, &admin_token);
+    let shared = admin_projects.created_project("Shared with the user").await;
+    admin_projects.added(shared, me, "member").await;
+    let notification = query_client
+        .eventually(
+            "the user's notification",
+            Duration::from_secs(30),
+            "/notifications",
+            |r| {
+                (r.status == 200)
+                    .then(|| r.body["items"][0]["id"].as_str().map(str::to_owned))
+                    .flatten()
+            },
+        )
+        .await;
+
     let vars = [
         ("API", api.clone()),
         ("EMAIL", email),
@@ -281,6 +305,7 @@ async fn every_documented_example_answers_its_documented_status() {
         ("OLD_PROJECT", old_project.to_string()),
         ("MEMBER_EMAIL", member_email),
         ("MEMBER_ID", member_id),
+        ("NOTIFICATION", notification),
     ];
     let mut failures = Vec::new();
     for example in &examples {

@@ -85,6 +85,7 @@ async fn one_document_describes_the_whole_api_and_every_operation_reaches_its_se
         ("auth", &system.auth.base),
         ("command", &system.command.base),
         ("query", &system.query.base),
+        ("notifier", &system.notifier.base),
     ] {
         let doc = AuthClient::new(base)
             .get("/openapi.json")
@@ -169,7 +170,12 @@ async fn an_unknown_path_is_404_and_a_wrong_method_405_with_allow() {
     let reply = anonymous.request(Method::DELETE, "/tasks").send().await;
     assert_eq!(reply.status, 405);
     assert_eq!(reply.header("allow"), Some("GET, HEAD, POST"));
-    for path in ["/.well-known/jwks.json", "/openapi.json", "/docs", "/healthz"] {
+    for path in [
+        "/.well-known/jwks.json",
+        "/openapi.json",
+        "/docs",
+        "/healthz",
+    ] {
         let reply = anonymous.request(Method::POST, path).send().await;
         assert_eq!(reply.status, 405, "POST {path}");
         assert_eq!(reply.header("allow"), Some("GET, HEAD"), "POST {path}");
@@ -444,7 +450,13 @@ async fn an_ipv6_client_is_limited_by_its_network_not_per_address() {
 async fn the_request_id_is_the_same_in_the_answer_the_access_log_and_the_services_log() {
     let system = ProcessSystem::start().await;
     let gateway = Gateway::start(
-        &Upstreams::from_bases(&system.auth.base, &system.command.base, &system.query.base),
+        // This test sends nothing to the notifier, which runs in no process here.
+        &Upstreams::from_bases([
+            &system.auth.base,
+            &system.command.base,
+            &system.query.base,
+            "http://127.0.0.1:9",
+        ]),
         &Settings::default(),
     )
     .await;

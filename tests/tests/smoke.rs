@@ -324,6 +324,7 @@ fn variables_read() -> BTreeMap<&'static str, BTreeSet<String>> {
         ("command-api", command_api::Config::vars()),
         ("query-api", query_api::Config::vars()),
         ("projector", projector::Config::vars()),
+        ("notifier", notifier::Config::vars()),
     ]
     .into_iter()
     .map(|(service, mut vars)| {
@@ -388,6 +389,8 @@ fn every_config_reads_back_what_it_writes_and_never_prints_a_secret() {
         ..d.projector_config()
     };
     check_round_trip("projector", &projector, projector::Config::from_env);
+    let notifier = d.notifier_config(jwks);
+    check_round_trip("notifier", &notifier, notifier::Config::from_env);
 
     let cursor_secret = query.cursor_secret.expose_secret().to_owned();
     for shown in [
