@@ -754,9 +754,16 @@ infra_gateway_env() {
   export GATEWAY_METRICS_LISTEN="${GATEWAY_METRICS_LISTEN:-127.0.0.1:$TS_GATEWAY_METRICS_PORT}"
 }
 
+# infra_gateway_sum: a checksum of everything HAProxy loads from gateway/.
+infra_gateway_sum() {
+  (cd "$TS_ROOT/gateway" && cat haproxy.cfg ./*.map ./*.lua openapi.json trusted-proxies.lst errors/* 2>/dev/null) |
+    sha256sum | cut -c1-64
+}
+
 infra_gateway_start() {
   local log
   log="$(infra_logfile gateway)"
+  infra_gateway_sum >"$TS_DEV/gateway.sum"
   infra_gateway_env
   "$(infra_haproxy)" -dW -c -q -f "$TS_GATEWAY_CONFIG" >"$TS_DEV/gateway-check.log" 2>&1 ||
     infra_fail_with_log gateway "haproxy -c rejected $TS_GATEWAY_CONFIG" "$TS_DEV/gateway-check.log"
@@ -864,6 +871,13 @@ infra_up() {
   infra_lock
   local to_start=() to_wait=()
   for n in "${names[@]}"; do
+    # HAProxy reads its maps and document once: a changed gateway/ means a
+    # restart.
+    if [[ "$n" == gateway ]] && infra_gateway_pid >/dev/null &&
+      [[ "$(cat "$TS_DEV/gateway.sum" 2>/dev/null)" != "$(infra_gateway_sum)" ]]; then
+      infra_log "gateway/ changed since the gateway started; restarting it"
+      infra_gateway_stop || true
+    fi
     if pid="$(infra_running_pid "$n")"; then
       if "infra_${n}_ready"; then
         infra_log "$n already running (pid $pid, 127.0.0.1:$(infra_port "$n"))"
