@@ -205,7 +205,12 @@ impl InboxQuery {
                 .decode(c.as_bytes())
                 .ok()
                 .and_then(|json| serde_json::from_slice::<Position>(&json).ok())
-                .and_then(|p| Some((DateTime::from_timestamp_micros(p.t)?, p)));
+                .and_then(|p| {
+                    // Only an instant the store can hold: a made-up cursor
+                    // is a 400, never a database error.
+                    let t = DateTime::from_timestamp_micros(p.t)?;
+                    Some((service::time::storable(t).ok()?, p))
+                });
             match position {
                 Some((_, p)) if p.u != unread => errors.push(FieldError::new(
                     "cursor",

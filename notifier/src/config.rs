@@ -75,6 +75,14 @@ impl Config {
                 reason: format!("must be from 1 to {MAX_LEAD_SECONDS}"),
             });
         }
+        // Bounded, so that "now minus the window" is always a valid instant.
+        let catch_up: u64 = env_or(&own(CATCH_UP_SECONDS), 86_400u64)?;
+        if catch_up > u64::from(MAX_LEAD_SECONDS) {
+            return Err(ConfigError {
+                var: own(CATCH_UP_SECONDS),
+                reason: format!("must be at most {MAX_LEAD_SECONDS} (30 days)"),
+            });
+        }
         Ok(Config {
             listen_addr: env_or(&own(LISTEN_ADDR), SocketAddr::from(([127, 0, 0, 1], 8085)))?,
             postgres: PostgresSettings::from_env(PREFIX)?,
@@ -83,7 +91,7 @@ impl Config {
             jwt: JwtSettings::from_env(PREFIX)?,
             tick: Duration::from_millis(positive(TICK_MS, env_or(&own(TICK_MS), 250u64)?)?),
             late_after: Duration::from_secs(env_or(&own(LATE_AFTER_SECONDS), 60u64)?),
-            catch_up: Duration::from_secs(env_or(&own(CATCH_UP_SECONDS), 86_400u64)?),
+            catch_up: Duration::from_secs(catch_up),
             min_lead_seconds: min_lead,
             http: Limits::from_env(PREFIX)?,
         })

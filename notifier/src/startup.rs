@@ -95,6 +95,7 @@ impl Application {
                 pool,
                 tick: config.tick,
                 late_after: config.late_after,
+                catch_up: config.catch_up,
             },
         })
     }

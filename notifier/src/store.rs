@@ -302,12 +302,24 @@ pub struct Fired {
     pub lag_seconds: f64,
     /// Rows claimed (a full batch means more may be due).
     pub claimed: usize,
+    /// Rows left pending because the notifier has not applied every event
+    /// of their task or user yet.
+    pub behind: usize,
 }
 
 /// Claims up to `batch` due rows (`FOR UPDATE SKIP LOCKED`, so two
 /// notifiers never fire one row), re-checks each against the task as it is
 /// now, and in the same transaction either inserts its notification and
 /// marks it `sent`, or marks it `cancelled`.
+///
+/// "As it is now" is the event store's word, not only the notifier's
+/// folded copy, which lags the log (after a restart, or while Kafka or the
+/// relay is behind): a row whose task or user stream has events the
+/// notifier has not applied yet stays pending until it has. Project
+/// membership is read from `project_members`, the command side's authority,
+/// so someone who left a project is never told about its tasks. A row
+/// older than `catch_up`, or a reminder whose due time has passed (its
+/// overdue notice says more), is cancelled.
 ///
 /// The tasks are locked `FOR SHARE` before the rows are claimed: a
 /// consumer transaction changing one of them (completing it, moving its
@@ -317,6 +329,7 @@ pub async fn fire_due(
     pool: &PgPool,
     batch: i64,
     late_after: std::time::Duration,
+    catch_up: std::time::Duration,
 ) -> Result<Fired, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let tasks: Vec<Uuid> = sqlx::query_scalar(
@@ -339,7 +352,17 @@ pub async fn fire_due(
     let rows = sqlx::query(
         "SELECT s.id, s.task_id, s.user_id, s.kind, s.due_at, s.fire_at, s.lead_seconds,
                 EXTRACT(EPOCH FROM (now() - s.fire_at))::float8 AS lag,
+                (COALESCE(t.version, 0) >= COALESCE(
+                     (SELECT max(e.version) FROM events e WHERE e.stream_id = s.task_id), 0)
+                 AND COALESCE(u.version, 0) >= COALESCE(
+                     (SELECT max(e.version) FROM events e WHERE e.stream_id = s.user_id), 0))
+                    AS caught_up,
                 (t.task_id IS NOT NULL AND NOT t.deleted
+                 AND s.fire_at >= now() - make_interval(secs => $3)
+                 AND (s.kind = 'overdue' OR s.due_at > now())
+                 AND (t.project_id IS NULL OR EXISTS (
+                      SELECT 1 FROM project_members m
+                       WHERE m.project_id = t.project_id AND m.user_id = s.user_id))
                  AND t.status IN ('todo', 'in_progress')
                  AND t.due_at = s.due_at
                  AND COALESCE(u.active, TRUE)
@@ -357,6 +380,7 @@ pub async fn fire_due(
     )
     .bind(batch)
     .bind(&tasks)
+    .bind(catch_up.as_secs_f64())
     .fetch_all(&mut *tx)
     .await?;
     let mut fired = Fired {
@@ -369,6 +393,14 @@ pub async fn fire_due(
         let id: Uuid = row.try_get("id")?;
         let lag: f64 = row.try_get("lag")?;
         fired.lag_seconds = fired.lag_seconds.max(lag);
+        if !row
+            .try_get::<Option<bool>, _>("caught_up")?
+            .unwrap_or(false)
+        {
+            // The next round sees it again, once the consumer has caught up.
+            fired.behind += 1;
+            continue;
+        }
         if !row
             .try_get::<Option<bool>, _>("still_pending")?
             .unwrap_or(false)

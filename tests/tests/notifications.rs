@@ -375,8 +375,7 @@ async fn the_inbox_pages_counts_and_marks_read_only_ones_own() {
     }
     assert_eq!(pages, 3);
     let ids: Vec<&str> = seen.iter().map(|n| n["id"].as_str().unwrap()).collect();
-    let mut unique = ids.clone();
-    unique.dedup();
+    let unique: std::collections::BTreeSet<&str> = ids.iter().copied().collect();
     assert_eq!((ids.len(), unique.len()), (5, 5), "{ids:?}");
     let keys: Vec<(DateTime<Utc>, &str)> = seen
         .iter()
@@ -552,6 +551,12 @@ async fn a_restarted_notifier_fires_what_it_scheduled_once_and_what_fell_due_mea
         .bob
         .task(json!({ "title": "later", "due_at": in_secs(12) }))
         .await;
+    // Completed while the notifier is down, before it falls due: the
+    // notifier's own copy of the task still says open when it restarts.
+    let done_meanwhile = t
+        .bob
+        .task(json!({ "title": "done meanwhile", "due_at": in_secs(4) }))
+        .await;
     let pool = sqlx::PgPool::connect(&t.sys.deployment.database_url)
         .await
         .expect("postgres");
@@ -559,11 +564,11 @@ async fn a_restarted_notifier_fires_what_it_scheduled_once_and_what_fell_due_mea
         let n: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM notifier_schedule WHERE task_id = ANY($1) AND kind = 'overdue'",
         )
-        .bind([missed, later])
+        .bind([missed, later, done_meanwhile])
         .fetch_one(&pool)
         .await
         .expect("count");
-        (n == 2).then_some(())
+        (n == 3).then_some(())
     })
     .await;
 
@@ -572,6 +577,16 @@ async fn a_restarted_notifier_fires_what_it_scheduled_once_and_what_fell_due_mea
         .await
         .expect("joined")
         .expect("stopped cleanly");
+    for status in ["in_progress", "done"] {
+        t.bob
+            .write(
+                Method::POST,
+                &format!("/tasks/{done_meanwhile}/status"),
+                json!({ "status": status }),
+            )
+            .await
+            .expect(StatusCode::OK, "done while the notifier is down");
+    }
     tokio::time::sleep(Duration::from_secs(6)).await;
     t.sys.notifier = t.sys.deployment.spawn_notifier(&t.sys.auth).await;
     t.bob.notifier = QueryClient::new(&t.sys.notifier.url(""), &t.bob_token().await)
@@ -590,6 +605,16 @@ async fn a_restarted_notifier_fires_what_it_scheduled_once_and_what_fell_due_mea
         assert!(t.bob.about("reminder", task).await.is_empty());
         assert_eq!(t.bob.about("overdue", task).await.len(), 1);
     }
+    // Nothing for the task that was done when its time came.
+    assert!(t.bob.about("overdue", done_meanwhile).await.is_empty());
+    let state: String = sqlx::query_scalar(
+        "SELECT state FROM notifier_schedule WHERE task_id = $1 AND kind = 'overdue'",
+    )
+    .bind(done_meanwhile)
+    .fetch_one(&pool)
+    .await
+    .expect("the row");
+    assert_eq!(state, "cancelled");
 }
 
 impl Team {
