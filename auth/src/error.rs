@@ -99,20 +99,7 @@ impl IntoResponse for ApiError {
                 "last-admin",
                 "this would leave no active admin; make another account admin first",
             ),
-            ApiError::InvalidQuery(errors) => {
-                let detail = errors
-                    .iter()
-                    .map(|e| format!("query parameter `{}`: {}", e.pointer, e.detail))
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                Problem::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid-query",
-                    "Invalid query parameters",
-                    detail,
-                )
-                .with_errors(errors)
-            }
+            ApiError::InvalidQuery(errors) => Problem::invalid_query(errors),
             ApiError::RateLimited(retry) => {
                 let secs = retry.seconds();
                 Problem::new(

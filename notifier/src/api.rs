@@ -138,21 +138,6 @@ struct Position {
     u: bool,
 }
 
-fn invalid(errors: Vec<FieldError>) -> Problem {
-    let detail = errors
-        .iter()
-        .map(|e| format!("query parameter `{}`: {}", e.pointer, e.detail))
-        .collect::<Vec<_>>()
-        .join("; ");
-    Problem::new(
-        StatusCode::BAD_REQUEST,
-        "invalid-query",
-        "Invalid query parameters",
-        detail,
-    )
-    .with_errors(errors)
-}
-
 fn encode_cursor(row: &store::NotificationRow, unread: bool) -> String {
     let position = Position {
         t: row.created_at.timestamp_micros(),
@@ -228,7 +213,7 @@ impl InboxQuery {
                 after,
             })
         } else {
-            Err(invalid(errors))
+            Err(Problem::invalid_query(errors))
         }
     }
 }

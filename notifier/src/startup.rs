@@ -11,11 +11,11 @@ use events::topics::Topics;
 use futures::FutureExt;
 use service::config::ExposeSecret;
 use service::health::Readiness;
+use service::openapi::BearerAuth;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-use utoipa::{Modify, OpenApi};
+use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -187,18 +187,6 @@ fn readiness(pool: &PgPool, brokers: &str) -> Readiness {
     )
 )]
 struct ApiDoc;
-
-/// Declares the `bearer` scheme the handlers' `security(("bearer" = []))` name.
-struct BearerAuth;
-
-impl Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        let mut http = Http::new(HttpAuthScheme::Bearer);
-        http.bearer_format = Some("JWT".into());
-        components.add_security_scheme("bearer", SecurityScheme::Http(http));
-    }
-}
 
 #[cfg(test)]
 mod tests {

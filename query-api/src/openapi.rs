@@ -1,8 +1,8 @@
 //! The OpenAPI document's frame: schemas and the Bearer scheme. Paths are
 //! added from the handlers' `#[utoipa::path]` by the router.
 
-use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-use utoipa::{Modify, OpenApi};
+use service::openapi::BearerAuth;
+use utoipa::OpenApi;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -35,15 +35,3 @@ use utoipa::{Modify, OpenApi};
     )
 )]
 pub struct ApiDoc;
-
-/// Declares the `bearer` scheme the handlers' `security(("bearer" = []))` name.
-struct BearerAuth;
-
-impl Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        let mut http = Http::new(HttpAuthScheme::Bearer);
-        http.bearer_format = Some("JWT".into());
-        components.add_security_scheme("bearer", SecurityScheme::Http(http));
-    }
-}

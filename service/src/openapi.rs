@@ -26,16 +26,26 @@ pub fn finish_document(mut doc: OpenApi, title: &str, description: &str) -> Open
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     doc.info.description = Some(description.to_owned());
     add_edge_responses(&mut doc);
-    let components = doc.components.get_or_insert_with(Default::default);
-    components.add_security_scheme(
-        BEARER,
-        SecurityScheme::Http({
-            let mut http = Http::new(HttpAuthScheme::Bearer);
-            http.bearer_format = Some("JWT".into());
-            http
-        }),
-    );
+    add_bearer_scheme(&mut doc);
     doc
+}
+
+/// Declares the Bearer (JWT) scheme named [`BEARER`].
+fn add_bearer_scheme(doc: &mut OpenApi) {
+    let components = doc.components.get_or_insert_with(Default::default);
+    let mut http = Http::new(HttpAuthScheme::Bearer);
+    http.bearer_format = Some("JWT".into());
+    components.add_security_scheme(BEARER, SecurityScheme::Http(http));
+}
+
+/// A utoipa modifier declaring the Bearer scheme the handlers'
+/// `security(("bearer" = []))` name: `#[openapi(modifiers(&BearerAuth))]`.
+pub struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut OpenApi) {
+        add_bearer_scheme(openapi);
+    }
 }
 
 /// A response described as `description` whose body is a problem+json.

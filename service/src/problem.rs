@@ -90,6 +90,22 @@ impl Problem {
         )
     }
 
+    /// A 400 naming each bad query parameter, in `errors` and in the detail.
+    pub fn invalid_query(errors: Vec<FieldError>) -> Self {
+        let detail = errors
+            .iter()
+            .map(|e| format!("query parameter `{}`: {}", e.pointer, e.detail))
+            .collect::<Vec<_>>()
+            .join("; ");
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-query",
+            "Invalid query parameters",
+            detail,
+        )
+        .with_errors(errors)
+    }
+
     pub fn validation(errors: Vec<FieldError>) -> Self {
         let detail = match errors.as_slice() {
             [one] => format!("{}: {}", one.pointer, one.detail),
