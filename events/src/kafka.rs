@@ -1,4 +1,5 @@
-//! Kafka conventions shared by the writers (relay) and readers (projector).
+//! Kafka conventions shared by the writers (relay) and readers (projector,
+//! notifier).
 
 use std::time::Duration;
 
@@ -148,4 +149,42 @@ pub async fn ping(brokers: &str) -> Result<(), PingError> {
         Ok::<_, PingError>(())
     })
     .await?
+}
+
+/// Commits, per partition, the offset after `batch`'s last message. A
+/// synchronous commit blocks on the broker's answer, so it runs off the
+/// async workers. A failure is logged, not returned: after a rebalance the
+/// partitions may belong to another member, which replays from the last
+/// commit, and every reader absorbs a replay (version guards, deterministic
+/// ids).
+pub async fn commit_after<C, X>(
+    consumer: &std::sync::Arc<C>,
+    batch: &[rdkafka::message::OwnedMessage],
+) where
+    C: rdkafka::consumer::Consumer<X> + Send + Sync + 'static,
+    X: rdkafka::consumer::ConsumerContext + 'static,
+{
+    use rdkafka::consumer::CommitMode;
+    use rdkafka::{Offset, TopicPartitionList};
+    let mut next: std::collections::HashMap<(String, i32), i64> = std::collections::HashMap::new();
+    for msg in batch {
+        let e = next
+            .entry((msg.topic().to_owned(), msg.partition()))
+            .or_insert(0);
+        *e = (*e).max(msg.offset() + 1);
+    }
+    let mut tpl = TopicPartitionList::new();
+    for ((topic, partition), offset) in &next {
+        if let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset)) {
+            tracing::warn!(error = %e, "cannot build the offset commit");
+            return;
+        }
+    }
+    let consumer = std::sync::Arc::clone(consumer);
+    let result = tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync)).await;
+    match result {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "offset commit failed"),
+        Err(e) => tracing::warn!(error = %e, "offset commit task failed"),
+    }
 }

@@ -11,15 +11,14 @@
 //! (`notifier_skipped_events_total`) and passed over: the projector
 //! dead-letters it already, and a notifier must not stop on it.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use events::kafka::envelope_of;
 use events::topics::Topics;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -108,7 +107,7 @@ impl EventLoop {
                 metrics::counter!("notifications_created_total", "kind" => kind).increment(1);
             }
             metrics::counter!("notifier_events_total").increment(batch.len() as u64);
-            self.commit(&batch).await;
+            events::kafka::commit_after(&self.consumer, &batch).await;
             if shutdown.is_cancelled() {
                 break;
             }
@@ -176,32 +175,5 @@ impl EventLoop {
         }
         tx.commit().await?;
         Ok(created)
-    }
-
-    async fn commit(&self, batch: &[OwnedMessage]) {
-        let mut next: HashMap<(String, i32), i64> = HashMap::new();
-        for msg in batch {
-            let e = next
-                .entry((msg.topic().to_owned(), msg.partition()))
-                .or_insert(0);
-            *e = (*e).max(msg.offset() + 1);
-        }
-        let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), offset) in &next {
-            if let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset)) {
-                tracing::warn!(error = %e, "cannot build the offset commit");
-                return;
-            }
-        }
-        let consumer = Arc::clone(&self.consumer);
-        let result =
-            tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync)).await;
-        match result {
-            Ok(Ok(())) => {}
-            // After a rebalance another member replays from the last
-            // commit; the fold absorbs that.
-            Ok(Err(e)) => tracing::warn!(error = %e, "offset commit failed"),
-            Err(e) => tracing::warn!(error = %e, "offset commit task failed"),
-        }
     }
 }

@@ -46,10 +46,10 @@ use events::kafka::envelope_of;
 use events::topics::{Topics, HEADER_DLQ_REASON};
 use events::EventEnvelope;
 use mongodb::Database;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -252,7 +252,7 @@ impl Projector {
             metrics::counter!("projector_refused_writes_total").increment(outcome.refused);
             metrics::counter!("projector_repairs_total").increment(outcome.repaired_streams);
             metrics::counter!("projector_repaired_events_total").increment(outcome.repaired_events);
-            self.commit(&batch).await;
+            events::kafka::commit_after(&self.consumer, &batch).await;
             if shutdown.is_cancelled() {
                 break;
             }
@@ -545,36 +545,6 @@ impl Projector {
                 .map_err(|(e, _)| BatchError::DeadLetter(e.to_string()))?;
         }
         Ok(())
-    }
-
-    /// Commits, per partition, the offset after the batch's last message.
-    async fn commit(&self, batch: &[OwnedMessage]) {
-        let mut next: HashMap<(String, i32), i64> = HashMap::new();
-        for msg in batch {
-            let e = next
-                .entry((msg.topic().to_owned(), msg.partition()))
-                .or_insert(0);
-            *e = (*e).max(msg.offset() + 1);
-        }
-        let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), offset) in &next {
-            if let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset)) {
-                tracing::warn!(error = %e, "cannot build the offset commit");
-                return;
-            }
-        }
-        let consumer = Arc::clone(&self.consumer);
-        // A synchronous commit blocks on the broker's answer: keep it off
-        // the async workers.
-        let result =
-            tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync)).await;
-        match result {
-            Ok(Ok(())) => {}
-            // After a rebalance the partitions may belong to another member,
-            // which replays from the last commit; the views absorb that.
-            Ok(Err(e)) => tracing::warn!(error = %e, "offset commit failed"),
-            Err(e) => tracing::warn!(error = %e, "offset commit task failed"),
-        }
     }
 }
 
