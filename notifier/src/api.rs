@@ -43,6 +43,8 @@ pub enum NotificationKind {
     ProjectMemberAdded,
     /// Someone else changed the user's role in a project.
     ProjectRoleChanged,
+    /// One of the user's webhook endpoints kept failing and was disabled.
+    WebhookDisabled,
 }
 
 impl NotificationKind {
@@ -53,6 +55,7 @@ impl NotificationKind {
             Self::Assigned => "assigned",
             Self::ProjectMemberAdded => "project_member_added",
             Self::ProjectRoleChanged => "project_role_changed",
+            Self::WebhookDisabled => "webhook_disabled",
         }
     }
 }
@@ -76,10 +79,52 @@ pub struct NotificationResource {
     pub late: bool,
     pub created_at: DateTime<Utc>,
     pub read_at: Option<DateTime<Utc>>,
+    /// How it left the notifier: its e-mail, and its deliveries to the
+    /// caller's own webhook endpoints.
+    pub deliveries: Vec<DeliveryResource>,
 }
 
-impl From<store::NotificationRow> for NotificationResource {
-    fn from(r: store::NotificationRow) -> Self {
+/// Where one delivery stands.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DeliveryResource {
+    /// `email` or `webhook`.
+    #[schema(example = "email")]
+    pub channel: String,
+    /// The endpoint, for a webhook delivery.
+    pub webhook_id: Option<Uuid>,
+    /// `pending` (waiting for its first or next attempt), `sending`,
+    /// `delivered`, `failed` (given up on), `skipped` (not to be sent:
+    /// opted out, no address, endpoint disabled).
+    #[schema(example = "delivered")]
+    pub state: String,
+    pub attempts: i32,
+    /// The last answer: an HTTP status or an SMTP reply code.
+    pub last_status: Option<i32>,
+    /// Why the last attempt failed, or why it was skipped.
+    pub last_error: Option<String>,
+    /// When the next attempt is due, while there will be one.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub delivered_at: Option<DateTime<Utc>>,
+}
+
+impl From<store::DeliveryRow> for DeliveryResource {
+    fn from(r: store::DeliveryRow) -> Self {
+        let waiting = matches!(r.state.as_str(), "pending" | "sending");
+        DeliveryResource {
+            channel: r.channel,
+            webhook_id: r.webhook_id,
+            state: r.state,
+            attempts: r.attempts,
+            last_status: r.last_status,
+            last_error: r.last_error,
+            next_attempt_at: waiting.then_some(r.next_attempt_at),
+            delivered_at: r.delivered_at,
+        }
+    }
+}
+
+impl NotificationResource {
+    fn new(r: store::NotificationRow, deliveries: Vec<DeliveryResource>) -> Self {
         NotificationResource {
             id: r.id,
             kind: r.kind,
@@ -91,6 +136,7 @@ impl From<store::NotificationRow> for NotificationResource {
             late: r.late,
             created_at: r.created_at,
             read_at: r.read_at,
+            deliveries,
         }
     }
 }
@@ -271,8 +317,22 @@ pub async fn list_notifications(
     let unread_count = store::unread_count(&state.pool, user.id)
         .await
         .map_err(db_problem("count the unread notifications"))?;
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+    let mut deliveries = store::deliveries_of(&state.pool, user.id, &ids)
+        .await
+        .map_err(db_problem("read the deliveries"))?;
+    let items = rows
+        .into_iter()
+        .map(|r| {
+            let mine = deliveries
+                .extract_if(.., |d| d.notification_id == r.id)
+                .map(DeliveryResource::from)
+                .collect();
+            NotificationResource::new(r, mine)
+        })
+        .collect();
     Ok(axum::Json(NotificationPage {
-        items: rows.into_iter().map(Into::into).collect(),
+        items,
         next_cursor,
         unread_count,
     })

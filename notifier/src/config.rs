@@ -45,6 +45,57 @@ pub struct Config {
     /// `NOTIFIER_HTTP_*`: connection and body timeouts, connection cap;
     /// `NOTIFIER_TRUSTED_PROXIES`.
     pub http: Limits,
+    pub email: EmailSettings,
+    pub webhooks: WebhookSettings,
+    /// `NOTIFIER_RETRY_BASE_MS` (default 5000) and
+    /// `NOTIFIER_RETRY_MAX_DELAY_SECONDS` (default 3600): a failed delivery
+    /// is retried after about the base, then twice as long each time, never
+    /// longer than the maximum, with jitter.
+    pub retry_base: Duration,
+    pub retry_max_delay: Duration,
+}
+
+/// E-mail over SMTP.
+#[derive(Debug, Clone)]
+pub struct EmailSettings {
+    /// `NOTIFIER_SMTP_URL`, default `smtp://127.0.0.1:1025` (the local
+    /// Mailpit): `smtp://host:port`, `?tls=required` for STARTTLS,
+    /// `smtps://` for TLS, `user:password@` to log in.
+    pub smtp_url: String,
+    /// `NOTIFIER_EMAIL_FROM`, default `taskstream <notifications@taskstream.localhost>`;
+    /// its domain is every `Message-ID`'s.
+    pub from: String,
+    /// `NOTIFIER_EMAIL_TIMEOUT_MS`: one SMTP exchange at most, default 10000.
+    pub timeout: Duration,
+    /// `NOTIFIER_EMAIL_CONCURRENCY`: messages in flight at once, default 4.
+    pub concurrency: usize,
+    /// `NOTIFIER_EMAIL_RETRY_WINDOW_SECONDS`: an e-mail is retried for this
+    /// long after its first attempt (default 259200, three days), then
+    /// marked failed.
+    pub retry_window: Duration,
+}
+
+/// Outgoing webhooks.
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    /// `NOTIFIER_WEBHOOK_TIMEOUT_MS`: one request at most, default 10000.
+    pub timeout: Duration,
+    /// `NOTIFIER_WEBHOOK_CONCURRENCY`: requests in flight at once, default 32.
+    pub concurrency: usize,
+    /// `NOTIFIER_WEBHOOK_PER_ENDPOINT`: requests in flight to one endpoint
+    /// at once, default 4. A slow endpoint holds only these.
+    pub per_endpoint: usize,
+    /// `NOTIFIER_WEBHOOK_RETRY_WINDOW_SECONDS`: a delivery is retried for
+    /// this long after its first attempt (default 86400), then it fails and
+    /// the endpoint is disabled.
+    pub retry_window: Duration,
+    /// `NOTIFIER_WEBHOOK_MAX_RESPONSE_BYTES`: the most of an answer read,
+    /// default 65536.
+    pub max_response_bytes: usize,
+    /// `NOTIFIER_WEBHOOK_ALLOW_PRIVATE`: whether endpoints may be on
+    /// loopback, private, link-local or other non-public addresses; default
+    /// false.
+    pub allow_private: bool,
 }
 
 // The notifier's own variables, after `NOTIFIER_`.
@@ -54,6 +105,19 @@ const TICK_MS: &str = "TICK_MS";
 const LATE_AFTER_SECONDS: &str = "LATE_AFTER_SECONDS";
 const CATCH_UP_SECONDS: &str = "CATCH_UP_SECONDS";
 const MIN_LEAD_SECONDS: &str = "MIN_LEAD_SECONDS";
+const RETRY_BASE_MS: &str = "RETRY_BASE_MS";
+const RETRY_MAX_DELAY_SECONDS: &str = "RETRY_MAX_DELAY_SECONDS";
+const SMTP_URL: &str = "SMTP_URL";
+const EMAIL_FROM: &str = "EMAIL_FROM";
+const EMAIL_TIMEOUT_MS: &str = "EMAIL_TIMEOUT_MS";
+const EMAIL_CONCURRENCY: &str = "EMAIL_CONCURRENCY";
+const EMAIL_RETRY_WINDOW_SECONDS: &str = "EMAIL_RETRY_WINDOW_SECONDS";
+const WEBHOOK_TIMEOUT_MS: &str = "WEBHOOK_TIMEOUT_MS";
+const WEBHOOK_CONCURRENCY: &str = "WEBHOOK_CONCURRENCY";
+const WEBHOOK_PER_ENDPOINT: &str = "WEBHOOK_PER_ENDPOINT";
+const WEBHOOK_RETRY_WINDOW_SECONDS: &str = "WEBHOOK_RETRY_WINDOW_SECONDS";
+const WEBHOOK_MAX_RESPONSE_BYTES: &str = "WEBHOOK_MAX_RESPONSE_BYTES";
+const WEBHOOK_ALLOW_PRIVATE: &str = "WEBHOOK_ALLOW_PRIVATE";
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -94,6 +158,54 @@ impl Config {
             catch_up: Duration::from_secs(catch_up),
             min_lead_seconds: min_lead,
             http: Limits::from_env(PREFIX)?,
+            email: EmailSettings {
+                smtp_url: env_or(&own(SMTP_URL), "smtp://127.0.0.1:1025".to_owned())?,
+                from: env_or(
+                    &own(EMAIL_FROM),
+                    "taskstream <notifications@taskstream.localhost>".to_owned(),
+                )?,
+                timeout: Duration::from_millis(positive(
+                    EMAIL_TIMEOUT_MS,
+                    env_or(&own(EMAIL_TIMEOUT_MS), 10_000u64)?,
+                )?),
+                concurrency: positive(EMAIL_CONCURRENCY, env_or(&own(EMAIL_CONCURRENCY), 4u64)?)?
+                    as usize,
+                retry_window: Duration::from_secs(env_or(
+                    &own(EMAIL_RETRY_WINDOW_SECONDS),
+                    259_200u64,
+                )?),
+            },
+            webhooks: WebhookSettings {
+                timeout: Duration::from_millis(positive(
+                    WEBHOOK_TIMEOUT_MS,
+                    env_or(&own(WEBHOOK_TIMEOUT_MS), 10_000u64)?,
+                )?),
+                concurrency: positive(
+                    WEBHOOK_CONCURRENCY,
+                    env_or(&own(WEBHOOK_CONCURRENCY), 32u64)?,
+                )? as usize,
+                per_endpoint: positive(
+                    WEBHOOK_PER_ENDPOINT,
+                    env_or(&own(WEBHOOK_PER_ENDPOINT), 4u64)?,
+                )? as usize,
+                retry_window: Duration::from_secs(env_or(
+                    &own(WEBHOOK_RETRY_WINDOW_SECONDS),
+                    86_400u64,
+                )?),
+                max_response_bytes: positive(
+                    WEBHOOK_MAX_RESPONSE_BYTES,
+                    env_or(&own(WEBHOOK_MAX_RESPONSE_BYTES), 65_536u64)?,
+                )? as usize,
+                allow_private: env_or(&own(WEBHOOK_ALLOW_PRIVATE), false)?,
+            },
+            retry_base: Duration::from_millis(positive(
+                RETRY_BASE_MS,
+                env_or(&own(RETRY_BASE_MS), 5_000u64)?,
+            )?),
+            retry_max_delay: Duration::from_secs(positive(
+                RETRY_MAX_DELAY_SECONDS,
+                env_or(&own(RETRY_MAX_DELAY_SECONDS), 3_600u64)?,
+            )?),
         })
     }
 }
@@ -107,6 +219,19 @@ impl ServiceConfig for Config {
         LATE_AFTER_SECONDS,
         CATCH_UP_SECONDS,
         MIN_LEAD_SECONDS,
+        RETRY_BASE_MS,
+        RETRY_MAX_DELAY_SECONDS,
+        SMTP_URL,
+        EMAIL_FROM,
+        EMAIL_TIMEOUT_MS,
+        EMAIL_CONCURRENCY,
+        EMAIL_RETRY_WINDOW_SECONDS,
+        WEBHOOK_TIMEOUT_MS,
+        WEBHOOK_CONCURRENCY,
+        WEBHOOK_PER_ENDPOINT,
+        WEBHOOK_RETRY_WINDOW_SECONDS,
+        WEBHOOK_MAX_RESPONSE_BYTES,
+        WEBHOOK_ALLOW_PRIVATE,
     ];
     const DEPENDENCY_VARS: &'static [fn(&str) -> Vec<String>] = &[
         PostgresSettings::vars,
@@ -123,6 +248,37 @@ impl ServiceConfig for Config {
             (LATE_AFTER_SECONDS, self.late_after.as_secs().to_string()),
             (CATCH_UP_SECONDS, self.catch_up.as_secs().to_string()),
             (MIN_LEAD_SECONDS, self.min_lead_seconds.to_string()),
+            (RETRY_BASE_MS, self.retry_base.as_millis().to_string()),
+            (
+                RETRY_MAX_DELAY_SECONDS,
+                self.retry_max_delay.as_secs().to_string(),
+            ),
+            (SMTP_URL, self.email.smtp_url.clone()),
+            (EMAIL_FROM, self.email.from.clone()),
+            (EMAIL_TIMEOUT_MS, self.email.timeout.as_millis().to_string()),
+            (EMAIL_CONCURRENCY, self.email.concurrency.to_string()),
+            (
+                EMAIL_RETRY_WINDOW_SECONDS,
+                self.email.retry_window.as_secs().to_string(),
+            ),
+            (
+                WEBHOOK_TIMEOUT_MS,
+                self.webhooks.timeout.as_millis().to_string(),
+            ),
+            (WEBHOOK_CONCURRENCY, self.webhooks.concurrency.to_string()),
+            (WEBHOOK_PER_ENDPOINT, self.webhooks.per_endpoint.to_string()),
+            (
+                WEBHOOK_RETRY_WINDOW_SECONDS,
+                self.webhooks.retry_window.as_secs().to_string(),
+            ),
+            (
+                WEBHOOK_MAX_RESPONSE_BYTES,
+                self.webhooks.max_response_bytes.to_string(),
+            ),
+            (
+                WEBHOOK_ALLOW_PRIVATE,
+                self.webhooks.allow_private.to_string(),
+            ),
         ]
     }
 

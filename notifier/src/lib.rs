@@ -12,11 +12,15 @@
 mod api;
 pub mod config;
 mod consumer;
+mod delivery;
+mod email;
 mod fold;
+pub mod rebuild;
 mod schedule;
 mod scheduler;
 mod startup;
 mod store;
+mod webhooks;
 
 pub use config::Config;
 pub use startup::Application;

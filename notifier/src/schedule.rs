@@ -86,12 +86,18 @@ pub fn slot_id(
         kind.as_str(),
         due_at.trunc_subsecs(6).timestamp_micros()
     );
-    Uuid::new_v5(&NAMESPACE, name.as_bytes())
+    derived_id(&name)
 }
 
 /// The id of a notification caused by one event, for one user.
 pub fn event_notification_id(event_id: Uuid, user: Uuid) -> Uuid {
-    Uuid::new_v5(&NAMESPACE, format!("event/{event_id}/{user}").as_bytes())
+    derived_id(&format!("event/{event_id}/{user}"))
+}
+
+/// An id derived from `name` in the notifier's namespace: the same name,
+/// the same id, in every notifier and every rebuild.
+pub fn derived_id(name: &str) -> Uuid {
+    Uuid::new_v5(&NAMESPACE, name.as_bytes())
 }
 
 /// The rows `user` should have for `task`, whatever the time (`leads`: the

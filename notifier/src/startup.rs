@@ -21,6 +21,8 @@ use utoipa_axum::routes;
 
 use crate::config::Config;
 use crate::consumer::EventLoop;
+use crate::delivery::{DispatchSettings, Dispatcher, RetryPolicy};
+use crate::email::EmailSender;
 use crate::scheduler::Scheduler;
 
 #[derive(Clone)]
@@ -45,6 +47,7 @@ pub struct Application {
     http_limits: service::http::Limits,
     events: EventLoop,
     scheduler: Scheduler,
+    email: Dispatcher<EmailSender>,
 }
 
 impl Application {
@@ -86,6 +89,28 @@ impl Application {
             catch_up,
         };
         let router = service::http::finish(routes(state, readiness));
+        let from = config
+            .email
+            .from
+            .parse()
+            .map_err(|e| anyhow::anyhow!("configuration: NOTIFIER_EMAIL_FROM: {e}"))?;
+        let email_sender = EmailSender::new(&config.email.smtp_url, from, config.email.timeout)
+            .map_err(|e| anyhow::anyhow!("configuration: NOTIFIER_SMTP_URL: {e}"))?;
+        let email = Dispatcher {
+            pool: pool.clone(),
+            sender: std::sync::Arc::new(email_sender),
+            settings: DispatchSettings {
+                concurrency: config.email.concurrency,
+                per_target: config.email.concurrency,
+                lease: lease_for(config.email.timeout),
+                tick: config.tick,
+                retry: RetryPolicy {
+                    base: config.retry_base,
+                    max_delay: config.retry_max_delay,
+                    window: config.email.retry_window,
+                },
+            },
+        };
         Ok(Application {
             listener,
             router,
@@ -97,6 +122,7 @@ impl Application {
                 late_after: config.late_after,
                 catch_up: config.catch_up,
             },
+            email,
         })
     }
 
@@ -110,6 +136,7 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let consuming = tokio::spawn(self.events.run(shutdown.clone()));
         let firing = tokio::spawn(self.scheduler.run(shutdown.clone()));
+        let emailing = tokio::spawn(self.email.run(shutdown.clone()));
         let served = service::http::serve_with(
             self.listener,
             self.router,
@@ -118,13 +145,24 @@ impl Application {
         )
         .await;
         shutdown.cancel();
-        for (what, task) in [("consumer", consuming), ("scheduler", firing)] {
+        for (what, task) in [
+            ("consumer", consuming),
+            ("scheduler", firing),
+            ("e-mail dispatcher", emailing),
+        ] {
             if let Err(e) = task.await {
                 tracing::error!(error = %e, "the {what} loop panicked");
             }
         }
         served
     }
+}
+
+/// A claim's lease for a channel whose one attempt takes at most
+/// `timeout`: the attempt is abandoned at 80 % of the lease, so it ends
+/// (and is recorded) before the row can be claimed again.
+fn lease_for(timeout: std::time::Duration) -> std::time::Duration {
+    timeout.mul_f64(1.5) + std::time::Duration::from_secs(2)
 }
 
 /// The API routes (documented), `/openapi.json`, and health.
@@ -175,6 +213,7 @@ fn readiness(pool: &PgPool, brokers: &str) -> Readiness {
     components(schemas(
         crate::api::NotificationResource,
         crate::api::NotificationPage,
+        crate::api::DeliveryResource,
         crate::api::NotificationKind,
         crate::api::NotificationSettings,
         crate::api::NotificationSettingsRequest,

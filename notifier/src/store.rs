@@ -28,7 +28,8 @@ pub struct NewNotification {
     pub late: bool,
 }
 
-/// Inserts a notification unless one with its id exists; whether it was new.
+/// Inserts a notification unless one with its id exists, with its
+/// deliveries ([`crate::delivery::enqueue`]); whether it was new.
 pub async fn insert_notification(
     conn: &mut PgConnection,
     n: &NewNotification,
@@ -48,9 +49,13 @@ pub async fn insert_notification(
     .bind(&n.body)
     .bind(&n.data)
     .bind(n.late)
-    .execute(conn)
+    .execute(&mut *conn)
     .await?;
-    Ok(done.rows_affected() == 1)
+    let new = done.rows_affected() == 1;
+    if new {
+        crate::delivery::enqueue(conn, n).await?;
+    }
+    Ok(new)
 }
 
 /// The database's clock: the time of the transaction.
@@ -504,6 +509,43 @@ pub async fn inbox_page(
     .bind(at)
     .bind(id)
     .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// One delivery of a notification, as the inbox shows it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DeliveryRow {
+    pub notification_id: Uuid,
+    pub channel: String,
+    pub webhook_id: Option<Uuid>,
+    pub state: String,
+    pub attempts: i32,
+    pub last_status: Option<i32>,
+    pub last_error: Option<String>,
+    pub next_attempt_at: DateTime<Utc>,
+    pub delivered_at: Option<DateTime<Utc>>,
+}
+
+/// The deliveries of `user`'s notifications `ids` that `user` may see: the
+/// e-mails, and the webhook deliveries to endpoints they created.
+pub async fn deliveries_of(
+    pool: &PgPool,
+    user: Uuid,
+    ids: &[Uuid],
+) -> Result<Vec<DeliveryRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT d.notification_id, d.channel, d.webhook_id, d.state, d.attempts,
+                d.last_status, d.last_error, d.next_attempt_at, d.delivered_at
+           FROM notifier_deliveries d
+           JOIN notifier_notifications n ON n.id = d.notification_id AND n.user_id = $1
+           LEFT JOIN notifier_webhooks w ON w.id = d.webhook_id
+          WHERE d.notification_id = ANY($2)
+            AND (d.channel = 'email' OR w.owner_id = $1)
+          ORDER BY d.channel, d.webhook_id",
+    )
+    .bind(user)
+    .bind(ids)
     .fetch_all(pool)
     .await
 }

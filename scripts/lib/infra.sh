@@ -831,7 +831,8 @@ infra_mailpit_start() {
   infra_log "starting Mailpit $TS_MAILPIT_VERSION: SMTP 127.0.0.1:$TS_SMTP_PORT, API http://127.0.0.1:$TS_MAILPIT_PORT/api/v1/"
   infra_spawn "$(infra_pidfile mailpit)" "$(infra_logfile mailpit)" "$TS_MAILPIT_DIR" \
     "$TS_MAILPIT_BIN" --smtp "127.0.0.1:$TS_SMTP_PORT" --listen "127.0.0.1:$TS_MAILPIT_PORT" \
-    --database "$TS_MAILPIT_DIR/mailpit.db" --max 10000 --disable-version-check
+    --database "$TS_MAILPIT_DIR/mailpit.db" --max 10000 --disable-version-check \
+    --ignore-duplicate-ids
 }
 
 # Ready = the API answers and the SMTP port accepts connections.
@@ -973,5 +974,6 @@ export TASKSTREAM_TEST_MONGODB_URL='mongodb://127.0.0.1:$TS_MONGO_PORT/?retryWri
 export TASKSTREAM_KAFKA_HOME='$TS_KAFKA_HOME'
 export TASKSTREAM_TEST_SMTP='127.0.0.1:$TS_SMTP_PORT'
 export TASKSTREAM_TEST_MAILPIT_URL='http://127.0.0.1:$TS_MAILPIT_PORT'
+export TASKSTREAM_MAILPIT_BIN='$TS_MAILPIT_BIN'
 EOF
 }

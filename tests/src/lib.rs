@@ -6,7 +6,9 @@ pub mod broker;
 mod child;
 pub mod clients;
 pub mod gateway;
+pub mod mailpit;
 pub mod mongod;
+pub mod notify;
 pub mod project_commands;
 pub mod project_queries;
 
@@ -28,6 +30,9 @@ pub struct Servers {
     pub postgres_admin_url: String,
     pub kafka_brokers: String,
     pub mongodb_url: String,
+    /// Mailpit's SMTP address (`host:port`) and its API's base URL.
+    pub smtp: String,
+    pub mailpit_url: String,
 }
 
 pub fn servers() -> &'static Servers {
@@ -39,6 +44,9 @@ pub fn servers() -> &'static Servers {
             .unwrap_or_else(|_| "127.0.0.1:9092".into()),
         mongodb_url: std::env::var("TASKSTREAM_TEST_MONGODB_URL")
             .unwrap_or_else(|_| "mongodb://127.0.0.1:27017/?retryWrites=false".into()),
+        smtp: std::env::var("TASKSTREAM_TEST_SMTP").unwrap_or_else(|_| "127.0.0.1:1025".into()),
+        mailpit_url: std::env::var("TASKSTREAM_TEST_MAILPIT_URL")
+            .unwrap_or_else(|_| "http://127.0.0.1:8025".into()),
     })
 }
 
@@ -289,6 +297,24 @@ impl Deployment {
             catch_up: Duration::from_secs(24 * 3600),
             min_lead_seconds: 1,
             http: test_http_limits(),
+            email: notifier::config::EmailSettings {
+                smtp_url: format!("smtp://{}", servers().smtp),
+                from: "taskstream <notifications@taskstream.test>".into(),
+                timeout: Duration::from_secs(5),
+                concurrency: 4,
+                retry_window: Duration::from_secs(3600),
+            },
+            webhooks: notifier::config::WebhookSettings {
+                timeout: Duration::from_secs(3),
+                concurrency: 16,
+                per_endpoint: 4,
+                retry_window: Duration::from_secs(3600),
+                max_response_bytes: 65_536,
+                // The tests' receivers listen on loopback.
+                allow_private: true,
+            },
+            retry_base: Duration::from_millis(200),
+            retry_max_delay: Duration::from_secs(2),
         }
     }
 
@@ -354,6 +380,27 @@ impl System {
         let projector = deployment.spawn_projector().await;
         let query = deployment.spawn_query_api(&auth).await;
         let notifier = deployment.spawn_notifier(&auth).await;
+        System {
+            deployment,
+            auth,
+            command,
+            projector,
+            query,
+            notifier,
+        }
+    }
+
+    /// Every service in-process, the notifier's configuration changed by
+    /// `tweak` first.
+    pub async fn start_with_notifier(tweak: impl FnOnce(&mut notifier::Config)) -> Self {
+        let deployment = Deployment::fresh().await;
+        let auth = deployment.spawn_auth().await;
+        let command = deployment.spawn_command_api(&auth).await;
+        let projector = deployment.spawn_projector().await;
+        let query = deployment.spawn_query_api(&auth).await;
+        let mut config = deployment.notifier_config(&auth.url("/.well-known/jwks.json"));
+        tweak(&mut config);
+        let notifier = deployment.spawn_notifier_with(config).await;
         System {
             deployment,
             auth,

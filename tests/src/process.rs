@@ -324,6 +324,19 @@ impl Deployment {
         .await
     }
 
+    /// The notifier as a process with `config` (see
+    /// [`Deployment::notifier_config`]; its listen address is replaced by a
+    /// free port), ready.
+    pub async fn spawn_notifier_process_with(&self, config: notifier::Config) -> Service {
+        Service::start_ready("notifier", |port| {
+            service_env(&notifier::Config {
+                listen_addr: on_port(port),
+                ..config.clone()
+            })
+        })
+        .await
+    }
+
     /// query-api as a process trusting `auth`'s JWKS, ready. Tokens from
     /// [`Deployment::token_for`] verify too: auth serves the same key.
     pub async fn spawn_query_api_process(&self, auth: &Service) -> Service {

@@ -8,169 +8,13 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::Utc;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use tests::clients::{email, id_of, Api, AuthClient, CommandClient, QueryClient, Reply};
+use tests::clients::{email, id_of, AuthClient};
+use tests::notify::{in_secs, instant, Team, WAIT};
 use tests::{eventually, System};
 use uuid::Uuid;
-
-const WAIT: Duration = Duration::from_secs(30);
-
-/// One account: its id and clients that act as it.
-struct Person {
-    id: Uuid,
-    email: String,
-    commands: CommandClient,
-    notifier: Api,
-}
-
-impl Person {
-    async fn write(&self, method: Method, path: &str, body: Value) -> Reply {
-        self.commands.request(method, path).json(&body).await
-    }
-
-    /// `GET /notifications?{query}` from the notifier; asserts 200.
-    async fn inbox(&self, query: &str) -> Value {
-        self.notifier
-            .request(Method::GET, &format!("/notifications?{query}"))
-            .await
-            .expect(StatusCode::OK, "GET /notifications")
-    }
-
-    /// Every notification of this person's (pages of 200), newest first.
-    async fn all(&self) -> Vec<Value> {
-        let mut out = Vec::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let query = match &cursor {
-                Some(c) => format!("limit=200&cursor={c}"),
-                None => "limit=200".to_owned(),
-            };
-            let page = self.inbox(&query).await;
-            out.extend(page["items"].as_array().expect("items").iter().cloned());
-            match page["next_cursor"].as_str() {
-                Some(c) => cursor = Some(c.to_owned()),
-                None => return out,
-            }
-        }
-    }
-
-    /// This person's notifications of `kind` about `subject` (a task or
-    /// project id).
-    async fn about(&self, kind: &str, subject: Uuid) -> Vec<Value> {
-        let subject = subject.to_string();
-        self.all()
-            .await
-            .into_iter()
-            .filter(|n| {
-                n["kind"] == kind && (n["task_id"] == subject || n["project_id"] == subject)
-            })
-            .collect()
-    }
-
-    /// Waits until this person has at least one notification of `kind`
-    /// about `subject`, and returns them all.
-    async fn wait_for(&self, kind: &str, subject: Uuid) -> Vec<Value> {
-        eventually(
-            &format!("a {kind} notification about {subject}"),
-            WAIT,
-            || async {
-                let found = self.about(kind, subject).await;
-                (!found.is_empty()).then_some(found)
-            },
-        )
-        .await
-    }
-
-    async fn set_leads(&self, leads: &[u32]) {
-        self.notifier
-            .request(Method::PUT, "/me/notification-settings")
-            .json(&json!({ "reminder_lead_times_seconds": leads, "email_opt_out": [] }))
-            .await
-            .expect(StatusCode::OK, "PUT /me/notification-settings");
-    }
-
-    /// Creates a task; returns its id.
-    async fn task(&self, body: Value) -> Uuid {
-        id_of(
-            &self
-                .write(Method::POST, "/tasks", body)
-                .await
-                .expect(StatusCode::CREATED, "create a task"),
-        )
-    }
-
-    async fn project(&self, name: &str) -> Uuid {
-        id_of(
-            &self
-                .write(Method::POST, "/projects", json!({ "name": name }))
-                .await
-                .expect(StatusCode::CREATED, "create a project"),
-        )
-    }
-
-    async fn add(&self, project: Uuid, who: &Person, role: &str) {
-        self.write(
-            Method::POST,
-            &format!("/projects/{project}/members"),
-            json!({ "email": who.email, "role": role }),
-        )
-        .await
-        .expect(StatusCode::CREATED, "add a member");
-    }
-}
-
-struct Team {
-    sys: System,
-    ann: Person,
-    bob: Person,
-    cat: Person,
-}
-
-impl Team {
-    async fn start() -> Self {
-        let sys = System::start().await;
-        let auth = AuthClient::new(&sys.auth.url(""));
-        let mut people = Vec::new();
-        for name in ["ann-", "bob-", "cat-"] {
-            let address = email(name);
-            let id = id_of(&auth.registered(&address).await);
-            let token = auth.access(&address).await;
-            people.push(Person {
-                id,
-                email: address,
-                commands: CommandClient::new(&sys.command.url(""), &token),
-                notifier: QueryClient::new(&sys.notifier.url(""), &token)
-                    .api()
-                    .clone(),
-            });
-        }
-        let cat = people.pop().unwrap();
-        let bob = people.pop().unwrap();
-        let ann = people.pop().unwrap();
-        Team { sys, ann, bob, cat }
-    }
-
-    /// A project of ann's with bob (and cat) as members.
-    async fn project(&self) -> Uuid {
-        let p = self.ann.project("notified").await;
-        self.ann.add(p, &self.bob, "member").await;
-        self.ann.add(p, &self.cat, "member").await;
-        p
-    }
-}
-
-/// `secs` seconds from now, as the API takes it.
-fn in_secs(secs: i64) -> String {
-    (Utc::now() + chrono::Duration::seconds(secs)).to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-fn instant(v: &Value) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(v.as_str().unwrap_or_else(|| panic!("an instant: {v}")))
-        .unwrap_or_else(|e| panic!("{v}: {e}"))
-        .with_timezone(&Utc)
-}
 
 #[tokio::test]
 async fn a_reminder_and_an_overdue_notice_arrive_once_and_a_reschedule_moves_them() {
@@ -816,4 +660,123 @@ async fn changing_lead_times_reschedules_pending_reminders() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(t.bob.about("reminder", task).await.len(), 1);
     assert_eq!(t.bob.about("overdue", task).await.len(), 1);
+}
+
+/// `notifier rebuild` (the binary) with the notifier's configuration.
+fn run_rebuild(config: &notifier::Config) -> std::process::Output {
+    std::process::Command::new(tests::binary("notifier"))
+        .arg("rebuild")
+        .env_clear()
+        .envs(tests::process::service_env(config))
+        .output()
+        .expect("run notifier rebuild")
+}
+
+#[tokio::test]
+async fn the_schedule_is_rebuilt_from_the_log_and_nothing_is_sent_twice() {
+    let mut t = Team::start().await;
+    t.bob.set_leads(&[4]).await;
+    let assigned = t
+        .ann
+        .task(json!({ "title": "assigned before", "assignee_ids": [t.bob.id] }))
+        .await;
+    t.bob.wait_for("assigned", assigned).await;
+    let due = in_secs(14);
+    let task = t
+        .ann
+        .task(
+            json!({ "title": "due after the rebuild", "assignee_ids": [t.bob.id], "due_at": due }),
+        )
+        .await;
+    let jwks = t.sys.auth.url("/.well-known/jwks.json");
+    let config = t.sys.deployment.notifier_config(&jwks);
+
+    // With the notifier running, the rebuild refuses and changes nothing.
+    let refused = run_rebuild(&config);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("stop every notifier"),
+        "{refused:?}"
+    );
+
+    // The view is lost (a bad migration, a restore): no tasks, no schedule.
+    t.sys.notifier.stop.cancel();
+    (&mut t.sys.notifier.handle).await.unwrap().unwrap();
+    let pool = sqlx::PgPool::connect(&t.sys.deployment.database_url)
+        .await
+        .unwrap();
+    let pending = |pool: sqlx::PgPool| async move {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM notifier_schedule WHERE state = 'pending'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    assert_eq!(
+        pending(pool.clone()).await,
+        2,
+        "a reminder and an overdue notice"
+    );
+    sqlx::query("UPDATE notifier_tasks SET due_at = NULL, title = 'corrupted'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM notifier_schedule")
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    let rebuilt = run_rebuild(&config);
+    assert!(rebuilt.status.success(), "{rebuilt:?}");
+    let said = String::from_utf8_lossy(&rebuilt.stderr);
+    assert!(said.contains("rewound"), "{said}");
+    let tasks: i64 = sqlx::query_scalar("SELECT count(*) FROM notifier_tasks")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(tasks, 0);
+
+    // The notifier started again (same address) re-reads the log: the
+    // schedule is back, fires once, and the old notice is not repeated.
+    let addr = t
+        .sys
+        .notifier
+        .base
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    t.sys.notifier = t
+        .sys
+        .deployment
+        .spawn_notifier_with(notifier::Config {
+            listen_addr: addr,
+            ..config
+        })
+        .await;
+    let title: String = eventually("the task folded again", WAIT, || {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar("SELECT title FROM notifier_tasks WHERE task_id = $1")
+                .bind(task)
+                .fetch_optional(&pool)
+                .await
+                .unwrap()
+        }
+    })
+    .await;
+    assert_eq!(title, "due after the rebuild");
+    let overdue = t.bob.wait_for("overdue", task).await;
+    let reminders = t.bob.about("reminder", task).await;
+    assert_eq!(
+        (reminders.len(), overdue.len()),
+        (1, 1),
+        "{reminders:?} {overdue:?}"
+    );
+    assert_eq!(
+        instant(&reminders[0]["data"]["due_at"]),
+        instant(&json!(due))
+    );
+    assert_eq!(t.bob.about("assigned", assigned).await.len(), 1);
+    assert_eq!(t.bob.about("assigned", task).await.len(), 1);
 }

@@ -1,0 +1,693 @@
+//! Outgoing channels: the delivery rows every notification gets (one per
+//! channel and endpoint), and the dispatcher that sends them.
+//!
+//! - **Enqueued with the notification.** [`enqueue`] runs in the
+//!   transaction that inserts a new notification, so a notification that
+//!   exists has its deliveries, and a cause (whose notification id is
+//!   deterministic) can never make a second one.
+//! - **Claimed with a lease.** [`claim`] moves due rows to `sending` and
+//!   pushes `next_attempt_at` to the end of a lease. A notifier killed
+//!   mid-send leaves the row to be claimed again when the lease ends: the
+//!   resend carries the same `Message-ID` or `webhook-id`, which is how a
+//!   receiver recognises it. At most `per_target` rows of one endpoint (or
+//!   of the SMTP server) are in flight, so a slow or dead endpoint holds
+//!   only its own slots.
+//! - **Recorded.** [`record`] writes the outcome only if the row is still
+//!   the attempt this sender claimed. A failure is retried with exponential
+//!   backoff and jitter until the channel's retry window has passed since
+//!   the first attempt; then the row is `failed`, and a webhook endpoint is
+//!   disabled and its owner told in the inbox. Every outcome is a metric
+//!   (`notifier_deliveries_total{channel, outcome}`) and a failure is a
+//!   WARN line with the reason.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool, Row};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::schedule::derived_id;
+use crate::store::NewNotification;
+
+/// A way a notification leaves the notifier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Channel {
+    Email,
+    Webhook,
+}
+
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Email => "email",
+            Channel::Webhook => "webhook",
+        }
+    }
+}
+
+/// The kinds a webhook may subscribe to. A `webhook_disabled` notice is
+/// not among them: it is about the webhooks themselves.
+pub const WEBHOOK_KINDS: [&str; 5] = [
+    "reminder",
+    "overdue",
+    "assigned",
+    "project_member_added",
+    "project_role_changed",
+];
+
+/// The e-mail delivery's id for a notification.
+pub fn email_delivery_id(notification: Uuid) -> Uuid {
+    derived_id(&format!("delivery/email/{notification}"))
+}
+
+/// The webhook delivery's id (its `webhook-id`) for a notification and an
+/// endpoint.
+pub fn webhook_delivery_id(notification: Uuid, endpoint: Uuid) -> Uuid {
+    derived_id(&format!("delivery/webhook/{notification}/{endpoint}"))
+}
+
+/// Writes the deliveries of notification `n`, just inserted: the e-mail
+/// (`skipped` when the user opted out of its kind), and one per enabled
+/// webhook endpoint subscribed to its kind: the user's own, and their
+/// project's.
+pub async fn enqueue(conn: &mut PgConnection, n: &NewNotification) -> Result<(), sqlx::Error> {
+    let opted_out: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM notifier_settings
+                         WHERE user_id = $1 AND $2 = ANY(email_opt_out))",
+    )
+    .bind(n.user_id)
+    .bind(n.kind)
+    .fetch_one(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO notifier_deliveries (id, notification_id, channel, state, last_error)
+         VALUES ($1, $2, 'email', $3, $4)
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(email_delivery_id(n.id))
+    .bind(n.id)
+    .bind(if opted_out { "skipped" } else { "pending" })
+    .bind(opted_out.then_some("opted out of this kind of e-mail"))
+    .execute(&mut *conn)
+    .await?;
+    if !WEBHOOK_KINDS.contains(&n.kind) {
+        return Ok(());
+    }
+    let endpoints: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM notifier_webhooks
+          WHERE enabled AND $1 = ANY(events)
+            AND ((project_id IS NULL AND owner_id = $2)
+                 OR (project_id IS NOT NULL AND project_id = $3))
+          ORDER BY id",
+    )
+    .bind(n.kind)
+    .bind(n.user_id)
+    .bind(n.project_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    if endpoints.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = endpoints
+        .iter()
+        .map(|e| webhook_delivery_id(n.id, *e))
+        .collect();
+    sqlx::query(
+        "INSERT INTO notifier_deliveries (id, notification_id, channel, webhook_id)
+         SELECT d, $3, 'webhook', w FROM unnest($1::uuid[], $2::uuid[]) AS x(d, w)
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&ids)
+    .bind(&endpoints)
+    .bind(n.id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+// ------------------------------------------------------------------ claims
+
+/// The notification a delivery carries.
+#[derive(Debug, Clone)]
+pub struct Notification {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub kind: String,
+    pub task_id: Option<Uuid>,
+    pub project_id: Option<Uuid>,
+    pub title: String,
+    pub body: String,
+    pub data: Value,
+    pub late: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Where a delivery goes, as known when it was claimed.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Email {
+        address: String,
+        display_name: String,
+    },
+    Webhook {
+        endpoint: Uuid,
+        url: String,
+        secret: String,
+    },
+}
+
+/// One claimed delivery: this sender's attempt `attempt` of row `id`.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub id: Uuid,
+    pub attempt: i32,
+    pub notification: Notification,
+    pub target: Target,
+}
+
+/// A claimed row that must not be sent, and why.
+#[derive(Debug, Clone)]
+pub struct Void {
+    pub id: Uuid,
+    pub attempt: i32,
+    pub reason: &'static str,
+}
+
+/// Claims up to `limit` due deliveries of `channel`, at most `per_target`
+/// in flight per endpoint (e-mail counts as one target), leased for
+/// `lease`. Rows whose target no longer wants them (a deactivated user, an
+/// opt-out made since, a disabled endpoint) come back as [`Void`]s.
+pub async fn claim(
+    pool: &PgPool,
+    channel: Channel,
+    limit: i64,
+    per_target: i64,
+    lease: Duration,
+) -> Result<(Vec<Job>, Vec<Void>), sqlx::Error> {
+    // Two notifiers may pick the same candidate; the UPDATE re-checks each
+    // row under its lock, so only one of them claims it.
+    let claimed: Vec<(Uuid, i32)> = sqlx::query_as(
+        "WITH in_flight AS (
+             SELECT webhook_id, count(*) AS n FROM notifier_deliveries
+              WHERE channel = $1 AND state = 'sending' AND next_attempt_at > now()
+              GROUP BY webhook_id),
+         due AS (
+             SELECT id, webhook_id, next_attempt_at FROM notifier_deliveries
+              WHERE channel = $1 AND state IN ('pending', 'sending') AND next_attempt_at <= now()
+              ORDER BY next_attempt_at LIMIT $2 * 8),
+         ranked AS (
+             SELECT id, webhook_id, next_attempt_at,
+                    row_number() OVER (PARTITION BY webhook_id ORDER BY next_attempt_at, id) AS rn
+               FROM due),
+         picked AS (
+             SELECT r.id FROM ranked r
+               LEFT JOIN in_flight f ON f.webhook_id IS NOT DISTINCT FROM r.webhook_id
+              WHERE r.rn <= $3 - COALESCE(f.n, 0)
+              ORDER BY r.next_attempt_at LIMIT $2)
+         UPDATE notifier_deliveries d
+            SET state = 'sending', attempts = d.attempts + 1,
+                next_attempt_at = now() + make_interval(secs => $4),
+                first_attempt_at = COALESCE(d.first_attempt_at, now()),
+                last_attempt_at = now()
+           FROM picked
+          WHERE d.id = picked.id AND d.state IN ('pending', 'sending')
+            AND d.next_attempt_at <= now()
+         RETURNING d.id, d.attempts",
+    )
+    .bind(channel.as_str())
+    .bind(limit)
+    .bind(per_target)
+    .bind(lease.as_secs_f64())
+    .fetch_all(pool)
+    .await?;
+    if claimed.is_empty() {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let ids: Vec<Uuid> = claimed.iter().map(|(id, _)| *id).collect();
+    let rows = sqlx::query(
+        "SELECT d.id, n.id AS notification_id, n.user_id, n.kind, n.task_id, n.project_id,
+                n.title, n.body, n.data, n.late, n.created_at,
+                u.email, u.display_name, COALESCE(u.active, FALSE) AS active,
+                EXISTS (SELECT 1 FROM notifier_settings s
+                         WHERE s.user_id = n.user_id AND n.kind = ANY(s.email_opt_out)) AS opted_out,
+                w.id AS endpoint, w.url, w.secret, COALESCE(w.enabled, FALSE) AS enabled
+           FROM notifier_deliveries d
+           JOIN notifier_notifications n ON n.id = d.notification_id
+           LEFT JOIN notifier_users u ON u.user_id = n.user_id
+           LEFT JOIN notifier_webhooks w ON w.id = d.webhook_id
+          WHERE d.id = ANY($1)",
+    )
+    .bind(&ids)
+    .fetch_all(pool)
+    .await?;
+    let mut jobs = Vec::with_capacity(rows.len());
+    let mut voids = Vec::new();
+    for row in rows {
+        let id: Uuid = row.try_get("id")?;
+        let attempt = claimed
+            .iter()
+            .find(|(c, _)| *c == id)
+            .map(|(_, a)| *a)
+            .unwrap_or_default();
+        let void = |reason| Void {
+            id,
+            attempt,
+            reason,
+        };
+        let target = match channel {
+            Channel::Email => {
+                let address: Option<String> = row.try_get("email")?;
+                if !row.try_get::<bool, _>("active")? {
+                    voids.push(void("the user is not active"));
+                    continue;
+                }
+                if row.try_get::<bool, _>("opted_out")? {
+                    voids.push(void("opted out of this kind of e-mail"));
+                    continue;
+                }
+                let Some(address) = address.filter(|a| !a.is_empty()) else {
+                    voids.push(void("the user has no e-mail address"));
+                    continue;
+                };
+                Target::Email {
+                    address,
+                    display_name: row
+                        .try_get::<Option<String>, _>("display_name")?
+                        .unwrap_or_default(),
+                }
+            }
+            Channel::Webhook => {
+                if !row.try_get::<bool, _>("enabled")? {
+                    voids.push(void("the endpoint is disabled"));
+                    continue;
+                }
+                Target::Webhook {
+                    endpoint: row.try_get("endpoint")?,
+                    url: row.try_get("url")?,
+                    secret: row.try_get("secret")?,
+                }
+            }
+        };
+        jobs.push(Job {
+            id,
+            attempt,
+            notification: Notification {
+                id: row.try_get("notification_id")?,
+                user_id: row.try_get("user_id")?,
+                kind: row.try_get("kind")?,
+                task_id: row.try_get("task_id")?,
+                project_id: row.try_get("project_id")?,
+                title: row.try_get("title")?,
+                body: row.try_get("body")?,
+                data: row.try_get("data")?,
+                late: row.try_get("late")?,
+                created_at: row.try_get("created_at")?,
+            },
+            target,
+        });
+    }
+    Ok((jobs, voids))
+}
+
+// ---------------------------------------------------------------- outcomes
+
+/// What one attempt came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Accepted by the receiver (`status`: its HTTP status or SMTP reply).
+    Delivered { status: Option<i32> },
+    /// Not accepted. `permanent` failures are not retried.
+    Failed {
+        status: Option<i32>,
+        reason: String,
+        permanent: bool,
+    },
+}
+
+/// How a channel retries.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// The first retry waits about this long; each next one twice as long.
+    pub base: Duration,
+    /// No wait is longer.
+    pub max_delay: Duration,
+    /// Retries stop once this much time has passed since the first attempt.
+    pub window: Duration,
+}
+
+impl RetryPolicy {
+    /// The wait before the attempt after attempt `attempt` (1-based):
+    /// `base · 2^(attempt-1)`, capped, then a uniformly random point in its
+    /// upper half, so that receivers that failed together are not retried
+    /// together.
+    pub fn delay(&self, attempt: i32) -> Duration {
+        let exp = u32::try_from(attempt.saturating_sub(1))
+            .unwrap_or(0)
+            .min(30);
+        let full = self
+            .base
+            .saturating_mul(1u32 << exp)
+            .min(self.max_delay)
+            .max(Duration::from_millis(1));
+        let half = full / 2;
+        half + rand::thread_rng().gen_range(Duration::ZERO..=full - half)
+    }
+}
+
+/// What [`record`] did with an outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    Delivered,
+    Retry,
+    Failed,
+    Skipped,
+    /// The row is no longer this attempt's (its lease ended and another
+    /// sender claimed it, or it was deleted): nothing written.
+    Stale,
+}
+
+impl Recorded {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Recorded::Delivered => "delivered",
+            Recorded::Retry => "retry",
+            Recorded::Failed => "failed",
+            Recorded::Skipped => "skipped",
+            Recorded::Stale => "stale",
+        }
+    }
+}
+
+/// Bounded for the column and the log.
+fn bounded(reason: &str) -> String {
+    const MAX: usize = 1000;
+    if reason.len() <= MAX {
+        return reason.to_owned();
+    }
+    let mut end = MAX;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &reason[..end])
+}
+
+/// Marks a claimed row `skipped`.
+pub async fn skip(pool: &PgPool, void: &Void) -> Result<Recorded, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE notifier_deliveries SET state = 'skipped', last_error = $3
+          WHERE id = $1 AND attempts = $2 AND state = 'sending'",
+    )
+    .bind(void.id)
+    .bind(void.attempt)
+    .bind(void.reason)
+    .execute(pool)
+    .await?;
+    Ok(if done.rows_affected() == 1 {
+        Recorded::Skipped
+    } else {
+        Recorded::Stale
+    })
+}
+
+/// Writes the outcome of `job`'s attempt, if the row is still that attempt.
+pub async fn record(
+    pool: &PgPool,
+    job: &Job,
+    outcome: &Outcome,
+    policy: &RetryPolicy,
+) -> Result<Recorded, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let row: Option<(bool,)> = sqlx::query_as(
+        "SELECT now() - first_attempt_at >= make_interval(secs => $3)
+           FROM notifier_deliveries
+          WHERE id = $1 AND attempts = $2 AND state = 'sending'
+          FOR UPDATE",
+    )
+    .bind(job.id)
+    .bind(job.attempt)
+    .bind(policy.window.as_secs_f64())
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((window_over,)) = row else {
+        return Ok(Recorded::Stale);
+    };
+    let recorded = match outcome {
+        Outcome::Delivered { status } => {
+            sqlx::query(
+                "UPDATE notifier_deliveries
+                    SET state = 'delivered', delivered_at = now(), last_status = $2,
+                        last_error = NULL
+                  WHERE id = $1",
+            )
+            .bind(job.id)
+            .bind(status)
+            .execute(&mut *tx)
+            .await?;
+            Recorded::Delivered
+        }
+        Outcome::Failed {
+            status,
+            reason,
+            permanent,
+        } => {
+            let give_up = *permanent || window_over;
+            let delay = policy.delay(job.attempt);
+            sqlx::query(
+                "UPDATE notifier_deliveries
+                    SET state = $2, last_status = $3, last_error = $4,
+                        next_attempt_at = CASE WHEN $2 = 'pending'
+                            THEN now() + make_interval(secs => $5) ELSE now() END
+                  WHERE id = $1",
+            )
+            .bind(job.id)
+            .bind(if give_up { "failed" } else { "pending" })
+            .bind(status)
+            .bind(bounded(reason))
+            .bind(delay.as_secs_f64())
+            .execute(&mut *tx)
+            .await?;
+            if give_up {
+                if let Target::Webhook { endpoint, .. } = &job.target {
+                    crate::webhooks::disable(
+                        &mut tx,
+                        *endpoint,
+                        &format!("deliveries failed for longer than the retry window: {reason}"),
+                    )
+                    .await?;
+                }
+                Recorded::Failed
+            } else {
+                Recorded::Retry
+            }
+        }
+    };
+    tx.commit().await?;
+    Ok(recorded)
+}
+
+// -------------------------------------------------------------- dispatcher
+
+/// A channel's way of sending one delivery.
+pub trait Sender: Send + Sync + 'static {
+    fn channel(&self) -> Channel;
+    fn send(&self, job: &Job) -> impl Future<Output = Outcome> + Send;
+}
+
+/// How a dispatcher runs.
+#[derive(Debug, Clone, Copy)]
+pub struct DispatchSettings {
+    /// Deliveries of this channel in flight at once, in this process.
+    pub concurrency: usize,
+    /// Deliveries to one endpoint (or to the SMTP server) in flight at once.
+    pub per_target: usize,
+    /// A claim lasts this long; an attempt is abandoned before it ends.
+    pub lease: Duration,
+    /// How often to look for due rows when none were found.
+    pub tick: Duration,
+    pub retry: RetryPolicy,
+}
+
+/// Claims and sends one channel's due deliveries until stopped.
+pub struct Dispatcher<S> {
+    pub pool: PgPool,
+    pub sender: Arc<S>,
+    pub settings: DispatchSettings,
+}
+
+impl<S: Sender> Dispatcher<S> {
+    pub async fn run(self, shutdown: CancellationToken) {
+        let channel = self.sender.channel().as_str();
+        let settings = self.settings;
+        let permits = Arc::new(Semaphore::new(settings.concurrency.max(1)));
+        let mut in_flight = JoinSet::new();
+        // An attempt ends well before its lease does, so it is recorded
+        // before any other sender may claim the row again.
+        let attempt_limit = settings.lease.mul_f64(0.8);
+        loop {
+            while let Some(done) = in_flight.try_join_next() {
+                if let Err(e) = done {
+                    tracing::error!(channel, error = %e, "a delivery task panicked");
+                }
+            }
+            let free = permits.available_permits();
+            let mut busy = false;
+            if free > 0 {
+                match claim(
+                    &self.pool,
+                    self.sender.channel(),
+                    free as i64,
+                    settings.per_target as i64,
+                    settings.lease,
+                )
+                .await
+                {
+                    Ok((jobs, voids)) => {
+                        busy = jobs.len() + voids.len() >= free;
+                        for void in voids {
+                            match skip(&self.pool, &void).await {
+                                Ok(r) => count(channel, r),
+                                Err(e) => tracing::warn!(channel, error = %e,
+                                    delivery = %void.id, "cannot record a skipped delivery"),
+                            }
+                        }
+                        for job in jobs {
+                            let Ok(permit) = permits.clone().acquire_owned().await else {
+                                break;
+                            };
+                            let pool = self.pool.clone();
+                            let sender = self.sender.clone();
+                            in_flight.spawn(async move {
+                                attempt(&pool, &*sender, &job, attempt_limit, &settings.retry)
+                                    .await;
+                                drop(permit);
+                            });
+                        }
+                    }
+                    Err(e) => {
+                        metrics::counter!("notifier_delivery_errors_total", "channel" => channel)
+                            .increment(1);
+                        tracing::warn!(channel, error = %e, "cannot claim deliveries; retrying");
+                    }
+                }
+            }
+            if busy && !shutdown.is_cancelled() {
+                continue;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(settings.tick) => {}
+            }
+        }
+        // Attempts in hand finish (each within its limit) and are recorded.
+        while in_flight.join_next().await.is_some() {}
+        tracing::info!(channel, "dispatcher stopped");
+    }
+}
+
+/// Sends one job (abandoned after `limit`) and records the outcome.
+async fn attempt<S: Sender>(
+    pool: &PgPool,
+    sender: &S,
+    job: &Job,
+    limit: Duration,
+    retry: &RetryPolicy,
+) {
+    let channel = sender.channel().as_str();
+    let started = Instant::now();
+    let outcome = match tokio::time::timeout(limit, sender.send(job)).await {
+        Ok(outcome) => outcome,
+        Err(_) => Outcome::Failed {
+            status: None,
+            reason: format!("no answer within {} ms", limit.as_millis()),
+            permanent: false,
+        },
+    };
+    metrics::histogram!("notifier_delivery_seconds", "channel" => channel)
+        .record(started.elapsed().as_secs_f64());
+    let recorded = match record(pool, job, &outcome, retry).await {
+        Ok(r) => r,
+        Err(e) => {
+            // The row stays `sending` until its lease ends, then is sent
+            // again with the same id: the receiver can tell.
+            metrics::counter!("notifier_delivery_errors_total", "channel" => channel).increment(1);
+            tracing::warn!(channel, delivery = %job.id, error = %e,
+                "cannot record a delivery's outcome; it will be retried after its lease");
+            return;
+        }
+    };
+    count(channel, recorded);
+    let endpoint = match &job.target {
+        Target::Webhook { endpoint, .. } => Some(endpoint.to_string()),
+        Target::Email { .. } => None,
+    };
+    match &outcome {
+        Outcome::Delivered { .. } => tracing::debug!(channel, delivery = %job.id,
+            notification = %job.notification.id, attempt = job.attempt, "delivered"),
+        Outcome::Failed { status, reason, .. } => tracing::warn!(
+            channel,
+            delivery = %job.id,
+            notification = %job.notification.id,
+            endpoint,
+            attempt = job.attempt,
+            status,
+            reason = %bounded(reason),
+            outcome = recorded.as_str(),
+            "delivery failed"
+        ),
+    }
+}
+
+fn count(channel: &'static str, recorded: Recorded) {
+    metrics::counter!("notifier_deliveries_total", "channel" => channel,
+        "outcome" => recorded.as_str())
+    .increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_double_within_their_jitter_and_stop_at_the_cap() {
+        let p = RetryPolicy {
+            base: Duration::from_secs(10),
+            max_delay: Duration::from_secs(3600),
+            window: Duration::from_secs(86_400),
+        };
+        for _ in 0..100 {
+            let d1 = p.delay(1);
+            assert!(d1 >= Duration::from_secs(5) && d1 <= Duration::from_secs(10));
+            let d4 = p.delay(4);
+            assert!(d4 >= Duration::from_secs(40) && d4 <= Duration::from_secs(80));
+            let d40 = p.delay(40);
+            assert!(d40 >= Duration::from_secs(1800) && d40 <= Duration::from_secs(3600));
+        }
+        assert!(p.delay(0) <= Duration::from_secs(10));
+        assert!(p.delay(i32::MIN) <= Duration::from_secs(10));
+    }
+
+    #[test]
+    fn ids_differ_by_channel_and_endpoint() {
+        let n = Uuid::from_u128(1);
+        let (a, b) = (Uuid::from_u128(2), Uuid::from_u128(3));
+        assert_eq!(email_delivery_id(n), email_delivery_id(n));
+        assert_ne!(email_delivery_id(n), webhook_delivery_id(n, a));
+        assert_ne!(webhook_delivery_id(n, a), webhook_delivery_id(n, b));
+    }
+
+    #[test]
+    fn reasons_are_bounded_on_a_char_boundary() {
+        let long = "é".repeat(800);
+        let b = bounded(&long);
+        assert!(b.len() <= 1004);
+        assert!(b.ends_with('…'));
+        assert_eq!(bounded("short"), "short");
+    }
+}
