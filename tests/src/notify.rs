@@ -159,6 +159,17 @@ impl Team {
         Team { sys, ann, bob, cat }
     }
 
+    /// A new notifier client for `who`, talking to `sys.notifier` (after
+    /// it was started again on another port).
+    pub async fn notifier_client(&self, who: &Person) -> Api {
+        let token = AuthClient::new(&self.sys.auth.url(""))
+            .access(&who.email)
+            .await;
+        QueryClient::new(&self.sys.notifier.url(""), &token)
+            .api()
+            .clone()
+    }
+
     /// A project of ann's with bob (and cat) as members.
     pub async fn project(&self) -> Uuid {
         let p = self.ann.project("notified").await;

@@ -49,22 +49,52 @@ async fn stop_notifier(sys: &mut System) {
         .expect("notifier stops cleanly");
 }
 
-async fn assign(by: &Person, to: &Person, title: &str) -> Uuid {
-    by.task(json!({ "title": title, "assignee_ids": [to.id] }))
+async fn assign(by: &Person, to: &Person, project: Uuid, title: &str) -> Uuid {
+    by.task(json!({ "title": title, "project_id": project, "assignee_ids": [to.id] }))
         .await
+}
+
+/// The sorted `MessageID`s of `found` (Mailpit summaries).
+fn message_ids(found: &[Value]) -> Vec<String> {
+    let mut ids: Vec<String> = found
+        .iter()
+        .map(|m| m["MessageID"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// The sorted `MessageID`s notifications `ids` should have.
+fn expected(ids: &[&str]) -> Vec<String> {
+    let mut want: Vec<String> = ids.iter().map(|id| message_id(id)).collect();
+    want.sort();
+    want
+}
+
+fn id(n: &Value) -> &str {
+    n["id"].as_str().expect("a notification id")
 }
 
 #[tokio::test]
 async fn an_assignment_is_emailed_once_as_text_and_html_with_a_message_id_from_the_notification() {
     let t = Team::start().await;
     let mail = Mailpit::shared();
-    let task = assign(&t.ann, &t.bob, "Review <the> \"spec\"").await;
+    let project = t.project().await;
+    let added = t
+        .bob
+        .wait_for("project_member_added", project)
+        .await
+        .remove(0);
+    let task = assign(&t.ann, &t.bob, project, "Review <the> \"spec\"").await;
     let n = t.bob.wait_for("assigned", task).await.remove(0);
     let id = n["id"].as_str().unwrap().to_owned();
 
-    let found = mail.wait_for(&t.bob.email, 1, WAIT).await;
-    assert_eq!(found.len(), 1, "{found:?}");
-    assert_eq!(found[0]["MessageID"], message_id(&id));
+    let found = mail.wait_for(&t.bob.email, 2, WAIT).await;
+    assert_eq!(message_ids(&found), expected(&[&id, self::id(&added)]));
+    let found: Vec<&Value> = found
+        .iter()
+        .filter(|m| m["MessageID"] == message_id(&id))
+        .collect();
     assert_eq!(found[0]["Subject"], n["title"]);
     let whole = mail.message(found[0]["ID"].as_str().unwrap()).await;
     let text = whole["Text"].as_str().unwrap();
@@ -84,7 +114,7 @@ async fn an_assignment_is_emailed_once_as_text_and_html_with_a_message_id_from_t
 
     // Ann, who assigned it, gets nothing; nothing more comes for bob.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(mail.to(&t.bob.email).await.len(), 1);
+    assert_eq!(mail.to(&t.bob.email).await.len(), 2);
     assert!(mail.to(&t.ann.email).await.is_empty());
 }
 
@@ -99,15 +129,14 @@ async fn opting_out_of_a_kind_skips_its_email_visibly_and_keeps_the_others() {
         .await
         .expect(StatusCode::OK, "opt out of assignment e-mail");
 
-    let task = assign(&t.ann, &t.bob, "quietly assigned").await;
-    let assigned = t.bob.wait_for("assigned", task).await.remove(0);
-    let project = t.ann.project("loud").await;
-    t.ann.add(project, &t.bob, "member").await;
+    let project = t.project().await;
     let added = t
         .bob
         .wait_for("project_member_added", project)
         .await
         .remove(0);
+    let task = assign(&t.ann, &t.bob, project, "quietly assigned").await;
+    let assigned = t.bob.wait_for("assigned", task).await.remove(0);
 
     let found = mail.wait_for(&t.bob.email, 1, WAIT).await;
     assert_eq!(
@@ -143,11 +172,17 @@ async fn an_smtp_server_down_for_a_minute_delays_email_and_loses_none() {
     let t = Team::of(sys).await;
     smtp.stop().await;
 
-    let mut ids = Vec::new();
+    let project = t.project().await;
+    let added = t
+        .bob
+        .wait_for("project_member_added", project)
+        .await
+        .remove(0);
+    let mut ids = vec![id(&added).to_owned()];
     for i in 0..3 {
-        let task = assign(&t.ann, &t.bob, &format!("while mail is down {i}")).await;
+        let task = assign(&t.ann, &t.bob, project, &format!("while mail is down {i}")).await;
         let n = t.bob.wait_for("assigned", task).await.remove(0);
-        ids.push(n["id"].as_str().unwrap().to_owned());
+        ids.push(id(&n).to_owned());
     }
     // The failure is visible: pending, retried, with the reason.
     let waiting = eventually("a failed attempt recorded", WAIT, || async {
@@ -181,20 +216,14 @@ async fn an_smtp_server_down_for_a_minute_delays_email_and_loses_none() {
     tokio::time::sleep(Duration::from_secs(60)).await;
     smtp.resume().await;
     let mail = smtp.client();
-    let found = mail.wait_for(&t.bob.email, 3, WAIT).await;
-    let mut got: Vec<String> = found
-        .iter()
-        .map(|m| m["MessageID"].as_str().unwrap().to_owned())
-        .collect();
-    got.sort();
-    let mut want: Vec<String> = ids.iter().map(|id| message_id(id)).collect();
-    want.sort();
-    assert_eq!(got, want);
+    let found = mail.wait_for(&t.bob.email, 4, WAIT).await;
+    let want: Vec<&str> = ids.iter().map(String::as_str).collect();
+    assert_eq!(message_ids(&found), expected(&want));
     for id in &ids {
         email_delivery(&t.bob, id, "delivered").await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(mail.to(&t.bob.email).await.len(), 3, "each once");
+    assert_eq!(mail.to(&t.bob.email).await.len(), 4, "each once");
 }
 
 #[tokio::test]
@@ -211,8 +240,13 @@ async fn a_notifier_killed_after_the_server_took_a_message_resends_it_and_the_ma
     let mut notifier = sys.deployment.spawn_notifier_process_with(config).await;
     let t = Team::with_notifier_at(sys, &notifier.url("")).await;
 
-    let task = assign(&t.ann, &t.bob, "sent, unheard").await;
-    let n = t.bob.wait_for("assigned", task).await.remove(0);
+    let project = t.ann.project("sent, unheard").await;
+    t.ann.add(project, &t.bob, "member").await;
+    let n = t
+        .bob
+        .wait_for("project_member_added", project)
+        .await
+        .remove(0);
     let id = n["id"].as_str().unwrap().to_owned();
     let mail = smtp.client();
     // The server has it; the notifier is still waiting for its answer.
@@ -231,7 +265,7 @@ async fn a_notifier_killed_after_the_server_took_a_message_resends_it_and_the_ma
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(found[0]["MessageID"], message_id(&id));
     assert_eq!(
-        t.bob.about("assigned", task).await.len(),
+        t.bob.about("project_member_added", project).await.len(),
         1,
         "one inbox entry"
     );
@@ -266,17 +300,10 @@ async fn a_notifier_killed_between_scheduling_and_sending_sends_each_once_after_
 
     let mail = smtp.client();
     let found = mail.wait_for(&t.bob.email, 2, WAIT).await;
-    let mut got: Vec<String> = found
-        .iter()
-        .map(|m| m["MessageID"].as_str().unwrap().to_owned())
-        .collect();
-    got.sort();
-    let mut want = vec![
-        message_id(overdue["id"].as_str().unwrap()),
-        message_id(reminder["id"].as_str().unwrap()),
-    ];
-    want.sort();
-    assert_eq!(got, want);
+    assert_eq!(
+        message_ids(&found),
+        expected(&[id(&overdue), id(&reminder)])
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(mail.to(&t.bob.email).await.len(), 2);
     assert_eq!(t.bob.about("reminder", task).await.len(), 1);
