@@ -12,6 +12,10 @@ use service::http::Limits;
 /// The prefix of every variable the notifier reads.
 pub const PREFIX: &str = "NOTIFIER";
 
+/// How often the scheduler and the dispatchers look for due rows, unless
+/// configured.
+pub const DEFAULT_TICK: Duration = Duration::from_millis(250);
+
 /// The longest reminder lead time a user may set: 30 days.
 pub const MAX_LEAD_SECONDS: u32 = 30 * 24 * 3600;
 
@@ -29,8 +33,8 @@ pub struct Config {
     pub group_id: String,
     /// `NOTIFIER_JWKS_URL`, `NOTIFIER_JWT_ISSUER`, `NOTIFIER_JWT_AUDIENCE`.
     pub jwt: JwtSettings,
-    /// `NOTIFIER_TICK_MS`: how often the scheduler looks for due rows,
-    /// default 250.
+    /// `NOTIFIER_TICK_MS`: how often the scheduler (and each dispatcher)
+    /// looks for due rows, default [`DEFAULT_TICK`].
     pub tick: Duration,
     /// `NOTIFIER_LATE_AFTER_SECONDS`: a notification fired more than this
     /// after its time is marked `late`, default 60.
@@ -98,6 +102,20 @@ pub struct WebhookSettings {
     pub allow_private: bool,
 }
 
+impl Default for WebhookSettings {
+    /// Production's defaults (see each field).
+    fn default() -> Self {
+        WebhookSettings {
+            timeout: Duration::from_secs(10),
+            concurrency: 32,
+            per_endpoint: 4,
+            retry_window: Duration::from_secs(86_400),
+            max_response_bytes: 65_536,
+            allow_private: false,
+        }
+    }
+}
+
 // The notifier's own variables, after `NOTIFIER_`.
 const LISTEN_ADDR: &str = "LISTEN_ADDR";
 const GROUP_ID: &str = "GROUP_ID";
@@ -147,13 +165,17 @@ impl Config {
                 reason: format!("must be at most {MAX_LEAD_SECONDS} (30 days)"),
             });
         }
+        let hooks = WebhookSettings::default();
         Ok(Config {
             listen_addr: env_or(&own(LISTEN_ADDR), SocketAddr::from(([127, 0, 0, 1], 8085)))?,
             postgres: PostgresSettings::from_env(PREFIX)?,
             kafka: KafkaSettings::from_env(PREFIX)?,
             group_id: env_or(&own(GROUP_ID), "taskstream-notifier".to_owned())?,
             jwt: JwtSettings::from_env(PREFIX)?,
-            tick: Duration::from_millis(positive(TICK_MS, env_or(&own(TICK_MS), 250u64)?)?),
+            tick: Duration::from_millis(positive(
+                TICK_MS,
+                env_or(&own(TICK_MS), DEFAULT_TICK.as_millis() as u64)?,
+            )?),
             late_after: Duration::from_secs(env_or(&own(LATE_AFTER_SECONDS), 60u64)?),
             catch_up: Duration::from_secs(catch_up),
             min_lead_seconds: min_lead,
@@ -178,25 +200,28 @@ impl Config {
             webhooks: WebhookSettings {
                 timeout: Duration::from_millis(positive(
                     WEBHOOK_TIMEOUT_MS,
-                    env_or(&own(WEBHOOK_TIMEOUT_MS), 10_000u64)?,
+                    env_or(&own(WEBHOOK_TIMEOUT_MS), hooks.timeout.as_millis() as u64)?,
                 )?),
                 concurrency: positive(
                     WEBHOOK_CONCURRENCY,
-                    env_or(&own(WEBHOOK_CONCURRENCY), 32u64)?,
+                    env_or(&own(WEBHOOK_CONCURRENCY), hooks.concurrency as u64)?,
                 )? as usize,
                 per_endpoint: positive(
                     WEBHOOK_PER_ENDPOINT,
-                    env_or(&own(WEBHOOK_PER_ENDPOINT), 4u64)?,
+                    env_or(&own(WEBHOOK_PER_ENDPOINT), hooks.per_endpoint as u64)?,
                 )? as usize,
                 retry_window: Duration::from_secs(env_or(
                     &own(WEBHOOK_RETRY_WINDOW_SECONDS),
-                    86_400u64,
+                    hooks.retry_window.as_secs(),
                 )?),
                 max_response_bytes: positive(
                     WEBHOOK_MAX_RESPONSE_BYTES,
-                    env_or(&own(WEBHOOK_MAX_RESPONSE_BYTES), 65_536u64)?,
+                    env_or(
+                        &own(WEBHOOK_MAX_RESPONSE_BYTES),
+                        hooks.max_response_bytes as u64,
+                    )?,
                 )? as usize,
-                allow_private: env_or(&own(WEBHOOK_ALLOW_PRIVATE), false)?,
+                allow_private: env_or(&own(WEBHOOK_ALLOW_PRIVATE), hooks.allow_private)?,
             },
             retry_base: Duration::from_millis(positive(
                 RETRY_BASE_MS,
