@@ -54,3 +54,17 @@ CREATE INDEX notifier_deliveries_due
 CREATE INDEX notifier_deliveries_notification ON notifier_deliveries (notification_id);
 CREATE INDEX notifier_deliveries_webhook
     ON notifier_deliveries (webhook_id, created_at DESC, id DESC) WHERE webhook_id IS NOT NULL;
+
+-- Events the notifier could not apply (a constraint the event breaks, say)
+-- after retrying them alone: set aside so that they stall nobody, counted
+-- (`notifier_dead_letters_total`) and logged. Re-applied by hand, or by
+-- `notifier rebuild` once the cause is fixed.
+CREATE TABLE notifier_dead_letters (
+    topic          TEXT NOT NULL,
+    kafka_partition INT NOT NULL,
+    kafka_offset   BIGINT NOT NULL,
+    error          TEXT NOT NULL,
+    payload        BYTEA,
+    created_at     TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (topic, kafka_partition, kafka_offset)
+);

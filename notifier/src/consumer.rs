@@ -9,7 +9,11 @@
 //! state. A message that is not an event the notifier can read (not an
 //! envelope, an unknown type, a newer schema) is logged, counted
 //! (`notifier_skipped_events_total`) and passed over: the projector
-//! dead-letters it already, and a notifier must not stop on it.
+//! dead-letters it already, and a notifier must not stop on it. An event
+//! that decodes but cannot be applied (a value the database refuses) is
+//! found by applying the failed batch one message per transaction, and set
+//! aside in `notifier_dead_letters` after a few tries alone; a database
+//! that is unavailable is waited for instead.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +32,8 @@ const BATCH_MAX_MESSAGES: usize = 200;
 const BATCH_MAX_WAIT: Duration = Duration::from_millis(20);
 /// Pause before retrying a batch whose transaction failed.
 const ERROR_BACKOFF: Duration = Duration::from_millis(500);
+/// Tries of a message alone before it is set aside as poison.
+const POISON_ATTEMPTS: u32 = 3;
 
 /// The consumer settings: a group, manual commits only, from the beginning.
 pub fn consumer(
@@ -90,7 +96,17 @@ impl EventLoop {
                 continue;
             }
             let created = loop {
-                match self.handle(&batch).await {
+                let result = match self.handle(&batch).await {
+                    Err(e) if !events::store::is_unavailable(&e) => {
+                        // Something in the batch cannot apply: find it, one
+                        // message per transaction, and set it aside.
+                        tracing::warn!(error = %e, messages = batch.len(),
+                            "batch failed; applying its messages one by one");
+                        self.handle_one_by_one(&batch).await
+                    }
+                    other => other,
+                };
+                match result {
                     Ok(created) => break Some(created),
                     Err(e) => {
                         metrics::counter!("notifier_consumer_errors_total").increment(1);
@@ -147,6 +163,64 @@ impl EventLoop {
             }
         }
         batch
+    }
+
+    /// Applies each message of `batch` in a transaction of its own. A
+    /// message that still fails after [`POISON_ATTEMPTS`] tries, for a
+    /// reason other than the database being unavailable, is recorded in
+    /// `notifier_dead_letters` and passed over, so that it stalls no one.
+    /// The database being unavailable ends the pass with that error: the
+    /// whole batch is retried later (what was applied is applied again, as
+    /// a no-op).
+    async fn handle_one_by_one(
+        &self,
+        batch: &[OwnedMessage],
+    ) -> Result<Vec<&'static str>, sqlx::Error> {
+        let mut created = Vec::new();
+        for msg in batch {
+            let mut attempt = 1;
+            loop {
+                match self.handle(std::slice::from_ref(msg)).await {
+                    Ok(c) => {
+                        created.extend(c);
+                        break;
+                    }
+                    Err(e) if events::store::is_unavailable(&e) => return Err(e),
+                    Err(e) if attempt < POISON_ATTEMPTS => {
+                        attempt += 1;
+                        tracing::debug!(error = %e, "a message failed alone; retrying it");
+                    }
+                    Err(e) => {
+                        self.dead_letter(msg, &e).await?;
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(created)
+    }
+
+    async fn dead_letter(&self, msg: &OwnedMessage, error: &sqlx::Error) -> Result<(), sqlx::Error> {
+        let reason: String = error.to_string().chars().take(1000).collect();
+        sqlx::query(
+            "INSERT INTO notifier_dead_letters (topic, kafka_partition, kafka_offset, error, payload)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(msg.topic())
+        .bind(msg.partition())
+        .bind(msg.offset())
+        .bind(&reason)
+        .bind(msg.payload())
+        .execute(&self.pool)
+        .await?;
+        metrics::counter!("notifier_dead_letters_total").increment(1);
+        tracing::error!(
+            source = %format!("{}/{}/{}", msg.topic(), msg.partition(), msg.offset()),
+            error = %reason,
+            "an event the notifier cannot apply was set aside in notifier_dead_letters"
+        );
+        Ok(())
     }
 
     /// Applies a batch in one transaction; the kinds of the notifications

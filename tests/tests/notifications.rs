@@ -777,3 +777,82 @@ async fn the_schedule_is_rebuilt_from_the_log_and_nothing_is_sent_twice() {
     assert_eq!(t.bob.about("assigned", assigned).await.len(), 1);
     assert_eq!(t.bob.about("assigned", task).await.len(), 1);
 }
+
+#[tokio::test]
+async fn an_event_that_cannot_apply_is_set_aside_and_stalls_no_one() {
+    use events::kafka::EnvelopeRecord;
+    use events::{EventEnvelope, EventMeta, Priority, TaskCreated, TaskEvent, TaskStatus};
+
+    let t = Team::start().await;
+    let project = t.project().await;
+    // A creation Postgres refuses to store (a NUL in the title), as a
+    // buggy or hostile producer could publish it.
+    let poison: events::Event = TaskEvent::Created(TaskCreated {
+        owner_id: t.ann.id,
+        project_id: None,
+        assignee_ids: vec![],
+        title: "nul \u{0} byte".into(),
+        description: String::new(),
+        status: TaskStatus::Todo,
+        priority: Priority::Medium,
+        due_at: None,
+        tags: vec![],
+    })
+    .into();
+    let env = EventEnvelope::new(
+        Uuid::now_v7(),
+        1,
+        &poison,
+        EventMeta {
+            actor: t.ann.id,
+            correlation_id: Uuid::now_v7(),
+            causation_id: None,
+            occurred_at: Utc::now(),
+        },
+    );
+    let topics = events::topics::Topics::with_prefix(t.sys.deployment.topic_prefix.clone());
+    let producer = events::kafka::producer(&tests::servers().kafka_brokers).expect("producer");
+    producer
+        .send(
+            EnvelopeRecord::new(&topics, &env).as_future_record(),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .expect("produce");
+
+    // What comes after it is applied and notified.
+    let task = t
+        .ann
+        .task(json!({ "title": "after the poison", "project_id": project, "assignee_ids": [t.bob.id] }))
+        .await;
+    t.bob.wait_for("assigned", task).await;
+    let pool = sqlx::PgPool::connect(&t.sys.deployment.database_url)
+        .await
+        .unwrap();
+    let (count, error): (i64, Option<String>) = eventually("the poison set aside", WAIT, || {
+        let pool = pool.clone();
+        async move {
+            let row: (i64, Option<String>) = sqlx::query_as(
+                "SELECT count(*), max(error) FROM notifier_dead_letters",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            (row.0 > 0).then_some(row)
+        }
+    })
+    .await;
+    assert_eq!(count, 1);
+    assert!(error.unwrap().contains("0x00"), "the database's reason is kept");
+    let metrics = reqwest::get(t.sys.notifier.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        tests::process::metric(&metrics, "notifier_dead_letters_total"),
+        Some(1.0)
+    );
+}
