@@ -200,7 +200,11 @@ impl EventLoop {
         Ok(created)
     }
 
-    async fn dead_letter(&self, msg: &OwnedMessage, error: &sqlx::Error) -> Result<(), sqlx::Error> {
+    async fn dead_letter(
+        &self,
+        msg: &OwnedMessage,
+        error: &sqlx::Error,
+    ) -> Result<(), sqlx::Error> {
         let reason: String = error.to_string().chars().take(1000).collect();
         sqlx::query(
             "INSERT INTO notifier_dead_letters (topic, kafka_partition, kafka_offset, error, payload)

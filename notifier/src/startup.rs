@@ -2,6 +2,8 @@
 //! the topics, joins the consumer group and binds; run consumes, fires the
 //! schedule and serves the API until stopped.
 
+use std::sync::{Arc, Mutex};
+
 use access::TokenVerifier;
 use anyhow::Context;
 use axum::extract::FromRef;
@@ -41,7 +43,40 @@ impl FromRef<AppState> for TokenVerifier {
     }
 }
 
+/// Whether each background loop (consumer, scheduler, dispatchers) still
+/// runs: a loop only ends on shutdown, so one that ended otherwise (a
+/// panic) makes `/readyz` fail, naming it.
+#[derive(Clone, Default)]
+struct Loops(Arc<Mutex<Vec<&'static str>>>);
+
+impl Loops {
+    /// Runs `work` as the loop `name`, noting if it ends.
+    fn spawn<F>(&self, name: &'static str, work: F) -> tokio::task::JoinHandle<()>
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let ended = self.0.clone();
+        tokio::spawn(async move {
+            let outcome = std::panic::AssertUnwindSafe(work).catch_unwind().await;
+            ended.lock().unwrap_or_else(|e| e.into_inner()).push(name);
+            if outcome.is_err() {
+                tracing::error!(task = name, "a background loop panicked");
+            }
+        })
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let ended = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if ended.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("stopped: {}", ended.join(", ")))
+        }
+    }
+}
+
 pub struct Application {
+    loops: Loops,
     listener: TcpListener,
     router: Router,
     http_limits: service::http::Limits,
@@ -81,7 +116,8 @@ impl Application {
             .await
             .context("postgres: cannot read the accounts")?;
         let listener = service::http::bind(config.listen_addr).await?;
-        let readiness = readiness(&pool, &config.kafka.brokers);
+        let loops = Loops::default();
+        let readiness = readiness(&pool, &config.kafka.brokers, &loops);
         let state = AppState {
             pool: pool.clone(),
             verifier,
@@ -112,6 +148,7 @@ impl Application {
             },
         };
         Ok(Application {
+            loops,
             listener,
             router,
             http_limits: config.http,
@@ -134,9 +171,10 @@ impl Application {
     /// finished and committed, and the scheduler round in hand committed,
     /// before this returns.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
-        let consuming = tokio::spawn(self.events.run(shutdown.clone()));
-        let firing = tokio::spawn(self.scheduler.run(shutdown.clone()));
-        let emailing = tokio::spawn(self.email.run(shutdown.clone()));
+        let loops = &self.loops;
+        let consuming = loops.spawn("consumer", self.events.run(shutdown.clone()));
+        let firing = loops.spawn("scheduler", self.scheduler.run(shutdown.clone()));
+        let emailing = loops.spawn("e-mail dispatcher", self.email.run(shutdown.clone()));
         let served = service::http::serve_with(
             self.listener,
             self.router,
@@ -150,8 +188,9 @@ impl Application {
             ("scheduler", firing),
             ("e-mail dispatcher", emailing),
         ] {
-            if let Err(e) = task.await {
-                tracing::error!(error = %e, "the {what} loop panicked");
+            // A panic was logged and noted by `Loops::spawn`.
+            if task.await.is_err() {
+                tracing::error!("the {what} loop was cancelled");
             }
         }
         served
@@ -192,10 +231,15 @@ pub(crate) fn documented_routes(
     (api, doc)
 }
 
-fn readiness(pool: &PgPool, brokers: &str) -> Readiness {
+fn readiness(pool: &PgPool, brokers: &str, loops: &Loops) -> Readiness {
     let pool = pool.clone();
     let brokers = brokers.to_owned();
+    let loops = loops.clone();
     Readiness::new()
+        .check("loops", move || {
+            let alive = loops.check();
+            async move { alive }.boxed()
+        })
         .check("postgres", move || {
             let pool = pool.clone();
             async move { events::store::ping(&pool).await }.boxed()
@@ -229,6 +273,18 @@ struct ApiDoc;
 
 #[cfg(test)]
 mod tests {
+    #[tokio::test]
+    async fn a_loop_that_ended_makes_readiness_fail_naming_it() {
+        let loops = super::Loops::default();
+        loops.spawn("steady", std::future::pending()).abort();
+        assert_eq!(loops.check(), Ok(()));
+        loops
+            .spawn("fragile", async { panic!("boom") })
+            .await
+            .unwrap();
+        assert_eq!(loops.check(), Err("stopped: fragile".to_owned()));
+    }
+
     #[test]
     fn the_document_describes_every_route() {
         let doc = serde_json::to_value(crate::openapi()).unwrap();

@@ -833,18 +833,20 @@ async fn an_event_that_cannot_apply_is_set_aside_and_stalls_no_one() {
     let (count, error): (i64, Option<String>) = eventually("the poison set aside", WAIT, || {
         let pool = pool.clone();
         async move {
-            let row: (i64, Option<String>) = sqlx::query_as(
-                "SELECT count(*), max(error) FROM notifier_dead_letters",
-            )
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+            let row: (i64, Option<String>) =
+                sqlx::query_as("SELECT count(*), max(error) FROM notifier_dead_letters")
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
             (row.0 > 0).then_some(row)
         }
     })
     .await;
     assert_eq!(count, 1);
-    assert!(error.unwrap().contains("0x00"), "the database's reason is kept");
+    assert!(
+        error.unwrap().contains("0x00"),
+        "the database's reason is kept"
+    );
     let metrics = reqwest::get(t.sys.notifier.url("/metrics"))
         .await
         .unwrap()
