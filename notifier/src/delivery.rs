@@ -172,18 +172,22 @@ pub struct Job {
     pub target: Target,
 }
 
-/// A claimed row that must not be sent, and why.
+/// A claimed row that must not be sent now, and why.
 #[derive(Debug, Clone)]
 pub struct Void {
     pub id: Uuid,
     pub attempt: i32,
     pub reason: &'static str,
+    /// Not yet (the row is retried later, like a failed attempt) rather
+    /// than never (`skipped`).
+    pub later: bool,
 }
 
 /// Claims up to `limit` due deliveries of `channel`, at most `per_target`
 /// in flight per endpoint (e-mail counts as one target), leased for
 /// `lease`. Rows whose target no longer wants them (a deactivated user, an
-/// opt-out made since, a disabled endpoint) come back as [`Void`]s.
+/// opt-out made since, a disabled endpoint) or cannot take them yet (a
+/// user whose address the notifier has not read) come back as [`Void`]s.
 pub async fn claim(
     pool: &PgPool,
     channel: Channel,
@@ -260,10 +264,20 @@ pub async fn claim(
             id,
             attempt,
             reason,
+            later: false,
         };
         let target = match channel {
             Channel::Email => {
                 let address: Option<String> = row.try_get("email")?;
+                if address.is_none() {
+                    // The user's events are on another topic than the
+                    // cause's, and may not have been read yet.
+                    voids.push(Void {
+                        later: true,
+                        ..void("the user's address is not known yet")
+                    });
+                    continue;
+                }
                 if !row.try_get::<bool, _>("active")? {
                     voids.push(void("the user is not active"));
                     continue;
@@ -398,21 +412,37 @@ fn bounded(reason: &str) -> String {
     format!("{}…", &reason[..end])
 }
 
-/// Marks a claimed row `skipped`.
-pub async fn skip(pool: &PgPool, void: &Void) -> Result<Recorded, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE notifier_deliveries SET state = 'skipped', last_error = $3
-          WHERE id = $1 AND attempts = $2 AND state = 'sending'",
+/// Marks a claimed row `skipped`, or, for a [`Void::later`], `pending`
+/// again after the backoff (`failed` once the retry window is over).
+pub async fn set_aside(
+    pool: &PgPool,
+    void: &Void,
+    policy: &RetryPolicy,
+) -> Result<Recorded, sqlx::Error> {
+    let state: Option<String> = sqlx::query_scalar(
+        "UPDATE notifier_deliveries
+            SET state = CASE WHEN NOT $4 THEN 'skipped'
+                             WHEN now() - first_attempt_at >= make_interval(secs => $5) THEN 'failed'
+                             ELSE 'pending' END,
+                last_error = $3,
+                next_attempt_at = CASE WHEN $4 THEN now() + make_interval(secs => $6)
+                                       ELSE now() END
+          WHERE id = $1 AND attempts = $2 AND state = 'sending'
+         RETURNING state",
     )
     .bind(void.id)
     .bind(void.attempt)
     .bind(void.reason)
-    .execute(pool)
+    .bind(void.later)
+    .bind(policy.window.as_secs_f64())
+    .bind(policy.delay(void.attempt).as_secs_f64())
+    .fetch_optional(pool)
     .await?;
-    Ok(if done.rows_affected() == 1 {
-        Recorded::Skipped
-    } else {
-        Recorded::Stale
+    Ok(match state.as_deref() {
+        Some("skipped") => Recorded::Skipped,
+        Some("failed") => Recorded::Failed,
+        Some(_) => Recorded::Retry,
+        None => Recorded::Stale,
     })
 }
 
@@ -551,7 +581,7 @@ impl<S: Sender> Dispatcher<S> {
                     Ok((jobs, voids)) => {
                         busy = jobs.len() + voids.len() >= free;
                         for void in voids {
-                            match skip(&self.pool, &void).await {
+                            match set_aside(&self.pool, &void, &settings.retry).await {
                                 Ok(r) => count(channel, r),
                                 Err(e) => tracing::warn!(channel, error = %e,
                                     delivery = %void.id, "cannot record a skipped delivery"),
