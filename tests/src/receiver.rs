@@ -255,10 +255,40 @@ mod tests {
         let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
         mac.update(b"msg_1.1700000000.{}");
         let good = STANDARD.encode(mac.finalize().into_bytes());
-        assert!(verify(key, "msg_1", "1700000000", b"{}", &format!("v1,{good}")));
-        assert!(verify(key, "msg_1", "1700000000", b"{}", &format!("v1,bad v1,{good}")));
-        assert!(!verify(key, "msg_1", "1700000001", b"{}", &format!("v1,{good}")));
-        assert!(!verify(key, "msg_1", "1700000000", b"{ }", &format!("v1,{good}")));
-        assert!(!verify(key, "msg_1", "1700000000", b"{}", &format!("v2,{good}")));
+        assert!(verify(
+            key,
+            "msg_1",
+            "1700000000",
+            b"{}",
+            &format!("v1,{good}")
+        ));
+        assert!(verify(
+            key,
+            "msg_1",
+            "1700000000",
+            b"{}",
+            &format!("v1,bad v1,{good}")
+        ));
+        assert!(!verify(
+            key,
+            "msg_1",
+            "1700000001",
+            b"{}",
+            &format!("v1,{good}")
+        ));
+        assert!(!verify(
+            key,
+            "msg_1",
+            "1700000000",
+            b"{ }",
+            &format!("v1,{good}")
+        ));
+        assert!(!verify(
+            key,
+            "msg_1",
+            "1700000000",
+            b"{}",
+            &format!("v2,{good}")
+        ));
     }
 }

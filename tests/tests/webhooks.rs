@@ -60,8 +60,10 @@ async fn delivery_until(
     .await
 }
 
-async fn assign(by: &Person, to: &Person, title: &str) -> Uuid {
-    by.task(json!({ "title": title, "assignee_ids": [to.id] }))
+/// ann assigns bob a task in her project (bob and cat are members).
+async fn assign(t: &Team, project: Uuid, title: &str) -> Uuid {
+    t.ann
+        .task(json!({ "title": title, "project_id": project, "assignee_ids": [t.bob.id] }))
         .await
 }
 
@@ -90,6 +92,7 @@ async fn stop_notifier(sys: &mut System) {
 #[tokio::test]
 async fn an_assignment_reaches_the_users_endpoint_signed_and_shows_delivered() {
     let t = Team::start().await;
+    let project = t.project().await;
     let receiver = Receiver::start().await;
     let created = create(
         &t.bob,
@@ -106,10 +109,13 @@ async fn an_assignment_reaches_the_users_endpoint_signed_and_shows_delivered() {
         .request(Method::GET, &format!("/webhooks/{hook}"))
         .await
         .expect(StatusCode::OK, "GET /webhooks/{id}");
-    assert!(shown.get("secret").is_none(), "the secret is shown once: {shown}");
+    assert!(
+        shown.get("secret").is_none(),
+        "the secret is shown once: {shown}"
+    );
     assert_eq!(shown["events"], json!(["assigned"]));
 
-    let task = assign(&t.ann, &t.bob, "ship the hooks").await;
+    let task = assign(&t, project, "ship the hooks").await;
     let got = receiver.wait_for(1, WAIT).await;
     assert_all_verified(&got);
     let r = &got[0];
@@ -154,12 +160,13 @@ async fn an_assignment_reaches_the_users_endpoint_signed_and_shows_delivered() {
 #[tokio::test]
 async fn a_receiver_answering_500_then_200_gets_the_same_webhook_id_and_bytes_twice() {
     let t = Team::start().await;
+    let project = t.project().await;
     let receiver = Receiver::start().await;
     receiver.script(&[Reply::Status(500)]);
     receiver.otherwise(Reply::Status(200));
     let hook = endpoint(&t.bob, &receiver, &["assigned"]).await;
 
-    assign(&t.ann, &t.bob, "flaky receiver").await;
+    assign(&t, project, "flaky receiver").await;
     let got = receiver.wait_for(2, WAIT).await;
     assert_all_verified(&got);
     assert_eq!(got[0].id, got[1].id, "a retry reuses its webhook-id");
@@ -182,11 +189,12 @@ async fn an_endpoint_failing_past_the_retry_window_is_disabled_and_its_owner_tol
     })
     .await;
     let t = Team::of(sys).await;
+    let project = t.project().await;
     let receiver = Receiver::start().await;
     receiver.otherwise(Reply::Status(500));
     let hook = endpoint(&t.bob, &receiver, &["assigned"]).await;
 
-    assign(&t.ann, &t.bob, "never accepted").await;
+    assign(&t, project, "never accepted").await;
     let d = delivery_until(&t.bob, &hook, "the delivery to fail", |d| {
         d["state"] == "failed"
     })
@@ -228,7 +236,7 @@ async fn an_endpoint_failing_past_the_retry_window_is_disabled_and_its_owner_tol
 
     // Disabled: a new notification is not sent to it.
     let before = receiver.received().len();
-    let task = assign(&t.ann, &t.bob, "while disabled").await;
+    let task = assign(&t, project, "while disabled").await;
     t.bob.wait_for("assigned", task).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(receiver.received().len(), before);
@@ -245,7 +253,7 @@ async fn an_endpoint_failing_past_the_retry_window_is_disabled_and_its_owner_tol
     assert_eq!(enabled["disabled_at"], Value::Null);
     assert_eq!(enabled["disabled_reason"], Value::Null);
     receiver.otherwise(Reply::Status(204));
-    assign(&t.ann, &t.bob, "after enabling").await;
+    assign(&t, project, "after enabling").await;
     receiver.wait_for(before + 1, WAIT).await;
     let notices = t
         .bob
@@ -265,6 +273,7 @@ async fn a_hanging_endpoint_does_not_delay_another_endpoint() {
     })
     .await;
     let t = Team::of(sys).await;
+    let project = t.project().await;
     let hanging = Receiver::start().await;
     hanging.otherwise(Reply::Hang);
     let fast = Receiver::start().await;
@@ -274,7 +283,7 @@ async fn a_hanging_endpoint_does_not_delay_another_endpoint() {
     // More notifications than the hanging endpoint has slots (4).
     let started = std::time::Instant::now();
     for i in 0..6 {
-        assign(&t.ann, &t.bob, &format!("task {i}")).await;
+        assign(&t, project, &format!("task {i}")).await;
     }
     let got = fast.wait_for(6, Duration::from_secs(10)).await;
     assert!(
@@ -305,6 +314,7 @@ async fn private_addresses_are_refused_at_creation_and_when_a_name_resolves_to_o
     })
     .await;
     let t = Team::of(sys).await;
+    let project = t.project().await;
     let receiver = Receiver::start().await;
     for url in [
         format!("http://127.0.0.1:{}/hook", receiver.port),
@@ -345,7 +355,7 @@ async fn private_addresses_are_refused_at_creation_and_when_a_name_resolves_to_o
         .await
         .expect("point the endpoint at a loopback name");
 
-    assign(&t.ann, &t.bob, "to a loopback name").await;
+    assign(&t, project, "to a loopback name").await;
     let d = delivery_until(&t.bob, &hook, "the refused attempt", |d| {
         d["attempts"].as_i64() >= Some(1) && d["last_error"].is_string()
     })
@@ -358,7 +368,10 @@ async fn private_addresses_are_refused_at_creation_and_when_a_name_resolves_to_o
     assert!(reason.contains("non-public"), "{reason}");
     assert_ne!(d["state"], "delivered");
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(receiver.received().is_empty(), "nothing reached the receiver");
+    assert!(
+        receiver.received().is_empty(),
+        "nothing reached the receiver"
+    );
 }
 
 #[tokio::test]
@@ -449,7 +462,9 @@ async fn endpoints_are_their_owners_and_project_endpoints_their_admins() {
     // It receives the project's notifications: bob assigned a task there.
     let task = t
         .ann
-        .task(json!({ "title": "in the project", "project_id": project, "assignee_ids": [t.bob.id] }))
+        .task(
+            json!({ "title": "in the project", "project_id": project, "assignee_ids": [t.bob.id] }),
+        )
         .await;
     let got = project_receiver.wait_for(1, WAIT).await;
     assert_all_verified(&got);
@@ -486,7 +501,11 @@ async fn endpoints_are_their_owners_and_project_endpoints_their_admins() {
         .notifier
         .request(Method::DELETE, &format!("/webhooks/{project_hook}"))
         .await;
-    assert_eq!(deleted.status, StatusCode::NO_CONTENT, "an admin deletes it: {deleted:?}");
+    assert_eq!(
+        deleted.status,
+        StatusCode::NO_CONTENT,
+        "an admin deletes it: {deleted:?}"
+    );
     t.ann
         .notifier
         .request(Method::GET, &format!("/webhooks/{project_hook}"))
@@ -498,13 +517,34 @@ async fn endpoints_are_their_owners_and_project_endpoints_their_admins() {
 async fn bad_webhook_requests_are_problems_naming_the_field() {
     let t = Team::start().await;
     for (body, pointer) in [
-        (json!({ "url": "ftp://example.com/", "events": ["assigned"] }), "/url"),
-        (json!({ "url": "https://u:p@example.com/", "events": ["assigned"] }), "/url"),
-        (json!({ "url": "https://example.com/#x", "events": ["assigned"] }), "/url"),
-        (json!({ "url": "https://example.com/", "events": [] }), "/events"),
-        (json!({ "url": "https://example.com/", "events": ["assigned", "assigned"] }), "/events/1"),
-        (json!({ "url": "https://example.com/", "events": ["assigned"], "secret": "whsec_c2hvcnQ=" }), "/secret"),
-        (json!({ "url": "https://example.com/", "events": ["assigned"], "secret": "plain" }), "/secret"),
+        (
+            json!({ "url": "ftp://example.com/", "events": ["assigned"] }),
+            "/url",
+        ),
+        (
+            json!({ "url": "https://u:p@example.com/", "events": ["assigned"] }),
+            "/url",
+        ),
+        (
+            json!({ "url": "https://example.com/#x", "events": ["assigned"] }),
+            "/url",
+        ),
+        (
+            json!({ "url": "https://example.com/", "events": [] }),
+            "/events",
+        ),
+        (
+            json!({ "url": "https://example.com/", "events": ["assigned", "assigned"] }),
+            "/events/1",
+        ),
+        (
+            json!({ "url": "https://example.com/", "events": ["assigned"], "secret": "whsec_c2hvcnQ=" }),
+            "/secret",
+        ),
+        (
+            json!({ "url": "https://example.com/", "events": ["assigned"], "secret": "plain" }),
+            "/secret",
+        ),
     ] {
         let problem = t
             .bob
@@ -555,7 +595,10 @@ async fn bad_webhook_requests_are_problems_naming_the_field() {
         .json(&json!({ "url": "https://example.com/", "events": ["overdue"] }))
         .await
         .expect_problem(StatusCode::UNPROCESSABLE_ENTITY, "the 26th");
-    assert!(problem["detail"].as_str().unwrap().contains("25"), "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("25"),
+        "{problem}"
+    );
     let r = t
         .bob
         .notifier
@@ -574,12 +617,13 @@ async fn a_notifier_killed_between_sending_and_recording_ends_with_one_delivery(
     config.webhooks.timeout = Duration::from_secs(5);
     let mut notifier = sys.deployment.spawn_notifier_process_with(config).await;
     let t = Team::with_notifier_at(sys, &notifier.url("")).await;
+    let project = t.project().await;
     let receiver = Receiver::start().await;
     receiver.script(&[Reply::Held(200)]);
     receiver.otherwise(Reply::Status(200));
     let hook = endpoint(&t.bob, &receiver, &["assigned"]).await;
 
-    assign(&t.ann, &t.bob, "sent, unheard").await;
+    assign(&t, project, "sent, unheard").await;
     // The receiver has the request; the notifier waits for the answer.
     let first = receiver.wait_for(1, WAIT).await;
     notifier.kill9();
@@ -611,6 +655,7 @@ async fn a_notifier_killed_between_scheduling_and_sending_delivers_once_after_re
         .notifier_config(&sys.auth.url("/.well-known/jwks.json"));
     let mut notifier = sys.deployment.spawn_notifier_process_with(config).await;
     let t = Team::with_notifier_at(sys, &notifier.url("")).await;
+    let project = t.project().await;
     // Nothing listens there yet: every attempt is refused.
     let port = tests::process::free_port();
     let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -623,7 +668,7 @@ async fn a_notifier_killed_between_scheduling_and_sending_delivers_once_after_re
         .unwrap()
         .to_owned();
 
-    assign(&t.ann, &t.bob, "pending while down").await;
+    assign(&t, project, "pending while down").await;
     let d = delivery_until(&t.bob, &hook, "a refused attempt", |d| {
         d["state"] == "pending" && d["attempts"].as_i64() >= Some(1)
     })
