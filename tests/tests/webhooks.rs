@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use tests::notify::{Person, Team, WAIT};
+use tests::notify::{instant, Person, Team, WAIT};
 use tests::receiver::{Receiver, Reply};
 use tests::{eventually, System};
 use uuid::Uuid;
@@ -305,6 +305,45 @@ async fn a_hanging_endpoint_does_not_delay_another_endpoint() {
         .filter(|d| d["state"] == "delivered")
         .count();
     assert!(delivered >= 5, "{delivered} of 6 recorded as delivered");
+
+    // The deliveries page by keyset, newest first, each once.
+    let first = t
+        .bob
+        .notifier
+        .request(
+            Method::GET,
+            &format!("/webhooks/{fast_hook}/deliveries?limit=4"),
+        )
+        .await
+        .expect(StatusCode::OK, "the first page");
+    let cursor = first["next_cursor"].as_str().expect("a next page");
+    let second = t
+        .bob
+        .notifier
+        .request(
+            Method::GET,
+            &format!("/webhooks/{fast_hook}/deliveries?limit=4&cursor={cursor}"),
+        )
+        .await
+        .expect(StatusCode::OK, "the second page");
+    assert_eq!(second["next_cursor"], Value::Null);
+    let paged: Vec<Value> = first["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(second["items"].as_array().unwrap())
+        .cloned()
+        .collect();
+    let paged_ids: BTreeSet<String> = paged
+        .iter()
+        .map(|d| d["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(paged_ids, ids(&got), "every delivery once, by webhook-id");
+    let created: Vec<_> = paged.iter().map(|d| instant(&d["created_at"])).collect();
+    assert!(
+        created.windows(2).all(|w| w[0] >= w[1]),
+        "newest first: {created:?}"
+    );
 }
 
 #[tokio::test]

@@ -16,7 +16,8 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 /// Whether `ip` is an address on the public internet: not loopback,
 /// private, link-local, CGNAT, unspecified, broadcast, multicast,
 /// documentation, benchmarking, reserved, IETF protocol assignments, or a
-/// v6 form (mapped, compatible, NAT64, 6to4) embedding one of those.
+/// v6 form (mapped, compatible, translated, NAT64, 6to4) embedding one of
+/// those.
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => is_public_v4(v4),
@@ -51,6 +52,10 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
     // IPv4-compatible (::a.b.c.d, deprecated), ::, ::1: nothing public.
     if s[..6] == [0; 6] {
         return false;
+    }
+    // IPv4-translated (::ffff:0:a.b.c.d, SIIT): the v4 address decides.
+    if s[..6] == [0, 0, 0, 0, 0xffff, 0] {
+        return is_public_v4(embedded_v4(s[6], s[7]));
     }
     // NAT64 (64:ff9b::/96): the embedded v4 address decides.
     if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
@@ -198,6 +203,8 @@ mod tests {
             "::ffff:10.1.2.3",
             "::ffff:169.254.169.254",
             "::ffff:0.0.0.0",
+            "::ffff:0:127.0.0.1",
+            "::ffff:0:a00:1",
             "64:ff9b::127.0.0.1",
             "64:ff9b::a00:1",
             "64:ff9b::c0a8:101",
@@ -226,6 +233,7 @@ mod tests {
             "2606:4700:4700::1111",
             "2a00:1450:4001::200e",
             "::ffff:8.8.8.8",
+            "::ffff:0:8.8.8.8",
             "64:ff9b::808:808",
             "2002:808:808::1",
             "2001:4860:4860::8888",
