@@ -310,6 +310,82 @@ mod tests {
         .unwrap()
     }
 
+    fn job(url: String) -> Job {
+        Job {
+            id: Uuid::from_u128(5),
+            attempt: 1,
+            notification: notification(),
+            target: Target::Webhook {
+                endpoint: Uuid::from_u128(6),
+                url,
+                secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+            },
+        }
+    }
+
+    /// A local endpoint: `/moved` redirects to `/ok`, `/ok` is a 200,
+    /// `/big` a 500 with a megabyte of body.
+    async fn endpoint() -> String {
+        use axum::routing::post;
+        let app = axum::Router::new()
+            .route(
+                "/moved",
+                post(|| async {
+                    (
+                        axum::http::StatusCode::TEMPORARY_REDIRECT,
+                        [("location", "/ok")],
+                    )
+                }),
+            )
+            .route("/ok", post(|| async { "fine" }))
+            .route(
+                "/big",
+                post(|| async {
+                    (
+                        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                        "x".repeat(1 << 20),
+                    )
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_not_followed_and_a_long_answer_is_cut_short() {
+        let base = endpoint().await;
+        let s = sender(true);
+        assert_eq!(
+            s.send(&job(format!("{base}/ok"))).await,
+            Outcome::Delivered { status: Some(200) }
+        );
+        match s.send(&job(format!("{base}/moved"))).await {
+            Outcome::Failed {
+                status: Some(307),
+                permanent: false,
+                ..
+            } => {}
+            other => panic!("a redirect: {other:?}"),
+        }
+        match s.send(&job(format!("{base}/big"))).await {
+            Outcome::Failed {
+                status: Some(500),
+                reason,
+                ..
+            } => assert!(reason.len() < 300, "{} bytes", reason.len()),
+            other => panic!("a 500: {other:?}"),
+        }
+        // Refused by the guard before any connection.
+        match sender(false).send(&job(format!("{base}/ok"))).await {
+            Outcome::Failed { reason, .. } => {
+                assert!(reason.contains("127.0.0.1"), "{reason}")
+            }
+            other => panic!("loopback: {other:?}"),
+        }
+    }
+
     #[test]
     fn literal_non_public_hosts_are_refused_before_sending() {
         let s = sender(false);
