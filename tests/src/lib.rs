@@ -11,6 +11,7 @@ pub mod mongod;
 pub mod notify;
 pub mod project_commands;
 pub mod project_queries;
+pub mod receiver;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -291,6 +291,15 @@ async fn every_documented_example_answers_its_documented_status() {
         )
         .await;
 
+    // One of the user's own webhook endpoints (the page creates others).
+    let webhook = query_client
+        .api()
+        .request(reqwest::Method::POST, "/webhooks")
+        .json(&json!({ "url": "https://hooks.example.com/examples", "events": ["assigned"] }))
+        .await
+        .expect(reqwest::StatusCode::CREATED, "create a webhook");
+    let webhook = id_of(&webhook).to_string();
+
     let vars = [
         ("API", api.clone()),
         ("EMAIL", email),
@@ -306,6 +315,7 @@ async fn every_documented_example_answers_its_documented_status() {
         ("MEMBER_EMAIL", member_email),
         ("MEMBER_ID", member_id),
         ("NOTIFICATION", notification),
+        ("WEBHOOK", webhook),
     ];
     let mut failures = Vec::new();
     for example in &examples {
