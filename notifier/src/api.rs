@@ -76,7 +76,7 @@ pub struct NotificationResource {
     pub created_at: DateTime<Utc>,
     pub read_at: Option<DateTime<Utc>>,
     /// How it left the notifier: its e-mail, and its deliveries to the
-    /// caller's own webhook endpoints.
+    /// webhook endpoints the caller manages.
     pub deliveries: Vec<DeliveryResource>,
 }
 

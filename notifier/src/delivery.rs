@@ -100,12 +100,17 @@ pub async fn enqueue(conn: &mut PgConnection, n: &NewNotification) -> Result<(),
     if !WEBHOOK_KINDS.contains(&n.kind) {
         return Ok(());
     }
+    // A project's endpoint only while whoever created it still manages the
+    // project: someone demoted or gone no longer hears its members' news.
     let endpoints: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT id FROM notifier_webhooks
-          WHERE enabled AND $1 = ANY(events)
-            AND ((project_id IS NULL AND owner_id = $2)
-                 OR (project_id IS NOT NULL AND project_id = $3))
-          ORDER BY id",
+        "SELECT w.id FROM notifier_webhooks w
+          WHERE w.enabled AND $1 = ANY(w.events)
+            AND ((w.project_id IS NULL AND w.owner_id = $2)
+                 OR (w.project_id IS NOT NULL AND w.project_id = $3
+                     AND EXISTS (SELECT 1 FROM project_members m
+                                  WHERE m.project_id = w.project_id AND m.user_id = w.owner_id
+                                    AND m.role IN ('owner', 'admin'))))
+          ORDER BY w.id",
     )
     .bind(n.kind)
     .bind(n.user_id)
@@ -195,25 +200,42 @@ pub async fn claim(
     per_target: i64,
     lease: Duration,
 ) -> Result<(Vec<Job>, Vec<Void>), sqlx::Error> {
-    // Two notifiers may pick the same candidate; the UPDATE re-checks each
-    // row under its lock, so only one of them claims it.
+    // Endpoints already at their cap are left out before the candidates
+    // are cut to a window, so one endpoint's backlog cannot fill it; an
+    // endpoint with a delivery waiting for a retry (it failed last) gets
+    // one slot, so dead endpoints hold few. Candidates are locked
+    // `SKIP LOCKED`, so two notifiers claiming at once take different rows.
     let claimed: Vec<(Uuid, i32)> = sqlx::query_as(
         "WITH in_flight AS (
              SELECT webhook_id, count(*) AS n FROM notifier_deliveries
               WHERE channel = $1 AND state = 'sending' AND next_attempt_at > now()
               GROUP BY webhook_id),
+         failing AS (
+             SELECT DISTINCT webhook_id FROM notifier_deliveries
+              WHERE channel = $1 AND state = 'pending' AND attempts > 0
+                AND webhook_id IS NOT NULL),
+         caps AS (
+             SELECT f.webhook_id,
+                    CASE WHEN x.webhook_id IS NULL THEN $3 ELSE 1 END - f.n AS room
+               FROM in_flight f LEFT JOIN failing x ON x.webhook_id = f.webhook_id),
          due AS (
-             SELECT id, webhook_id, next_attempt_at FROM notifier_deliveries
-              WHERE channel = $1 AND state IN ('pending', 'sending') AND next_attempt_at <= now()
-              ORDER BY next_attempt_at LIMIT $2 * 8),
+             SELECT d.id, d.webhook_id, d.next_attempt_at FROM notifier_deliveries d
+              WHERE d.channel = $1 AND d.state IN ('pending', 'sending')
+                AND d.next_attempt_at <= now()
+                AND NOT EXISTS (SELECT 1 FROM caps c
+                                 WHERE c.webhook_id IS NOT DISTINCT FROM d.webhook_id
+                                   AND c.room <= 0)
+              ORDER BY d.next_attempt_at LIMIT $2 * 8
+              FOR UPDATE OF d SKIP LOCKED),
          ranked AS (
              SELECT id, webhook_id, next_attempt_at,
                     row_number() OVER (PARTITION BY webhook_id ORDER BY next_attempt_at, id) AS rn
                FROM due),
          picked AS (
              SELECT r.id FROM ranked r
-               LEFT JOIN in_flight f ON f.webhook_id IS NOT DISTINCT FROM r.webhook_id
-              WHERE r.rn <= $3 - COALESCE(f.n, 0)
+               LEFT JOIN caps c ON c.webhook_id IS NOT DISTINCT FROM r.webhook_id
+               LEFT JOIN failing x ON x.webhook_id = r.webhook_id
+              WHERE r.rn <= COALESCE(c.room, CASE WHEN x.webhook_id IS NULL THEN $3 ELSE 1 END)
               ORDER BY r.next_attempt_at LIMIT $2)
          UPDATE notifier_deliveries d
             SET state = 'sending', attempts = d.attempts + 1,
@@ -221,8 +243,7 @@ pub async fn claim(
                 first_attempt_at = COALESCE(d.first_attempt_at, now()),
                 last_attempt_at = now()
            FROM picked
-          WHERE d.id = picked.id AND d.state IN ('pending', 'sending')
-            AND d.next_attempt_at <= now()
+          WHERE d.id = picked.id
          RETURNING d.id, d.attempts",
     )
     .bind(channel.as_str())
@@ -239,9 +260,15 @@ pub async fn claim(
         "SELECT d.id, n.id AS notification_id, n.user_id, n.kind, n.task_id, n.project_id,
                 n.title, n.body, n.data, n.late, n.created_at,
                 u.email, u.display_name, COALESCE(u.active, FALSE) AS active,
+                u.active AS active_user,
                 EXISTS (SELECT 1 FROM notifier_settings s
                          WHERE s.user_id = n.user_id AND n.kind = ANY(s.email_opt_out)) AS opted_out,
-                w.id AS endpoint, w.url, w.secret, COALESCE(w.enabled, FALSE) AS enabled
+                w.id AS endpoint, w.url, w.secret, COALESCE(w.enabled, FALSE) AS enabled,
+                COALESCE(n.kind = ANY(w.events), FALSE) AS subscribed,
+                (w.project_id IS NULL OR EXISTS (
+                     SELECT 1 FROM project_members m
+                      WHERE m.project_id = w.project_id AND m.user_id = w.owner_id
+                        AND m.role IN ('owner', 'admin'))) AS managed
            FROM notifier_deliveries d
            JOIN notifier_notifications n ON n.id = d.notification_id
            LEFT JOIN notifier_users u ON u.user_id = n.user_id
@@ -298,8 +325,19 @@ pub async fn claim(
                 }
             }
             Channel::Webhook => {
-                if !row.try_get::<bool, _>("enabled")? {
-                    voids.push(void("the endpoint is disabled"));
+                let reason = if !row.try_get::<bool, _>("enabled")? {
+                    Some("the endpoint is disabled")
+                } else if !row.try_get::<bool, _>("subscribed")? {
+                    Some("the endpoint no longer subscribes to this kind")
+                } else if !row.try_get::<Option<bool>, _>("managed")?.unwrap_or(false) {
+                    Some("the endpoint's owner no longer manages its project")
+                } else if matches!(row.try_get::<Option<bool>, _>("active_user")?, Some(false)) {
+                    Some("the user is not active")
+                } else {
+                    None
+                };
+                if let Some(reason) = reason {
+                    voids.push(void(reason));
                     continue;
                 }
                 Target::Webhook {

@@ -94,8 +94,11 @@ impl Application {
     /// needed, joins the consumer group, binds the port. `verifier`
     /// overrides the JWKS fetch (tests).
     pub async fn build(config: Config, verifier: Option<TokenVerifier>) -> anyhow::Result<Self> {
-        let pool =
-            events::store::connect_and_migrate(config.postgres.url.expose_secret(), 10).await?;
+        let pool = events::store::connect_and_migrate(
+            config.postgres.url.expose_secret(),
+            pool_size(&config),
+        )
+        .await?;
         let topics = Topics::with_prefix(config.kafka.topic_prefix.clone());
         kafka::ensure_topics(&config.kafka.brokers, &topics)
             .await
@@ -220,6 +223,14 @@ impl Application {
         }
         served
     }
+}
+
+/// Connections for the consumer, the scheduler and the API (10), plus one
+/// per delivery that may be recording its outcome at once, so that no
+/// outcome waits for a connection past its lease; at most 100.
+fn pool_size(config: &Config) -> u32 {
+    let deliveries = config.email.concurrency + config.webhooks.concurrency;
+    u32::try_from(10 + deliveries).unwrap_or(u32::MAX).min(100)
 }
 
 /// A claim's lease for a channel whose one attempt takes at most

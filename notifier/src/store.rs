@@ -528,24 +528,25 @@ pub struct DeliveryRow {
 }
 
 /// The deliveries of `user`'s notifications `ids` that `user` may see: the
-/// e-mails, and the webhook deliveries to endpoints they created.
+/// e-mails, and the webhook deliveries to endpoints they may manage.
 pub async fn deliveries_of(
     pool: &PgPool,
     user: Uuid,
     ids: &[Uuid],
 ) -> Result<Vec<DeliveryRow>, sqlx::Error> {
-    sqlx::query_as(
+    let visible = crate::webhooks::VISIBLE;
+    sqlx::query_as(&format!(
         "SELECT d.notification_id, d.channel, d.webhook_id, d.state, d.attempts,
                 d.last_status, d.last_error, d.next_attempt_at, d.delivered_at
            FROM notifier_deliveries d
-           JOIN notifier_notifications n ON n.id = d.notification_id AND n.user_id = $1
+           JOIN notifier_notifications n ON n.id = d.notification_id AND n.user_id = $2
            LEFT JOIN notifier_webhooks w ON w.id = d.webhook_id
-          WHERE d.notification_id = ANY($2)
-            AND (d.channel = 'email' OR w.owner_id = $1)
-          ORDER BY d.channel, d.webhook_id",
-    )
-    .bind(user)
+          WHERE d.notification_id = ANY($1)
+            AND (d.channel = 'email' OR {visible})
+          ORDER BY d.channel, d.webhook_id"
+    ))
     .bind(ids)
+    .bind(user)
     .fetch_all(pool)
     .await
 }

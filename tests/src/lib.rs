@@ -391,6 +391,16 @@ impl System {
         }
     }
 
+    /// Stops the in-process notifier (it must stop cleanly), so that
+    /// another can take its place.
+    pub async fn stop_notifier(&mut self) {
+        self.notifier.stop.cancel();
+        (&mut self.notifier.handle)
+            .await
+            .expect("notifier task")
+            .expect("notifier stops cleanly");
+    }
+
     /// Every service in-process, the notifier's configuration changed by
     /// `tweak` first.
     pub async fn start_with_notifier(tweak: impl FnOnce(&mut notifier::Config)) -> Self {

@@ -48,6 +48,12 @@ pub async fn disable(
     .bind(endpoint)
     .execute(&mut *conn)
     .await?;
+    // The notice (which is also e-mailed) names the endpoint by its host:
+    // its full URL may hold a token.
+    let host = reqwest::Url::parse(&url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_default();
     let notice = NewNotification {
         id: derived_id(&format!("webhook-disabled/{endpoint}/{count}")),
         user_id: owner,
@@ -56,10 +62,10 @@ pub async fn disable(
         project_id: project,
         title: "A webhook was disabled".to_owned(),
         body: format!(
-            "Deliveries to {url} kept failing, so the endpoint was disabled. \
+            "Deliveries to your endpoint at {host} kept failing, so it was disabled. \
              Fix it, then enable it again with PATCH /webhooks/{endpoint}."
         ),
-        data: serde_json::json!({ "webhook_id": endpoint, "url": url, "reason": reason }),
+        data: serde_json::json!({ "webhook_id": endpoint, "host": host, "reason": reason }),
         late: false,
     };
     store::insert_notification(conn, &notice).await?;
@@ -72,7 +78,7 @@ pub async fn disable(
 
 /// Who may see and manage endpoint `w` (the caller is `$2`): its owner, for
 /// a user's own; the project's owners and admins, for a project's.
-const VISIBLE: &str = "((w.project_id IS NULL AND w.owner_id = $2)
+pub(crate) const VISIBLE: &str = "((w.project_id IS NULL AND w.owner_id = $2)
      OR (w.project_id IS NOT NULL AND EXISTS (
          SELECT 1 FROM project_members m
           WHERE m.project_id = w.project_id AND m.user_id = $2
@@ -181,10 +187,12 @@ pub async fn get(pool: &PgPool, user: Uuid, id: Uuid) -> Result<Option<WebhookRo
 
 /// Every endpoint `user` may see, oldest first.
 pub async fn list(pool: &PgPool, user: Uuid) -> Result<Vec<WebhookRow>, sqlx::Error> {
-    let visible = VISIBLE.replace("$2", "$1");
+    // `$1` is unused: the caller is `$2`, as in every query using VISIBLE.
     sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM notifier_webhooks w WHERE {visible} ORDER BY w.created_at, w.id"
+        "SELECT {COLUMNS} FROM notifier_webhooks w
+          WHERE $1::uuid IS NOT NULL AND {VISIBLE} ORDER BY w.created_at, w.id"
     ))
+    .bind(user)
     .bind(user)
     .fetch_all(pool)
     .await

@@ -126,6 +126,10 @@ impl Sender for WebhookSender {
                 } else {
                     "request failed"
                 };
+                // Without the URL: a hook's URL is often a credential
+                // (a token in its path or query), and this reason is logged
+                // and stored.
+                let e = e.without_url();
                 return failed(None, format!("{what}: {}", chain(&e)), false);
             }
         };
