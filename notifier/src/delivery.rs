@@ -73,65 +73,78 @@ pub fn webhook_delivery_id(notification: Uuid, endpoint: Uuid) -> Uuid {
     derived_id(&format!("delivery/webhook/{notification}/{endpoint}"))
 }
 
-/// Writes the deliveries of notification `n`, just inserted: the e-mail
-/// (`skipped` when the user opted out of its kind), and one per enabled
-/// webhook endpoint subscribed to its kind: the user's own, and their
-/// project's.
-pub async fn enqueue(conn: &mut PgConnection, n: &NewNotification) -> Result<(), sqlx::Error> {
-    let opted_out: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM notifier_settings
-                         WHERE user_id = $1 AND $2 = ANY(email_opt_out))",
-    )
-    .bind(n.user_id)
-    .bind(n.kind)
-    .fetch_one(&mut *conn)
-    .await?;
+/// Writes the deliveries of the notifications `new`, just inserted: each
+/// one's e-mail (`skipped` when its user opted out of its kind), and one
+/// per enabled webhook endpoint subscribed to its kind: its user's own, and
+/// their project's while whoever created that endpoint still manages the
+/// project (someone demoted or gone no longer hears its members' news).
+/// Set-based: a scheduler round of hundreds costs three statements.
+pub async fn enqueue(conn: &mut PgConnection, new: &[&NewNotification]) -> Result<(), sqlx::Error> {
+    if new.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = new.iter().map(|n| n.id).collect();
+    let users: Vec<Uuid> = new.iter().map(|n| n.user_id).collect();
+    let kinds: Vec<&str> = new.iter().map(|n| n.kind).collect();
+    let email_ids: Vec<Uuid> = ids.iter().map(|id| email_delivery_id(*id)).collect();
     sqlx::query(
         "INSERT INTO notifier_deliveries (id, notification_id, channel, state, last_error)
-         VALUES ($1, $2, 'email', $3, $4)
+         SELECT x.did, x.nid, 'email',
+                CASE WHEN o.opted THEN 'skipped' ELSE 'pending' END,
+                CASE WHEN o.opted THEN 'opted out of this kind of e-mail' END
+           FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[]) AS x(did, nid, uid, kind)
+           CROSS JOIN LATERAL (
+               SELECT EXISTS (SELECT 1 FROM notifier_settings s
+                               WHERE s.user_id = x.uid AND x.kind = ANY(s.email_opt_out)) AS opted) o
          ON CONFLICT (id) DO NOTHING",
     )
-    .bind(email_delivery_id(n.id))
-    .bind(n.id)
-    .bind(if opted_out { "skipped" } else { "pending" })
-    .bind(opted_out.then_some("opted out of this kind of e-mail"))
+    .bind(&email_ids)
+    .bind(&ids)
+    .bind(&users)
+    .bind(&kinds)
     .execute(&mut *conn)
     .await?;
-    if !WEBHOOK_KINDS.contains(&n.kind) {
+
+    let hooked: Vec<&&NewNotification> = new
+        .iter()
+        .filter(|n| WEBHOOK_KINDS.contains(&n.kind))
+        .collect();
+    if hooked.is_empty() {
         return Ok(());
     }
-    // A project's endpoint only while whoever created it still manages the
-    // project: someone demoted or gone no longer hears its members' news.
-    let endpoints: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT w.id FROM notifier_webhooks w
-          WHERE w.enabled AND $1 = ANY(w.events)
-            AND ((w.project_id IS NULL AND w.owner_id = $2)
-                 OR (w.project_id IS NOT NULL AND w.project_id = $3
+    let pairs: Vec<(Uuid, Uuid)> = sqlx::query_as(
+        "SELECT x.nid, w.id
+           FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[]) AS x(nid, uid, kind, pid)
+           JOIN notifier_webhooks w
+             ON w.enabled AND x.kind = ANY(w.events)
+            AND ((w.project_id IS NULL AND w.owner_id = x.uid)
+                 OR (w.project_id IS NOT NULL AND w.project_id = x.pid
                      AND EXISTS (SELECT 1 FROM project_members m
                                   WHERE m.project_id = w.project_id AND m.user_id = w.owner_id
-                                    AND m.role IN ('owner', 'admin'))))
-          ORDER BY w.id",
+                                    AND m.role IN ('owner', 'admin'))))",
     )
-    .bind(n.kind)
-    .bind(n.user_id)
-    .bind(n.project_id)
+    .bind(hooked.iter().map(|n| n.id).collect::<Vec<_>>())
+    .bind(hooked.iter().map(|n| n.user_id).collect::<Vec<_>>())
+    .bind(hooked.iter().map(|n| n.kind).collect::<Vec<_>>())
+    .bind(hooked.iter().map(|n| n.project_id).collect::<Vec<_>>())
     .fetch_all(&mut *conn)
     .await?;
-    if endpoints.is_empty() {
+    if pairs.is_empty() {
         return Ok(());
     }
-    let ids: Vec<Uuid> = endpoints
+    let delivery_ids: Vec<Uuid> = pairs
         .iter()
-        .map(|e| webhook_delivery_id(n.id, *e))
+        .map(|(n, w)| webhook_delivery_id(*n, *w))
         .collect();
+    let (notifications, endpoints): (Vec<Uuid>, Vec<Uuid>) = pairs.into_iter().unzip();
     sqlx::query(
         "INSERT INTO notifier_deliveries (id, notification_id, channel, webhook_id)
-         SELECT d, $3, 'webhook', w FROM unnest($1::uuid[], $2::uuid[]) AS x(d, w)
+         SELECT d, n, 'webhook', w FROM unnest($1::uuid[], $2::uuid[], $3::uuid[]) AS x(d, n, w)
          ON CONFLICT (id) DO NOTHING",
     )
-    .bind(&ids)
+    .bind(&delivery_ids)
+    .bind(&notifications)
     .bind(&endpoints)
-    .bind(n.id)
     .execute(conn)
     .await?;
     Ok(())
@@ -450,113 +463,119 @@ fn bounded(reason: &str) -> String {
     format!("{}…", &reason[..end])
 }
 
-/// Marks a claimed row `skipped`, or, for a [`Void::later`], `pending`
-/// again after the backoff (`failed` once the retry window is over).
+/// Marks a claimed row `skipped`, or, for a [`Void::later`], retries it
+/// like a failed attempt.
 pub async fn set_aside(
     pool: &PgPool,
     void: &Void,
     policy: &RetryPolicy,
 ) -> Result<Recorded, sqlx::Error> {
-    let state: Option<String> = sqlx::query_scalar(
-        "UPDATE notifier_deliveries
-            SET state = CASE WHEN NOT $4 THEN 'skipped'
-                             WHEN now() - first_attempt_at >= make_interval(secs => $5) THEN 'failed'
-                             ELSE 'pending' END,
-                last_error = $3,
-                next_attempt_at = CASE WHEN $4 THEN now() + make_interval(secs => $6)
-                                       ELSE now() END
-          WHERE id = $1 AND attempts = $2 AND state = 'sending'
-         RETURNING state",
+    if void.later {
+        return retry_or_fail(pool, void.id, void.attempt, None, void.reason, false, policy).await;
+    }
+    let done = sqlx::query(
+        "UPDATE notifier_deliveries SET state = 'skipped', last_error = $3
+          WHERE id = $1 AND attempts = $2 AND state = 'sending'",
     )
     .bind(void.id)
     .bind(void.attempt)
     .bind(void.reason)
-    .bind(void.later)
-    .bind(policy.window.as_secs_f64())
-    .bind(policy.delay(void.attempt).as_secs_f64())
-    .fetch_optional(pool)
+    .execute(pool)
     .await?;
-    Ok(match state.as_deref() {
-        Some("skipped") => Recorded::Skipped,
-        Some("failed") => Recorded::Failed,
-        Some(_) => Recorded::Retry,
-        None => Recorded::Stale,
+    Ok(if done.rows_affected() == 1 {
+        Recorded::Skipped
+    } else {
+        Recorded::Stale
     })
 }
 
-/// Writes the outcome of `job`'s attempt, if the row is still that attempt.
+/// The one place a failed attempt is decided: `pending` again after the
+/// backoff, or `failed` when it is `permanent` or the retry window since
+/// the first attempt is over. Written only if the row is still attempt
+/// `attempt` of `id`.
+async fn retry_or_fail(
+    pool: &PgPool,
+    id: Uuid,
+    attempt: i32,
+    status: Option<i32>,
+    reason: &str,
+    permanent: bool,
+    policy: &RetryPolicy,
+) -> Result<Recorded, sqlx::Error> {
+    let state: Option<String> = sqlx::query_scalar(
+        "UPDATE notifier_deliveries
+            SET state = CASE WHEN $5 OR now() - first_attempt_at >= make_interval(secs => $6)
+                             THEN 'failed' ELSE 'pending' END,
+                last_status = $3, last_error = $4,
+                next_attempt_at = now() + make_interval(secs => $7)
+          WHERE id = $1 AND attempts = $2 AND state = 'sending'
+         RETURNING state",
+    )
+    .bind(id)
+    .bind(attempt)
+    .bind(status)
+    .bind(bounded(reason))
+    .bind(permanent)
+    .bind(policy.window.as_secs_f64())
+    .bind(policy.delay(attempt).as_secs_f64())
+    .fetch_optional(pool)
+    .await?;
+    Ok(match state.as_deref() {
+        None => Recorded::Stale,
+        Some("failed") => Recorded::Failed,
+        Some(_) => Recorded::Retry,
+    })
+}
+
+/// Writes the outcome of `job`'s attempt, if the row is still that attempt
+/// (one statement). A webhook delivery given up on then disables its
+/// endpoint ([`crate::webhooks::disable`], idempotent).
 pub async fn record(
     pool: &PgPool,
     job: &Job,
     outcome: &Outcome,
     policy: &RetryPolicy,
 ) -> Result<Recorded, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let row: Option<(bool,)> = sqlx::query_as(
-        "SELECT now() - first_attempt_at >= make_interval(secs => $3)
-           FROM notifier_deliveries
-          WHERE id = $1 AND attempts = $2 AND state = 'sending'
-          FOR UPDATE",
-    )
-    .bind(job.id)
-    .bind(job.attempt)
-    .bind(policy.window.as_secs_f64())
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some((window_over,)) = row else {
-        return Ok(Recorded::Stale);
-    };
     let recorded = match outcome {
         Outcome::Delivered { status } => {
-            sqlx::query(
+            let done = sqlx::query(
                 "UPDATE notifier_deliveries
-                    SET state = 'delivered', delivered_at = now(), last_status = $2,
+                    SET state = 'delivered', delivered_at = now(), last_status = $3,
                         last_error = NULL
-                  WHERE id = $1",
+                  WHERE id = $1 AND attempts = $2 AND state = 'sending'",
             )
             .bind(job.id)
+            .bind(job.attempt)
             .bind(status)
-            .execute(&mut *tx)
+            .execute(pool)
             .await?;
-            Recorded::Delivered
+            if done.rows_affected() == 1 {
+                Recorded::Delivered
+            } else {
+                Recorded::Stale
+            }
         }
         Outcome::Failed {
             status,
             reason,
             permanent,
         } => {
-            let give_up = *permanent || window_over;
-            let delay = policy.delay(job.attempt);
-            sqlx::query(
-                "UPDATE notifier_deliveries
-                    SET state = $2, last_status = $3, last_error = $4,
-                        next_attempt_at = CASE WHEN $2 = 'pending'
-                            THEN now() + make_interval(secs => $5) ELSE now() END
-                  WHERE id = $1",
-            )
-            .bind(job.id)
-            .bind(if give_up { "failed" } else { "pending" })
-            .bind(status)
-            .bind(bounded(reason))
-            .bind(delay.as_secs_f64())
-            .execute(&mut *tx)
-            .await?;
-            if give_up {
-                if let Target::Webhook { endpoint, .. } = &job.target {
-                    crate::webhooks::disable(
-                        &mut tx,
-                        *endpoint,
-                        &format!("deliveries failed for longer than the retry window: {reason}"),
-                    )
+            let recorded =
+                retry_or_fail(pool, job.id, job.attempt, *status, reason, *permanent, policy)
                     .await?;
-                }
-                Recorded::Failed
-            } else {
-                Recorded::Retry
+            if let (Recorded::Failed, Target::Webhook { endpoint, .. }) = (recorded, &job.target) {
+                let mut tx = pool.begin().await?;
+                crate::webhooks::disable(
+                    &mut tx,
+                    *endpoint,
+                    &format!("deliveries failed for longer than the retry window: {reason}"),
+                )
+                .await?;
+                tx.commit().await?;
             }
+            recorded
         }
     };
-    tx.commit().await?;
     Ok(recorded)
 }
 
@@ -646,6 +665,14 @@ impl<S: Sender> Dispatcher<S> {
                 }
             }
             if busy && !shutdown.is_cancelled() {
+                continue;
+            }
+            if free == 0 {
+                // Every slot is taken: claim again as soon as one frees.
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    permit = permits.clone().acquire_owned() => drop(permit),
+                }
                 continue;
             }
             tokio::select! {
