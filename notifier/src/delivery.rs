@@ -215,22 +215,24 @@ pub async fn claim(
 ) -> Result<(Vec<Job>, Vec<Void>), sqlx::Error> {
     // Endpoints already at their cap are left out before the candidates
     // are cut to a window, so one endpoint's backlog cannot fill it; an
-    // endpoint with a delivery waiting for a retry (it failed last) gets
-    // one slot, so dead endpoints hold few. Candidates are locked
-    // `SKIP LOCKED`, so two notifiers claiming at once take different rows.
+    // endpoint with a delivery waiting for its retry (it failed last) gets
+    // one slot, so dead endpoints hold few. Both are read from the rows not
+    // yet due (in flight, or waiting), one range of the index. Candidates
+    // are locked `SKIP LOCKED`, so two notifiers claiming at once take
+    // different rows.
     let claimed: Vec<(Uuid, i32)> = sqlx::query_as(
-        "WITH in_flight AS (
-             SELECT webhook_id, count(*) AS n FROM notifier_deliveries
-              WHERE channel = $1 AND state = 'sending' AND next_attempt_at > now()
+        "WITH waiting AS (
+             SELECT webhook_id,
+                    count(*) FILTER (WHERE state = 'sending') AS n,
+                    bool_or(state = 'pending' AND attempts > 0) AS failed
+               FROM notifier_deliveries
+              WHERE channel = $1 AND state IN ('pending', 'sending') AND next_attempt_at > now()
               GROUP BY webhook_id),
          failing AS (
-             SELECT DISTINCT webhook_id FROM notifier_deliveries
-              WHERE channel = $1 AND state = 'pending' AND attempts > 0
-                AND webhook_id IS NOT NULL),
+             SELECT webhook_id FROM waiting WHERE failed AND webhook_id IS NOT NULL),
          caps AS (
-             SELECT f.webhook_id,
-                    CASE WHEN x.webhook_id IS NULL THEN $3 ELSE 1 END - f.n AS room
-               FROM in_flight f LEFT JOIN failing x ON x.webhook_id = f.webhook_id),
+             SELECT webhook_id, CASE WHEN failed AND webhook_id IS NOT NULL THEN 1 ELSE $3 END - n AS room
+               FROM waiting),
          due AS (
              SELECT d.id, d.webhook_id, d.next_attempt_at FROM notifier_deliveries d
               WHERE d.channel = $1 AND d.state IN ('pending', 'sending')
