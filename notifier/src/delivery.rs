@@ -473,7 +473,17 @@ pub async fn set_aside(
     policy: &RetryPolicy,
 ) -> Result<Recorded, sqlx::Error> {
     if void.later {
-        return retry_or_fail(pool, void.id, void.attempt, None, void.reason, false, policy).await;
+        let mut conn = pool.acquire().await?;
+        return retry_or_fail(
+            &mut conn,
+            void.id,
+            void.attempt,
+            None,
+            void.reason,
+            false,
+            policy,
+        )
+        .await;
     }
     let done = sqlx::query(
         "UPDATE notifier_deliveries SET state = 'skipped', last_error = $3
@@ -496,7 +506,7 @@ pub async fn set_aside(
 /// the first attempt is over. Written only if the row is still attempt
 /// `attempt` of `id`.
 async fn retry_or_fail(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     id: Uuid,
     attempt: i32,
     status: Option<i32>,
@@ -520,7 +530,7 @@ async fn retry_or_fail(
     .bind(permanent)
     .bind(policy.window.as_secs_f64())
     .bind(policy.delay(attempt).as_secs_f64())
-    .fetch_optional(pool)
+    .fetch_optional(conn)
     .await?;
     Ok(match state.as_deref() {
         None => Recorded::Stale,
@@ -530,8 +540,8 @@ async fn retry_or_fail(
 }
 
 /// Writes the outcome of `job`'s attempt, if the row is still that attempt
-/// (one statement). A webhook delivery given up on then disables its
-/// endpoint ([`crate::webhooks::disable`], idempotent).
+/// (one statement). A webhook delivery given up on disables its endpoint
+/// ([`crate::webhooks::disable`], idempotent) in the same transaction.
 pub async fn record(
     pool: &PgPool,
     job: &Job,
@@ -562,19 +572,28 @@ pub async fn record(
             reason,
             permanent,
         } => {
-            let recorded =
-                retry_or_fail(pool, job.id, job.attempt, *status, reason, *permanent, policy)
-                    .await?;
+            // With the endpoint's disabling, when it comes to that, in one
+            // transaction: a failed delivery always has a disabled endpoint.
+            let mut tx = pool.begin().await?;
+            let recorded = retry_or_fail(
+                &mut tx,
+                job.id,
+                job.attempt,
+                *status,
+                reason,
+                *permanent,
+                policy,
+            )
+            .await?;
             if let (Recorded::Failed, Target::Webhook { endpoint, .. }) = (recorded, &job.target) {
-                let mut tx = pool.begin().await?;
                 crate::webhooks::disable(
                     &mut tx,
                     *endpoint,
                     &format!("deliveries failed for longer than the retry window: {reason}"),
                 )
                 .await?;
-                tx.commit().await?;
             }
+            tx.commit().await?;
             recorded
         }
     };
@@ -619,6 +638,9 @@ impl<S: Sender> Dispatcher<S> {
         // An attempt ends well before its lease does, so it is recorded
         // before any other sender may claim the row again.
         let attempt_limit = settings.lease.mul_f64(0.8);
+        // Under load, claim in batches of at least a quarter of the slots:
+        // a claim per freed slot would cost a claim per delivery.
+        let min_claim = (settings.concurrency / 4).max(1);
         loop {
             while let Some(done) = in_flight.try_join_next() {
                 if let Err(e) = done {
@@ -626,6 +648,15 @@ impl<S: Sender> Dispatcher<S> {
                 }
             }
             let free = permits.available_permits();
+            if free < min_claim && !in_flight.is_empty() {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    done = in_flight.join_next() => if let Some(Err(e)) = done {
+                        tracing::error!(channel, error = %e, "a delivery task panicked");
+                    },
+                }
+                continue;
+            }
             let mut busy = false;
             if free > 0 {
                 match claim(
@@ -667,14 +698,6 @@ impl<S: Sender> Dispatcher<S> {
                 }
             }
             if busy && !shutdown.is_cancelled() {
-                continue;
-            }
-            if free == 0 {
-                // Every slot is taken: claim again as soon as one frees.
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    permit = permits.clone().acquire_owned() => drop(permit),
-                }
                 continue;
             }
             tokio::select! {
