@@ -140,6 +140,7 @@ mod tests {
             updated_at: at("2026-01-31T09:00:00.123456789Z"),
             completed_at: None,
             version: 1,
+            attachments: vec![],
         }
     }
 
@@ -161,7 +162,8 @@ mod tests {
                 "created_at": "2026-01-31T09:00:00Z",
                 "updated_at": "2026-01-31T09:00:00.123Z",
                 "completed_at": null,
-                "version": 1
+                "version": 1,
+                "attachments": []
             })
         );
     }
