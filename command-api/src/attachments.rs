@@ -425,7 +425,16 @@ mod tests {
             assert_eq!(check_filename(ok), Ok(()), "{ok}");
         }
         for bad in [
-            "", " ", ".", "..", "a/b", "a\\b", "a\nb", "a\u{0}b", "a\u{7f}", &"x".repeat(256),
+            "",
+            " ",
+            ".",
+            "..",
+            "a/b",
+            "a\\b",
+            "a\nb",
+            "a\u{0}b",
+            "a\u{7f}",
+            &"x".repeat(256),
         ] {
             assert!(check_filename(bad).is_err(), "{bad:?}");
         }

@@ -145,7 +145,10 @@ fn attachment_limits() -> Result<crate::attachments::Limits, ConfigError> {
         .map(|t| t.trim().to_ascii_lowercase())
         .filter(|t| !t.is_empty())
         .collect();
-    if let Some(bad) = content_types.iter().find(|t| !t.contains('/') || t.contains(';')) {
+    if let Some(bad) = content_types
+        .iter()
+        .find(|t| !t.contains('/') || t.contains(';'))
+    {
         return Err(ConfigError {
             var: own(ATTACHMENT_CONTENT_TYPES),
             reason: format!("`{bad}` is not a content type without parameters"),

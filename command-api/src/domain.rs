@@ -20,7 +20,8 @@
 use chrono::{DateTime, Utc};
 use events::{
     Priority, ProjectRole, TaskAssigneesChanged, TaskAttachmentAdded, TaskAttachmentRemoved,
-    TaskCreated, TaskDeleted, TaskDueDateChanged, TaskEvent, TaskMoved, TaskPriorityChanged, TaskStatus, TaskStatusChanged, TaskUpdated,
+    TaskCreated, TaskDeleted, TaskDueDateChanged, TaskEvent, TaskMoved, TaskPriorityChanged,
+    TaskStatus, TaskStatusChanged, TaskUpdated,
 };
 use uuid::Uuid;
 

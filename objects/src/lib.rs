@@ -127,9 +127,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 impl ObjectStore {
     pub fn new(settings: &S3Settings) -> Result<Self, String> {
         let bucket = |url: &str| {
-            let url = url
-                .parse()
-                .map_err(|e| format!("not a URL: {url}: {e}"))?;
+            let url = url.parse().map_err(|e| format!("not a URL: {url}: {e}"))?;
             Bucket::new(
                 url,
                 UrlStyle::Path,
@@ -221,8 +219,7 @@ impl ObjectStore {
         if r.status().is_success() {
             return Ok(());
         }
-        let create =
-            CreateBucket::new(&self.internal, &self.credentials).sign(OWN_CALL_EXPIRY);
+        let create = CreateBucket::new(&self.internal, &self.credentials).sign(OWN_CALL_EXPIRY);
         let r = self
             .http
             .put(create)
@@ -235,13 +232,18 @@ impl ObjectStore {
         if status.is_success() || body.contains("BucketAlreadyOwnedByYou") {
             return Ok(());
         }
-        Err(StoreError::status(&format!("create bucket ({body})"), status))
+        Err(StoreError::status(
+            &format!("create bucket ({body})"),
+            status,
+        ))
     }
 
     /// The object's size and checksum, or `None` when there is no such object.
     pub async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
-        let url = HeadObject::new(&self.internal, Some(&self.credentials), key)
-            .sign(OWN_CALL_EXPIRY);
+        // Every x-amz-* header must be signed, or the store refuses the call.
+        let mut head = HeadObject::new(&self.internal, Some(&self.credentials), key);
+        head.headers_mut().insert("x-amz-checksum-mode", "ENABLED");
+        let url = head.sign(OWN_CALL_EXPIRY);
         let r = self
             .http
             .head(url)
@@ -273,8 +275,8 @@ impl ObjectStore {
     /// The object's SHA-256 (lowercase hex) by reading it, refusing one
     /// larger than `max_bytes`; `None` when there is no such object.
     pub async fn hash(&self, key: &str, max_bytes: u64) -> Result<Option<String>, StoreError> {
-        let url = GetObject::new(&self.internal, Some(&self.credentials), key)
-            .sign(OWN_CALL_EXPIRY);
+        let url =
+            GetObject::new(&self.internal, Some(&self.credentials), key).sign(OWN_CALL_EXPIRY);
         let mut r = self
             .http
             .get(url)
@@ -298,14 +300,18 @@ impl ObjectStore {
             hasher.update(&chunk);
         }
         Ok(Some(
-            hasher.finalize().iter().map(|b| format!("{b:02x}")).collect(),
+            hasher
+                .finalize()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
         ))
     }
 
     /// Deletes the object (a missing one is not an error).
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        let url = DeleteObject::new(&self.internal, Some(&self.credentials), key)
-            .sign(OWN_CALL_EXPIRY);
+        let url =
+            DeleteObject::new(&self.internal, Some(&self.credentials), key).sign(OWN_CALL_EXPIRY);
         let r = self
             .http
             .delete(url)

@@ -7,10 +7,10 @@
 //! whose answer carries `Content-Disposition: attachment` and the stored
 //! content type, so no file (HTML and SVG included) is rendered inline.
 
+use access::AuthUser;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use access::AuthUser;
 use read_model::views::TaskView;
 use resources::AttachmentResource;
 use serde::Serialize;

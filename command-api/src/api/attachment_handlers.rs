@@ -160,8 +160,7 @@ pub async fn create_attachment(
     let outcome = tasks::execute(&state.pool, command, state.max_live_tasks, |w| {
         responses::upload_created(w, location.clone(), &resource)
     })
-    .await
-    ?;
+    .await?;
     Ok(outcome.into_response())
 }
 
@@ -267,9 +266,7 @@ async fn run(
     command: tasks::Write,
     render: impl Fn(&tasks::Written) -> crate::idempotency::StoredResponse,
 ) -> Result<Response, Problem> {
-    let outcome = tasks::execute(&state.pool, command, state.max_live_tasks, render)
-        .await
-        ?;
+    let outcome = tasks::execute(&state.pool, command, state.max_live_tasks, render).await?;
     Ok(outcome.into_response())
 }
 
@@ -294,11 +291,23 @@ async fn verify_upload(state: &AppState, row: &attachments::AttachmentRow) -> Re
     let declared = objects::sha256_hex_to_base64(&row.sha256).unwrap_or_default();
     match info.checksum_sha256 {
         Some(stored) if stored == declared => Ok(()),
-        Some(_) => Err(mismatch("the stored object's SHA-256 is not the declared one".into())),
-        None => match state.store.hash(&key, row.size).await.map_err(store_problem)? {
+        Some(_) => Err(mismatch(
+            "the stored object's SHA-256 is not the declared one".into(),
+        )),
+        None => match state
+            .store
+            .hash(&key, row.size)
+            .await
+            .map_err(store_problem)?
+        {
             Some(hex) if hex == row.sha256 => Ok(()),
-            Some(_) => Err(mismatch("the stored object's SHA-256 is not the declared one".into())),
-            None => Err(Problem::conflict("upload-missing", "the store holds no object for this upload yet")),
+            Some(_) => Err(mismatch(
+                "the stored object's SHA-256 is not the declared one".into(),
+            )),
+            None => Err(Problem::conflict(
+                "upload-missing",
+                "the store holds no object for this upload yet",
+            )),
         },
     }
 }
