@@ -744,6 +744,112 @@ mod tests {
     }
 
     #[test]
+    fn attachments_are_added_once_removed_once_and_only_by_writers() {
+        let id = Uuid::from_u128(77);
+        let added = TaskAttachmentAdded {
+            attachment_id: id,
+            filename: "a.txt".into(),
+            content_type: "text/plain".into(),
+            size: 3,
+            sha256: "ab".repeat(32),
+            uploaded_by: owner(),
+        };
+        let with = {
+            let mut h = at(Todo);
+            h.push(TaskEvent::AttachmentAdded(added.clone()));
+            h
+        };
+        let removed = TaskEvent::AttachmentRemoved(TaskAttachmentRemoved { attachment_id: id });
+        let upload = crate::attachments::PendingUpload {
+            attachment_id: id,
+            filename: "a.txt".into(),
+            content_type: "text/plain".into(),
+            size: 3,
+            sha256: "ab".repeat(32),
+            expires_at: due("2026-11-25T00:05:00Z"),
+            max_per_task: 1,
+            max_bytes_per_user: 1,
+        };
+        let cases: Vec<Case> = vec![
+            (
+                "attach",
+                at(Todo),
+                owner(),
+                Action::Attach(upload.clone()),
+                Ok(vec![]),
+            ),
+            (
+                "attach, not yours",
+                at(Todo),
+                stranger(),
+                Action::Attach(upload),
+                Err(DomainError::NotFound),
+            ),
+            (
+                "complete",
+                at(Todo),
+                owner(),
+                Action::CompleteAttachment(Some(added.clone())),
+                Ok(vec![TaskEvent::AttachmentAdded(added.clone())]),
+            ),
+            (
+                "complete again",
+                with.clone(),
+                owner(),
+                Action::CompleteAttachment(Some(added.clone())),
+                Ok(vec![]),
+            ),
+            (
+                "complete nothing",
+                at(Todo),
+                owner(),
+                Action::CompleteAttachment(None),
+                Err(DomainError::NoSuchAttachment),
+            ),
+            (
+                "complete, not yours",
+                at(Todo),
+                stranger(),
+                Action::CompleteAttachment(None),
+                Err(DomainError::NotFound),
+            ),
+            (
+                "remove",
+                with.clone(),
+                owner(),
+                Action::RemoveAttachment(id),
+                Ok(vec![removed.clone()]),
+            ),
+            (
+                "remove unknown",
+                at(Todo),
+                owner(),
+                Action::RemoveAttachment(id),
+                Err(DomainError::NoSuchAttachment),
+            ),
+            (
+                "remove, not yours",
+                with.clone(),
+                stranger(),
+                Action::RemoveAttachment(id),
+                Err(DomainError::NotFound),
+            ),
+        ];
+        for (name, history, actor, action, expected) in cases {
+            check(name, history, actor, action, expected);
+        }
+        let mut gone = with;
+        gone.push(removed);
+        check(
+            "remove twice",
+            gone,
+            owner(),
+            Action::RemoveAttachment(id),
+            Err(DomainError::NoSuchAttachment),
+        );
+    }
+
+    #[test]
     fn decide_follows_the_rules() {
         let illegal = |from, to| {
             Err(DomainError::IllegalTransition {
@@ -1128,6 +1234,7 @@ mod tests {
             priority: Priority::High,
             due_at: Some(due("2031-02-03T04:05:06Z")),
             tags: vec!["x".into()],
+            attachments: vec![],
         };
         assert_eq!(fold(&history), TaskState::Live(expected.clone()));
         let mut deleted = history;

@@ -205,7 +205,7 @@ pub async fn complete_attachment(
         // Refused after the access check: 404 "no such task" for a caller
         // who may not see it, "no such attachment" otherwise.
         let command = write.command(Action::CompleteAttachment(None));
-        return run(&state, command, |w| responses::changed(w)).await;
+        return run(&state, command, responses::changed).await;
     };
     if !row.completed {
         verify_upload(&state, &row).await?;
