@@ -161,8 +161,9 @@ async fn main() -> anyhow::Result<()> {
     .await;
 
     // The API: create → PUT → complete, then download → 302 → GET.
-    let ids: Vec<std::sync::Mutex<Option<Uuid>>> =
-        (0..args.files).map(|_| std::sync::Mutex::new(None)).collect();
+    let ids: Vec<std::sync::Mutex<Option<Uuid>>> = (0..args.files)
+        .map(|_| std::sync::Mutex::new(None))
+        .collect();
     let last_token = std::sync::Mutex::new(String::new());
     let api_up = run(args.files, args.concurrency, |i| {
         let (http, token, body, sum) = (http.clone(), token.clone(), files[i].clone(), sums[i].clone());
@@ -205,7 +206,10 @@ async fn main() -> anyhow::Result<()> {
     let listed: Value = http
         .get(query.url(&format!("/tasks/{task}/attachments")))
         .bearer_auth(&token)
-        .header("x-consistency-token", last_token.lock().expect("lock").clone())
+        .header(
+            "x-consistency-token",
+            last_token.lock().expect("lock").clone(),
+        )
         .send()
         .await?
         .json()
@@ -224,7 +228,11 @@ async fn main() -> anyhow::Result<()> {
                 .bearer_auth(&token)
                 .send()
                 .await?;
-            anyhow::ensure!(r.status() == reqwest::StatusCode::FOUND, "download: {}", r.status());
+            anyhow::ensure!(
+                r.status() == reqwest::StatusCode::FOUND,
+                "download: {}",
+                r.status()
+            );
             let location = r.headers()["location"].to_str()?.to_owned();
             let got = http.get(location).send().await?;
             ok(&got, "GET")?;
