@@ -345,11 +345,15 @@ impl ObjectStore {
         Ok(parsed.contents.into_iter().map(|o| o.key).collect())
     }
 
-    /// A PUT signed for the service's own address (benchmarks, tests).
-    pub fn presign_put_internal(&self, key: &str) -> String {
-        PutObject::new(&self.internal, Some(&self.credentials), key)
-            .sign(self.presign_expiry)
-            .to_string()
+    /// A PUT signed for the service's own address (benchmarks, tests),
+    /// with the `x-amz-checksum-sha256` (base64) it must carry, if any.
+    pub fn presign_put_internal(&self, key: &str, sha256_base64: Option<&str>) -> String {
+        let mut put = PutObject::new(&self.internal, Some(&self.credentials), key);
+        if let Some(sum) = sha256_base64 {
+            put.headers_mut()
+                .insert("x-amz-checksum-sha256", sum.to_owned());
+        }
+        put.sign(self.presign_expiry).to_string()
     }
 
     /// A GET signed for the service's own address (benchmarks, tests).

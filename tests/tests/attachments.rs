@@ -367,7 +367,7 @@ async fn a_wrong_size_or_checksum_is_refused_at_upload_or_at_completion() {
     // URL): completion checks them itself.
     let key = objects::attachment_key(task, id);
     let direct = raw_http()
-        .put(ctx.store.presign_put_internal(&key))
+        .put(ctx.store.presign_put_internal(&key, None))
         .body(other)
         .send()
         .await
@@ -381,7 +381,7 @@ async fn a_wrong_size_or_checksum_is_refused_at_upload_or_at_completion() {
     );
     assert!(refused.problem_type().ends_with("upload-mismatch"));
     let direct = raw_http()
-        .put(ctx.store.presign_put_internal(&key))
+        .put(ctx.store.presign_put_internal(&key, None))
         .body(bytes[..100].to_vec())
         .send()
         .await

@@ -36,6 +36,11 @@ struct Args {
     /// Files in flight at once (both paths).
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
+    /// Tasks the files are attached to (round-robin): the writes of one
+    /// task take turns on its lock, so one task serialises its uploads'
+    /// create and complete.
+    #[arg(long, default_value_t = 1)]
+    tasks: usize,
 }
 
 fn file(i: usize, size: usize) -> Vec<u8> {
@@ -122,29 +127,45 @@ async fn main() -> anyhow::Result<()> {
         })
         .await;
     let token = dep.token_for(Uuid::now_v7(), Role::User);
+    let token_for_reads = token.clone();
     let http = client();
-    let created: Value = http
-        .post(cmd.url("/tasks"))
-        .bearer_auth(&token)
-        .json(&json!({"title": "bench"}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let task: Uuid = created["id"].as_str().unwrap_or_default().parse()?;
+    let mut tasks = Vec::new();
+    for _ in 0..args.tasks.max(1) {
+        let created: Value = http
+            .post(cmd.url("/tasks"))
+            .bearer_auth(&token)
+            .json(&json!({"title": "bench"}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        tasks.push(created["id"].as_str().unwrap_or_default().parse::<Uuid>()?);
+    }
+    let task_of = |i: usize| tasks[i % tasks.len()];
     let files: Vec<Vec<u8>> = (0..args.files).map(|i| file(i, args.size)).collect();
     let sums: Vec<String> = files.iter().map(|f| sha256_hex(f)).collect();
     println!(
-        "{} files of {} bytes, {} in flight",
-        args.files, args.size, args.concurrency
+        "{} files of {} bytes, {} in flight, on {} task(s)",
+        args.files,
+        args.size,
+        args.concurrency,
+        tasks.len()
     );
 
     // The raw S3 client: a signed PUT, then a signed GET.
+    // With the checksum header too: the store hashes the bytes either way.
     let raw_up = run(args.files, args.concurrency, |i| {
         let (http, store, body) = (http.clone(), store.clone(), files[i].clone());
+        let checksum = sha256_hex_to_base64(&sums[i]).unwrap_or_default();
         async move {
-            let url = store.presign_put_internal(&format!("raw/{i}"));
-            ok(&http.put(url).body(body).send().await?, "raw PUT")
+            let url = store.presign_put_internal(&format!("raw/{i}"), Some(&checksum));
+            let put = http
+                .put(url)
+                .header("x-amz-checksum-sha256", checksum)
+                .body(body)
+                .send()
+                .await?;
+            ok(&put, "raw PUT")
         }
     })
     .await;
@@ -164,11 +185,16 @@ async fn main() -> anyhow::Result<()> {
     let ids: Vec<std::sync::Mutex<Option<Uuid>>> = (0..args.files)
         .map(|_| std::sync::Mutex::new(None))
         .collect();
-    let last_token = std::sync::Mutex::new(String::new());
+    let last_token = std::sync::Mutex::new(Vec::<String>::new());
+    // Per file: (create, PUT, complete) in ms.
+    let steps = std::sync::Mutex::new(Vec::<[f64; 3]>::new());
     let api_up = run(args.files, args.concurrency, |i| {
         let (http, token, body, sum) = (http.clone(), token.clone(), files[i].clone(), sums[i].clone());
-        let (base, ids, last_token) = (cmd.base.clone(), &ids, &last_token);
+        let (base, ids, last_token, steps) = (cmd.base.clone(), &ids, &last_token, &steps);
+        let task = task_of(i);
         async move {
+            let ms = |t: Instant| t.elapsed().as_secs_f64() * 1000.0;
+            let t0 = Instant::now();
             let started = http
                 .post(format!("{base}/tasks/{task}/attachments"))
                 .bearer_auth(&token)
@@ -179,6 +205,7 @@ async fn main() -> anyhow::Result<()> {
             ok(&started, "create")?;
             let started: Value = started.json().await?;
             let id: Uuid = started["id"].as_str().unwrap_or_default().parse()?;
+            let (create_ms, t1) = (ms(t0), Instant::now());
             let put = http
                 .put(started["upload"]["url"].as_str().unwrap_or_default())
                 .header("content-type", "application/octet-stream")
@@ -187,41 +214,55 @@ async fn main() -> anyhow::Result<()> {
                 .send()
                 .await?;
             ok(&put, "PUT")?;
+            let (put_ms, t2) = (ms(t1), Instant::now());
             let done = http
                 .post(format!("{base}/tasks/{task}/attachments/{id}/complete"))
                 .bearer_auth(&token)
                 .send()
                 .await?;
             ok(&done, "complete")?;
+            steps.lock().expect("lock").push([create_ms, put_ms, ms(t2)]);
             if let Some(t) = done.headers().get("x-consistency-token") {
-                *last_token.lock().expect("lock") = t.to_str()?.to_owned();
+                last_token.lock().expect("lock").push(t.to_str()?.to_owned());
             }
             *ids[i].lock().expect("lock") = Some(id);
             Ok(())
         }
     })
     .await;
-    // Every completion is listed before the downloads start (the
-    // highest version wins the wait).
-    let listed: Value = http
-        .get(query.url(&format!("/tasks/{task}/attachments")))
-        .bearer_auth(&token)
-        .header(
-            "x-consistency-token",
-            last_token.lock().expect("lock").clone(),
-        )
-        .send()
-        .await?
-        .json()
-        .await?;
+    // Every completion is listed before the downloads start (each task's
+    // last completion: the wait is for a version at least that one).
+    let mut listed = 0;
+    for task in &tasks {
+        let token = last_token
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter_map(|t| t.parse::<events::ConsistencyToken>().ok())
+            .filter(|t| t.stream_id == *task)
+            .max_by_key(|t| t.version)
+            .map(|t| t.to_string())
+            .unwrap_or_default();
+        let page: Value = http
+            .get(query.url(&format!("/tasks/{task}/attachments")))
+            .bearer_auth(&token_for_reads)
+            .header("x-consistency-token", token)
+            .send()
+            .await?
+            .json()
+            .await?;
+        listed += page["items"].as_array().map_or(0, Vec::len);
+    }
     anyhow::ensure!(
-        listed["items"].as_array().map_or(0, Vec::len) == args.files,
-        "not every attachment is listed: {listed}"
+        listed == args.files,
+        "{listed} of {} attachments listed",
+        args.files
     );
     let api_down = run(args.files, args.concurrency, |i| {
         let (http, token, sum) = (http.clone(), token.clone(), sums[i].clone());
         let id = ids[i].lock().expect("lock").expect("uploaded");
         let base = query.base.clone();
+        let task = task_of(i);
         async move {
             let r = http
                 .get(format!("{base}/tasks/{task}/attachments/{id}/download"))
@@ -259,6 +300,18 @@ async fn main() -> anyhow::Result<()> {
             p.p95()
         );
     }
+    let steps = steps.into_inner().expect("lock");
+    let median_of = |k: usize| {
+        let mut v: Vec<f64> = steps.iter().map(|s| s[k]).collect();
+        v.sort_by(f64::total_cmp);
+        percentile(&v, 50.0)
+    };
+    println!(
+        "API upload, median per step (ms): create {:.1}, PUT {:.1}, complete {:.1}",
+        median_of(0),
+        median_of(1),
+        median_of(2)
+    );
     println!(
         "ratio API / raw: upload wall {:.2}, median {:.2}; download wall {:.2}, median {:.2}",
         api_up.wall / raw_up.wall,

@@ -321,10 +321,9 @@ fn mismatch(detail: String) -> Problem {
     )
 }
 
+/// The store is down, or refused a call of ours (a misconfiguration):
+/// either way 503, and nothing was recorded.
 fn store_problem(e: StoreError) -> Problem {
     tracing::warn!(error = %e, "attachment refused: the object store is unavailable");
-    match e {
-        StoreError::Unavailable(_) => Problem::dependency_down("the object store"),
-        StoreError::Refused(_) => Problem::dependency_down("the object store"),
-    }
+    Problem::dependency_down("the object store")
 }
