@@ -104,6 +104,7 @@ pub async fn list_attachments(
         (status = 302, description = "Redirect to the bytes", headers(
             ("Location" = String, description = "A presigned GET on the store's public address, valid for minutes"),
         )),
+        (status = 400, description = "A malformed consistency token, or one that names no write of the caller's", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid bearer token, or a deactivated account", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such task for this user, or no such attachment on it", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The object store (or another store) is unreachable", body = Problem, content_type = "application/problem+json", headers(
