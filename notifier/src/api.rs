@@ -7,8 +7,6 @@
 use axum::extract::State;
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use service::http::Path;
@@ -20,12 +18,10 @@ use uuid::Uuid;
 use access::AuthUser;
 
 use crate::config::MAX_LEAD_SECONDS;
+use crate::page::{self, PageQuery};
 use crate::startup::AppState;
 use crate::store;
 
-/// Page size when `limit` is absent, and the largest accepted.
-pub const DEFAULT_LIMIT: usize = 50;
-pub const MAX_LIMIT: usize = 200;
 /// Reminder lead times per user, at most.
 pub const MAX_LEADS: usize = 5;
 
@@ -80,7 +76,7 @@ pub struct NotificationResource {
     pub created_at: DateTime<Utc>,
     pub read_at: Option<DateTime<Utc>>,
     /// How it left the notifier: its e-mail, and its deliveries to the
-    /// caller's own webhook endpoints.
+    /// webhook endpoints the caller manages.
     pub deliveries: Vec<DeliveryResource>,
 }
 
@@ -166,104 +162,6 @@ pub struct InboxParams {
     cursor: Option<String>,
 }
 
-/// A parsed `GET /notifications` request.
-#[derive(Debug, Clone, PartialEq)]
-struct InboxQuery {
-    unread: bool,
-    limit: usize,
-    after: Option<(DateTime<Utc>, Uuid)>,
-}
-
-/// Where a page ended: the last item's time and id, and the filter.
-#[derive(Debug, Serialize, Deserialize)]
-struct Position {
-    /// `created_at`, microseconds since the epoch.
-    t: i64,
-    id: Uuid,
-    /// The `unread` filter the cursor was cut for.
-    u: bool,
-}
-
-fn encode_cursor(row: &store::NotificationRow, unread: bool) -> String {
-    let position = Position {
-        t: row.created_at.timestamp_micros(),
-        id: row.id,
-        u: unread,
-    };
-    URL_SAFE_NO_PAD.encode(serde_json::to_vec(&position).unwrap_or_default())
-}
-
-impl InboxQuery {
-    fn parse(uri: &Uri) -> Result<Self, Problem> {
-        let pairs: Vec<(String, String)> =
-            axum::extract::Query::<Vec<(String, String)>>::try_from_uri(uri)
-                .map(|q| q.0)
-                .map_err(|e| Problem::bad_request(format!("malformed query string: {e}")))?;
-        let mut unread = false;
-        let mut limit = DEFAULT_LIMIT;
-        let mut cursor = None;
-        let mut errors = Vec::new();
-        let mut seen: Vec<String> = Vec::new();
-        for (name, value) in &pairs {
-            if !matches!(name.as_str(), "unread" | "limit" | "cursor") {
-                errors.push(FieldError::new(name.as_str(), "unknown query parameter"));
-                continue;
-            }
-            if seen.contains(name) {
-                errors.push(FieldError::new(name.as_str(), "given more than once"));
-                continue;
-            }
-            seen.push(name.clone());
-            match name.as_str() {
-                "unread" => match value.as_str() {
-                    "true" => unread = true,
-                    "false" => unread = false,
-                    _ => errors.push(FieldError::new("unread", "expected `true` or `false`")),
-                },
-                "limit" => match value.parse::<usize>() {
-                    Ok(n) if (1..=MAX_LIMIT).contains(&n) => limit = n,
-                    _ => errors.push(FieldError::new(
-                        "limit",
-                        format!("expected an integer from 1 to {MAX_LIMIT}"),
-                    )),
-                },
-                _ => cursor = Some(value.clone()),
-            }
-        }
-        let mut after = None;
-        if let Some(c) = cursor {
-            let position = URL_SAFE_NO_PAD
-                .decode(c.as_bytes())
-                .ok()
-                .and_then(|json| serde_json::from_slice::<Position>(&json).ok())
-                .and_then(|p| {
-                    // Only an instant the store can hold: a made-up cursor
-                    // is a 400, never a database error.
-                    let t = DateTime::from_timestamp_micros(p.t)?;
-                    Some((service::time::storable(t).ok()?, p))
-                });
-            match position {
-                Some((_, p)) if p.u != unread => errors.push(FieldError::new(
-                    "cursor",
-                    "the cursor belongs to a list with another `unread`; repeat the same \
-                     parameters, or start again without a cursor",
-                )),
-                Some((t, p)) => after = Some((t, p.id)),
-                None => errors.push(FieldError::new("cursor", "not a cursor this API issued")),
-            }
-        }
-        if errors.is_empty() {
-            Ok(InboxQuery {
-                unread,
-                limit,
-                after,
-            })
-        } else {
-            Err(Problem::invalid_query(errors))
-        }
-    }
-}
-
 /// Maps a failed database call: unreachable → 503, else a logged 500.
 pub fn db_problem(what: &'static str) -> impl FnOnce(sqlx::Error) -> Problem {
     move |e| {
@@ -298,7 +196,7 @@ pub async fn list_notifications(
     State(state): State<AppState>,
     uri: Uri,
 ) -> Result<Response, Problem> {
-    let query = InboxQuery::parse(&uri)?;
+    let query = PageQuery::parse(&uri, true)?;
     let mut rows = store::inbox_page(
         &state.pool,
         user.id,
@@ -313,7 +211,7 @@ pub async fn list_notifications(
     let next_cursor = rows
         .last()
         .filter(|_| more)
-        .map(|last| encode_cursor(last, query.unread));
+        .map(|last| page::cursor(last.created_at, last.id, query.unread));
     let unread_count = store::unread_count(&state.pool, user.id)
         .await
         .map_err(db_problem("count the unread notifications"))?;
@@ -580,32 +478,5 @@ mod tests {
             pointers,
             vec!["/reminder_lead_times_seconds", "/email_opt_out"]
         );
-    }
-
-    #[test]
-    fn a_cursor_is_bound_to_its_filter() {
-        let row = store::NotificationRow {
-            id: Uuid::from_u128(7),
-            kind: "reminder".into(),
-            task_id: None,
-            project_id: None,
-            title: String::new(),
-            body: String::new(),
-            data: serde_json::json!({}),
-            late: false,
-            created_at: DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap(),
-            read_at: None,
-        };
-        let c = encode_cursor(&row, true);
-        let uri: Uri = format!("/notifications?unread=true&cursor={c}")
-            .parse()
-            .unwrap();
-        let q = InboxQuery::parse(&uri).unwrap();
-        assert_eq!(q.after, Some((row.created_at, row.id)));
-        let uri: Uri = format!("/notifications?cursor={c}").parse().unwrap();
-        assert_eq!(InboxQuery::parse(&uri).unwrap_err().status, 400);
-        let uri: Uri = "/notifications?cursor=nope&limit=0&x=1".parse().unwrap();
-        let e = InboxQuery::parse(&uri).unwrap_err();
-        assert_eq!(e.errors.len(), 3);
     }
 }

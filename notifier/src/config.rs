@@ -84,10 +84,11 @@ pub struct EmailSettings {
 pub struct WebhookSettings {
     /// `NOTIFIER_WEBHOOK_TIMEOUT_MS`: one request at most, default 10000.
     pub timeout: Duration,
-    /// `NOTIFIER_WEBHOOK_CONCURRENCY`: requests in flight at once, default 32.
+    /// `NOTIFIER_WEBHOOK_CONCURRENCY`: requests in flight at once, default 64.
     pub concurrency: usize,
     /// `NOTIFIER_WEBHOOK_PER_ENDPOINT`: requests in flight to one endpoint
-    /// at once, default 4. A slow endpoint holds only these.
+    /// at once, default 4; one while the endpoint's last attempt failed. A
+    /// slow endpoint holds only these, a dead one a single slot.
     pub per_endpoint: usize,
     /// `NOTIFIER_WEBHOOK_RETRY_WINDOW_SECONDS`: a delivery is retried for
     /// this long after its first attempt (default 86400), then it fails and
@@ -107,7 +108,7 @@ impl Default for WebhookSettings {
     fn default() -> Self {
         WebhookSettings {
             timeout: Duration::from_secs(10),
-            concurrency: 32,
+            concurrency: 64,
             per_endpoint: 4,
             retry_window: Duration::from_secs(86_400),
             max_response_bytes: 65_536,

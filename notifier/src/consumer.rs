@@ -10,10 +10,10 @@
 //! envelope, an unknown type, a newer schema) is logged, counted
 //! (`notifier_skipped_events_total`) and passed over: the projector
 //! dead-letters it already, and a notifier must not stop on it. An event
-//! that decodes but cannot be applied (a value the database refuses) is
-//! found by applying the failed batch one message per transaction, and set
-//! aside in `notifier_dead_letters` after a few tries alone; a database
-//! that is unavailable is waited for instead.
+//! that decodes but cannot be applied (a value the database refuses as
+//! data) is found by applying the failed batch one message per
+//! transaction, and set aside in `notifier_dead_letters` after a few tries
+//! alone; any other failure is waited out.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -97,7 +97,7 @@ impl EventLoop {
             }
             let created = loop {
                 let result = match self.handle(&batch).await {
-                    Err(e) if !events::store::is_unavailable(&e) => {
+                    Err(e) if is_poison(&e) => {
                         // Something in the batch cannot apply: find it, one
                         // message per transaction, and set it aside.
                         tracing::warn!(error = %e, messages = batch.len(),
@@ -166,12 +166,12 @@ impl EventLoop {
     }
 
     /// Applies each message of `batch` in a transaction of its own. A
-    /// message that still fails after [`POISON_ATTEMPTS`] tries, for a
-    /// reason other than the database being unavailable, is recorded in
-    /// `notifier_dead_letters` and passed over, so that it stalls no one.
-    /// The database being unavailable ends the pass with that error: the
-    /// whole batch is retried later (what was applied is applied again, as
-    /// a no-op).
+    /// message the database refuses as data ([`is_poison`]) after
+    /// [`POISON_ATTEMPTS`] tries is recorded in `notifier_dead_letters` and
+    /// passed over, so that it stalls no one. Any other error (the database
+    /// unavailable, a deadlock, a failover's read-only moment) ends the
+    /// pass: the whole batch is retried later (what was applied is applied
+    /// again, as a no-op).
     async fn handle_one_by_one(
         &self,
         batch: &[OwnedMessage],
@@ -185,7 +185,7 @@ impl EventLoop {
                         created.extend(c);
                         break;
                     }
-                    Err(e) if events::store::is_unavailable(&e) => return Err(e),
+                    Err(e) if !is_poison(&e) => return Err(e),
                     Err(e) if attempt < POISON_ATTEMPTS => {
                         attempt += 1;
                         tracing::debug!(error = %e, "a message failed alone; retrying it");
@@ -253,5 +253,20 @@ impl EventLoop {
         }
         tx.commit().await?;
         Ok(created)
+    }
+}
+
+/// Whether the database refused the data itself (SQLSTATE class 22, data
+/// exception, or 23, integrity constraint violation): such an event fails
+/// the same way every time. Everything else (a lost connection, a
+/// deadlock, a serialization failure, a read-only standby during a
+/// failover, a table not migrated yet) may pass on a retry, and is waited
+/// out rather than set aside.
+fn is_poison(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("22") || c.starts_with("23")),
+        _ => false,
     }
 }

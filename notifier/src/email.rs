@@ -110,15 +110,27 @@ impl Sender for EmailSender {
             Ok(response) => Outcome::Delivered {
                 status: Some(i32::from(u16::from(response.code()))),
             },
-            Err(e) => Outcome::Failed {
-                status: e.status().map(|c| i32::from(u16::from(c))),
-                // A 5xx reply will not change by itself; everything else
-                // (the server down, a 4xx, a timeout) may.
-                permanent: e.is_permanent(),
-                reason: format!("smtp: {e}"),
-            },
+            Err(e) => {
+                let status = e.status().map(|c| i32::from(u16::from(c)));
+                Outcome::Failed {
+                    status,
+                    // Only a refusal of this mailbox is given up on at
+                    // once. Every other failure (the server down, a 4xx, a
+                    // timeout, and the session-level 5xx a wrong password
+                    // or sender setting gives) may pass once fixed, and is
+                    // retried within the window.
+                    permanent: e.is_permanent() && status.is_some_and(mailbox_refused),
+                    reason: format!("smtp: {e}"),
+                }
+            }
         }
     }
+}
+
+/// Whether an SMTP reply refuses the recipient's mailbox itself (550 no
+/// such user, 551 not local, 552 over quota, 553 name not allowed).
+fn mailbox_refused(code: i32) -> bool {
+    matches!(code, 550..=553)
 }
 
 /// Text made safe to put between HTML tags.

@@ -7,7 +7,8 @@
 //! tasks' schedules (`schedule`: pure, deterministic ids) and writes the
 //! notifications events cause (assignments, project membership). The
 //! `scheduler` fires due schedule rows into the inbox, re-checking each
-//! against the task as it is then. `api` serves the inbox and the settings.
+//! against the task as it is then. `api` serves the inbox and the settings. `delivery` sends each
+//! notification out by e-mail and to `webhooks` endpoints.
 
 mod api;
 pub mod config;
@@ -15,6 +16,7 @@ mod consumer;
 mod delivery;
 mod email;
 mod fold;
+mod page;
 pub mod rebuild;
 mod schedule;
 mod scheduler;

@@ -26,6 +26,7 @@ use crate::consumer::EventLoop;
 use crate::delivery::{DispatchSettings, Dispatcher, RetryPolicy};
 use crate::email::EmailSender;
 use crate::scheduler::Scheduler;
+use crate::webhooks::sender::WebhookSender;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -35,6 +36,8 @@ pub struct AppState {
     pub min_lead_seconds: u32,
     /// See [`Config::catch_up`].
     pub catch_up: chrono::Duration,
+    /// See [`crate::config::WebhookSettings::allow_private`].
+    pub webhooks_allow_private: bool,
 }
 
 impl FromRef<AppState> for TokenVerifier {
@@ -83,6 +86,7 @@ pub struct Application {
     events: EventLoop,
     scheduler: Scheduler,
     email: Dispatcher<EmailSender>,
+    webhooks: Dispatcher<WebhookSender>,
 }
 
 impl Application {
@@ -90,8 +94,11 @@ impl Application {
     /// needed, joins the consumer group, binds the port. `verifier`
     /// overrides the JWKS fetch (tests).
     pub async fn build(config: Config, verifier: Option<TokenVerifier>) -> anyhow::Result<Self> {
-        let pool =
-            events::store::connect_and_migrate(config.postgres.url.expose_secret(), 10).await?;
+        let pool = events::store::connect_and_migrate(
+            config.postgres.url.expose_secret(),
+            pool_size(&config),
+        )
+        .await?;
         let topics = Topics::with_prefix(config.kafka.topic_prefix.clone());
         kafka::ensure_topics(&config.kafka.brokers, &topics)
             .await
@@ -123,6 +130,7 @@ impl Application {
             verifier,
             min_lead_seconds: config.min_lead_seconds,
             catch_up,
+            webhooks_allow_private: config.webhooks.allow_private,
         };
         let router = service::http::finish(routes(state, readiness));
         let from = config
@@ -147,6 +155,23 @@ impl Application {
                 },
             },
         };
+        let webhook_sender =
+            WebhookSender::new(&config.webhooks).context("cannot build the webhook HTTP client")?;
+        let webhooks = Dispatcher {
+            pool: pool.clone(),
+            sender: std::sync::Arc::new(webhook_sender),
+            settings: DispatchSettings {
+                concurrency: config.webhooks.concurrency,
+                per_target: config.webhooks.per_endpoint,
+                lease: lease_for(config.webhooks.timeout),
+                tick: config.tick,
+                retry: RetryPolicy {
+                    base: config.retry_base,
+                    max_delay: config.retry_max_delay,
+                    window: config.webhooks.retry_window,
+                },
+            },
+        };
         Ok(Application {
             loops,
             listener,
@@ -160,6 +185,7 @@ impl Application {
                 catch_up: config.catch_up,
             },
             email,
+            webhooks,
         })
     }
 
@@ -175,6 +201,7 @@ impl Application {
         let consuming = loops.spawn("consumer", self.events.run(shutdown.clone()));
         let firing = loops.spawn("scheduler", self.scheduler.run(shutdown.clone()));
         let emailing = loops.spawn("e-mail dispatcher", self.email.run(shutdown.clone()));
+        let posting = loops.spawn("webhook dispatcher", self.webhooks.run(shutdown.clone()));
         let served = service::http::serve_with(
             self.listener,
             self.router,
@@ -187,6 +214,7 @@ impl Application {
             ("consumer", consuming),
             ("scheduler", firing),
             ("e-mail dispatcher", emailing),
+            ("webhook dispatcher", posting),
         ] {
             // A panic was logged and noted by `Loops::spawn`.
             if task.await.is_err() {
@@ -195,6 +223,14 @@ impl Application {
         }
         served
     }
+}
+
+/// Connections for the consumer, the scheduler and the API (10), plus one
+/// per delivery that may be recording its outcome at once, so that no
+/// outcome waits for a connection past its lease; at most 100.
+fn pool_size(config: &Config) -> u32 {
+    let deliveries = config.email.concurrency + config.webhooks.concurrency;
+    u32::try_from(10 + deliveries).unwrap_or(u32::MAX).min(100)
 }
 
 /// A claim's lease for a channel whose one attempt takes at most
@@ -220,13 +256,24 @@ pub(crate) fn documented_routes(
         .routes(routes!(crate::api::mark_read))
         .routes(routes!(crate::api::mark_all_read))
         .routes(routes!(crate::api::get_settings, crate::api::put_settings))
+        .routes(routes!(
+            crate::webhooks::api::create_webhook,
+            crate::webhooks::api::list_webhooks
+        ))
+        .routes(routes!(
+            crate::webhooks::api::get_webhook,
+            crate::webhooks::api::update_webhook,
+            crate::webhooks::api::delete_webhook
+        ))
+        .routes(routes!(crate::webhooks::api::list_deliveries))
         .merge(service::health::documented_routes(readiness))
         .split_for_parts();
     let doc = service::openapi::finish_document(
         doc,
         "taskstream notifier",
         "The caller's inbox (due-date reminders, overdue notices, assignments, project \
-         membership) and notification settings; only one's own notifications.",
+         membership), notification settings, and signed webhooks (the caller's own and \
+         their projects'); only one's own notifications.",
     );
     (api, doc)
 }
@@ -261,12 +308,21 @@ fn readiness(pool: &PgPool, brokers: &str, loops: &Loops) -> Readiness {
         crate::api::NotificationKind,
         crate::api::NotificationSettings,
         crate::api::NotificationSettingsRequest,
+        crate::webhooks::api::WebhookEvent,
+        crate::webhooks::api::WebhookResource,
+        crate::webhooks::api::WebhookCreated,
+        crate::webhooks::api::WebhookList,
+        crate::webhooks::api::CreateWebhookRequest,
+        crate::webhooks::api::UpdateWebhookRequest,
+        crate::webhooks::api::WebhookDeliveryResource,
+        crate::webhooks::api::WebhookDeliveryPage,
         service::Problem,
         service::FieldError,
     )),
     modifiers(&BearerAuth),
     tags(
-        (name = "notifications", description = "The caller's inbox and notification settings")
+        (name = "notifications", description = "The caller's inbox and notification settings"),
+        (name = "webhooks", description = "Signed HTTP deliveries of notifications to the caller's endpoints and their projects'")
     )
 )]
 struct ApiDoc;
@@ -294,15 +350,28 @@ mod tests {
             ("/notifications/read-all", "post", "204"),
             ("/me/notification-settings", "get", "200"),
             ("/me/notification-settings", "put", "422"),
+            ("/webhooks", "post", "201"),
+            ("/webhooks", "get", "200"),
+            ("/webhooks/{id}", "get", "404"),
+            ("/webhooks/{id}", "patch", "422"),
+            ("/webhooks/{id}", "delete", "204"),
+            ("/webhooks/{id}/deliveries", "get", "200"),
         ] {
             let op = &doc["paths"][path][method];
-            assert_eq!(op["tags"][0], "notifications", "{method} {path}");
+            let tag = if path.starts_with("/webhooks") {
+                "webhooks"
+            } else {
+                "notifications"
+            };
+            assert_eq!(op["tags"][0], tag, "{method} {path}");
             assert!(op["responses"][code].is_object(), "{method} {path} {code}");
         }
         for s in [
             "NotificationPage",
             "NotificationResource",
             "NotificationSettings",
+            "WebhookCreated",
+            "WebhookDeliveryPage",
         ] {
             assert!(doc["components"]["schemas"][s].is_object(), "{s}");
         }

@@ -29,33 +29,48 @@ pub struct NewNotification {
 }
 
 /// Inserts a notification unless one with its id exists, with its
-/// deliveries ([`crate::delivery::enqueue`]); whether it was new.
+/// deliveries; whether it was new.
 pub async fn insert_notification(
     conn: &mut PgConnection,
     n: &NewNotification,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
+    Ok(!insert_notifications(conn, std::slice::from_ref(n))
+        .await?
+        .is_empty())
+}
+
+/// Inserts the notifications whose ids do not exist yet, with their
+/// deliveries ([`crate::delivery::enqueue`]), in two statements plus the
+/// deliveries'; the ids of those that were new.
+pub async fn insert_notifications(
+    conn: &mut PgConnection,
+    all: &[NewNotification],
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    if all.is_empty() {
+        return Ok(Vec::new());
+    }
+    let inserted: Vec<Uuid> = sqlx::query_scalar(
         "INSERT INTO notifier_notifications
              (id, user_id, kind, task_id, project_id, title, body, data, late)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-         ON CONFLICT (id) DO NOTHING",
+         SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::uuid[],
+                              $6::text[], $7::text[], $8::jsonb[], $9::bool[])
+         ON CONFLICT (id) DO NOTHING
+         RETURNING id",
     )
-    .bind(n.id)
-    .bind(n.user_id)
-    .bind(n.kind)
-    .bind(n.task_id)
-    .bind(n.project_id)
-    .bind(&n.title)
-    .bind(&n.body)
-    .bind(&n.data)
-    .bind(n.late)
-    .execute(&mut *conn)
+    .bind(all.iter().map(|n| n.id).collect::<Vec<_>>())
+    .bind(all.iter().map(|n| n.user_id).collect::<Vec<_>>())
+    .bind(all.iter().map(|n| n.kind).collect::<Vec<_>>())
+    .bind(all.iter().map(|n| n.task_id).collect::<Vec<_>>())
+    .bind(all.iter().map(|n| n.project_id).collect::<Vec<_>>())
+    .bind(all.iter().map(|n| n.title.as_str()).collect::<Vec<_>>())
+    .bind(all.iter().map(|n| n.body.as_str()).collect::<Vec<_>>())
+    .bind(all.iter().map(|n| n.data.clone()).collect::<Vec<_>>())
+    .bind(all.iter().map(|n| n.late).collect::<Vec<_>>())
+    .fetch_all(&mut *conn)
     .await?;
-    let new = done.rows_affected() == 1;
-    if new {
-        crate::delivery::enqueue(conn, n).await?;
-    }
-    Ok(new)
+    let new: Vec<&NewNotification> = all.iter().filter(|n| inserted.contains(&n.id)).collect();
+    crate::delivery::enqueue(conn, &new).await?;
+    Ok(inserted)
 }
 
 /// The database's clock: the time of the transaction.
@@ -394,6 +409,7 @@ pub async fn fire_due(
     };
     let mut sent_ids = Vec::new();
     let mut cancelled_ids = Vec::new();
+    let mut to_insert: Vec<NewNotification> = Vec::with_capacity(rows.len());
     for row in &rows {
         let id: Uuid = row.try_get("id")?;
         let lag: f64 = row.try_get("lag")?;
@@ -449,11 +465,15 @@ pub async fn fire_due(
             }),
             late: lag > late_after.as_secs_f64(),
         };
-        if insert_notification(&mut tx, &n).await? {
-            fired.sent.push(kind);
-        }
+        to_insert.push(n);
         sent_ids.push(id);
     }
+    let inserted = insert_notifications(&mut tx, &to_insert).await?;
+    fired.sent = to_insert
+        .iter()
+        .filter(|n| inserted.contains(&n.id))
+        .map(|n| n.kind)
+        .collect();
     for (state, ids) in [("sent", &sent_ids), ("cancelled", &cancelled_ids)] {
         if !ids.is_empty() {
             sqlx::query("UPDATE notifier_schedule SET state = $1 WHERE id = ANY($2)")
@@ -528,24 +548,25 @@ pub struct DeliveryRow {
 }
 
 /// The deliveries of `user`'s notifications `ids` that `user` may see: the
-/// e-mails, and the webhook deliveries to endpoints they created.
+/// e-mails, and the webhook deliveries to endpoints they may manage.
 pub async fn deliveries_of(
     pool: &PgPool,
     user: Uuid,
     ids: &[Uuid],
 ) -> Result<Vec<DeliveryRow>, sqlx::Error> {
-    sqlx::query_as(
+    let visible = crate::webhooks::VISIBLE;
+    sqlx::query_as(&format!(
         "SELECT d.notification_id, d.channel, d.webhook_id, d.state, d.attempts,
                 d.last_status, d.last_error, d.next_attempt_at, d.delivered_at
            FROM notifier_deliveries d
-           JOIN notifier_notifications n ON n.id = d.notification_id AND n.user_id = $1
+           JOIN notifier_notifications n ON n.id = d.notification_id AND n.user_id = $2
            LEFT JOIN notifier_webhooks w ON w.id = d.webhook_id
-          WHERE d.notification_id = ANY($2)
-            AND (d.channel = 'email' OR w.owner_id = $1)
-          ORDER BY d.channel, d.webhook_id",
-    )
-    .bind(user)
+          WHERE d.notification_id = ANY($1)
+            AND (d.channel = 'email' OR {visible})
+          ORDER BY d.channel, d.webhook_id"
+    ))
     .bind(ids)
+    .bind(user)
     .fetch_all(pool)
     .await
 }

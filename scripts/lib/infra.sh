@@ -847,8 +847,7 @@ infra_mailpit_start() {
   infra_log "starting Mailpit $TS_MAILPIT_VERSION: SMTP 127.0.0.1:$TS_SMTP_PORT, API http://127.0.0.1:$TS_MAILPIT_PORT/api/v1/"
   infra_spawn "$(infra_pidfile mailpit)" "$(infra_logfile mailpit)" "$TS_MAILPIT_DIR" \
     "$TS_MAILPIT_BIN" --smtp "127.0.0.1:$TS_SMTP_PORT" --listen "127.0.0.1:$TS_MAILPIT_PORT" \
-    --database "$TS_MAILPIT_DIR/mailpit.db" --max 10000 --disable-version-check \
-    --ignore-duplicate-ids
+    --database "$TS_MAILPIT_DIR/mailpit.db" --max 10000 --disable-version-check
 }
 
 # Ready = the API answers and the SMTP port accepts connections.

@@ -11,6 +11,7 @@ pub mod mongod;
 pub mod notify;
 pub mod project_commands;
 pub mod project_queries;
+pub mod receiver;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -418,6 +419,16 @@ impl System {
             query,
             notifier,
         }
+    }
+
+    /// Stops the in-process notifier (it must stop cleanly), so that
+    /// another can take its place.
+    pub async fn stop_notifier(&mut self) {
+        self.notifier.stop.cancel();
+        (&mut self.notifier.handle)
+            .await
+            .expect("notifier task")
+            .expect("notifier stops cleanly");
     }
 
     /// Every service in-process, the notifier's configuration changed by

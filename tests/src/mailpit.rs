@@ -4,9 +4,10 @@
 //! to a message (so a sender can be killed after the server took the
 //! message and before it heard so).
 //!
-//! Mailpit runs with `--ignore-duplicate-ids`: a second message with a
-//! `Message-ID` it already holds is accepted and dropped, as a mail store
-//! that recognises a resend would.
+//! The shared Mailpit keeps every message it receives, so a test that
+//! counts messages sees a duplicate. A test's own may run with
+//! `--ignore-duplicate-ids` (a second message with a `Message-ID` it holds
+//! is accepted and dropped), as a mail store that recognises a resend does.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -103,17 +104,25 @@ pub struct OwnMailpit {
     pub smtp: SocketAddr,
     pub api: SocketAddr,
     dir: PathBuf,
+    drop_resends: bool,
     child: Option<Child>,
 }
 
 impl OwnMailpit {
+    /// Keeping every message it receives.
     pub async fn start() -> Self {
+        Self::start_with(false).await
+    }
+
+    /// `drop_resends`: with `--ignore-duplicate-ids`.
+    pub async fn start_with(drop_resends: bool) -> Self {
         let dir = std::env::temp_dir().join(crate::unique("taskstream-mailpit-"));
         std::fs::create_dir_all(&dir).expect("mailpit dir");
         let mut m = OwnMailpit {
             smtp: SocketAddr::from(([127, 0, 0, 1], crate::process::free_port())),
             api: SocketAddr::from(([127, 0, 0, 1], crate::process::free_port())),
             dir,
+            drop_resends,
             child: None,
         };
         m.resume().await;
@@ -143,7 +152,8 @@ impl OwnMailpit {
             .arg(self.api.to_string())
             .arg("--database")
             .arg(self.dir.join("mailpit.db"))
-            .args(["--disable-version-check", "--ignore-duplicate-ids"])
+            .arg("--disable-version-check")
+            .args(self.drop_resends.then_some("--ignore-duplicate-ids"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)

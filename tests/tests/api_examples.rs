@@ -380,6 +380,15 @@ async fn every_documented_example_answers_its_documented_status() {
         .await
         .expect(reqwest::StatusCode::OK, "the attachment listed");
 
+    // One of the user's own webhook endpoints (the page creates others).
+    let webhook = query_client
+        .api()
+        .request(reqwest::Method::POST, "/webhooks")
+        .json(&json!({ "url": "https://hooks.example.com/examples", "events": ["assigned"] }))
+        .await
+        .expect(reqwest::StatusCode::CREATED, "create a webhook");
+    let webhook = id_of(&webhook).to_string();
+
     let vars = [
         ("API", api.clone()),
         ("ATTACHMENT", attachment),
@@ -399,6 +408,7 @@ async fn every_documented_example_answers_its_documented_status() {
         ("MEMBER_EMAIL", member_email),
         ("MEMBER_ID", member_id),
         ("NOTIFICATION", notification),
+        ("WEBHOOK", webhook),
     ];
     let mut failures = Vec::new();
     for example in &examples {

@@ -40,15 +40,6 @@ fn message_id(notification: &str) -> String {
     format!("{notification}@taskstream.test")
 }
 
-/// The in-process notifier of `sys`, stopped (another takes its place).
-async fn stop_notifier(sys: &mut System) {
-    sys.notifier.stop.cancel();
-    (&mut sys.notifier.handle)
-        .await
-        .expect("notifier task")
-        .expect("notifier stops cleanly");
-}
-
 async fn assign(by: &Person, to: &Person, project: Uuid, title: &str) -> Uuid {
     by.task(json!({ "title": title, "project_id": project, "assignee_ids": [to.id] }))
         .await
@@ -228,10 +219,11 @@ async fn an_smtp_server_down_for_a_minute_delays_email_and_loses_none() {
 
 #[tokio::test]
 async fn a_notifier_killed_after_the_server_took_a_message_resends_it_and_the_mailbox_keeps_one() {
-    let smtp = OwnMailpit::start().await;
+    // A mail store that recognises a resend by its Message-ID.
+    let smtp = OwnMailpit::start_with(true).await;
     let relay = HoldingSmtpRelay::start(smtp.smtp).await;
     let mut sys = System::start().await;
-    stop_notifier(&mut sys).await;
+    sys.stop_notifier().await;
     let mut config = sys
         .deployment
         .notifier_config(&sys.auth.url("/.well-known/jwks.json"));
@@ -277,7 +269,7 @@ async fn a_notifier_killed_between_scheduling_and_sending_sends_each_once_after_
     let server = smtp.smtp;
     smtp.stop().await;
     let mut sys = System::start().await;
-    stop_notifier(&mut sys).await;
+    sys.stop_notifier().await;
     let mut config = sys
         .deployment
         .notifier_config(&sys.auth.url("/.well-known/jwks.json"));

@@ -416,11 +416,7 @@ async fn a_restarted_notifier_fires_what_it_scheduled_once_and_what_fell_due_mea
     })
     .await;
 
-    t.sys.notifier.stop.cancel();
-    (&mut t.sys.notifier.handle)
-        .await
-        .expect("joined")
-        .expect("stopped cleanly");
+    t.sys.stop_notifier().await;
     for status in ["in_progress", "done"] {
         t.bob
             .write(
@@ -713,8 +709,7 @@ async fn the_schedule_is_rebuilt_from_the_log_and_nothing_is_sent_twice() {
     assert_eq!(pending(pool.clone()).await, 2);
 
     // The view is lost (a bad migration, a restore): no tasks, no schedule.
-    t.sys.notifier.stop.cancel();
-    (&mut t.sys.notifier.handle).await.unwrap().unwrap();
+    t.sys.stop_notifier().await;
     sqlx::query("UPDATE notifier_tasks SET due_at = NULL, title = 'corrupted'")
         .execute(&pool)
         .await
@@ -776,6 +771,30 @@ async fn the_schedule_is_rebuilt_from_the_log_and_nothing_is_sent_twice() {
     );
     assert_eq!(t.bob.about("assigned", assigned).await.len(), 1);
     assert_eq!(t.bob.about("assigned", task).await.len(), 1);
+
+    // Nor is anything e-mailed twice: one message per notification.
+    let notes = t.bob.all().await;
+    assert_eq!(
+        notes.len(),
+        5,
+        "added, two assignments, reminder, overdue: {notes:?}"
+    );
+    let mail = tests::mailpit::Mailpit::shared();
+    mail.wait_for(&t.bob.email, notes.len(), WAIT).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut got: Vec<String> = mail
+        .to(&t.bob.email)
+        .await
+        .iter()
+        .map(|m| m["MessageID"].as_str().unwrap().to_owned())
+        .collect();
+    got.sort();
+    let mut want: Vec<String> = notes
+        .iter()
+        .map(|n| format!("{}@taskstream.test", n["id"].as_str().unwrap()))
+        .collect();
+    want.sort();
+    assert_eq!(got, want);
 }
 
 #[tokio::test]

@@ -1,7 +1,18 @@
-//! Webhook endpoints: where they are kept, and what happens when one is
-//! given up on.
+//! Webhook endpoints: where they are kept (the queries behind `api`),
+//! how deliveries reach them (`sender`, behind the SSRF `guard`), and what
+//! happens when one is given up on ([`disable`]).
+//!
+//! An endpoint is a user's own (`project_id` null) or a project's. Who may
+//! see and manage it is decided in SQL, by [`VISIBLE`], in every query that
+//! reads or changes one, so a caller who may not see an endpoint gets the
+//! same "no row" as for one that does not exist.
 
-use sqlx::PgConnection;
+pub mod api;
+pub mod guard;
+pub mod sender;
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::schedule::derived_id;
@@ -37,6 +48,12 @@ pub async fn disable(
     .bind(endpoint)
     .execute(&mut *conn)
     .await?;
+    // The notice (which is also e-mailed) names the endpoint by its host:
+    // its full URL may hold a token.
+    let host = reqwest::Url::parse(&url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_default();
     let notice = NewNotification {
         id: derived_id(&format!("webhook-disabled/{endpoint}/{count}")),
         user_id: owner,
@@ -45,14 +62,231 @@ pub async fn disable(
         project_id: project,
         title: "A webhook was disabled".to_owned(),
         body: format!(
-            "Deliveries to {url} kept failing, so the endpoint was disabled. \
+            "Deliveries to your endpoint at {host} kept failing, so it was disabled. \
              Fix it, then enable it again with PATCH /webhooks/{endpoint}."
         ),
-        data: serde_json::json!({ "webhook_id": endpoint, "url": url, "reason": reason }),
+        data: serde_json::json!({ "webhook_id": endpoint, "host": host, "reason": reason }),
         late: false,
     };
     store::insert_notification(conn, &notice).await?;
     metrics::counter!("notifier_webhooks_disabled_total").increment(1);
     tracing::warn!(webhook = %endpoint, reason, "webhook endpoint disabled");
     Ok(true)
+}
+
+// ------------------------------------------------------------------ store
+
+/// Who may see and manage endpoint `w` (the caller is `$2`): its owner, for
+/// a user's own; the project's owners and admins, for a project's.
+pub(crate) const VISIBLE: &str = "((w.project_id IS NULL AND w.owner_id = $2)
+     OR (w.project_id IS NOT NULL AND EXISTS (
+         SELECT 1 FROM project_members m
+          WHERE m.project_id = w.project_id AND m.user_id = $2
+            AND m.role IN ('owner', 'admin'))))";
+
+const COLUMNS: &str = "w.id, w.project_id, w.url, w.events, w.enabled, \
+     w.disabled_at, w.disabled_reason, w.created_at, w.updated_at";
+
+/// An endpoint as the API shows it (never its secret).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct WebhookRow {
+    pub id: Uuid,
+    pub project_id: Option<Uuid>,
+    pub url: String,
+    pub events: Vec<String>,
+    pub enabled: bool,
+    pub disabled_at: Option<DateTime<Utc>>,
+    pub disabled_reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A checked new endpoint.
+#[derive(Debug, Clone)]
+pub struct NewWebhook {
+    pub id: Uuid,
+    pub owner_id: Uuid,
+    pub project_id: Option<Uuid>,
+    pub url: String,
+    pub events: Vec<String>,
+    pub secret: String,
+}
+
+/// A checked change; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct WebhookChange {
+    pub url: Option<String>,
+    pub events: Option<Vec<String>>,
+    pub secret: Option<String>,
+    pub enabled: Option<bool>,
+}
+
+/// `user`'s role in `project`, if they are a member of it.
+pub async fn project_role(
+    pool: &PgPool,
+    project: Uuid,
+    user: Uuid,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT role FROM project_members WHERE project_id = $1 AND user_id = $2")
+        .bind(project)
+        .bind(user)
+        .fetch_optional(pool)
+        .await
+}
+
+/// Inserts `new` unless its owner already owns `cap` endpoints (`None`).
+/// Creations by one owner are serialised, so the cap holds under
+/// concurrent requests.
+pub async fn create(
+    pool: &PgPool,
+    new: &NewWebhook,
+    cap: i64,
+) -> Result<Option<WebhookRow>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(hashtextextended('notifier_webhooks/' || $1::text, 0))",
+    )
+    .bind(new.owner_id)
+    .execute(&mut *tx)
+    .await?;
+    let owned: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM notifier_webhooks WHERE owner_id = $1")
+            .bind(new.owner_id)
+            .fetch_one(&mut *tx)
+            .await?;
+    if owned >= cap {
+        return Ok(None);
+    }
+    let row = sqlx::query_as(&format!(
+        "INSERT INTO notifier_webhooks AS w (id, owner_id, project_id, url, events, secret)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         RETURNING {COLUMNS}"
+    ))
+    .bind(new.id)
+    .bind(new.owner_id)
+    .bind(new.project_id)
+    .bind(&new.url)
+    .bind(&new.events)
+    .bind(&new.secret)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Some(row))
+}
+
+/// Endpoint `id`, if `user` may see it.
+pub async fn get(pool: &PgPool, user: Uuid, id: Uuid) -> Result<Option<WebhookRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM notifier_webhooks w WHERE w.id = $1 AND {VISIBLE}"
+    ))
+    .bind(id)
+    .bind(user)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Every endpoint `user` may see, oldest first.
+pub async fn list(pool: &PgPool, user: Uuid) -> Result<Vec<WebhookRow>, sqlx::Error> {
+    // `$1` is unused: the caller is `$2`, as in every query using VISIBLE.
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM notifier_webhooks w
+          WHERE $1::uuid IS NOT NULL AND {VISIBLE} ORDER BY w.created_at, w.id"
+    ))
+    .bind(user)
+    .bind(user)
+    .fetch_all(pool)
+    .await
+}
+
+/// Applies `change` to endpoint `id` if `user` may see it. Enabling clears
+/// why it was disabled; disabling by hand records that.
+pub async fn update(
+    pool: &PgPool,
+    user: Uuid,
+    id: Uuid,
+    change: &WebhookChange,
+) -> Result<Option<WebhookRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "UPDATE notifier_webhooks w
+            SET url = COALESCE($3, w.url),
+                events = COALESCE($4, w.events),
+                secret = COALESCE($5, w.secret),
+                enabled = COALESCE($6, w.enabled),
+                disabled_at = CASE WHEN $6 IS NULL THEN w.disabled_at
+                                   WHEN $6 THEN NULL
+                                   WHEN w.enabled THEN now()
+                                   ELSE w.disabled_at END,
+                disabled_reason = CASE WHEN $6 IS NULL THEN w.disabled_reason
+                                       WHEN $6 THEN NULL
+                                       WHEN w.enabled THEN 'disabled by hand (enabled: false)'
+                                       ELSE w.disabled_reason END,
+                updated_at = now()
+          WHERE w.id = $1 AND {VISIBLE}
+         RETURNING {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(user)
+    .bind(&change.url)
+    .bind(&change.events)
+    .bind(&change.secret)
+    .bind(change.enabled)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Deletes endpoint `id` (and, by cascade, its deliveries) if `user` may
+/// see it.
+pub async fn delete(pool: &PgPool, user: Uuid, id: Uuid) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(&format!(
+        "DELETE FROM notifier_webhooks w WHERE w.id = $1 AND {VISIBLE}"
+    ))
+    .bind(id)
+    .bind(user)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// One delivery to an endpoint.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DeliveryRow {
+    pub id: Uuid,
+    pub notification_id: Uuid,
+    pub kind: String,
+    pub state: String,
+    pub attempts: i32,
+    pub last_status: Option<i32>,
+    pub last_error: Option<String>,
+    pub next_attempt_at: DateTime<Utc>,
+    pub first_attempt_at: Option<DateTime<Utc>>,
+    pub last_attempt_at: Option<DateTime<Utc>>,
+    pub delivered_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Up to `limit` deliveries to `endpoint`, newest first, after `after`.
+pub async fn deliveries(
+    pool: &PgPool,
+    endpoint: Uuid,
+    after: Option<(DateTime<Utc>, Uuid)>,
+    limit: i64,
+) -> Result<Vec<DeliveryRow>, sqlx::Error> {
+    let (at, id) = after.unzip();
+    sqlx::query_as(
+        "SELECT d.id, d.notification_id, n.kind, d.state, d.attempts, d.last_status,
+                d.last_error, d.next_attempt_at, d.first_attempt_at, d.last_attempt_at,
+                d.delivered_at, d.created_at
+           FROM notifier_deliveries d
+           JOIN notifier_notifications n ON n.id = d.notification_id
+          WHERE d.webhook_id = $1
+            AND ($2::timestamptz IS NULL OR (d.created_at, d.id) < ($2, $3))
+          ORDER BY d.created_at DESC, d.id DESC
+          LIMIT $4",
+    )
+    .bind(endpoint)
+    .bind(at)
+    .bind(id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
 }
