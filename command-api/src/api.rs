@@ -14,6 +14,7 @@ use utoipa_axum::routes;
 
 use crate::startup::AppState;
 
+mod attachment_handlers;
 mod bodies;
 mod errors;
 mod handlers;
@@ -27,6 +28,7 @@ mod write;
     components(schemas(Problem, FieldError, TaskStatus, Priority, ProjectRole)),
     tags(
         (name = "tasks", description = "Task commands"),
+        (name = "attachments", description = "Files on tasks: presigned uploads to the object store, completion, removal"),
         (name = "projects", description = "Project commands: create, edit, archive, delete, transfer"),
         (name = "members", description = "Project membership: add, change role, remove, leave"),
     )
@@ -43,6 +45,9 @@ pub fn routes(
         .routes(routes!(handlers::update_task, handlers::delete_task))
         .routes(routes!(handlers::change_status))
         .routes(routes!(handlers::move_task))
+        .routes(routes!(attachment_handlers::create_attachment))
+        .routes(routes!(attachment_handlers::complete_attachment))
+        .routes(routes!(attachment_handlers::delete_attachment))
         .routes(routes!(project_handlers::create_project))
         .routes(routes!(
             project_handlers::update_project,

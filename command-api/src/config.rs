@@ -39,6 +39,14 @@ pub struct Config {
     /// `COMMAND_API_MAX_PROJECTS_PER_USER` (default 1,000): an addition
     /// (or a create) beyond either is a 409 naming the limit.
     pub projects: ProjectLimits,
+    /// `COMMAND_API_S3_*`: the object store attachments live in (see
+    /// `objects::S3Settings`).
+    pub s3: objects::S3Settings,
+    /// `COMMAND_API_ATTACHMENT_MAX_BYTES` (25 MiB), `_MAX_PER_TASK` (100),
+    /// `_MAX_BYTES_PER_USER` (1 GiB, pending uploads included),
+    /// `_CONTENT_TYPES` (comma-separated allowlist) and
+    /// `_UPLOAD_TTL_SECONDS` (3600: an upload never completed is removed).
+    pub attachments: crate::attachments::Limits,
     /// `COMMAND_API_HTTP_*`: connection and body timeouts, connection cap;
     /// `COMMAND_API_TRUSTED_PROXIES`: the proxies whose `X-Forwarded-For`
     /// is believed (default none).
@@ -78,6 +86,11 @@ const WRITE_BURST: &str = "WRITE_BURST";
 const MAX_LIVE_TASKS: &str = "MAX_LIVE_TASKS";
 const MAX_PROJECT_MEMBERS: &str = "MAX_PROJECT_MEMBERS";
 const MAX_PROJECTS_PER_USER: &str = "MAX_PROJECTS_PER_USER";
+const ATTACHMENT_MAX_BYTES: &str = "ATTACHMENT_MAX_BYTES";
+const ATTACHMENT_MAX_PER_TASK: &str = "ATTACHMENT_MAX_PER_TASK";
+const ATTACHMENT_MAX_BYTES_PER_USER: &str = "ATTACHMENT_MAX_BYTES_PER_USER";
+const ATTACHMENT_CONTENT_TYPES: &str = "ATTACHMENT_CONTENT_TYPES";
+const ATTACHMENT_UPLOAD_TTL_SECONDS: &str = "ATTACHMENT_UPLOAD_TTL_SECONDS";
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -113,9 +126,45 @@ impl Config {
                     "query-api reads at most that many memberships per request",
                 )?,
             },
+            s3: objects::S3Settings::from_env(PREFIX)?,
+            attachments: attachment_limits()?,
             http: Limits::from_env(PREFIX)?,
         })
     }
+}
+
+fn attachment_limits() -> Result<crate::attachments::Limits, ConfigError> {
+    let own = |name| var(PREFIX, name);
+    let d = crate::attachments::Limits::default();
+    let types: String = env_or(
+        &own(ATTACHMENT_CONTENT_TYPES),
+        crate::attachments::DEFAULT_CONTENT_TYPES.join(","),
+    )?;
+    let content_types: std::collections::BTreeSet<String> = types
+        .split(',')
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect();
+    if let Some(bad) = content_types
+        .iter()
+        .find(|t| !t.contains('/') || t.contains(';'))
+    {
+        return Err(ConfigError {
+            var: own(ATTACHMENT_CONTENT_TYPES),
+            reason: format!("`{bad}` is not a content type without parameters"),
+        });
+    }
+    let ttl: NonZeroU32 = env_or(
+        &own(ATTACHMENT_UPLOAD_TTL_SECONDS),
+        NonZeroU32::new(d.upload_ttl.as_secs() as u32).expect("non-zero"),
+    )?;
+    Ok(crate::attachments::Limits {
+        max_bytes: env_or(&own(ATTACHMENT_MAX_BYTES), d.max_bytes)?,
+        max_per_task: env_or(&own(ATTACHMENT_MAX_PER_TASK), d.max_per_task)?,
+        max_bytes_per_user: env_or(&own(ATTACHMENT_MAX_BYTES_PER_USER), d.max_bytes_per_user)?,
+        content_types,
+        upload_ttl: std::time::Duration::from_secs(u64::from(ttl.get())),
+    })
 }
 
 /// `value` of `var` when it is at most `max`; else an error saying why.
@@ -138,11 +187,17 @@ impl ServiceConfig for Config {
         MAX_LIVE_TASKS,
         MAX_PROJECT_MEMBERS,
         MAX_PROJECTS_PER_USER,
+        ATTACHMENT_MAX_BYTES,
+        ATTACHMENT_MAX_PER_TASK,
+        ATTACHMENT_MAX_BYTES_PER_USER,
+        ATTACHMENT_CONTENT_TYPES,
+        ATTACHMENT_UPLOAD_TTL_SECONDS,
     ];
     const DEPENDENCY_VARS: &'static [fn(&str) -> Vec<String>] = &[
         PostgresSettings::vars,
         KafkaSettings::vars,
         JwtSettings::vars,
+        objects::S3Settings::vars,
         Limits::vars,
     ];
 
@@ -157,10 +212,32 @@ impl ServiceConfig for Config {
                 MAX_PROJECTS_PER_USER,
                 self.projects.max_projects_per_user.to_string(),
             ),
+            (ATTACHMENT_MAX_BYTES, self.attachments.max_bytes.to_string()),
+            (
+                ATTACHMENT_MAX_PER_TASK,
+                self.attachments.max_per_task.to_string(),
+            ),
+            (
+                ATTACHMENT_MAX_BYTES_PER_USER,
+                self.attachments.max_bytes_per_user.to_string(),
+            ),
+            (
+                ATTACHMENT_CONTENT_TYPES,
+                self.attachments
+                    .content_types
+                    .iter()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            (
+                ATTACHMENT_UPLOAD_TTL_SECONDS,
+                self.attachments.upload_ttl.as_secs().to_string(),
+            ),
         ]
     }
 
     fn dependencies(&self) -> Vec<&dyn ToEnv> {
-        vec![&self.postgres, &self.kafka, &self.jwt, &self.http]
+        vec![&self.postgres, &self.kafka, &self.jwt, &self.s3, &self.http]
     }
 }

@@ -19,8 +19,9 @@
 
 use chrono::{DateTime, Utc};
 use events::{
-    Priority, ProjectRole, TaskAssigneesChanged, TaskCreated, TaskDeleted, TaskDueDateChanged,
-    TaskEvent, TaskMoved, TaskPriorityChanged, TaskStatus, TaskStatusChanged, TaskUpdated,
+    Priority, ProjectRole, TaskAssigneesChanged, TaskAttachmentAdded, TaskAttachmentRemoved,
+    TaskCreated, TaskDeleted, TaskDueDateChanged, TaskEvent, TaskMoved, TaskPriorityChanged,
+    TaskStatus, TaskStatusChanged, TaskUpdated,
 };
 use uuid::Uuid;
 
@@ -223,6 +224,8 @@ pub struct Task {
     pub priority: Priority,
     pub due_at: Option<DateTime<Utc>>,
     pub tags: Vec<String>,
+    /// Completed attachments, in the order they were added.
+    pub attachments: Vec<Uuid>,
 }
 
 /// The aggregate's state: a stream with no events, a live task, or a deleted one.
@@ -276,6 +279,14 @@ pub enum Action {
     Delete,
     /// Into a project, or out of one (`None`: personal).
     Move(Option<Uuid>),
+    /// May the caller attach a file? Records nothing: the pending upload
+    /// lives beside the stream until it is completed.
+    Attach(crate::attachments::PendingUpload),
+    /// An upload the store holds as declared: record it (once). `None`:
+    /// no such upload (refused after the access check, so a caller who may
+    /// not see the task learns nothing more).
+    CompleteAttachment(Option<TaskAttachmentAdded>),
+    RemoveAttachment(Uuid),
 }
 
 impl Action {
@@ -330,6 +341,9 @@ pub enum DomainError {
     /// request's `assignee_ids`.
     #[error("not a member of the task's project")]
     NotAssignable { index: usize, personal: bool },
+    /// No such (completed) attachment on this task.
+    #[error("no attachment with this id")]
+    NoSuchAttachment,
 }
 
 /// May `actor` write to `task` (and delete it, when `deleting`)?
@@ -457,6 +471,22 @@ pub fn decide(state: &TaskState, command: Command) -> Result<Vec<TaskEvent>, Dom
             })])
         }
         (Some(_), Action::Delete) => Ok(vec![TaskEvent::Deleted(TaskDeleted {})]),
+        (Some(_), Action::Attach(_)) => Ok(vec![]),
+        (Some(_), Action::CompleteAttachment(None)) => Err(DomainError::NoSuchAttachment),
+        (Some(task), Action::CompleteAttachment(Some(added))) => {
+            if task.attachments.contains(&added.attachment_id) {
+                return Ok(vec![]);
+            }
+            Ok(vec![TaskEvent::AttachmentAdded(added)])
+        }
+        (Some(task), Action::RemoveAttachment(id)) => {
+            if !task.attachments.contains(&id) {
+                return Err(DomainError::NoSuchAttachment);
+            }
+            Ok(vec![TaskEvent::AttachmentRemoved(TaskAttachmentRemoved {
+                attachment_id: id,
+            })])
+        }
         // Create was matched above with `None`; a live task never reaches Create.
         (_, _) => Err(DomainError::AlreadyExists),
     }
@@ -556,6 +586,7 @@ pub fn evolve(state: TaskState, event: &TaskEvent) -> TaskState {
             priority: c.priority,
             due_at: c.due_at,
             tags: c.tags.clone(),
+            attachments: Vec::new(),
         }),
         (TaskState::Live(mut t), TaskEvent::Updated(u)) => {
             if let Some(title) = &u.title {
@@ -587,6 +618,16 @@ pub fn evolve(state: TaskState, event: &TaskEvent) -> TaskState {
         }
         (TaskState::Live(mut t), TaskEvent::Moved(m)) => {
             t.project_id = m.to;
+            TaskState::Live(t)
+        }
+        (TaskState::Live(mut t), TaskEvent::AttachmentAdded(a)) => {
+            if !t.attachments.contains(&a.attachment_id) {
+                t.attachments.push(a.attachment_id);
+            }
+            TaskState::Live(t)
+        }
+        (TaskState::Live(mut t), TaskEvent::AttachmentRemoved(r)) => {
+            t.attachments.retain(|id| *id != r.attachment_id);
             TaskState::Live(t)
         }
         (TaskState::Live(t), TaskEvent::Deleted(_)) => TaskState::Deleted(t),
@@ -700,6 +741,112 @@ mod tests {
             },
         );
         assert_eq!(got, expected, "case `{name}`");
+    }
+
+    #[test]
+    fn attachments_are_added_once_removed_once_and_only_by_writers() {
+        let id = Uuid::from_u128(77);
+        let added = TaskAttachmentAdded {
+            attachment_id: id,
+            filename: "a.txt".into(),
+            content_type: "text/plain".into(),
+            size: 3,
+            sha256: "ab".repeat(32),
+            uploaded_by: owner(),
+        };
+        let with = {
+            let mut h = at(Todo);
+            h.push(TaskEvent::AttachmentAdded(added.clone()));
+            h
+        };
+        let removed = TaskEvent::AttachmentRemoved(TaskAttachmentRemoved { attachment_id: id });
+        let upload = crate::attachments::PendingUpload {
+            attachment_id: id,
+            filename: "a.txt".into(),
+            content_type: "text/plain".into(),
+            size: 3,
+            sha256: "ab".repeat(32),
+            expires_at: due("2026-11-25T00:05:00Z"),
+            max_per_task: 1,
+            max_bytes_per_user: 1,
+        };
+        let cases: Vec<Case> = vec![
+            (
+                "attach",
+                at(Todo),
+                owner(),
+                Action::Attach(upload.clone()),
+                Ok(vec![]),
+            ),
+            (
+                "attach, not yours",
+                at(Todo),
+                stranger(),
+                Action::Attach(upload),
+                Err(DomainError::NotFound),
+            ),
+            (
+                "complete",
+                at(Todo),
+                owner(),
+                Action::CompleteAttachment(Some(added.clone())),
+                Ok(vec![TaskEvent::AttachmentAdded(added.clone())]),
+            ),
+            (
+                "complete again",
+                with.clone(),
+                owner(),
+                Action::CompleteAttachment(Some(added.clone())),
+                Ok(vec![]),
+            ),
+            (
+                "complete nothing",
+                at(Todo),
+                owner(),
+                Action::CompleteAttachment(None),
+                Err(DomainError::NoSuchAttachment),
+            ),
+            (
+                "complete, not yours",
+                at(Todo),
+                stranger(),
+                Action::CompleteAttachment(None),
+                Err(DomainError::NotFound),
+            ),
+            (
+                "remove",
+                with.clone(),
+                owner(),
+                Action::RemoveAttachment(id),
+                Ok(vec![removed.clone()]),
+            ),
+            (
+                "remove unknown",
+                at(Todo),
+                owner(),
+                Action::RemoveAttachment(id),
+                Err(DomainError::NoSuchAttachment),
+            ),
+            (
+                "remove, not yours",
+                with.clone(),
+                stranger(),
+                Action::RemoveAttachment(id),
+                Err(DomainError::NotFound),
+            ),
+        ];
+        for (name, history, actor, action, expected) in cases {
+            check(name, history, actor, action, expected);
+        }
+        let mut gone = with;
+        gone.push(removed);
+        check(
+            "remove twice",
+            gone,
+            owner(),
+            Action::RemoveAttachment(id),
+            Err(DomainError::NoSuchAttachment),
+        );
     }
 
     #[test]
@@ -1087,6 +1234,7 @@ mod tests {
             priority: Priority::High,
             due_at: Some(due("2031-02-03T04:05:06Z")),
             tags: vec!["x".into()],
+            attachments: vec![],
         };
         assert_eq!(fold(&history), TaskState::Live(expected.clone()));
         let mut deleted = history;

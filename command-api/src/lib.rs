@@ -2,6 +2,7 @@
 //! Postgres event store.
 
 mod api;
+pub mod attachments;
 pub mod config;
 mod domain;
 pub mod idempotency;

@@ -472,16 +472,20 @@ async fn keep_members(
                 .bind(project)
                 .execute(&mut *tx)
                 .await?;
-            // The project's tasks vanish: their owners get the slots back.
-            sqlx::query(
-                "WITH gone AS (DELETE FROM project_tasks WHERE project_id = $1 RETURNING owner_id),
-                      n AS (SELECT owner_id, count(*) AS c FROM gone GROUP BY owner_id)
-                 UPDATE live_task_counts l SET live = greatest(l.live - n.c, 0)
-                   FROM n WHERE l.owner_id = n.owner_id",
+            // The project's tasks vanish: their owners get the slots back,
+            // and their attachments' objects are queued for deletion.
+            let tasks: Vec<Uuid> = sqlx::query_scalar(
+                "WITH gone AS (DELETE FROM project_tasks WHERE project_id = $1
+                                RETURNING owner_id, task_id),
+                      n AS (SELECT owner_id, count(*) AS c FROM gone GROUP BY owner_id),
+                      freed AS (UPDATE live_task_counts l SET live = greatest(l.live - n.c, 0)
+                                  FROM n WHERE l.owner_id = n.owner_id)
+                 SELECT task_id FROM gone",
             )
             .bind(project)
-            .execute(&mut *tx)
+            .fetch_all(&mut *tx)
             .await?;
+            crate::attachments::collect_tasks(tx, &tasks).await?;
         }
         ProjectEvent::Updated(_) => {}
     }

@@ -32,6 +32,9 @@ pub struct AppState {
     /// Live tasks one user may have at once.
     pub max_live_tasks: u32,
     pub project_limits: crate::projects::Limits,
+    /// Where attachments' bytes live.
+    pub store: objects::ObjectStore,
+    pub attachment_limits: crate::attachments::Limits,
 }
 
 impl FromRef<AppState> for TokenVerifier {
@@ -47,6 +50,8 @@ pub struct Application {
     write_limiter: WriteLimiter,
     relay: OutboxRelay,
     cleanup_pool: PgPool,
+    store: objects::ObjectStore,
+    upload_ttl: std::time::Duration,
 }
 
 impl Application {
@@ -88,6 +93,8 @@ impl Application {
         let readiness = readiness(&pool);
         let cleanup_pool = pool.clone();
         let write_limiter = write_limit::limiter(config.write_quota);
+        let store = objects::ObjectStore::new(&config.s3)
+            .map_err(|e| anyhow::anyhow!("configuration: COMMAND_API_S3_URL: {e}"))?;
         let state = AppState {
             pool,
             verifier,
@@ -97,6 +104,8 @@ impl Application {
                 max_members: config.projects.max_members.get(),
                 max_projects_per_user: config.projects.max_projects_per_user.get(),
             },
+            store: store.clone(),
+            attachment_limits: config.attachments.clone(),
         };
         let (tasks, openapi) = api::routes(readiness);
         let router = service::http::finish(
@@ -115,6 +124,8 @@ impl Application {
             write_limiter,
             relay,
             cleanup_pool,
+            store,
+            upload_ttl: config.attachments.upload_ttl,
         })
     }
 
@@ -126,7 +137,20 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let relay = tokio::spawn(self.relay.run(shutdown.clone()));
         let cleanup = tokio::spawn(idempotency::clean_up_until(
+            self.cleanup_pool.clone(),
+            shutdown.clone(),
+        ));
+        // The object store is not a readiness dependency: while it is down
+        // only attachments answer 503; these loops wait for it.
+        let bucket = tokio::spawn(crate::attachments::ensure_bucket_until(
+            self.store.clone(),
+            shutdown.clone(),
+        ));
+        let attachments = tokio::spawn(crate::attachments::clean_up_until(
             self.cleanup_pool,
+            self.store,
+            self.upload_ttl,
+            crate::attachments::CLEANUP_TICK,
             shutdown.clone(),
         ));
         self.write_limiter
@@ -141,6 +165,8 @@ impl Application {
         shutdown.cancel();
         let _ = relay.await;
         let _ = cleanup.await;
+        let _ = bucket.await;
+        let _ = attachments.await;
         served
     }
 }

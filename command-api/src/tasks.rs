@@ -95,6 +95,9 @@ pub struct TaskSnapshot {
     /// When the task last became `done`; cleared when it leaves `done`
     /// (the rule the task view folds by).
     pub completed_at: Option<DateTime<Utc>>,
+    /// Completed attachments with the instant each was added, oldest first
+    /// (the rule the task view folds by).
+    pub attachments: Vec<(events::TaskAttachmentAdded, DateTime<Utc>)>,
 }
 
 impl TaskSnapshot {
@@ -108,6 +111,7 @@ impl TaskSnapshot {
             created_at: None,
             updated_at: None,
             completed_at: None,
+            attachments: Vec::new(),
         };
         if history.iter().any(|e| e.stream_type != StreamType::Task) {
             return Err(WriteError::Domain(DomainError::NotFound));
@@ -130,6 +134,15 @@ impl TaskSnapshot {
                 }
                 TaskEvent::StatusChanged(c) => {
                     self.completed_at = (c.to == TaskStatus::Done).then_some(env.occurred_at);
+                }
+                TaskEvent::AttachmentAdded(a) => {
+                    self.attachments
+                        .retain(|(x, _)| x.attachment_id != a.attachment_id);
+                    self.attachments.push((a.clone(), env.occurred_at));
+                }
+                TaskEvent::AttachmentRemoved(r) => {
+                    self.attachments
+                        .retain(|(x, _)| x.attachment_id != r.attachment_id);
                 }
                 _ => {}
             }
@@ -182,6 +195,9 @@ pub enum WriteError {
     Unavailable(sqlx::Error),
     #[error("the owner already has {cap} live tasks")]
     LiveTaskLimit { cap: u32 },
+    /// An attachment limit, or an upload that is gone.
+    #[error(transparent)]
+    Attachment(crate::attachments::AttachmentError),
     /// A project command refused (or a project bound reached).
     #[error(transparent)]
     Project(crate::projects::ProjectWriteError),
@@ -797,6 +813,11 @@ async fn change_in(tx: &mut PgConnection, write: &Write) -> Result<Written, Retr
     let mut command = write.command.clone();
     command.access = access;
     let decided = domain::decide(&snapshot.state, command)?;
+    if let Action::Attach(upload) = &write.command.action {
+        crate::attachments::insert_pending(tx, write.task_id, actor, upload)
+            .await?
+            .map_err(WriteError::Attachment)?;
+    }
     let mut written = Written {
         snapshot,
         appended: Vec::new(),
@@ -814,6 +835,9 @@ async fn change_in(tx: &mut PgConnection, write: &Write) -> Result<Written, Retr
     // transition from a status the task has already left). Without
     // If-Match a conflict means "decide again on newer state".
     let expected = ExpectedVersion::Exact(written.snapshot.version);
+    crate::attachments::after_append(tx, write.task_id, &decided)
+        .await?
+        .map_err(WriteError::Attachment)?;
     let events: Vec<Event> = decided.into_iter().map(Event::Task).collect();
     match store::append(tx, write.task_id, expected, &events, meta(write)).await {
         Ok(envelopes) => {

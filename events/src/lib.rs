@@ -25,8 +25,8 @@ pub use envelope::{
 pub use schema::{
     Event, Priority, ProjectArchived, ProjectCreated, ProjectDeleted, ProjectEvent,
     ProjectMemberAdded, ProjectMemberRemoved, ProjectMemberRoleChanged, ProjectOwnerChanged,
-    ProjectRole, ProjectUnarchived, ProjectUpdated, Role, TaskAssigneesChanged, TaskCreated,
-    TaskDeleted, TaskDueDateChanged, TaskEvent, TaskMoved, TaskPriorityChanged, TaskStatus,
-    TaskStatusChanged, TaskUpdated, UserDeactivated, UserEvent, UserReactivated, UserRegistered,
-    UserRoleChanged,
+    ProjectRole, ProjectUnarchived, ProjectUpdated, Role, TaskAssigneesChanged,
+    TaskAttachmentAdded, TaskAttachmentRemoved, TaskCreated, TaskDeleted, TaskDueDateChanged,
+    TaskEvent, TaskMoved, TaskPriorityChanged, TaskStatus, TaskStatusChanged, TaskUpdated,
+    UserDeactivated, UserEvent, UserReactivated, UserRegistered, UserRoleChanged,
 };

@@ -218,6 +218,28 @@ pub struct TaskMoved {
     pub to: Option<Uuid>,
 }
 
+/// `task.attachment_added`: an upload was completed (the store holds the
+/// object with this size and checksum). Metadata only: never the bytes,
+/// never a URL; the object's key follows from the task and attachment ids.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskAttachmentAdded {
+    pub attachment_id: Uuid,
+    pub filename: String,
+    pub content_type: String,
+    pub size: u64,
+    /// Lowercase hex.
+    pub sha256: String,
+    pub uploaded_by: Uuid,
+}
+
+/// `task.attachment_removed`: the object is deleted from the store afterwards.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskAttachmentRemoved {
+    pub attachment_id: Uuid,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data")]
 pub enum TaskEvent {
@@ -237,6 +259,10 @@ pub enum TaskEvent {
     AssigneesChanged(TaskAssigneesChanged),
     #[serde(rename = "task.moved")]
     Moved(TaskMoved),
+    #[serde(rename = "task.attachment_added")]
+    AttachmentAdded(TaskAttachmentAdded),
+    #[serde(rename = "task.attachment_removed")]
+    AttachmentRemoved(TaskAttachmentRemoved),
 }
 
 // ------------------------------------------------------------- project events
@@ -442,6 +468,8 @@ pub const EVENT_TYPES: &[(&str, StreamType, u32)] = &[
     ("task.deleted", StreamType::Task, 1),
     ("task.assignees_changed", StreamType::Task, 1),
     ("task.moved", StreamType::Task, 1),
+    ("task.attachment_added", StreamType::Task, 1),
+    ("task.attachment_removed", StreamType::Task, 1),
     ("project.created", StreamType::Project, 1),
     ("project.updated", StreamType::Project, 1),
     ("project.archived", StreamType::Project, 1),
@@ -476,6 +504,8 @@ impl Event {
             Event::Task(TaskEvent::Deleted(_)) => "task.deleted",
             Event::Task(TaskEvent::AssigneesChanged(_)) => "task.assignees_changed",
             Event::Task(TaskEvent::Moved(_)) => "task.moved",
+            Event::Task(TaskEvent::AttachmentAdded(_)) => "task.attachment_added",
+            Event::Task(TaskEvent::AttachmentRemoved(_)) => "task.attachment_removed",
             Event::Project(ProjectEvent::Created(_)) => "project.created",
             Event::Project(ProjectEvent::Updated(_)) => "project.updated",
             Event::Project(ProjectEvent::Archived(_)) => "project.archived",

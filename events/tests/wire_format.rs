@@ -41,6 +41,8 @@ fn every_current_event_type_round_trips_byte_for_byte() {
         "task.deleted",
         "task.assignees_changed",
         "task.moved",
+        "task.attachment_added",
+        "task.attachment_removed",
         "project.created",
         "project.updated",
         "project.archived",

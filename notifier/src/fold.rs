@@ -111,6 +111,7 @@ async fn apply_task(
         TaskEvent::Deleted(_) => task.deleted = true,
         TaskEvent::AssigneesChanged(a) => task.assignee_ids = a.assignee_ids.clone(),
         TaskEvent::Moved(m) => task.project_id = m.to,
+        TaskEvent::AttachmentAdded(_) | TaskEvent::AttachmentRemoved(_) => reschedule = false,
     }
     store::save_task(conn, &task).await?;
     if reschedule {

@@ -42,6 +42,9 @@ pub struct Config {
     /// `QUERY_API_CONSISTENCY_TIMEOUT_MS`: how long a read carrying
     /// `X-Consistency-Token` waits for the projection, default 2000.
     pub consistency_timeout: Duration,
+    /// `QUERY_API_S3_*`: the object store attachments are downloaded from
+    /// (presigned GETs on `QUERY_API_S3_PUBLIC_URL`).
+    pub s3: objects::S3Settings,
     /// `QUERY_API_HTTP_*`: connection and body timeouts, connection cap;
     /// `QUERY_API_TRUSTED_PROXIES`: the proxies whose `X-Forwarded-For` is
     /// believed (default none).
@@ -70,6 +73,7 @@ impl Config {
                 &own(CONSISTENCY_TIMEOUT_MS),
                 2000u64,
             )?),
+            s3: objects::S3Settings::from_env(PREFIX)?,
             http: Limits::from_env(PREFIX)?,
         })
     }
@@ -82,6 +86,7 @@ impl ServiceConfig for Config {
         MongoSettings::vars,
         PostgresSettings::vars,
         JwtSettings::vars,
+        objects::S3Settings::vars,
         Limits::vars,
     ];
     const UNPREFIXED_VARS: &'static [&'static str] = &[DEVELOPMENT_VAR];
@@ -98,6 +103,6 @@ impl ServiceConfig for Config {
     }
 
     fn dependencies(&self) -> Vec<&dyn ToEnv> {
-        vec![&self.mongo, &self.postgres, &self.jwt, &self.http]
+        vec![&self.mongo, &self.postgres, &self.jwt, &self.s3, &self.http]
     }
 }

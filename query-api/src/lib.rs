@@ -2,6 +2,7 @@
 //! the projector maintains, with read-your-writes via consistency tokens.
 
 mod analytics;
+mod attachments;
 pub mod config;
 mod consistency;
 mod cursor;

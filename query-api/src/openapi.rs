@@ -12,6 +12,8 @@ use utoipa::OpenApi;
     ),
     components(schemas(
         resources::TaskResource,
+        resources::AttachmentResource,
+        crate::attachments::AttachmentList,
         crate::tasks::TaskPage,
         crate::tasks::TaskHistory,
         crate::tasks::HistoryItem,
@@ -30,6 +32,7 @@ use utoipa::OpenApi;
     modifiers(&BearerAuth),
     tags(
         (name = "tasks", description = "Reading tasks: personal ones and those of the caller's projects"),
+        (name = "attachments", description = "Listing a task's files and downloading them through presigned URLs"),
         (name = "projects", description = "Reading the caller's projects and their members; a non-member gets 404"),
         (name = "analytics", description = "Figures from the analytics projection")
     )

@@ -31,6 +31,8 @@ pub struct AppState {
     pub consistency_timeout: Duration,
     /// Permits for reads waiting on a consistency token (see `consistency`).
     pub token_waits: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Where attachments' bytes live (downloads are presigned GETs).
+    pub store: objects::ObjectStore,
 }
 
 impl FromRef<AppState> for TokenVerifier {
@@ -74,6 +76,8 @@ impl Application {
         let verifier = access::accounts::AccountDirectory::attach(verifier, &pool)
             .await
             .context("postgres: cannot read the accounts")?;
+        let store = objects::ObjectStore::new(&config.s3)
+            .map_err(|e| anyhow::anyhow!("configuration: QUERY_API_S3_URL: {e}"))?;
         let listener = service::http::bind(config.listen_addr).await?;
         let readiness = readiness(&db, &pool);
         let state = AppState {
@@ -85,6 +89,7 @@ impl Application {
             token_waits: std::sync::Arc::new(tokio::sync::Semaphore::new(
                 crate::consistency::MAX_TOKEN_WAITS,
             )),
+            store,
         };
         let router = service::http::finish(routes(state, readiness));
         Ok(Application {
@@ -147,6 +152,8 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(crate::tasks::list_tasks))
         .routes(routes!(crate::tasks::get_task))
         .routes(routes!(crate::tasks::task_history))
+        .routes(routes!(crate::attachments::list_attachments))
+        .routes(routes!(crate::attachments::download_attachment))
         .routes(routes!(crate::analytics::get_summary))
         .routes(routes!(crate::analytics::get_cycle_time))
         .routes(routes!(crate::analytics::get_throughput))

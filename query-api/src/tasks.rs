@@ -70,6 +70,29 @@ fn task_resource(v: &TaskView) -> Result<TaskResource, Problem> {
         updated_at: v.updated_at.to_chrono(),
         completed_at: v.completed_at.map(|t| t.to_chrono()),
         version: v.version.max(0) as u64,
+        attachments: v
+            .attachments
+            .iter()
+            .map(attachment_resource)
+            .collect::<Result<_, _>>()?,
+    })
+}
+
+/// An attachment of a view as the API shows it.
+pub(crate) fn attachment_resource(
+    a: &read_model::views::AttachmentView,
+) -> Result<resources::AttachmentResource, Problem> {
+    let id = |s: &str| {
+        Uuid::try_parse(s).map_err(|e| internal("a task view holds a malformed attachment", e))
+    };
+    Ok(resources::AttachmentResource {
+        id: id(&a.id)?,
+        filename: a.filename.clone(),
+        content_type: a.content_type.clone(),
+        size: a.size.max(0) as u64,
+        sha256: a.sha256.clone(),
+        uploaded_by: id(&a.uploaded_by)?,
+        uploaded_at: a.uploaded_at.to_chrono(),
     })
 }
 
@@ -144,7 +167,7 @@ pub(crate) fn internal(what: &str, e: impl std::fmt::Display) -> Problem {
     Problem::internal()
 }
 
-fn no_such_task() -> Problem {
+pub(crate) fn no_such_task() -> Problem {
     Problem::not_found("no task with this id")
 }
 
@@ -323,7 +346,7 @@ pub async fn task_history(
 /// Whether `user` may read a task created by `owner` (hyphenated) that is
 /// in `project` (`None`: personal): its owner for a personal task, a
 /// member (any role) for a project's, decided by `project_members` now.
-async fn may_read(
+pub(crate) async fn may_read(
     state: &AppState,
     user: &AuthUser,
     project: Option<Uuid>,

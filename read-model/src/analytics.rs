@@ -122,7 +122,9 @@ pub(crate) fn apply_facts(
                     f.assignee_ids = a.assignee_ids.iter().map(ToString::to_string).collect();
                 }
                 TaskEvent::Moved(m) => f.project_id = m.to.map(|p| p.to_string()),
-                TaskEvent::Updated(_) => {}
+                TaskEvent::Updated(_)
+                | TaskEvent::AttachmentAdded(_)
+                | TaskEvent::AttachmentRemoved(_) => {}
             }
             f
         }

@@ -82,6 +82,25 @@ pub struct TaskView {
     /// The version of the last applied event (BSON has no unsigned integers).
     pub version: i64,
     pub deleted: bool,
+    /// Completed attachments, oldest first (absent in documents written
+    /// before attachments). Metadata only; the bytes are in the object store.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<AttachmentView>,
+}
+
+/// One completed attachment of a task, as `task.attachment_added` said.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttachmentView {
+    /// Hyphenated UUID.
+    pub id: String,
+    pub filename: String,
+    pub content_type: String,
+    /// Bytes (BSON has no unsigned integers; at most the configured limit).
+    pub size: i64,
+    /// Lowercase hex.
+    pub sha256: String,
+    pub uploaded_by: String,
+    pub uploaded_at: bson::DateTime,
 }
 
 /// The read model of one user. Never holds a password hash or a token
@@ -128,6 +147,7 @@ pub fn apply(view: Option<&TaskView>, env: &EventEnvelope) -> Result<Applied<Tas
             completed_at: (c.status == TaskStatus::Done).then_some(at),
             version: 0,
             deleted: false,
+            attachments: Vec::new(),
         },
         (None, other) => return Err(Poison::NotCreatedFirst(type_of_task(&other).to_owned())),
         (Some(v), event) => {
@@ -164,6 +184,25 @@ pub fn apply(view: Option<&TaskView>, env: &EventEnvelope) -> Result<Applied<Tas
                     v.assignee_ids = a.assignee_ids.iter().map(ToString::to_string).collect();
                 }
                 TaskEvent::Moved(m) => v.project_id = m.to.map(|p| p.to_string()),
+                TaskEvent::AttachmentAdded(a) => {
+                    let id = a.attachment_id.to_string();
+                    // Redelivered events are skipped by version; this only
+                    // keeps a log that says "added" twice from listing it twice.
+                    v.attachments.retain(|x| x.id != id);
+                    v.attachments.push(AttachmentView {
+                        id,
+                        filename: a.filename,
+                        content_type: a.content_type,
+                        size: i64::try_from(a.size).unwrap_or(i64::MAX),
+                        sha256: a.sha256,
+                        uploaded_by: a.uploaded_by.to_string(),
+                        uploaded_at: at,
+                    });
+                }
+                TaskEvent::AttachmentRemoved(r) => {
+                    let id = r.attachment_id.to_string();
+                    v.attachments.retain(|x| x.id != id);
+                }
             }
             v.updated_at = at;
             v

@@ -42,6 +42,27 @@ pub struct TaskResource {
     pub completed_at: Option<DateTime<Utc>>,
     /// The task's stream version; also its `ETag`.
     pub version: u64,
+    /// Completed attachments, oldest first (an upload not yet completed is
+    /// listed nowhere).
+    pub attachments: Vec<AttachmentResource>,
+}
+
+/// A file attached to a task: its metadata (the bytes are in the object
+/// store, reached through `GET /tasks/{id}/attachments/{attachment_id}/download`).
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct AttachmentResource {
+    pub id: Uuid,
+    pub filename: String,
+    /// As declared at upload, from the allowlist; downloads carry it.
+    pub content_type: String,
+    /// Bytes.
+    pub size: u64,
+    /// SHA-256 of the bytes, lowercase hex.
+    pub sha256: String,
+    pub uploaded_by: Uuid,
+    /// When the upload was completed.
+    #[serde(serialize_with = "millis::instant")]
+    pub uploaded_at: DateTime<Utc>,
 }
 
 /// A project as the API shows it, with the caller's role in it.
@@ -119,6 +140,7 @@ mod tests {
             updated_at: at("2026-01-31T09:00:00.123456789Z"),
             completed_at: None,
             version: 1,
+            attachments: vec![],
         }
     }
 
@@ -140,7 +162,8 @@ mod tests {
                 "created_at": "2026-01-31T09:00:00Z",
                 "updated_at": "2026-01-31T09:00:00.123Z",
                 "completed_at": null,
-                "version": 1
+                "version": 1,
+                "attachments": []
             })
         );
     }

@@ -65,6 +65,14 @@ dev_export_service_env() {
   export NOTIFIER_DATABASE_URL="${NOTIFIER_DATABASE_URL:-$pg}"
   export NOTIFIER_KAFKA_BROKERS="${NOTIFIER_KAFKA_BROKERS:-$kafka}"
   export NOTIFIER_JWKS_URL="${NOTIFIER_JWKS_URL:-$jwks}"
+  # The object store scripts/infra runs, with its development credentials
+  # (presigned URLs name the same address: no proxy in front of it here).
+  export COMMAND_API_S3_URL="${COMMAND_API_S3_URL:-http://127.0.0.1:$TS_S3_PORT}"
+  export COMMAND_API_S3_ACCESS_KEY="${COMMAND_API_S3_ACCESS_KEY:-$TS_S3_ACCESS_KEY}"
+  export COMMAND_API_S3_SECRET_KEY="${COMMAND_API_S3_SECRET_KEY:-$TS_S3_SECRET_KEY}"
+  export QUERY_API_S3_URL="${QUERY_API_S3_URL:-http://127.0.0.1:$TS_S3_PORT}"
+  export QUERY_API_S3_ACCESS_KEY="${QUERY_API_S3_ACCESS_KEY:-$TS_S3_ACCESS_KEY}"
+  export QUERY_API_S3_SECRET_KEY="${QUERY_API_S3_SECRET_KEY:-$TS_S3_SECRET_KEY}"
   # The gateway on this machine is the one proxy whose X-Forwarded-For the
   # services believe.
   export AUTH_TRUSTED_PROXIES="${AUTH_TRUSTED_PROXIES:-127.0.0.1/32}"

@@ -1,8 +1,9 @@
 # shellcheck shell=bash
 # scripts/lib/infra.sh: install, start, check and stop the local servers that
 # taskstream needs (PostgreSQL, Apache Kafka in KRaft mode, SecantusDB as the
-# MongoDB-wire server, HAProxy as the gateway, and Mailpit as the SMTP server
-# with an API to read what arrived). Sourced by scripts/infra, scripts/dev, scripts/test.
+# MongoDB-wire server, HAProxy as the gateway, Mailpit as the SMTP server
+# with an API to read what arrived, and versitygw as the S3-compatible object
+# store). Sourced by scripts/infra, scripts/dev, scripts/test.
 #
 # State (data, config, logs, pids) lives in the checkout's ignored .dev/;
 # downloads (Maven jars, the Python venv) live outside the checkout in
@@ -22,6 +23,7 @@
 #   GATEWAY_*                         the gateway's own settings (gateway/haproxy.cfg)
 #   TASKSTREAM_SMTP_PORT              Mailpit's SMTP port (1025)
 #   TASKSTREAM_MAILPIT_PORT           Mailpit's HTTP API port (8025)
+#   TASKSTREAM_S3_PORT                the object store's S3 port (9000)
 
 if [[ -n "${TS_INFRA_LIB_LOADED:-}" ]]; then
   return 0
@@ -31,7 +33,7 @@ TS_INFRA_LIB_LOADED=1
 TS_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)"
 TS_DEV="$TS_ROOT/.dev"
 TS_CACHE="${TASKSTREAM_CACHE:-$HOME/.cache/taskstream}"
-TS_SERVERS=(postgres kafka mongo gateway mailpit)
+TS_SERVERS=(postgres kafka mongo gateway mailpit s3)
 
 TS_PG_PORT="${TASKSTREAM_PG_PORT:-55432}"
 TS_PG_BASE="$TS_DEV/postgres"              # a directory, or a symlink (see infra_pg_prepare_base)
@@ -60,6 +62,17 @@ TS_MAILPIT_PORT="${TASKSTREAM_MAILPIT_PORT:-8025}"
 TS_MAILPIT_VERSION="v1.33.1"
 TS_MAILPIT_BIN="$TS_CACHE/mailpit-$TS_MAILPIT_VERSION/bin/mailpit"
 TS_MAILPIT_DIR="$TS_DEV/mailpit"
+
+TS_S3_PORT="${TASKSTREAM_S3_PORT:-9000}"
+TS_VERSITYGW_VERSION="v1.8.0"
+TS_VERSITYGW_BIN="$TS_CACHE/versitygw-$TS_VERSITYGW_VERSION/bin/versitygw"
+TS_S3_DIR="$TS_DEV/s3"
+# Development credentials and bucket: the services' development defaults
+# (objects::S3Settings) are the same values.
+TS_S3_ACCESS_KEY="taskstream"
+TS_S3_SECRET_KEY="taskstream-dev-secret"
+TS_S3_REGION="us-east-1"
+TS_S3_BUCKET="taskstream-attachments"
 
 # ---------------------------------------------------------------- helpers
 
@@ -248,6 +261,7 @@ infra_port() {
     mongo) echo "$TS_MONGO_PORT" ;;
     gateway) echo "$TS_GATEWAY_PORT" ;;
     mailpit) echo "$TS_SMTP_PORT" ;;
+    s3) echo "$TS_S3_PORT" ;;
     *) return 1 ;;
   esac
 }
@@ -260,6 +274,7 @@ infra_ready_timeout() {
     mongo) echo 60 ;;
     gateway) echo 20 ;;
     mailpit) echo 30 ;;
+    s3) echo 30 ;;
   esac
 }
 
@@ -270,6 +285,7 @@ infra_port_var() {
     mongo) echo TASKSTREAM_MONGO_PORT ;;
     gateway) echo TASKSTREAM_GATEWAY_PORT ;;
     mailpit) echo TASKSTREAM_SMTP_PORT ;;
+    s3) echo TASKSTREAM_S3_PORT ;;
   esac
 }
 
@@ -850,6 +866,65 @@ infra_mailpit_stop() {
   rm -f "$(infra_pidfile mailpit)"
 }
 
+# ---------------------------------------------------------------- versitygw (S3)
+
+# Built from source with `go install` like Mailpit, once per version, into
+# the cache (shared module and build caches under $TS_CACHE/go).
+infra_s3_install() {
+  local go log t0=$EPOCHREALTIME
+  [[ -x "$TS_VERSITYGW_BIN" ]] && return 0
+  go="$(infra_go)" || infra_die "no go command to build versitygw with"
+  mkdir -p "$(dirname "$TS_VERSITYGW_BIN")"
+  log="$(dirname "$(dirname "$TS_VERSITYGW_BIN")")/go-install.log"
+  infra_log "building versitygw $TS_VERSITYGW_VERSION with $("$go" version | awk '{ print $3 }') (log: $log)"
+  if ! GOPATH="$TS_CACHE/go" GOBIN="$(dirname "$TS_VERSITYGW_BIN")" GOCACHE="$TS_CACHE/go/build-cache" \
+    GOFLAGS=-mod=mod "$go" install "github.com/versity/versitygw/cmd/versitygw@$TS_VERSITYGW_VERSION" >"$log" 2>&1; then
+    infra_fail_with_log s3 "go install github.com/versity/versitygw/cmd/versitygw@$TS_VERSITYGW_VERSION failed" "$log"
+  fi
+  infra_log "versitygw ready in $(infra_elapsed "$t0")"
+}
+
+infra_s3_pid() {
+  local pid
+  pid="$(infra_read_pid "$(infra_pidfile s3)")" || return 1
+  infra_pid_is "$pid" "$TS_VERSITYGW_BIN" || return 1
+  printf '%s\n' "$pid"
+}
+
+# The posix backend: every directory under .dev/s3/data is a bucket.
+infra_s3_start() {
+  mkdir -p "$TS_S3_DIR/data"
+  infra_log "starting versitygw $TS_VERSITYGW_VERSION: S3 http://127.0.0.1:$TS_S3_PORT (bucket $TS_S3_BUCKET)"
+  ROOT_ACCESS_KEY="$TS_S3_ACCESS_KEY" ROOT_SECRET_KEY="$TS_S3_SECRET_KEY" \
+    infra_spawn "$(infra_pidfile s3)" "$(infra_logfile s3)" "$TS_S3_DIR" \
+    "$TS_VERSITYGW_BIN" --port "127.0.0.1:$TS_S3_PORT" --region "$TS_S3_REGION" --quiet \
+    posix "$TS_S3_DIR/data"
+}
+
+# infra_s3_curl ARGS...: curl with an AWS SigV4 signature of the dev credentials.
+infra_s3_curl() {
+  curl -s -m 5 --aws-sigv4 "aws:amz:$TS_S3_REGION:s3" -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" \
+    --user "$TS_S3_ACCESS_KEY:$TS_S3_SECRET_KEY" "$@"
+}
+
+# Ready = a signed ListBuckets answers 200; then the bucket exists (the
+# services also create it when missing, so this is for convenience).
+infra_s3_ready() {
+  [[ "$(infra_s3_curl -o /dev/null -w '%{http_code}' "http://127.0.0.1:$TS_S3_PORT/" 2>/dev/null)" == 200 ]] || return 1
+  [[ -d "$TS_S3_DIR/data/$TS_S3_BUCKET" ]] ||
+    infra_s3_curl -o /dev/null -X PUT "http://127.0.0.1:$TS_S3_PORT/$TS_S3_BUCKET" || true
+}
+
+infra_s3_stop() {
+  local pid
+  pid="$(infra_s3_pid)" || {
+    rm -f "$(infra_pidfile s3)"
+    return 1
+  }
+  infra_stop_pid s3 "$pid" 10
+  rm -f "$(infra_pidfile s3)"
+}
+
 # ---------------------------------------------------------------- commands
 
 infra_check_names() {
@@ -940,7 +1015,7 @@ infra_clean() {
   local n
   infra_down "${TS_SERVERS[@]}"
   if [[ -L "$TS_PG_BASE" ]]; then rm -rf "$(readlink -f "$TS_PG_BASE")"; fi
-  rm -rf "$TS_PG_BASE" "$TS_PG_PWFILE" "$TS_KAFKA_DIR" "$TS_MONGO_DIR" "$TS_MAILPIT_DIR"
+  rm -rf "$TS_PG_BASE" "$TS_PG_PWFILE" "$TS_KAFKA_DIR" "$TS_MONGO_DIR" "$TS_MAILPIT_DIR" "$TS_S3_DIR"
   for n in "${TS_SERVERS[@]}"; do rm -f "$(infra_pidfile "$n")" "$TS_DEV/$n.log"; done
   infra_log "removed the servers' state from $TS_DEV"
 }
@@ -974,5 +1049,8 @@ export TASKSTREAM_KAFKA_HOME='$TS_KAFKA_HOME'
 export TASKSTREAM_TEST_SMTP='127.0.0.1:$TS_SMTP_PORT'
 export TASKSTREAM_TEST_MAILPIT_URL='http://127.0.0.1:$TS_MAILPIT_PORT'
 export TASKSTREAM_MAILPIT_BIN='$TS_MAILPIT_BIN'
+export TASKSTREAM_TEST_S3_URL='http://127.0.0.1:$TS_S3_PORT'
+export TASKSTREAM_TEST_S3_ACCESS_KEY='$TS_S3_ACCESS_KEY'
+export TASKSTREAM_TEST_S3_SECRET_KEY='$TS_S3_SECRET_KEY'
 EOF
 }

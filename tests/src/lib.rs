@@ -34,6 +34,10 @@ pub struct Servers {
     /// Mailpit's SMTP address (`host:port`) and its API's base URL.
     pub smtp: String,
     pub mailpit_url: String,
+    /// The S3-compatible object store and its credentials.
+    pub s3_url: String,
+    pub s3_access_key: String,
+    pub s3_secret_key: String,
 }
 
 pub fn servers() -> &'static Servers {
@@ -48,6 +52,12 @@ pub fn servers() -> &'static Servers {
         smtp: std::env::var("TASKSTREAM_TEST_SMTP").unwrap_or_else(|_| "127.0.0.1:1025".into()),
         mailpit_url: std::env::var("TASKSTREAM_TEST_MAILPIT_URL")
             .unwrap_or_else(|_| "http://127.0.0.1:8025".into()),
+        s3_url: std::env::var("TASKSTREAM_TEST_S3_URL")
+            .unwrap_or_else(|_| objects::S3Settings::DEFAULT_URL.into()),
+        s3_access_key: std::env::var("TASKSTREAM_TEST_S3_ACCESS_KEY")
+            .unwrap_or_else(|_| objects::S3Settings::DEV_ACCESS_KEY.into()),
+        s3_secret_key: std::env::var("TASKSTREAM_TEST_S3_SECRET_KEY")
+            .unwrap_or_else(|_| objects::S3Settings::DEV_SECRET_KEY.into()),
     })
 }
 
@@ -141,6 +151,23 @@ impl Deployment {
         }
     }
 
+    /// The test object store, with the default bucket (the services
+    /// create it when it is missing). Tests of attachments use a bucket of
+    /// their own ([`Deployment::s3_bucket`]).
+    pub fn s3(&self) -> objects::S3Settings {
+        self.s3_bucket(objects::S3Settings::DEFAULT_BUCKET)
+    }
+
+    /// The test object store with `bucket`.
+    pub fn s3_bucket(&self, bucket: &str) -> objects::S3Settings {
+        let s = servers();
+        objects::S3Settings {
+            access_key: s.s3_access_key.clone(),
+            secret_key: s.s3_secret_key.clone().into(),
+            ..objects::S3Settings::development(s.s3_url.clone(), bucket)
+        }
+    }
+
     /// The test MongoDB-wire server, with this deployment's database.
     pub fn mongo(&self) -> MongoSettings {
         MongoSettings::new(servers().mongodb_url.clone(), self.mongodb_database.clone())
@@ -196,6 +223,8 @@ impl Deployment {
             },
             max_live_tasks: std::num::NonZeroU32::MAX,
             projects: Default::default(),
+            s3: self.s3(),
+            attachments: Default::default(),
             http: test_http_limits(),
         }
     }
@@ -240,6 +269,7 @@ impl Deployment {
             jwt: access::JwtSettings::new(jwks_url),
             cursor_secret: unique("cursor-secret-").into(),
             consistency_timeout: Duration::from_secs(2),
+            s3: self.s3(),
             http: test_http_limits(),
         }
     }

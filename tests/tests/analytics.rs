@@ -99,7 +99,11 @@ impl Log {
             }
             TaskEvent::Deleted(_) => self.truth.get_mut(&id).expect("task").deleted = true,
             // This log has personal, unassigned tasks only.
-            TaskEvent::Updated(_) | TaskEvent::AssigneesChanged(_) | TaskEvent::Moved(_) => {}
+            TaskEvent::Updated(_)
+            | TaskEvent::AssigneesChanged(_)
+            | TaskEvent::Moved(_)
+            | TaskEvent::AttachmentAdded(_)
+            | TaskEvent::AttachmentRemoved(_) => {}
         }
     }
 

@@ -2,13 +2,15 @@
 //! with bash and curl, in the page's order, against the real services, and
 //! must answer the status its `# → NNN` line promises, through the real
 //! gateway. Every operation of the gateway's OpenAPI document (the whole
-//! public API) must have an example on the page.
+//! public API) must have an example on the page. A block whose curl goes
+//! elsewhere (a presigned URL of the object store, in a variable) is run
+//! and checked the same way, as a step of a flow, not as an operation.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{json, Value};
 use tests::clients::{email, id_of, AuthClient, CommandClient, QueryClient, PASSWORD};
 use tests::gateway::Settings;
 use tests::project_commands::ProjectCommands;
@@ -33,6 +35,8 @@ struct Example {
     method: String,
     /// The URL's path, variables left in (e.g. `/tasks/$TASK`).
     path: String,
+    /// The request goes to another server (e.g. `$UPLOAD_URL`), not the API.
+    external: bool,
 }
 
 impl Example {
@@ -65,8 +69,15 @@ fn parse_examples(page: &str) -> Vec<Example> {
             }
         }
         let status = status.unwrap_or_else(|| panic!("docs/api.md:{}: no `# → NNN` line", i + 1));
-        let (method, path) = request_line(&script)
-            .unwrap_or_else(|| panic!("docs/api.md:{}: not one curl request: {script}", i + 1));
+        let (method, path, external) = match request_line(&script) {
+            Some((method, path)) => (method, path, false),
+            None => {
+                let (method, url) = external_line(&script).unwrap_or_else(|| {
+                    panic!("docs/api.md:{}: not one curl request: {script}", i + 1)
+                });
+                (method, url, true)
+            }
+        };
         assert_eq!(
             script.matches("curl ").count(),
             1,
@@ -79,9 +90,26 @@ fn parse_examples(page: &str) -> Vec<Example> {
             status,
             method,
             path,
+            external,
         });
     }
     examples
+}
+
+/// `(METHOD, "$VARIABLE")` of a curl command whose URL is a variable other
+/// than the API's base URL (a presigned URL).
+fn external_line(script: &str) -> Option<(String, String)> {
+    let command = script.replace("\\\n", " ");
+    let at = command.find("\"$")?;
+    let rest = &command[at + 1..];
+    let end = rest[1..].find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))? + 1;
+    let variable = rest[..end].to_owned();
+    let words: Vec<&str> = command.split_whitespace().collect();
+    let method = match words.iter().position(|w| *w == "-X" || *w == "--request") {
+        Some(i) => words.get(i + 1)?.to_string(),
+        None => "GET".into(),
+    };
+    Some((method, variable))
 }
 
 /// `(METHOD, path)` of a curl command line.
@@ -190,11 +218,11 @@ async fn every_documented_example_answers_its_documented_status() {
         .filter(|(method, template)| {
             !examples
                 .iter()
-                .any(|e| &e.method == method && path_matches(template, &e.path))
+                .any(|e| !e.external && &e.method == method && path_matches(template, &e.path))
         })
         .map(|(method, template)| format!("{method} {template}"))
         .collect();
-    for e in &examples {
+    for e in examples.iter().filter(|e| !e.external) {
         assert!(
             ops.iter()
                 .any(|(m, t)| *m == e.method && path_matches(t, &e.path)),
@@ -291,6 +319,67 @@ async fn every_documented_example_answers_its_documented_status() {
         )
         .await;
 
+    // On `$FILES_TASK`: an upload started (the page sends its bytes and
+    // completes it), and an attachment already completed (downloaded, then
+    // removed).
+    let (files_task, _) = create_task("With files").await;
+    let notes = b"hello world\n".to_vec();
+    let declare = json!({
+        "filename": "notes.txt",
+        "content_type": "text/plain",
+        "size": notes.len(),
+        "sha256": objects::sha256_hex(&notes),
+    });
+    let start = |body: Value| {
+        command_client
+            .request(
+                reqwest::Method::POST,
+                &format!("/tasks/{files_task}/attachments"),
+            )
+            .json(&body)
+    };
+    let pending = start(declare.clone())
+        .await
+        .expect(reqwest::StatusCode::CREATED, "start an upload");
+    let upload_url = pending["upload"]["url"].as_str().expect("url").to_owned();
+    let attachment = id_of(&pending).to_string();
+    let file = start(declare)
+        .await
+        .expect(reqwest::StatusCode::CREATED, "start another upload");
+    let put = tests::http()
+        .put(file["upload"]["url"].as_str().expect("url"))
+        .header("content-type", "text/plain")
+        .header(
+            "x-amz-checksum-sha256",
+            objects::sha256_hex_to_base64(&objects::sha256_hex(&notes)).expect("base64"),
+        )
+        .body(notes)
+        .send()
+        .await
+        .expect("PUT the bytes");
+    assert!(put.status().is_success(), "PUT: {}", put.status());
+    let file = id_of(&file).to_string();
+    let completed = command_client
+        .request(
+            reqwest::Method::POST,
+            &format!("/tasks/{files_task}/attachments/{file}/complete"),
+        )
+        .await;
+    let completion = completed
+        .consistency_token()
+        .expect("X-Consistency-Token")
+        .to_owned();
+    completed.expect(reqwest::StatusCode::OK, "complete");
+    query_client
+        .api()
+        .request(
+            reqwest::Method::GET,
+            &format!("/tasks/{files_task}/attachments"),
+        )
+        .consistency_token(&completion)
+        .await
+        .expect(reqwest::StatusCode::OK, "the attachment listed");
+
     // One of the user's own webhook endpoints (the page creates others).
     let webhook = query_client
         .api()
@@ -302,6 +391,10 @@ async fn every_documented_example_answers_its_documented_status() {
 
     let vars = [
         ("API", api.clone()),
+        ("ATTACHMENT", attachment),
+        ("UPLOAD_URL", upload_url),
+        ("FILE", file),
+        ("FILES_TASK", files_task),
         ("EMAIL", email),
         ("TOKEN", token),
         ("REFRESH", refresh),
@@ -358,4 +451,11 @@ fn the_page_parser_reads_method_path_and_status() {
     assert!(path_matches("/tasks/{id}", "/tasks/$TASK"));
     assert!(!path_matches("/tasks/{id}", "/tasks/$TASK/history"));
     assert!(!path_matches("/tasks", "/tasks/$TASK"));
+    let e = parse_examples(
+        "```sh\nprintf 'x' | curl -X PUT \"$UPLOAD_URL\" \\\n  --data-binary @-\n# → 200\n```\n",
+    );
+    assert_eq!(
+        (e[0].method.as_str(), e[0].path.as_str(), e[0].external),
+        ("PUT", "$UPLOAD_URL", true)
+    );
 }

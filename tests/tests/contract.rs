@@ -72,6 +72,9 @@ fn expected_surface(service: &str) -> BTreeSet<(String, String)> {
             ("POST", "/projects/{id}/members"),
             ("PATCH", "/projects/{id}/members/{user_id}"),
             ("DELETE", "/projects/{id}/members/{user_id}"),
+            ("POST", "/tasks/{id}/attachments"),
+            ("POST", "/tasks/{id}/attachments/{attachment_id}/complete"),
+            ("DELETE", "/tasks/{id}/attachments/{attachment_id}"),
         ],
         "query-api" => &[
             ("GET", "/tasks"),
@@ -84,6 +87,8 @@ fn expected_surface(service: &str) -> BTreeSet<(String, String)> {
             ("GET", "/projects"),
             ("GET", "/projects/{id}"),
             ("GET", "/projects/{id}/members"),
+            ("GET", "/tasks/{id}/attachments"),
+            ("GET", "/tasks/{id}/attachments/{attachment_id}/download"),
         ],
         other => panic!("unknown service {other}"),
     };

@@ -99,8 +99,9 @@ fn keys(v: &Value) -> Vec<&str> {
 }
 
 /// The task resource's fields, sorted.
-const FIELDS: [&str; 14] = [
+const FIELDS: [&str; 15] = [
     "assignee_ids",
+    "attachments",
     "completed_at",
     "created_at",
     "description",

@@ -51,6 +51,10 @@ async fn four_binaries_start_report_ready_and_stop_on_sigterm() {
             kv("COMMAND_API_KAFKA_BROKERS", &s.kafka_brokers),
             kv("COMMAND_API_KAFKA_TOPIC_PREFIX", &d.topic_prefix),
             kv("COMMAND_API_JWKS_URL", &jwks),
+            // The object store's credentials: required outside development mode.
+            kv("COMMAND_API_S3_URL", &s.s3_url),
+            kv("COMMAND_API_S3_ACCESS_KEY", &s.s3_access_key),
+            kv("COMMAND_API_S3_SECRET_KEY", &s.s3_secret_key),
         ],
     );
     let mut query = Service::start(
@@ -64,6 +68,9 @@ async fn four_binaries_start_report_ready_and_stop_on_sigterm() {
             kv("QUERY_API_JWKS_URL", &jwks),
             // A secret of its own: outside development mode there is no default.
             kv("QUERY_API_CURSOR_SECRET", unique("smoke-cursor-secret-")),
+            kv("QUERY_API_S3_URL", &s.s3_url),
+            kv("QUERY_API_S3_ACCESS_KEY", &s.s3_access_key),
+            kv("QUERY_API_S3_SECRET_KEY", &s.s3_secret_key),
         ],
     );
     let mut projector = Service::start(

@@ -110,6 +110,11 @@ async fn main() -> anyhow::Result<()> {
         },
         max_live_tasks: std::num::NonZeroU32::MAX,
         projects: Default::default(),
+        s3: objects::S3Settings::development(
+            objects::S3Settings::DEFAULT_URL,
+            objects::S3Settings::DEFAULT_BUCKET,
+        ),
+        attachments: Default::default(),
         http: service::http::Limits::default(),
     };
     let app = Application::build(config, Some(verifier)).await?;

@@ -5,6 +5,7 @@
 use axum::http::StatusCode;
 use service::{FieldError, Problem};
 
+use crate::attachments::{AttachmentError, Limit};
 use crate::domain::DomainError;
 use crate::project::ProjectError;
 use crate::projects::ProjectWriteError;
@@ -49,6 +50,24 @@ impl From<WriteError> for Problem {
                 };
                 Problem::validation(vec![FieldError::new(format!("/assignee_ids/{index}"), why)])
             }
+            WriteError::Domain(DomainError::NoSuchAttachment)
+            | WriteError::Attachment(AttachmentError::NoSuchUpload) => {
+                Problem::not_found("no such attachment")
+            }
+            WriteError::Attachment(AttachmentError::Limit(Limit::PerTask(max))) => {
+                attachment_limit(
+                    "max_per_task",
+                    u64::from(max),
+                    "the task already has the most attachments one task may have",
+                )
+            }
+            WriteError::Attachment(AttachmentError::Limit(Limit::PerUser(max))) => {
+                attachment_limit(
+                    "max_bytes_per_user",
+                    max,
+                    "this upload would take the caller past the bytes one user may store",
+                )
+            }
             WriteError::Project(e) => project_problem(e),
             WriteError::PreconditionFailed { current } => Problem::new(
                 StatusCode::PRECONDITION_FAILED,
@@ -85,6 +104,18 @@ impl From<WriteError> for Problem {
             }
         }
     }
+}
+
+/// 422 naming the attachment limit (`limit`) and its value (`max`).
+pub fn attachment_limit(limit: &str, max: u64, detail: &str) -> Problem {
+    Problem::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "attachment-limit",
+        "Attachment limit",
+        format!("{detail} (`{limit}`: {max})"),
+    )
+    .with_extension("limit", limit)
+    .with_extension("max", max)
 }
 
 fn project_problem(e: ProjectWriteError) -> Problem {

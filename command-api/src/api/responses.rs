@@ -5,7 +5,7 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use resources::{MemberResource, ProjectResource, TaskResource};
+use resources::{AttachmentResource, MemberResource, ProjectResource, TaskResource};
 use serde::Serialize;
 
 use super::headers;
@@ -31,7 +31,45 @@ pub fn task_resource(s: &TaskSnapshot) -> Option<TaskResource> {
         updated_at: s.updated_at?,
         completed_at: s.completed_at,
         version: s.version,
+        attachments: s.attachments.iter().map(attachment_resource).collect(),
     })
+}
+
+/// An attachment as `GET /tasks/{id}/attachments` shows it.
+pub fn attachment_resource(
+    (a, at): &(events::TaskAttachmentAdded, chrono::DateTime<chrono::Utc>),
+) -> AttachmentResource {
+    AttachmentResource {
+        id: a.attachment_id,
+        filename: a.filename.clone(),
+        content_type: a.content_type.clone(),
+        size: a.size,
+        sha256: a.sha256.clone(),
+        uploaded_by: a.uploaded_by,
+        uploaded_at: *at,
+    }
+}
+
+/// 201 with a pending upload (`body`) and its `Location`; the task's
+/// version headers are those of the task, unchanged.
+pub fn upload_created<T: Serialize>(w: &Written, location: String, body: &T) -> StoredResponse {
+    json_response(
+        StatusCode::CREATED,
+        Some((header::LOCATION.to_string(), location)),
+        headers::version(&w.snapshot),
+        Some(body),
+    )
+}
+
+/// 200 with the completed attachment `id`.
+pub fn attachment_completed(w: &Written, id: uuid::Uuid) -> StoredResponse {
+    let found = w
+        .snapshot
+        .attachments
+        .iter()
+        .find(|(a, _)| a.attachment_id == id)
+        .map(attachment_resource);
+    json_response(StatusCode::OK, None, headers::version(&w.snapshot), found)
 }
 
 /// 201 with the task and its `Location`.

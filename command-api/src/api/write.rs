@@ -34,6 +34,8 @@ pub struct WriteContext {
     pub id: Uuid,
     /// The member named in the path (`/projects/{id}/members/{user_id}`).
     pub member_id: Option<Uuid>,
+    /// The attachment named in the path (`/tasks/{id}/attachments/{attachment_id}…`).
+    pub attachment_id: Option<Uuid>,
     /// `If-Match`: the version the client saw (never read for a create).
     pub if_match: Option<StreamVersion>,
     /// Present when the client sent an `Idempotency-Key`.
@@ -91,7 +93,10 @@ impl<B: WriteBody> FromRequest<AppState> for WriteRequest<B> {
         // A route with `{id}` writes to that task or project; `POST /tasks`
         // and `POST /projects` create one.
         let existing = route.as_str().contains("{id}");
-        let (id, member_id) = if route.as_str().contains("{user_id}") {
+        let second = ["{user_id}", "{attachment_id}"]
+            .into_iter()
+            .find(|name| route.as_str().contains(name));
+        let (id, member_id) = if second.is_some() {
             let (id, member) = Path::<(Uuid, Uuid)>::from_request_parts(&mut parts, state)
                 .await?
                 .0;
@@ -119,9 +124,13 @@ impl<B: WriteBody> FromRequest<AppState> for WriteRequest<B> {
         // Keys are scoped by the path with the ids as parsed, so every
         // spelling of one resource's path shares them.
         let mut path = route.as_str().replace("{id}", &id.to_string());
-        if let Some(member) = member_id {
-            path = path.replace("{user_id}", &member.to_string());
+        if let (Some(name), Some(second_id)) = (second, member_id) {
+            path = path.replace(name, &second_id.to_string());
         }
+        let (member_id, attachment_id) = match second {
+            Some("{attachment_id}") => (None, member_id),
+            _ => (member_id, None),
+        };
         let idempotency = key?.map(|key| Scope {
             user_id: caller.id,
             method,
@@ -133,6 +142,7 @@ impl<B: WriteBody> FromRequest<AppState> for WriteRequest<B> {
             caller,
             id,
             member_id,
+            attachment_id,
             if_match,
             idempotency,
             correlation_id,

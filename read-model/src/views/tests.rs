@@ -487,3 +487,47 @@ fn task_views_follow_assignees_and_moves() {
     assert_eq!(read.project_id, None);
     assert!(read.assignee_ids.is_empty());
 }
+
+#[test]
+fn task_views_list_completed_attachments_until_removed() {
+    let (id, owner, file) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let mut stream = task_stream(id, owner);
+    stream.truncate(1);
+    let added = events::TaskAttachmentAdded {
+        attachment_id: file,
+        filename: "spec.pdf".into(),
+        content_type: "application/pdf".into(),
+        size: 1024,
+        sha256: "ab".repeat(32),
+        uploaded_by: owner,
+    };
+    let more: Vec<Event> = vec![
+        TaskEvent::AttachmentAdded(added).into(),
+        TaskEvent::AttachmentRemoved(events::TaskAttachmentRemoved {
+            attachment_id: file,
+        })
+        .into(),
+    ];
+    for (i, e) in more.iter().enumerate() {
+        stream.push(EventEnvelope::new(id, i as u64 + 2, e, meta(i as u32 + 1)));
+    }
+    let with = prefix(&stream, 2).unwrap();
+    assert_eq!(
+        with.attachments,
+        vec![AttachmentView {
+            id: file.to_string(),
+            filename: "spec.pdf".into(),
+            content_type: "application/pdf".into(),
+            size: 1024,
+            sha256: "ab".repeat(32),
+            uploaded_by: owner.to_string(),
+            uploaded_at: bson::DateTime::from_chrono(meta(1).occurred_at),
+        }]
+    );
+    assert!(prefix(&stream, 3).unwrap().attachments.is_empty());
+    // A view stored before attachments has none.
+    let mut old = bson::to_document(&prefix(&stream, 1).unwrap()).unwrap();
+    old.remove("attachments");
+    let read: TaskView = bson::from_document(old).expect("old view reads");
+    assert!(read.attachments.is_empty());
+}

@@ -1,0 +1,444 @@
+//! Attachments on the write side: the rows beside the task streams
+//! (`attachments`: pending and completed uploads; `attachment_gc`: objects
+//! to delete), the limits, and the two loops that clean up after clients
+//! (abandoned uploads) and after deletions (objects nobody can reach).
+//!
+//! The flow: `POST /tasks/{id}/attachments` decides `Action::Attach` (the
+//! caller may write the task) and inserts a pending row under the limits,
+//! in the task's write transaction; the client PUTs the bytes straight to
+//! the store; `…/complete` HEADs the object (size, checksum), then appends
+//! `task.attachment_added` and marks the row completed in one transaction.
+//! A removal, a task delete or a project delete moves the rows into
+//! `attachment_gc` in the transaction of its event, so an object is
+//! deleted only once nothing can list it, and always eventually.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use events::TaskEvent;
+use objects::ObjectStore;
+use sqlx::{PgConnection, PgPool, Row};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub use objects::attachment_key as object_key;
+
+pub const MAX_FILENAME_BYTES: usize = 255;
+pub const DEFAULT_MAX_BYTES: u64 = 25 * 1024 * 1024;
+pub const DEFAULT_MAX_PER_TASK: u32 = 100;
+pub const DEFAULT_MAX_BYTES_PER_USER: u64 = 1024 * 1024 * 1024;
+pub const DEFAULT_UPLOAD_TTL: Duration = Duration::from_secs(3600);
+/// Allowed unless configured otherwise: documents, images, archives and
+/// logs. HTML and SVG are allowed because downloads are always served as
+/// attachments (`Content-Disposition: attachment`), never rendered inline.
+pub const DEFAULT_CONTENT_TYPES: &[&str] = &[
+    "text/plain",
+    "text/csv",
+    "text/markdown",
+    "text/html",
+    "image/png",
+    "image/jpeg",
+    "image/gif",
+    "image/webp",
+    "image/svg+xml",
+    "application/pdf",
+    "application/zip",
+    "application/gzip",
+    "application/json",
+    "application/xml",
+    "application/octet-stream",
+];
+
+/// The bounds of attachments (`COMMAND_API_ATTACHMENT_*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes per file.
+    pub max_bytes: u64,
+    /// Attachments per task, pending uploads included.
+    pub max_per_task: u32,
+    /// Bytes per uploader over all tasks, pending uploads included.
+    pub max_bytes_per_user: u64,
+    /// Content types accepted, lowercase, without parameters.
+    pub content_types: BTreeSet<String>,
+    /// A pending upload older than this (and whose URL expired) is removed.
+    pub upload_ttl: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_bytes: DEFAULT_MAX_BYTES,
+            max_per_task: DEFAULT_MAX_PER_TASK,
+            max_bytes_per_user: DEFAULT_MAX_BYTES_PER_USER,
+            content_types: DEFAULT_CONTENT_TYPES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            upload_ttl: DEFAULT_UPLOAD_TTL,
+        }
+    }
+}
+
+/// A limit an upload would pass, named as the problem names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    PerTask(u32),
+    PerUser(u64),
+}
+
+/// Why an attachment write could not be done beside its event.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachmentError {
+    #[error("attachment limit reached")]
+    Limit(Limit),
+    /// The pending upload is gone (cleaned up after its time) or unknown.
+    #[error("no such upload")]
+    NoSuchUpload,
+}
+
+/// A filename as stored: no path separators, no control characters, not
+/// empty, not `.` or `..`, at most 255 bytes of UTF-8.
+pub fn check_filename(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() || name.trim().is_empty() {
+        return Err("must not be empty");
+    }
+    if name == "." || name == ".." {
+        return Err("must not be `.` or `..`");
+    }
+    if name.len() > MAX_FILENAME_BYTES {
+        return Err("must be at most 255 bytes of UTF-8");
+    }
+    if name.contains(['/', '\\']) {
+        return Err("must not contain a path separator");
+    }
+    if name.chars().any(char::is_control) {
+        return Err("must not contain control characters");
+    }
+    Ok(())
+}
+
+/// An upload as declared by the client, checked against the limits that
+/// need no database.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingUpload {
+    pub attachment_id: Uuid,
+    pub filename: String,
+    pub content_type: String,
+    pub size: u64,
+    pub sha256: String,
+    pub expires_at: DateTime<Utc>,
+    pub max_per_task: u32,
+    pub max_bytes_per_user: u64,
+}
+
+/// A pending or completed attachment row.
+#[derive(Debug, Clone)]
+pub struct AttachmentRow {
+    pub attachment_id: Uuid,
+    pub task_id: Uuid,
+    pub uploaded_by: Uuid,
+    pub filename: String,
+    pub content_type: String,
+    pub size: u64,
+    pub sha256: String,
+    pub completed: bool,
+}
+
+/// First key of the per-user advisory lock that serialises one uploader's
+/// quota checks: "atch".
+const USER_LOCK_CLASS: i32 = 0x6174_6368;
+
+/// Records a pending upload, in the task's write transaction (which holds
+/// the task's lock, so the per-task count cannot race), after taking the
+/// uploader's lock for the per-user sum.
+pub async fn insert_pending(
+    tx: &mut PgConnection,
+    task_id: Uuid,
+    uploader: Uuid,
+    upload: &PendingUpload,
+) -> Result<Result<(), AttachmentError>, sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+        .bind(USER_LOCK_CLASS)
+        .bind(crate::tasks::task_lock_key(uploader))
+        .execute(&mut *tx)
+        .await?;
+    let row = sqlx::query(
+        "SELECT (SELECT count(*) FROM attachments WHERE task_id = $1) AS on_task,
+                (SELECT coalesce(sum(size), 0)::bigint FROM attachments WHERE uploaded_by = $2) AS bytes",
+    )
+    .bind(task_id)
+    .bind(uploader)
+    .fetch_one(&mut *tx)
+    .await?;
+    let on_task: i64 = row.try_get("on_task")?;
+    let bytes: i64 = row.try_get("bytes")?;
+    if on_task >= i64::from(upload.max_per_task) {
+        return Ok(Err(AttachmentError::Limit(Limit::PerTask(
+            upload.max_per_task,
+        ))));
+    }
+    let size = i64::try_from(upload.size).unwrap_or(i64::MAX);
+    let cap = i64::try_from(upload.max_bytes_per_user).unwrap_or(i64::MAX);
+    if bytes.saturating_add(size) > cap {
+        return Ok(Err(AttachmentError::Limit(Limit::PerUser(
+            upload.max_bytes_per_user,
+        ))));
+    }
+    sqlx::query(
+        "INSERT INTO attachments (attachment_id, task_id, uploaded_by, filename, content_type,
+                                  size, sha256, upload_expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(upload.attachment_id)
+    .bind(task_id)
+    .bind(uploader)
+    .bind(&upload.filename)
+    .bind(&upload.content_type)
+    .bind(size)
+    .bind(&upload.sha256)
+    .bind(upload.expires_at)
+    .execute(&mut *tx)
+    .await?;
+    Ok(Ok(()))
+}
+
+/// The attachment row `attachment_id` of `task_id`, pending or completed.
+pub async fn find(
+    pool: &PgPool,
+    task_id: Uuid,
+    attachment_id: Uuid,
+) -> Result<Option<AttachmentRow>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT attachment_id, task_id, uploaded_by, filename, content_type, size, sha256, completed
+           FROM attachments WHERE attachment_id = $1 AND task_id = $2",
+    )
+    .bind(attachment_id)
+    .bind(task_id)
+    .fetch_optional(pool)
+    .await?;
+    row.map(|r| {
+        Ok(AttachmentRow {
+            attachment_id: r.try_get("attachment_id")?,
+            task_id: r.try_get("task_id")?,
+            uploaded_by: r.try_get("uploaded_by")?,
+            filename: r.try_get("filename")?,
+            content_type: r.try_get("content_type")?,
+            size: r.try_get::<i64, _>("size")?.max(0) as u64,
+            sha256: r.try_get("sha256")?,
+            completed: r.try_get("completed")?,
+        })
+    })
+    .transpose()
+}
+
+/// Keeps the rows what the task's appended `events` say, in their
+/// transaction: an added attachment's row is completed (it must still be
+/// pending: one removed by the cleanup meanwhile refuses the event); a
+/// removed one, or every one of a deleted task, goes to `attachment_gc`.
+pub async fn after_append(
+    tx: &mut PgConnection,
+    task_id: Uuid,
+    events: &[TaskEvent],
+) -> Result<Result<(), AttachmentError>, sqlx::Error> {
+    for event in events {
+        match event {
+            TaskEvent::AttachmentAdded(a) => {
+                let done = sqlx::query(
+                    "UPDATE attachments SET completed = true
+                      WHERE attachment_id = $1 AND task_id = $2 AND NOT completed",
+                )
+                .bind(a.attachment_id)
+                .bind(task_id)
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() != 1 {
+                    return Ok(Err(AttachmentError::NoSuchUpload));
+                }
+            }
+            TaskEvent::AttachmentRemoved(r) => {
+                collect(tx, "a.attachment_id = $1", r.attachment_id).await?;
+            }
+            TaskEvent::Deleted(_) => collect(tx, "a.task_id = $1", task_id).await?,
+            _ => {}
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// Moves the rows matching `filter` (on `$1`) to `attachment_gc` (keys
+/// as [`objects::attachment_key`] makes them). A
+/// pending upload's object is deleted once its URL has expired, so an
+/// upload still in flight cannot leave an object behind.
+async fn collect(tx: &mut PgConnection, filter: &str, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!(
+        "WITH gone AS (DELETE FROM attachments a WHERE {filter}
+                        RETURNING task_id, attachment_id, completed, upload_expires_at)
+         INSERT INTO attachment_gc (object_key, not_before)
+         SELECT 'tasks/' || task_id || '/' || attachment_id,
+                CASE WHEN completed THEN now() ELSE greatest(now(), upload_expires_at) END
+           FROM gone
+         ON CONFLICT (object_key) DO NOTHING"
+    ))
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// For a project delete, in its transaction: the objects of the tasks in
+/// `task_ids` (the project's, which vanish with it) go to `attachment_gc`.
+pub async fn collect_tasks(tx: &mut PgConnection, task_ids: &[Uuid]) -> Result<(), sqlx::Error> {
+    if task_ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "WITH gone AS (DELETE FROM attachments WHERE task_id = ANY($1)
+                        RETURNING task_id, attachment_id, completed, upload_expires_at)
+         INSERT INTO attachment_gc (object_key, not_before)
+         SELECT 'tasks/' || task_id || '/' || attachment_id,
+                CASE WHEN completed THEN now() ELSE greatest(now(), upload_expires_at) END
+           FROM gone
+         ON CONFLICT (object_key) DO NOTHING",
+    )
+    .bind(task_ids)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// How often the loops look for work.
+pub const CLEANUP_TICK: Duration = Duration::from_secs(1);
+/// Objects deleted per round.
+const GC_BATCH: i64 = 100;
+
+/// Until `shutdown`: pending uploads older than `ttl` (whose URL expired)
+/// move to `attachment_gc`; the objects queued there are deleted from the
+/// store, then their rows. A store that is down keeps the rows for the
+/// next round (with a growing count of attempts), so nothing is lost.
+pub async fn clean_up_until(
+    pool: PgPool,
+    store: ObjectStore,
+    ttl: Duration,
+    tick: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(tick);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        if let Err(e) = expire_pending(&pool, ttl).await {
+            tracing::warn!(error = %e, "attachments: could not expire abandoned uploads");
+        }
+        if let Err(e) = delete_queued(&pool, &store).await {
+            tracing::warn!(error = %e, "attachments: could not read the deletion queue");
+        }
+    }
+}
+
+/// Moves abandoned uploads to the deletion queue.
+async fn expire_pending(pool: &PgPool, ttl: Duration) -> Result<u64, sqlx::Error> {
+    let ttl_seconds = ttl.as_secs_f64();
+    let done = sqlx::query(
+        "WITH gone AS (
+           DELETE FROM attachments
+            WHERE NOT completed
+              AND created_at < now() - make_interval(secs => $1)
+              AND upload_expires_at < now()
+           RETURNING task_id, attachment_id)
+         INSERT INTO attachment_gc (object_key)
+         SELECT 'tasks/' || task_id || '/' || attachment_id FROM gone
+         ON CONFLICT (object_key) DO NOTHING",
+    )
+    .bind(ttl_seconds)
+    .execute(pool)
+    .await?;
+    if done.rows_affected() > 0 {
+        metrics::counter!("attachment_uploads_expired_total").increment(done.rows_affected());
+    }
+    Ok(done.rows_affected())
+}
+
+/// Deletes the due objects of the queue; each row goes once its object is gone.
+async fn delete_queued(pool: &PgPool, store: &ObjectStore) -> Result<(), sqlx::Error> {
+    let keys: Vec<String> = sqlx::query_scalar(
+        "SELECT object_key FROM attachment_gc WHERE not_before <= now()
+          ORDER BY not_before LIMIT $1",
+    )
+    .bind(GC_BATCH)
+    .fetch_all(pool)
+    .await?;
+    for key in keys {
+        match store.delete(&key).await {
+            Ok(()) => {
+                sqlx::query("DELETE FROM attachment_gc WHERE object_key = $1")
+                    .bind(&key)
+                    .execute(pool)
+                    .await?;
+                metrics::counter!("attachment_objects_deleted_total").increment(1);
+            }
+            Err(e) => {
+                // Retried on a later round; back off a little per attempt.
+                sqlx::query(
+                    "UPDATE attachment_gc
+                        SET attempts = attempts + 1,
+                            not_before = now() + make_interval(secs => least(attempts + 1, 30))
+                      WHERE object_key = $1",
+                )
+                .bind(&key)
+                .execute(pool)
+                .await?;
+                tracing::warn!(error = %e, key, "attachments: object deletion failed; will retry");
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Until `shutdown` or success: creates the bucket if it is missing, so a
+/// fresh store needs no manual step (retried while the store is down).
+pub async fn ensure_bucket_until(store: ObjectStore, shutdown: CancellationToken) {
+    loop {
+        match store.ensure_bucket().await {
+            Ok(()) => return,
+            Err(e) => tracing::warn!(error = %e, bucket = store.bucket(),
+                "attachments: cannot create the bucket yet; retrying"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filenames_are_checked() {
+        for ok in ["a.txt", "spec v2 (final).pdf", "é.png", &"x".repeat(255)] {
+            assert_eq!(check_filename(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            " ",
+            ".",
+            "..",
+            "a/b",
+            "a\\b",
+            "a\nb",
+            "a\u{0}b",
+            "a\u{7f}",
+            &"x".repeat(256),
+        ] {
+            assert!(check_filename(bad).is_err(), "{bad:?}");
+        }
+        // 128 two-byte characters: 256 bytes.
+        assert!(check_filename(&"é".repeat(128)).is_err());
+    }
+}
