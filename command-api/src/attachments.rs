@@ -99,23 +99,28 @@ pub enum AttachmentError {
 
 /// A filename as stored: no path separators, no control characters, not
 /// empty, not `.` or `..`, at most 255 bytes of UTF-8.
-pub fn check_filename(name: &str) -> Result<(), &'static str> {
+pub fn check_filename(name: &str) -> Result<(), String> {
     if name.is_empty() || name.trim().is_empty() {
-        return Err("must not be empty");
+        return Err("must not be empty".into());
     }
     if name == "." || name == ".." {
-        return Err("must not be `.` or `..`");
+        return Err("must not be `.` or `..`".into());
     }
     if name.len() > MAX_FILENAME_BYTES {
-        return Err("must be at most 255 bytes of UTF-8");
+        return Err("must be at most 255 bytes of UTF-8".into());
     }
     if name.contains(['/', '\\']) {
-        return Err("must not contain a path separator");
+        return Err("must not contain a path separator".into());
     }
-    if name.chars().any(char::is_control) {
-        return Err("must not contain control characters");
+    if name.trim() != name {
+        return Err("must not begin or end with a space".into());
     }
-    Ok(())
+    if name.ends_with('.') {
+        return Err("must not end with a dot".into());
+    }
+    // Control and format characters: a right-to-left override or a
+    // zero-width space can make `invoice\u{202e}fdp.exe` read as a PDF.
+    service::text::check_line(name)
 }
 
 /// An upload as declared by the client, checked against the limits that
@@ -267,16 +272,17 @@ pub async fn after_append(
 }
 
 /// Moves the rows matching `filter` (on `$1`) to `attachment_gc` (keys
-/// as [`objects::attachment_key`] makes them). A
-/// pending upload's object is deleted once its URL has expired, so an
-/// upload still in flight cannot leave an object behind.
+/// as [`objects::attachment_key`] makes them). Every object is deleted
+/// once its upload URL has expired (at once when it has): while the URL is
+/// valid, a PUT could put the object back after an earlier delete, and
+/// nothing would ever remove it.
 async fn collect(tx: &mut PgConnection, filter: &str, id: Uuid) -> Result<(), sqlx::Error> {
     sqlx::query(&format!(
         "WITH gone AS (DELETE FROM attachments a WHERE {filter}
                         RETURNING task_id, attachment_id, completed, upload_expires_at)
          INSERT INTO attachment_gc (object_key, not_before)
          SELECT 'tasks/' || task_id || '/' || attachment_id,
-                CASE WHEN completed THEN now() ELSE greatest(now(), upload_expires_at) END
+                greatest(now(), upload_expires_at)
            FROM gone
          ON CONFLICT (object_key) DO NOTHING"
     ))
@@ -297,7 +303,7 @@ pub async fn collect_tasks(tx: &mut PgConnection, task_ids: &[Uuid]) -> Result<(
                         RETURNING task_id, attachment_id, completed, upload_expires_at)
          INSERT INTO attachment_gc (object_key, not_before)
          SELECT 'tasks/' || task_id || '/' || attachment_id,
-                CASE WHEN completed THEN now() ELSE greatest(now(), upload_expires_at) END
+                greatest(now(), upload_expires_at)
            FROM gone
          ON CONFLICT (object_key) DO NOTHING",
     )
@@ -434,6 +440,11 @@ mod tests {
             "a\nb",
             "a\u{0}b",
             "a\u{7f}",
+            "invoice\u{202e}fdp.exe",
+            "zero\u{200b}width.txt",
+            " leading.txt",
+            "trailing.txt ",
+            "dotted.",
             &"x".repeat(256),
         ] {
             assert!(check_filename(bad).is_err(), "{bad:?}");

@@ -87,6 +87,20 @@ impl Settings for S3Settings {
                     reason: format!("must be an http(s) URL, got `{value}`"),
                 });
             }
+            // Buckets are addressed by path from the URL's root: a path here
+            // would be dropped from every URL, silently.
+            let rest = value.split_once("://").map_or("", |(_, r)| r);
+            if rest
+                .split_once('/')
+                .is_some_and(|(_, path)| !path.is_empty())
+            {
+                return Err(ConfigError {
+                    var: var(prefix, name),
+                    reason: format!(
+                        "must be the store's root (scheme, host and port, no path), got `{value}`"
+                    ),
+                });
+            }
         }
         let seconds: u64 = env_or(
             &var(prefix, Self::PRESIGN_SECONDS),
