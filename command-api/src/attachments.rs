@@ -28,6 +28,7 @@ pub const MAX_FILENAME_BYTES: usize = 255;
 pub const DEFAULT_MAX_BYTES: u64 = 25 * 1024 * 1024;
 pub const DEFAULT_MAX_PER_TASK: u32 = 100;
 pub const DEFAULT_MAX_BYTES_PER_USER: u64 = 1024 * 1024 * 1024;
+pub const DEFAULT_MAX_PENDING_PER_USER: u32 = 20;
 pub const DEFAULT_UPLOAD_TTL: Duration = Duration::from_secs(3600);
 /// Allowed unless configured otherwise: documents, images, archives and
 /// logs. HTML and SVG are allowed because downloads are always served as
@@ -59,6 +60,9 @@ pub struct Limits {
     pub max_per_task: u32,
     /// Bytes per uploader over all tasks, pending uploads included.
     pub max_bytes_per_user: u64,
+    /// Uploads one user may have pending at once, over all tasks: one
+    /// member cannot hold a task's slots with uploads never completed.
+    pub max_pending_per_user: u32,
     /// Content types accepted, lowercase, without parameters.
     pub content_types: BTreeSet<String>,
     /// A pending upload older than this (and whose URL expired) is removed.
@@ -71,6 +75,7 @@ impl Default for Limits {
             max_bytes: DEFAULT_MAX_BYTES,
             max_per_task: DEFAULT_MAX_PER_TASK,
             max_bytes_per_user: DEFAULT_MAX_BYTES_PER_USER,
+            max_pending_per_user: DEFAULT_MAX_PENDING_PER_USER,
             content_types: DEFAULT_CONTENT_TYPES
                 .iter()
                 .map(|s| s.to_string())
@@ -85,6 +90,7 @@ impl Default for Limits {
 pub enum Limit {
     PerTask(u32),
     PerUser(u64),
+    PendingPerUser(u32),
 }
 
 /// Why an attachment write could not be done beside its event.
@@ -135,6 +141,7 @@ pub struct PendingUpload {
     pub expires_at: DateTime<Utc>,
     pub max_per_task: u32,
     pub max_bytes_per_user: u64,
+    pub max_pending_per_user: u32,
 }
 
 /// A pending or completed attachment row.
@@ -170,7 +177,8 @@ pub async fn insert_pending(
         .await?;
     let row = sqlx::query(
         "SELECT (SELECT count(*) FROM attachments WHERE task_id = $1) AS on_task,
-                (SELECT coalesce(sum(size), 0)::bigint FROM attachments WHERE uploaded_by = $2) AS bytes",
+                (SELECT coalesce(sum(size), 0)::bigint FROM attachments WHERE uploaded_by = $2) AS bytes,
+                (SELECT count(*) FROM attachments WHERE uploaded_by = $2 AND NOT completed) AS pending",
     )
     .bind(task_id)
     .bind(uploader)
@@ -178,6 +186,12 @@ pub async fn insert_pending(
     .await?;
     let on_task: i64 = row.try_get("on_task")?;
     let bytes: i64 = row.try_get("bytes")?;
+    let pending: i64 = row.try_get("pending")?;
+    if pending >= i64::from(upload.max_pending_per_user) {
+        return Ok(Err(AttachmentError::Limit(Limit::PendingPerUser(
+            upload.max_pending_per_user,
+        ))));
+    }
     if on_task >= i64::from(upload.max_per_task) {
         return Ok(Err(AttachmentError::Limit(Limit::PerTask(
             upload.max_per_task,
@@ -262,33 +276,40 @@ pub async fn after_append(
                 }
             }
             TaskEvent::AttachmentRemoved(r) => {
-                collect(tx, "a.attachment_id = $1", r.attachment_id).await?;
+                collect(tx, "attachment_id = $1", r.attachment_id).await?;
             }
-            TaskEvent::Deleted(_) => collect(tx, "a.task_id = $1", task_id).await?,
+            TaskEvent::Deleted(_) => {
+                collect(tx, "task_id = $1", task_id).await?;
+            }
             _ => {}
         }
     }
     Ok(Ok(()))
 }
 
-/// Moves the rows matching `filter` (on `$1`) to `attachment_gc` (keys
-/// as [`objects::attachment_key`] makes them). Every object is deleted
-/// once its upload URL has expired (at once when it has): while the URL is
-/// valid, a PUT could put the object back after an earlier delete, and
-/// nothing would ever remove it.
-async fn collect(tx: &mut PgConnection, filter: &str, id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query(&format!(
-        "WITH gone AS (DELETE FROM attachments a WHERE {filter}
-                        RETURNING task_id, attachment_id, completed, upload_expires_at)
+/// The statement that moves the rows matching `filter` to
+/// `attachment_gc` (keys as [`objects::attachment_key`] makes them). Every
+/// object is deleted once its upload URL has expired (at once when it has):
+/// while the URL is valid, a PUT could put the object back after an
+/// earlier delete, and nothing would ever remove it.
+fn collect_sql(filter: &str) -> String {
+    format!(
+        "WITH gone AS (DELETE FROM attachments WHERE {filter}
+                        RETURNING task_id, attachment_id, upload_expires_at)
          INSERT INTO attachment_gc (object_key, not_before)
          SELECT 'tasks/' || task_id || '/' || attachment_id,
                 greatest(now(), upload_expires_at)
            FROM gone
          ON CONFLICT (object_key) DO NOTHING"
-    ))
-    .bind(id)
-    .execute(&mut *tx)
-    .await?;
+    )
+}
+
+/// Moves the rows matching `filter` (on `$1`) to `attachment_gc`.
+async fn collect(tx: &mut PgConnection, filter: &str, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query(&collect_sql(filter))
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
     Ok(())
 }
 
@@ -298,19 +319,32 @@ pub async fn collect_tasks(tx: &mut PgConnection, task_ids: &[Uuid]) -> Result<(
     if task_ids.is_empty() {
         return Ok(());
     }
-    sqlx::query(
-        "WITH gone AS (DELETE FROM attachments WHERE task_id = ANY($1)
-                        RETURNING task_id, attachment_id, completed, upload_expires_at)
-         INSERT INTO attachment_gc (object_key, not_before)
-         SELECT 'tasks/' || task_id || '/' || attachment_id,
-                greatest(now(), upload_expires_at)
-           FROM gone
-         ON CONFLICT (object_key) DO NOTHING",
-    )
-    .bind(task_ids)
+    sqlx::query(&collect_sql("task_id = ANY($1)"))
+        .bind(task_ids)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// Cancels the pending upload `attachment_id` of `task_id`, in the task's
+/// write transaction: its row goes, and its object (if the client sent
+/// one) is deleted once the upload URL has expired.
+pub async fn cancel_pending(
+    tx: &mut PgConnection,
+    task_id: Uuid,
+    attachment_id: Uuid,
+) -> Result<Result<(), AttachmentError>, sqlx::Error> {
+    let done = sqlx::query(&collect_sql(
+        "attachment_id = $1 AND task_id = $2 AND NOT completed",
+    ))
+    .bind(attachment_id)
+    .bind(task_id)
     .execute(&mut *tx)
     .await?;
-    Ok(())
+    match done.rows_affected() {
+        0 => Ok(Err(AttachmentError::NoSuchUpload)),
+        _ => Ok(Ok(())),
+    }
 }
 
 /// How often the loops look for work.

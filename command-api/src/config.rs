@@ -44,7 +44,7 @@ pub struct Config {
     pub s3: objects::S3Settings,
     /// `COMMAND_API_ATTACHMENT_MAX_BYTES` (25 MiB), `_MAX_PER_TASK` (100),
     /// `_MAX_BYTES_PER_USER` (1 GiB, pending uploads included),
-    /// `_CONTENT_TYPES` (comma-separated allowlist) and
+    /// `_MAX_PENDING_PER_USER` (20), `_CONTENT_TYPES` (comma-separated allowlist) and
     /// `_UPLOAD_TTL_SECONDS` (3600: an upload never completed is removed).
     pub attachments: crate::attachments::Limits,
     /// `COMMAND_API_HTTP_*`: connection and body timeouts, connection cap;
@@ -89,6 +89,7 @@ const MAX_PROJECTS_PER_USER: &str = "MAX_PROJECTS_PER_USER";
 const ATTACHMENT_MAX_BYTES: &str = "ATTACHMENT_MAX_BYTES";
 const ATTACHMENT_MAX_PER_TASK: &str = "ATTACHMENT_MAX_PER_TASK";
 const ATTACHMENT_MAX_BYTES_PER_USER: &str = "ATTACHMENT_MAX_BYTES_PER_USER";
+const ATTACHMENT_MAX_PENDING_PER_USER: &str = "ATTACHMENT_MAX_PENDING_PER_USER";
 const ATTACHMENT_CONTENT_TYPES: &str = "ATTACHMENT_CONTENT_TYPES";
 const ATTACHMENT_UPLOAD_TTL_SECONDS: &str = "ATTACHMENT_UPLOAD_TTL_SECONDS";
 
@@ -162,6 +163,10 @@ fn attachment_limits() -> Result<crate::attachments::Limits, ConfigError> {
         max_bytes: env_or(&own(ATTACHMENT_MAX_BYTES), d.max_bytes)?,
         max_per_task: env_or(&own(ATTACHMENT_MAX_PER_TASK), d.max_per_task)?,
         max_bytes_per_user: env_or(&own(ATTACHMENT_MAX_BYTES_PER_USER), d.max_bytes_per_user)?,
+        max_pending_per_user: env_or(
+            &own(ATTACHMENT_MAX_PENDING_PER_USER),
+            d.max_pending_per_user,
+        )?,
         content_types,
         upload_ttl: std::time::Duration::from_secs(u64::from(ttl.get())),
     })
@@ -190,6 +195,7 @@ impl ServiceConfig for Config {
         ATTACHMENT_MAX_BYTES,
         ATTACHMENT_MAX_PER_TASK,
         ATTACHMENT_MAX_BYTES_PER_USER,
+        ATTACHMENT_MAX_PENDING_PER_USER,
         ATTACHMENT_CONTENT_TYPES,
         ATTACHMENT_UPLOAD_TTL_SECONDS,
     ];
@@ -220,6 +226,10 @@ impl ServiceConfig for Config {
             (
                 ATTACHMENT_MAX_BYTES_PER_USER,
                 self.attachments.max_bytes_per_user.to_string(),
+            ),
+            (
+                ATTACHMENT_MAX_PENDING_PER_USER,
+                self.attachments.max_pending_per_user.to_string(),
             ),
             (
                 ATTACHMENT_CONTENT_TYPES,

@@ -287,6 +287,9 @@ pub enum Action {
     /// not see the task learns nothing more).
     CompleteAttachment(Option<TaskAttachmentAdded>),
     RemoveAttachment(Uuid),
+    /// May the caller cancel a pending upload? Records nothing: the
+    /// pending row goes, and its object with it (see `crate::attachments`).
+    CancelUpload(Uuid),
 }
 
 impl Action {
@@ -471,7 +474,7 @@ pub fn decide(state: &TaskState, command: Command) -> Result<Vec<TaskEvent>, Dom
             })])
         }
         (Some(_), Action::Delete) => Ok(vec![TaskEvent::Deleted(TaskDeleted {})]),
-        (Some(_), Action::Attach(_)) => Ok(vec![]),
+        (Some(_), Action::Attach(_) | Action::CancelUpload(_)) => Ok(vec![]),
         (Some(_), Action::CompleteAttachment(None)) => Err(DomainError::NoSuchAttachment),
         (Some(task), Action::CompleteAttachment(Some(added))) => {
             if task.attachments.contains(&added.attachment_id) {
@@ -769,6 +772,7 @@ mod tests {
             expires_at: due("2026-11-25T00:05:00Z"),
             max_per_task: 1,
             max_bytes_per_user: 1,
+            max_pending_per_user: 1,
         };
         let cases: Vec<Case> = vec![
             (
@@ -832,6 +836,20 @@ mod tests {
                 with.clone(),
                 stranger(),
                 Action::RemoveAttachment(id),
+                Err(DomainError::NotFound),
+            ),
+            (
+                "cancel an upload",
+                at(Todo),
+                owner(),
+                Action::CancelUpload(id),
+                Ok(vec![]),
+            ),
+            (
+                "cancel an upload, not yours",
+                at(Todo),
+                stranger(),
+                Action::CancelUpload(id),
                 Err(DomainError::NotFound),
             ),
         ];

@@ -738,9 +738,102 @@ async fn lock_memberships(
         .collect()
 }
 
+/// Decides `write` as [`execute`] would, and writes nothing: the caller
+/// learns now what the write would answer for access (404, 403, 409), the
+/// precondition and the domain, before work outside the database (such as
+/// asking the object store) that must not tell a caller who may not see
+/// the task anything. [`execute`] decides again in its own transaction.
+pub async fn check(pool: &PgPool, write: &Write) -> Result<(), WriteError> {
+    for _ in 0..MAX_ATTEMPTS {
+        let mut tx = pool.begin().await?;
+        let decided = decide_in(&mut tx, write).await;
+        tx.rollback().await?;
+        match decided {
+            Ok(_) => return Ok(()),
+            Err(Retry::Again) => continue,
+            Err(Retry::Precondition) => {
+                let current = store::stream_version(pool, write.task_id).await?;
+                return Err(WriteError::PreconditionFailed { current });
+            }
+            Err(Retry::Fail(e)) => return Err(e),
+        }
+    }
+    Err(WriteError::Contended)
+}
+
+/// What [`decide_in`] decided, on the state it loaded.
+struct Decision {
+    snapshot: TaskSnapshot,
+    events: Vec<TaskEvent>,
+    owner: Uuid,
+    was_in: Option<Uuid>,
+}
+
 /// A write to an existing task: its project's membership rows, then its
 /// lock and stream (see the module doc for why in this order).
 async fn change_in(tx: &mut PgConnection, write: &Write) -> Result<Written, Retry> {
+    let actor = write.command.actor;
+    let Decision {
+        snapshot,
+        events: decided,
+        owner,
+        was_in,
+    } = decide_in(tx, write).await?;
+    match &write.command.action {
+        Action::Attach(upload) => {
+            crate::attachments::insert_pending(tx, write.task_id, actor, upload)
+                .await?
+                .map_err(WriteError::Attachment)?
+        }
+        Action::CancelUpload(id) => crate::attachments::cancel_pending(tx, write.task_id, *id)
+            .await?
+            .map_err(WriteError::Attachment)?,
+        _ => {}
+    }
+    let mut written = Written {
+        snapshot,
+        appended: Vec::new(),
+    };
+    if decided.is_empty() {
+        return Ok(written);
+    }
+    let deleting = decided.iter().any(|e| matches!(e, TaskEvent::Deleted(_)));
+    let regrouping = decided
+        .iter()
+        .any(|e| matches!(e, TaskEvent::Moved(_) | TaskEvent::AssigneesChanged(_)));
+    // Always the version the decision was made on, with or without
+    // If-Match: `Any` would let a write that committed after our load slip
+    // in between, and append a decision taken on stale state (e.g. a
+    // transition from a status the task has already left). Without
+    // If-Match a conflict means "decide again on newer state".
+    let expected = ExpectedVersion::Exact(written.snapshot.version);
+    crate::attachments::after_append(tx, write.task_id, &decided)
+        .await?
+        .map_err(WriteError::Attachment)?;
+    let events: Vec<Event> = decided.into_iter().map(Event::Task).collect();
+    match store::append(tx, write.task_id, expected, &events, meta(write)).await {
+        Ok(envelopes) => {
+            written.snapshot.apply(&envelopes)?;
+            written.appended = envelopes;
+        }
+        Err(AppendError::Conflict { .. }) if write.if_match.is_some() => {
+            return Err(Retry::Precondition)
+        }
+        Err(AppendError::Conflict { .. }) => return Err(Retry::Again),
+        Err(AppendError::Database(e)) => return Err(e.into()),
+    }
+    if deleting {
+        free_live_slot(tx, owner).await?;
+    }
+    if (deleting && was_in.is_some()) || regrouping {
+        sync_project_task(tx, &written.snapshot, was_in).await?;
+    }
+    Ok(written)
+}
+
+/// Loads the task under its locks and decides `write` on it: existence
+/// and access, then `If-Match`, then the domain.
+async fn decide_in(tx: &mut PgConnection, write: &Write) -> Result<Decision, Retry> {
     let actor = write.command.actor;
     let action = &write.command.action;
     let (pre, locked) = project_of(tx, write.task_id).await?;
@@ -812,51 +905,13 @@ async fn change_in(tx: &mut PgConnection, write: &Write) -> Result<Written, Retr
     let (owner, was_in) = (task.owner_id, task.project_id);
     let mut command = write.command.clone();
     command.access = access;
-    let decided = domain::decide(&snapshot.state, command)?;
-    if let Action::Attach(upload) = &write.command.action {
-        crate::attachments::insert_pending(tx, write.task_id, actor, upload)
-            .await?
-            .map_err(WriteError::Attachment)?;
-    }
-    let mut written = Written {
+    let events = domain::decide(&snapshot.state, command)?;
+    Ok(Decision {
         snapshot,
-        appended: Vec::new(),
-    };
-    if decided.is_empty() {
-        return Ok(written);
-    }
-    let deleting = decided.iter().any(|e| matches!(e, TaskEvent::Deleted(_)));
-    let regrouping = decided
-        .iter()
-        .any(|e| matches!(e, TaskEvent::Moved(_) | TaskEvent::AssigneesChanged(_)));
-    // Always the version the decision was made on, with or without
-    // If-Match: `Any` would let a write that committed after our load slip
-    // in between, and append a decision taken on stale state (e.g. a
-    // transition from a status the task has already left). Without
-    // If-Match a conflict means "decide again on newer state".
-    let expected = ExpectedVersion::Exact(written.snapshot.version);
-    crate::attachments::after_append(tx, write.task_id, &decided)
-        .await?
-        .map_err(WriteError::Attachment)?;
-    let events: Vec<Event> = decided.into_iter().map(Event::Task).collect();
-    match store::append(tx, write.task_id, expected, &events, meta(write)).await {
-        Ok(envelopes) => {
-            written.snapshot.apply(&envelopes)?;
-            written.appended = envelopes;
-        }
-        Err(AppendError::Conflict { .. }) if write.if_match.is_some() => {
-            return Err(Retry::Precondition)
-        }
-        Err(AppendError::Conflict { .. }) => return Err(Retry::Again),
-        Err(AppendError::Database(e)) => return Err(e.into()),
-    }
-    if deleting {
-        free_live_slot(tx, owner).await?;
-    }
-    if (deleting && was_in.is_some()) || regrouping {
-        sync_project_task(tx, &written.snapshot, was_in).await?;
-    }
-    Ok(written)
+        events,
+        owner,
+        was_in,
+    })
 }
 
 /// Makes the task's `project_tasks` row say what its stream now says (it

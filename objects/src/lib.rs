@@ -72,6 +72,20 @@ pub struct ObjectInfo {
     pub size: u64,
     /// `x-amz-checksum-sha256` (base64), when the store keeps it.
     pub checksum_sha256: Option<String>,
+    /// `Content-Encoding` the uploader stored with the object (a header a
+    /// presigned PUT cannot forbid), if any.
+    pub content_encoding: Option<String>,
+}
+
+/// What reading an object to hash it found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hashed {
+    /// No such object.
+    Missing,
+    /// Longer than the bound given: not the object declared.
+    TooLarge,
+    /// Lowercase hex SHA-256.
+    Sha256(String),
 }
 
 /// A presigned upload: the client sends `method` to `url` with exactly
@@ -118,10 +132,11 @@ pub fn sha256_hex_to_base64(hex: &str) -> Option<String> {
 
 /// Lowercase hex of `bytes`' SHA-256.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&Sha256::digest(bytes))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl ObjectStore {
@@ -207,6 +222,23 @@ impl ObjectStore {
         get.sign(self.presign_expiry).to_string()
     }
 
+    /// Whether the store answers at all: a HEAD of the bucket. Any answer
+    /// below 500 counts (credentials without `s3:ListBucket` get a 403
+    /// from a store that is up); no answer, or a 5xx, is `Unavailable`.
+    pub async fn probe(&self) -> Result<(), StoreError> {
+        let head = HeadBucket::new(&self.internal, Some(&self.credentials)).sign(OWN_CALL_EXPIRY);
+        let r = self
+            .http
+            .head(head)
+            .send()
+            .await
+            .map_err(StoreError::from_reqwest)?;
+        if r.status().is_server_error() {
+            return Err(StoreError::status("head bucket", r.status()));
+        }
+        Ok(())
+    }
+
     /// Creates the bucket unless it exists.
     pub async fn ensure_bucket(&self) -> Result<(), StoreError> {
         let head = HeadBucket::new(&self.internal, Some(&self.credentials)).sign(OWN_CALL_EXPIRY);
@@ -269,12 +301,12 @@ impl ObjectStore {
         Ok(Some(ObjectInfo {
             size,
             checksum_sha256: header("x-amz-checksum-sha256"),
+            content_encoding: header("content-encoding").filter(|v| !v.is_empty()),
         }))
     }
 
-    /// The object's SHA-256 (lowercase hex) by reading it, refusing one
-    /// larger than `max_bytes`; `None` when there is no such object.
-    pub async fn hash(&self, key: &str, max_bytes: u64) -> Result<Option<String>, StoreError> {
+    /// The object's SHA-256 by reading it, up to `max_bytes`.
+    pub async fn hash(&self, key: &str, max_bytes: u64) -> Result<Hashed, StoreError> {
         let url =
             GetObject::new(&self.internal, Some(&self.credentials), key).sign(OWN_CALL_EXPIRY);
         let mut r = self
@@ -285,7 +317,7 @@ impl ObjectStore {
             .await
             .map_err(StoreError::from_reqwest)?;
         if r.status() == reqwest::StatusCode::NOT_FOUND {
-            return Ok(None);
+            return Ok(Hashed::Missing);
         }
         if !r.status().is_success() {
             return Err(StoreError::status("get", r.status()));
@@ -295,17 +327,11 @@ impl ObjectStore {
         while let Some(chunk) = r.chunk().await.map_err(StoreError::from_reqwest)? {
             read += chunk.len() as u64;
             if read > max_bytes {
-                return Err(StoreError::Refused("object larger than allowed".into()));
+                return Ok(Hashed::TooLarge);
             }
             hasher.update(&chunk);
         }
-        Ok(Some(
-            hasher
-                .finalize()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect(),
-        ))
+        Ok(Hashed::Sha256(hex(&hasher.finalize())))
     }
 
     /// Deletes the object (a missing one is not an error).

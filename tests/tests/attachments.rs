@@ -394,6 +394,30 @@ async fn a_wrong_size_or_checksum_is_refused_at_upload_or_at_completion() {
         "{refused:?}"
     );
 
+    // The right bytes with a header the URL does not sign: the store keeps
+    // the Content-Encoding, which downloads would be decoded by, so
+    // completion refuses the object.
+    let mut req = raw_http()
+        .put(started["upload"]["url"].as_str().unwrap())
+        .header("content-encoding", "gzip");
+    for (name, value) in started["upload"]["headers"].as_object().unwrap() {
+        if !name.eq_ignore_ascii_case("content-length") {
+            req = req.header(name, value.as_str().unwrap());
+        }
+    }
+    let encoded = req.body(bytes.clone()).send().await.unwrap();
+    assert!(encoded.status().is_success(), "{}", encoded.status());
+    let refused = ctx.complete(&ann, task, id).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{refused:?}"
+    );
+    assert!(refused.body["detail"]
+        .as_str()
+        .unwrap()
+        .contains("Content-Encoding"));
+
     // The right bytes through the URL: accepted.
     let ok = put(&started["upload"], bytes.clone()).await;
     assert!(ok.status().is_success(), "{}", ok.status());
@@ -538,6 +562,28 @@ async fn a_non_member_gets_404_everywhere_and_a_viewer_may_only_read() {
     // Someone else's pending upload is no one else's to complete.
     let r = ctx.complete(&viewer, task, pending).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{r:?}");
+
+    // A member removed from the project, completing their own upload
+    // (whose bytes never arrived), learns nothing of the store: the task
+    // is missing to them.
+    let member = ctx.user("member").await;
+    ctx.projects(&owner).added(team, member.id, "member").await;
+    let theirs = ctx
+        .start_upload(&member, task, &declared("m.txt", "text/plain", &bytes))
+        .await
+        .expect(StatusCode::CREATED, "the member's upload");
+    let r = ctx.projects(&owner).remove_member(team, member.id).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{r:?}");
+    same(
+        ctx.complete(&member, task, id_of(&theirs)).await,
+        &cmd_missing,
+        "complete after removal",
+    );
+    same(
+        ctx.remove(&member, task, id_of(&theirs)).await,
+        &cmd_missing,
+        "cancel after removal",
+    );
 }
 
 #[tokio::test]
@@ -618,6 +664,84 @@ async fn limits_and_bad_declarations_are_422_naming_what_is_wrong() {
     )
     .await
     .expect(StatusCode::CREATED, "within the user's bytes");
+}
+
+#[tokio::test]
+async fn a_pending_upload_can_be_cancelled_and_no_one_holds_a_tasks_slots_for_long() {
+    let ctx = setup_with(Options {
+        command: Box::new(|c| {
+            c.attachments.max_per_task = 3;
+            c.attachments.max_pending_per_user = 2;
+        }),
+        presign: Duration::from_secs(2),
+        ..Options::default()
+    })
+    .await;
+    let (ann, bob) = (ctx.user("ann").await, ctx.user("bob").await);
+    let team = ctx.projects(&ann).created_project("Team").await;
+    ctx.projects(&ann).added(team, bob.id, "member").await;
+    let task = ctx
+        .projects(&ann)
+        .created_task_in(team, json!({"title": "shared"}))
+        .await;
+    let bytes = bytes_of(3000, 4);
+    let start = |u: &User, name: &str| {
+        let body = declared(name, "text/plain", &bytes);
+        let api = ctx.cmd_api(u);
+        async move {
+            api.request(Method::POST, &format!("/tasks/{task}/attachments"))
+                .json(&body)
+                .await
+        }
+    };
+
+    // Bob starts two uploads and never completes them; a third is refused
+    // by the per-user cap, so a slot of the task is still free for Ann.
+    let first = id_of(&start(&bob, "1.txt").await.expect(StatusCode::CREATED, "1"));
+    let second = start(&bob, "2.txt").await.expect(StatusCode::CREATED, "2");
+    let r = start(&bob, "3.txt").await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{r:?}");
+    assert_eq!(r.body["limit"], "max_pending_per_user", "{r:?}");
+    let (anns, _) = ctx.attached(&ann, task, "a.txt", &bytes).await;
+
+    // The task is full until one of Bob's uploads is cancelled; any writer
+    // of the task may cancel it, as they may delete an attachment.
+    let r = start(&ann, "b.txt").await;
+    assert_eq!(r.body["limit"], "max_per_task", "{r:?}");
+    assert!(put(&second["upload"], bytes.clone())
+        .await
+        .status()
+        .is_success());
+    let r = ctx.remove(&ann, task, id_of(&second)).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{r:?}");
+    let r = ctx.remove(&bob, task, first).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{r:?}");
+    for cancelled in [first, id_of(&second)] {
+        let r = ctx.remove(&bob, task, cancelled).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "cancel twice: {r:?}");
+        let r = ctx.complete(&bob, task, cancelled).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "complete cancelled: {r:?}");
+    }
+    start(&bob, "4.txt")
+        .await
+        .expect(StatusCode::CREATED, "Bob's slots are free again");
+
+    // The cancelled upload's object leaves the bucket once its URL expired;
+    // the completed attachment's stays, and is the only one listed.
+    let anns_key = objects::attachment_key(task, anns);
+    eventually(
+        "the cancelled upload's object to go",
+        Duration::from_secs(15),
+        || async { (ctx.objects_of(task).await == vec![anns_key.clone()]).then_some(()) },
+    )
+    .await;
+    let r = ctx.remove(&ann, task, anns).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{r:?}");
+    let listed = ctx
+        .list(&ann, task, r.consistency_token())
+        .await
+        .expect(StatusCode::OK, "list");
+    assert_eq!(listed["items"], json!([]), "{listed}");
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use objects::StoreError;
+use objects::{Hashed, StoreError};
 use resources::AttachmentResource;
 use serde::{Deserialize, Serialize};
 use service::{FieldError, Problem};
@@ -87,7 +87,7 @@ impl super::bodies::JsonBody for CreateAttachmentRequest {}
         (status = 403, description = "The caller is a viewer of the task's project", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such task for this user (also: deleted, someone else's, in a project the caller is not a member of)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The task's project is archived (`project-archived`)", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields (`/filename`, `/content_type` not allowed, `/sha256`), or a limit (`attachment-limit`, with `limit`: `max_bytes`, `max_per_task` or `max_bytes_per_user`, and `max`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields (`/filename`, `/content_type` not allowed, `/sha256`), or a limit (`attachment-limit`, with `limit`: `max_bytes`, `max_per_task`, `max_bytes_per_user` or `max_pending_per_user`, and `max`)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The object store (or the event store) is unreachable; nothing was recorded", body = Problem, content_type = "application/problem+json", headers(
             ("Retry-After" = u64, description = "Seconds to wait before retrying"),
         )),
@@ -126,7 +126,7 @@ pub async fn create_attachment(
         ));
     }
     // Nothing is recorded while the store cannot take the upload.
-    state.store.ensure_bucket().await.map_err(store_problem)?;
+    state.store.probe().await.map_err(store_problem)?;
     let attachment_id = Uuid::now_v7();
     let key = attachments::object_key(write.id, attachment_id);
     let presigned = state
@@ -154,6 +154,7 @@ pub async fn create_attachment(
         expires_at: presigned.expires_at,
         max_per_task: limits.max_per_task,
         max_bytes_per_user: limits.max_bytes_per_user,
+        max_pending_per_user: limits.max_pending_per_user,
     };
     let location = format!("/tasks/{}/attachments/{attachment_id}", write.id);
     let command = write.command(Action::Attach(upload));
@@ -185,7 +186,7 @@ pub async fn create_attachment(
         (status = 403, description = "The caller is a viewer of the task's project", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such task for this user, or no such upload of the caller's (also: removed after its time)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The store holds no object for this upload yet (`upload-missing`), or the project is archived", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "The stored object's size or SHA-256 is not the declared one (`upload-mismatch`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The stored object's size or SHA-256 is not the declared one, or it was stored with a `Content-Encoding` (`upload-mismatch`)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The object store (or the event store) is unreachable; nothing was recorded", body = Problem, content_type = "application/problem+json", headers(
             ("Retry-After" = u64, description = "Seconds to wait before retrying"),
         )),
@@ -208,18 +209,21 @@ pub async fn complete_attachment(
         let command = write.command(Action::CompleteAttachment(None));
         return run(&state, command, responses::changed).await;
     };
-    if !row.completed {
-        verify_upload(&state, &row).await?;
-    }
     let added = events::TaskAttachmentAdded {
         attachment_id,
-        filename: row.filename,
-        content_type: row.content_type,
+        filename: row.filename.clone(),
+        content_type: row.content_type.clone(),
         size: row.size,
-        sha256: row.sha256,
+        sha256: row.sha256.clone(),
         uploaded_by: row.uploaded_by,
     };
     let command = write.command(Action::CompleteAttachment(Some(added)));
+    if !row.completed {
+        // Access first: a caller who may no longer write the task (removed
+        // from its project, say) gets its 404 or 403, never news of the store.
+        tasks::check(&state.pool, &command).await?;
+        verify_upload(&state, &row).await?;
+    }
     run(&state, command, move |w| {
         responses::attachment_completed(w, attachment_id)
     })
@@ -227,7 +231,9 @@ pub async fn complete_attachment(
 }
 
 /// Remove an attachment: `task.attachment_removed` is recorded and the
-/// object is deleted from the store afterwards.
+/// object is deleted from the store afterwards. A pending upload is
+/// cancelled the same way (nothing was recorded for it, so nothing is):
+/// its slot is free at once, and its URL useless once the object goes.
 #[utoipa::path(
     delete,
     path = "/tasks/{id}/attachments/{attachment_id}",
@@ -238,7 +244,7 @@ pub async fn complete_attachment(
         IdempotencyKeyHeader,
     ),
     responses(
-        (status = 204, description = "The attachment was removed", headers(
+        (status = 204, description = "The attachment was removed, or the pending upload cancelled", headers(
             ("ETag" = String, description = "The task's version, quoted"),
             ("X-Consistency-Token" = String, description = "Present it to the query side to read this write"),
         )),
@@ -254,7 +260,16 @@ pub async fn delete_attachment(
     WriteRequest(write, NoBody): WriteRequest<NoBody>,
 ) -> Result<Response, Problem> {
     let attachment_id = write.attachment_id.ok_or_else(Problem::internal)?;
-    let command = write.command(Action::RemoveAttachment(attachment_id));
+    let pending = attachments::find(&state.pool, write.id, attachment_id)
+        .await
+        .map_err(|e| Problem::from(tasks::WriteError::from(e)))?
+        .is_some_and(|r| !r.completed);
+    let action = if pending {
+        Action::CancelUpload(attachment_id)
+    } else {
+        Action::RemoveAttachment(attachment_id)
+    };
+    let command = write.command(action);
     run(&state, command, |w| {
         let mut r = responses::deleted(w);
         r.status = StatusCode::NO_CONTENT.as_u16();
@@ -290,23 +305,28 @@ async fn verify_upload(state: &AppState, row: &attachments::AttachmentRow) -> Re
             info.size, row.size
         )));
     }
+    // Downloads would be decoded by the client as this says, and differ
+    // from the bytes whose size and checksum were declared.
+    if info.content_encoding.is_some_and(|e| e != "identity") {
+        return Err(mismatch(
+            "the object was stored with a Content-Encoding: upload it with exactly the headers given"
+                .into(),
+        ));
+    }
     let declared = objects::sha256_hex_to_base64(&row.sha256).unwrap_or_default();
+    let not_declared = || mismatch("the stored object's SHA-256 is not the declared one".into());
     match info.checksum_sha256 {
         Some(stored) if stored == declared => Ok(()),
-        Some(_) => Err(mismatch(
-            "the stored object's SHA-256 is not the declared one".into(),
-        )),
+        Some(_) => Err(not_declared()),
         None => match state
             .store
             .hash(&key, row.size)
             .await
             .map_err(store_problem)?
         {
-            Some(hex) if hex == row.sha256 => Ok(()),
-            Some(_) => Err(mismatch(
-                "the stored object's SHA-256 is not the declared one".into(),
-            )),
-            None => Err(Problem::conflict(
+            Hashed::Sha256(hex) if hex == row.sha256 => Ok(()),
+            Hashed::Sha256(_) | Hashed::TooLarge => Err(not_declared()),
+            Hashed::Missing => Err(Problem::conflict(
                 "upload-missing",
                 "the store holds no object for this upload yet",
             )),

@@ -61,6 +61,14 @@ impl From<WriteError> for Problem {
                     "the task already has the most attachments one task may have",
                 )
             }
+            WriteError::Attachment(AttachmentError::Limit(Limit::PendingPerUser(max))) => {
+                attachment_limit(
+                    "max_pending_per_user",
+                    u64::from(max),
+                    "the caller has the most uploads one user may have pending: \
+                     complete or cancel (DELETE) one first",
+                )
+            }
             WriteError::Attachment(AttachmentError::Limit(Limit::PerUser(max))) => {
                 attachment_limit(
                     "max_bytes_per_user",
