@@ -105,7 +105,7 @@ pub struct DeliveryResource {
 
 impl From<store::DeliveryRow> for DeliveryResource {
     fn from(r: store::DeliveryRow) -> Self {
-        let waiting = matches!(r.state.as_str(), "pending" | "sending");
+        let next_attempt_at = crate::delivery::next_attempt(&r.state, r.next_attempt_at);
         DeliveryResource {
             channel: r.channel,
             webhook_id: r.webhook_id,
@@ -113,7 +113,7 @@ impl From<store::DeliveryRow> for DeliveryResource {
             attempts: r.attempts,
             last_status: r.last_status,
             last_error: r.last_error,
-            next_attempt_at: waiting.then_some(r.next_attempt_at),
+            next_attempt_at,
             delivered_at: r.delivered_at,
         }
     }

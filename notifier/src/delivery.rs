@@ -62,6 +62,12 @@ pub const WEBHOOK_KINDS: [&str; 5] = [
     "project_role_changed",
 ];
 
+/// When a delivery's next attempt is due, as the API shows it: only while
+/// there will be one (`pending`, or `sending` and so retried if it fails).
+pub fn next_attempt(state: &str, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    matches!(state, "pending" | "sending").then_some(at)
+}
+
 /// The e-mail delivery's id for a notification.
 pub fn email_delivery_id(notification: Uuid) -> Uuid {
     derived_id(&format!("delivery/email/{notification}"))

@@ -222,42 +222,34 @@ impl ObjectStore {
         get.sign(self.presign_expiry).to_string()
     }
 
+    /// Sends a call of the service's own; no answer is `Unavailable`.
+    async fn send(&self, call: reqwest::RequestBuilder) -> Result<reqwest::Response, StoreError> {
+        call.send().await.map_err(StoreError::from_reqwest)
+    }
+
+    /// The status a HEAD of the bucket answers.
+    async fn head_bucket(&self) -> Result<reqwest::StatusCode, StoreError> {
+        let url = HeadBucket::new(&self.internal, Some(&self.credentials)).sign(OWN_CALL_EXPIRY);
+        Ok(self.send(self.http.head(url)).await?.status())
+    }
+
     /// Whether the store answers at all: a HEAD of the bucket. Any answer
     /// below 500 counts (credentials without `s3:ListBucket` get a 403
     /// from a store that is up); no answer, or a 5xx, is `Unavailable`.
     pub async fn probe(&self) -> Result<(), StoreError> {
-        let head = HeadBucket::new(&self.internal, Some(&self.credentials)).sign(OWN_CALL_EXPIRY);
-        let r = self
-            .http
-            .head(head)
-            .send()
-            .await
-            .map_err(StoreError::from_reqwest)?;
-        if r.status().is_server_error() {
-            return Err(StoreError::status("head bucket", r.status()));
+        match self.head_bucket().await? {
+            status if status.is_server_error() => Err(StoreError::status("head bucket", status)),
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     /// Creates the bucket unless it exists.
     pub async fn ensure_bucket(&self) -> Result<(), StoreError> {
-        let head = HeadBucket::new(&self.internal, Some(&self.credentials)).sign(OWN_CALL_EXPIRY);
-        let r = self
-            .http
-            .head(head)
-            .send()
-            .await
-            .map_err(StoreError::from_reqwest)?;
-        if r.status().is_success() {
+        if self.head_bucket().await?.is_success() {
             return Ok(());
         }
         let create = CreateBucket::new(&self.internal, &self.credentials).sign(OWN_CALL_EXPIRY);
-        let r = self
-            .http
-            .put(create)
-            .send()
-            .await
-            .map_err(StoreError::from_reqwest)?;
+        let r = self.send(self.http.put(create)).await?;
         let status = r.status();
         let body = r.text().await.unwrap_or_default();
         // Created, or created meanwhile by another service.
@@ -277,12 +269,8 @@ impl ObjectStore {
         head.headers_mut().insert("x-amz-checksum-mode", "ENABLED");
         let url = head.sign(OWN_CALL_EXPIRY);
         let r = self
-            .http
-            .head(url)
-            .header("x-amz-checksum-mode", "ENABLED")
-            .send()
-            .await
-            .map_err(StoreError::from_reqwest)?;
+            .send(self.http.head(url).header("x-amz-checksum-mode", "ENABLED"))
+            .await?;
         if r.status() == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
         }
@@ -310,12 +298,8 @@ impl ObjectStore {
         let url =
             GetObject::new(&self.internal, Some(&self.credentials), key).sign(OWN_CALL_EXPIRY);
         let mut r = self
-            .http
-            .get(url)
-            .timeout(Duration::from_secs(120))
-            .send()
-            .await
-            .map_err(StoreError::from_reqwest)?;
+            .send(self.http.get(url).timeout(Duration::from_secs(120)))
+            .await?;
         if r.status() == reqwest::StatusCode::NOT_FOUND {
             return Ok(Hashed::Missing);
         }
@@ -338,12 +322,7 @@ impl ObjectStore {
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
         let url =
             DeleteObject::new(&self.internal, Some(&self.credentials), key).sign(OWN_CALL_EXPIRY);
-        let r = self
-            .http
-            .delete(url)
-            .send()
-            .await
-            .map_err(StoreError::from_reqwest)?;
+        let r = self.send(self.http.delete(url)).await?;
         if r.status().is_success() || r.status() == reqwest::StatusCode::NOT_FOUND {
             Ok(())
         } else {
@@ -356,12 +335,7 @@ impl ObjectStore {
         let mut list = ListObjectsV2::new(&self.internal, Some(&self.credentials));
         list.with_prefix(prefix);
         let url = list.sign(OWN_CALL_EXPIRY);
-        let r = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .map_err(StoreError::from_reqwest)?;
+        let r = self.send(self.http.get(url)).await?;
         if !r.status().is_success() {
             return Err(StoreError::status("list", r.status()));
         }

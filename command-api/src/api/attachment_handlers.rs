@@ -219,10 +219,13 @@ pub async fn complete_attachment(
     };
     let command = write.command(Action::CompleteAttachment(Some(added)));
     if !row.completed {
-        // Access first: a caller who may no longer write the task (removed
-        // from its project, say) gets its 404 or 403, never news of the store.
-        tasks::check(&state.pool, &command).await?;
-        verify_upload(&state, &row).await?;
+        if let Err(store_says) = verify_upload(&state, &row).await {
+            // Access comes first: a caller who may no longer write the task
+            // (removed from its project, say) gets its 404 or 403, never
+            // news of the store. (On success the write below decides it.)
+            tasks::check(&state.pool, &command).await?;
+            return Err(store_says);
+        }
     }
     run(&state, command, move |w| {
         responses::attachment_completed(w, attachment_id)

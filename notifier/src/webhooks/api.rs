@@ -176,7 +176,7 @@ pub struct WebhookDeliveryResource {
 
 impl From<DeliveryRow> for WebhookDeliveryResource {
     fn from(r: DeliveryRow) -> Self {
-        let waiting = matches!(r.state.as_str(), "pending" | "sending");
+        let next_attempt_at = crate::delivery::next_attempt(&r.state, r.next_attempt_at);
         WebhookDeliveryResource {
             id: r.id,
             notification_id: r.notification_id,
@@ -185,7 +185,7 @@ impl From<DeliveryRow> for WebhookDeliveryResource {
             attempts: r.attempts,
             last_status: r.last_status,
             last_error: r.last_error,
-            next_attempt_at: waiting.then_some(r.next_attempt_at),
+            next_attempt_at,
             first_attempt_at: r.first_attempt_at,
             last_attempt_at: r.last_attempt_at,
             delivered_at: r.delivered_at,
