@@ -8,9 +8,11 @@
 //! in the task's write transaction; the client PUTs the bytes straight to
 //! the store; `…/complete` HEADs the object (size, checksum), then appends
 //! `task.attachment_added` and marks the row completed in one transaction.
-//! A removal, a task delete or a project delete moves the rows into
-//! `attachment_gc` in the transaction of its event, so an object is
-//! deleted only once nothing can list it, and always eventually.
+//! A removal, a cancelled upload, a task delete or a project delete moves
+//! the rows into `attachment_gc` in the transaction that decides it, so an
+//! object is deleted only once nothing can list it, and always eventually:
+//! once its upload has settled (the URL's expiry plus a grace), when
+//! nothing sent to the URL can still arrive and put it back.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -30,6 +32,7 @@ pub const DEFAULT_MAX_PER_TASK: u32 = 100;
 pub const DEFAULT_MAX_BYTES_PER_USER: u64 = 1024 * 1024 * 1024;
 pub const DEFAULT_MAX_PENDING_PER_USER: u32 = 20;
 pub const DEFAULT_UPLOAD_TTL: Duration = Duration::from_secs(3600);
+pub const DEFAULT_UPLOAD_GRACE: Duration = Duration::from_secs(900);
 /// Allowed unless configured otherwise: documents, images, archives and
 /// logs. HTML and SVG are allowed because downloads are always served as
 /// attachments (`Content-Disposition: attachment`), never rendered inline.
@@ -65,8 +68,12 @@ pub struct Limits {
     pub max_pending_per_user: u32,
     /// Content types accepted, lowercase, without parameters.
     pub content_types: BTreeSet<String>,
-    /// A pending upload older than this (and whose URL expired) is removed.
+    /// A pending upload older than this (and settled) is removed.
     pub upload_ttl: Duration,
+    /// How long after its URL expired an upload may still land: a PUT
+    /// accepted just before the expiry finishing later, or the store's
+    /// clock behind ours. An upload settles at its URL's expiry plus this.
+    pub upload_grace: Duration,
 }
 
 impl Default for Limits {
@@ -81,6 +88,7 @@ impl Default for Limits {
                 .map(|s| s.to_string())
                 .collect(),
             upload_ttl: DEFAULT_UPLOAD_TTL,
+            upload_grace: DEFAULT_UPLOAD_GRACE,
         }
     }
 }
@@ -138,7 +146,8 @@ pub struct PendingUpload {
     pub content_type: String,
     pub size: u64,
     pub sha256: String,
-    pub expires_at: DateTime<Utc>,
+    /// When nothing sent to the upload URL can still arrive.
+    pub settles_at: DateTime<Utc>,
     pub max_per_task: u32,
     pub max_bytes_per_user: u64,
     pub max_pending_per_user: u32,
@@ -163,7 +172,9 @@ const USER_LOCK_CLASS: i32 = 0x6174_6368;
 
 /// Records a pending upload, in the task's write transaction (which holds
 /// the task's lock, so the per-task count cannot race), after taking the
-/// uploader's lock for the per-user sum.
+/// uploader's lock for the per-user sums. The uploader's bytes include
+/// their objects queued for deletion: until an object is gone from the
+/// store, it is stored.
 pub async fn insert_pending(
     tx: &mut PgConnection,
     task_id: Uuid,
@@ -177,7 +188,9 @@ pub async fn insert_pending(
         .await?;
     let row = sqlx::query(
         "SELECT (SELECT count(*) FROM attachments WHERE task_id = $1) AS on_task,
-                (SELECT coalesce(sum(size), 0)::bigint FROM attachments WHERE uploaded_by = $2) AS bytes,
+                (SELECT coalesce(sum(size), 0)::bigint FROM attachments WHERE uploaded_by = $2)
+                + (SELECT coalesce(sum(size), 0)::bigint FROM attachment_gc WHERE uploaded_by = $2)
+                  AS bytes,
                 (SELECT count(*) FROM attachments WHERE uploaded_by = $2 AND NOT completed) AS pending",
     )
     .bind(task_id)
@@ -206,7 +219,7 @@ pub async fn insert_pending(
     }
     sqlx::query(
         "INSERT INTO attachments (attachment_id, task_id, uploaded_by, filename, content_type,
-                                  size, sha256, upload_expires_at)
+                                  size, sha256, settles_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(upload.attachment_id)
@@ -216,7 +229,7 @@ pub async fn insert_pending(
     .bind(&upload.content_type)
     .bind(size)
     .bind(&upload.sha256)
-    .bind(upload.expires_at)
+    .bind(upload.settles_at)
     .execute(&mut *tx)
     .await?;
     Ok(Ok(()))
@@ -288,17 +301,18 @@ pub async fn after_append(
 }
 
 /// The statement that moves the rows matching `filter` to
-/// `attachment_gc` (keys as [`objects::attachment_key`] makes them). Every
-/// object is deleted once its upload URL has expired (at once when it has):
-/// while the URL is valid, a PUT could put the object back after an
-/// earlier delete, and nothing would ever remove it.
+/// `attachment_gc` (keys as [`objects::attachment_key`] makes them, with
+/// the uploader and size, which count until the object is gone). Every
+/// object is deleted once its upload has settled (at once when it has):
+/// before, a PUT could put the object back after an earlier delete, and
+/// nothing would ever remove it.
 fn collect_sql(filter: &str) -> String {
     format!(
         "WITH gone AS (DELETE FROM attachments WHERE {filter}
-                        RETURNING task_id, attachment_id, upload_expires_at)
-         INSERT INTO attachment_gc (object_key, not_before)
+                        RETURNING task_id, attachment_id, settles_at, uploaded_by, size)
+         INSERT INTO attachment_gc (object_key, not_before, uploaded_by, size)
          SELECT 'tasks/' || task_id || '/' || attachment_id,
-                greatest(now(), upload_expires_at)
+                greatest(now(), settles_at), uploaded_by, size
            FROM gone
          ON CONFLICT (object_key) DO NOTHING"
     )
@@ -328,7 +342,7 @@ pub async fn collect_tasks(tx: &mut PgConnection, task_ids: &[Uuid]) -> Result<(
 
 /// Cancels the pending upload `attachment_id` of `task_id`, in the task's
 /// write transaction: its row goes, and its object (if the client sent
-/// one) is deleted once the upload URL has expired.
+/// one) is deleted once the upload has settled.
 pub async fn cancel_pending(
     tx: &mut PgConnection,
     task_id: Uuid,
@@ -352,8 +366,8 @@ pub const CLEANUP_TICK: Duration = Duration::from_secs(1);
 /// Objects deleted per round.
 const GC_BATCH: i64 = 100;
 
-/// Until `shutdown`: pending uploads older than `ttl` (whose URL expired)
-/// move to `attachment_gc`; the objects queued there are deleted from the
+/// Until `shutdown`: pending uploads older than `ttl` (and settled) move
+/// to `attachment_gc`; the objects queued there are deleted from the
 /// store, then their rows. A store that is down keeps the rows for the
 /// next round (with a growing count of attempts), so nothing is lost.
 pub async fn clean_up_until(
@@ -379,21 +393,12 @@ pub async fn clean_up_until(
     }
 }
 
-/// Moves abandoned uploads to the deletion queue.
+/// Moves abandoned uploads (older than `ttl`, and settled) to the deletion queue.
 async fn expire_pending(pool: &PgPool, ttl: Duration) -> Result<u64, sqlx::Error> {
-    let ttl_seconds = ttl.as_secs_f64();
-    let done = sqlx::query(
-        "WITH gone AS (
-           DELETE FROM attachments
-            WHERE NOT completed
-              AND created_at < now() - make_interval(secs => $1)
-              AND upload_expires_at < now()
-           RETURNING task_id, attachment_id)
-         INSERT INTO attachment_gc (object_key)
-         SELECT 'tasks/' || task_id || '/' || attachment_id FROM gone
-         ON CONFLICT (object_key) DO NOTHING",
-    )
-    .bind(ttl_seconds)
+    let done = sqlx::query(&collect_sql(
+        "NOT completed AND created_at < now() - make_interval(secs => $1) AND settles_at < now()",
+    ))
+    .bind(ttl.as_secs_f64())
     .execute(pool)
     .await?;
     if done.rows_affected() > 0 {

@@ -45,7 +45,9 @@ pub struct Config {
     /// `COMMAND_API_ATTACHMENT_MAX_BYTES` (25 MiB), `_MAX_PER_TASK` (100),
     /// `_MAX_BYTES_PER_USER` (1 GiB, pending uploads included),
     /// `_MAX_PENDING_PER_USER` (20), `_CONTENT_TYPES` (comma-separated allowlist) and
-    /// `_UPLOAD_TTL_SECONDS` (3600: an upload never completed is removed).
+    /// `_UPLOAD_TTL_SECONDS` (3600: an upload never completed is removed)
+    /// and `_UPLOAD_GRACE_SECONDS` (900: how long after its URL expired an
+    /// upload may still land).
     pub attachments: crate::attachments::Limits,
     /// `COMMAND_API_HTTP_*`: connection and body timeouts, connection cap;
     /// `COMMAND_API_TRUSTED_PROXIES`: the proxies whose `X-Forwarded-For`
@@ -92,6 +94,7 @@ const ATTACHMENT_MAX_BYTES_PER_USER: &str = "ATTACHMENT_MAX_BYTES_PER_USER";
 const ATTACHMENT_MAX_PENDING_PER_USER: &str = "ATTACHMENT_MAX_PENDING_PER_USER";
 const ATTACHMENT_CONTENT_TYPES: &str = "ATTACHMENT_CONTENT_TYPES";
 const ATTACHMENT_UPLOAD_TTL_SECONDS: &str = "ATTACHMENT_UPLOAD_TTL_SECONDS";
+const ATTACHMENT_UPLOAD_GRACE_SECONDS: &str = "ATTACHMENT_UPLOAD_GRACE_SECONDS";
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -169,6 +172,10 @@ fn attachment_limits() -> Result<crate::attachments::Limits, ConfigError> {
         )?,
         content_types,
         upload_ttl: std::time::Duration::from_secs(u64::from(ttl.get())),
+        upload_grace: std::time::Duration::from_secs(u64::from(env_or::<u32>(
+            &own(ATTACHMENT_UPLOAD_GRACE_SECONDS),
+            d.upload_grace.as_secs() as u32,
+        )?)),
     })
 }
 
@@ -198,6 +205,7 @@ impl ServiceConfig for Config {
         ATTACHMENT_MAX_PENDING_PER_USER,
         ATTACHMENT_CONTENT_TYPES,
         ATTACHMENT_UPLOAD_TTL_SECONDS,
+        ATTACHMENT_UPLOAD_GRACE_SECONDS,
     ];
     const DEPENDENCY_VARS: &'static [fn(&str) -> Vec<String>] = &[
         PostgresSettings::vars,
@@ -243,6 +251,10 @@ impl ServiceConfig for Config {
             (
                 ATTACHMENT_UPLOAD_TTL_SECONDS,
                 self.attachments.upload_ttl.as_secs().to_string(),
+            ),
+            (
+                ATTACHMENT_UPLOAD_GRACE_SECONDS,
+                self.attachments.upload_grace.as_secs().to_string(),
             ),
         ]
     }

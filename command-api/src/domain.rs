@@ -286,10 +286,11 @@ pub enum Action {
     /// no such upload (refused after the access check, so a caller who may
     /// not see the task learns nothing more).
     CompleteAttachment(Option<TaskAttachmentAdded>),
+    /// A completed attachment is removed (an event). Any other id may be a
+    /// pending upload, which the caller may then cancel: that records
+    /// nothing, and the write finds the pending row or answers 404 (see
+    /// `crate::attachments::cancel_pending`).
     RemoveAttachment(Uuid),
-    /// May the caller cancel a pending upload? Records nothing: the
-    /// pending row goes, and its object with it (see `crate::attachments`).
-    CancelUpload(Uuid),
 }
 
 impl Action {
@@ -474,7 +475,7 @@ pub fn decide(state: &TaskState, command: Command) -> Result<Vec<TaskEvent>, Dom
             })])
         }
         (Some(_), Action::Delete) => Ok(vec![TaskEvent::Deleted(TaskDeleted {})]),
-        (Some(_), Action::Attach(_) | Action::CancelUpload(_)) => Ok(vec![]),
+        (Some(_), Action::Attach(_)) => Ok(vec![]),
         (Some(_), Action::CompleteAttachment(None)) => Err(DomainError::NoSuchAttachment),
         (Some(task), Action::CompleteAttachment(Some(added))) => {
             if task.attachments.contains(&added.attachment_id) {
@@ -484,7 +485,7 @@ pub fn decide(state: &TaskState, command: Command) -> Result<Vec<TaskEvent>, Dom
         }
         (Some(task), Action::RemoveAttachment(id)) => {
             if !task.attachments.contains(&id) {
-                return Err(DomainError::NoSuchAttachment);
+                return Ok(vec![]);
             }
             Ok(vec![TaskEvent::AttachmentRemoved(TaskAttachmentRemoved {
                 attachment_id: id,
@@ -769,7 +770,7 @@ mod tests {
             content_type: "text/plain".into(),
             size: 3,
             sha256: "ab".repeat(32),
-            expires_at: due("2026-11-25T00:05:00Z"),
+            settles_at: due("2026-11-25T00:05:00Z"),
             max_per_task: 1,
             max_bytes_per_user: 1,
             max_pending_per_user: 1,
@@ -825,31 +826,17 @@ mod tests {
                 Ok(vec![removed.clone()]),
             ),
             (
-                "remove unknown",
+                "remove one not completed: perhaps a pending upload",
                 at(Todo),
                 owner(),
                 Action::RemoveAttachment(id),
-                Err(DomainError::NoSuchAttachment),
+                Ok(vec![]),
             ),
             (
                 "remove, not yours",
                 with.clone(),
                 stranger(),
                 Action::RemoveAttachment(id),
-                Err(DomainError::NotFound),
-            ),
-            (
-                "cancel an upload",
-                at(Todo),
-                owner(),
-                Action::CancelUpload(id),
-                Ok(vec![]),
-            ),
-            (
-                "cancel an upload, not yours",
-                at(Todo),
-                stranger(),
-                Action::CancelUpload(id),
                 Err(DomainError::NotFound),
             ),
         ];
@@ -859,11 +846,11 @@ mod tests {
         let mut gone = with;
         gone.push(removed);
         check(
-            "remove twice",
+            "remove twice: no event (and no pending row, so 404)",
             gone,
             owner(),
             Action::RemoveAttachment(id),
-            Err(DomainError::NoSuchAttachment),
+            Ok(vec![]),
         );
     }
 

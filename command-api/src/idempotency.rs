@@ -168,6 +168,25 @@ pub async fn claim(conn: &mut PgConnection, scope: &Scope) -> Result<Claim, Clai
     }
 }
 
+/// Whether a request with this key has been answered and the answer is
+/// kept (a retry will be answered with it), without claiming the key.
+pub async fn is_recorded(pool: &sqlx::PgPool, scope: &Scope) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (
+           SELECT 1 FROM idempotency_keys
+            WHERE user_id = $1 AND method = $2 AND path = $3 AND idempotency_key = $4
+              AND response_status IS NOT NULL
+              AND created_at >= now() - make_interval(hours => $5))",
+    )
+    .bind(scope.user_id)
+    .bind(&scope.method)
+    .bind(&scope.path)
+    .bind(&scope.key.0)
+    .bind(RETENTION_HOURS)
+    .fetch_one(pool)
+    .await
+}
+
 async fn insert(conn: &mut PgConnection, scope: &Scope) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
         "INSERT INTO idempotency_keys (user_id, method, path, idempotency_key, request_hash)

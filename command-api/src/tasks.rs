@@ -785,9 +785,11 @@ async fn change_in(tx: &mut PgConnection, write: &Write) -> Result<Written, Retr
                 .await?
                 .map_err(WriteError::Attachment)?
         }
-        Action::CancelUpload(id) => crate::attachments::cancel_pending(tx, write.task_id, *id)
-            .await?
-            .map_err(WriteError::Attachment)?,
+        Action::RemoveAttachment(id) if decided.is_empty() => {
+            crate::attachments::cancel_pending(tx, write.task_id, *id)
+                .await?
+                .map_err(WriteError::Attachment)?
+        }
         _ => {}
     }
     let mut written = Written {

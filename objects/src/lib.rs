@@ -210,7 +210,8 @@ impl ObjectStore {
     }
 
     /// A GET for the public address whose answer carries
-    /// `Content-Disposition: attachment` with `filename` and `content_type`.
+    /// `Content-Disposition: attachment` with `filename`, `content_type`
+    /// and no content coding, whatever the object was stored with.
     pub fn presign_get(&self, key: &str, filename: &str, content_type: &str) -> String {
         let mut get = GetObject::new(&self.public, Some(&self.credentials), key);
         get.query_mut().insert(
@@ -219,6 +220,11 @@ impl ObjectStore {
         );
         get.query_mut()
             .insert("response-content-type", content_type.to_owned());
+        // An upload URL takes headers it does not sign, Content-Encoding
+        // among them: served with one, the bytes would be decoded into
+        // others than those whose checksum was verified.
+        get.query_mut()
+            .insert("response-content-encoding", "identity");
         get.sign(self.presign_expiry).to_string()
     }
 

@@ -83,6 +83,9 @@ async fn setup_with(options: Options) -> Ctx {
     let jwks = auth.url("/.well-known/jwks.json");
     let mut command = dep.command_api_config(&jwks);
     command.s3 = s3.clone();
+    // Objects go as soon as their URL expired, so tests see them go; the
+    // test of the grace sets one.
+    command.attachments.upload_grace = Duration::ZERO;
     (options.command)(&mut command);
     let cmd = dep.spawn_command_api_with(command).await;
     let projector = dep.spawn_projector().await;
@@ -128,12 +131,20 @@ fn raw_http() -> reqwest::Client {
 
 /// Sends `bytes` as the upload instructions say.
 async fn put(upload: &Value, bytes: Vec<u8>) -> reqwest::Response {
+    put_with(upload, bytes, &[]).await
+}
+
+/// Sends `bytes` as the upload instructions say, with `extra` headers.
+async fn put_with(upload: &Value, bytes: Vec<u8>, extra: &[(&str, &str)]) -> reqwest::Response {
     let mut req = raw_http().put(upload["url"].as_str().expect("url"));
     for (name, value) in upload["headers"].as_object().expect("headers") {
         // reqwest sets Content-Length from the body.
         if !name.eq_ignore_ascii_case("content-length") {
             req = req.header(name, value.as_str().expect("header"));
         }
+    }
+    for (name, value) in extra {
+        req = req.header(*name, *value);
     }
     req.body(bytes).send().await.expect("PUT to the store")
 }
@@ -334,6 +345,24 @@ async fn an_upload_through_presigned_urls_is_listed_once_completed_and_downloads
     assert_eq!(got.headers()["content-type"], "text/html");
     let body = got.bytes().await.unwrap();
     assert_eq!(sha256_hex(&body), sha256_hex(&bytes));
+
+    // The upload URL still works after completion, and takes headers it
+    // does not sign: the same bytes sent again with a Content-Encoding are
+    // still served as the bytes themselves, never to be decoded.
+    let again = put_with(upload, bytes.clone(), &[("content-encoding", "gzip")]).await;
+    assert!(again.status().is_success(), "{}", again.status());
+    let redirect = ctx.download(&ann, task, id).await;
+    let location = redirect.headers()["location"].to_str().unwrap().to_owned();
+    let got = raw_http().get(&location).send().await.unwrap();
+    assert_eq!(got.status(), StatusCode::OK);
+    let encoding = got
+        .headers()
+        .get("content-encoding")
+        .map(|v| v.to_str().unwrap().to_owned());
+    assert!(
+        matches!(encoding.as_deref(), None | Some("identity")),
+        "{encoding:?}"
+    );
 }
 
 #[tokio::test]
@@ -397,15 +426,12 @@ async fn a_wrong_size_or_checksum_is_refused_at_upload_or_at_completion() {
     // The right bytes with a header the URL does not sign: the store keeps
     // the Content-Encoding, which downloads would be decoded by, so
     // completion refuses the object.
-    let mut req = raw_http()
-        .put(started["upload"]["url"].as_str().unwrap())
-        .header("content-encoding", "gzip");
-    for (name, value) in started["upload"]["headers"].as_object().unwrap() {
-        if !name.eq_ignore_ascii_case("content-length") {
-            req = req.header(name, value.as_str().unwrap());
-        }
-    }
-    let encoded = req.body(bytes.clone()).send().await.unwrap();
+    let encoded = put_with(
+        &started["upload"],
+        bytes.clone(),
+        &[("content-encoding", "gzip")],
+    )
+    .await;
     assert!(encoded.status().is_success(), "{}", encoded.status());
     let refused = ctx.complete(&ann, task, id).await;
     assert_eq!(
@@ -593,6 +619,7 @@ async fn limits_and_bad_declarations_are_422_naming_what_is_wrong() {
             c.attachments.max_bytes = 1000;
             c.attachments.max_per_task = 2;
             c.attachments.max_bytes_per_user = 2500;
+            c.attachments.upload_grace = Duration::from_secs(900);
         }),
         ..Options::default()
     })
@@ -657,13 +684,28 @@ async fn limits_and_bad_declarations_are_422_naming_what_is_wrong() {
             .await,
         "max_bytes_per_user",
     );
-    ctx.start_upload(
-        &ann,
-        other,
-        &declared("5.txt", "text/plain", &bytes_of(700, 2)),
-    )
-    .await
-    .expect(StatusCode::CREATED, "within the user's bytes");
+    let last = ctx
+        .start_upload(
+            &ann,
+            other,
+            &declared("5.txt", "text/plain", &bytes_of(700, 2)),
+        )
+        .await
+        .expect(StatusCode::CREATED, "within the user's bytes");
+    // Cancelled, its bytes count until its object is gone from the store
+    // (once nothing sent to its URL can still arrive): cancelling and
+    // starting again cannot store more than the cap.
+    let r = ctx.remove(&ann, other, id_of(&last)).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{r:?}");
+    limit(
+        ctx.start_upload(
+            &ann,
+            other,
+            &declared("6.txt", "text/plain", &bytes_of(700, 3)),
+        )
+        .await,
+        "max_bytes_per_user",
+    );
 }
 
 #[tokio::test]
@@ -841,10 +883,13 @@ async fn with_the_store_down_the_api_answers_503_and_nothing_half_done_is_visibl
     ctx.list(&ann, task, Some(&token))
         .await
         .expect(StatusCode::OK, "caught up");
-    let started = ctx
-        .start_upload(&ann, task, &declared("up.txt", "text/plain", &bytes))
-        .await
-        .expect(StatusCode::CREATED, "start");
+    let start_once = || {
+        ctx.cmd_api(&ann)
+            .request(Method::POST, &format!("/tasks/{task}/attachments"))
+            .idempotency_key("up-once")
+            .json(&declared("up.txt", "text/plain", &bytes))
+    };
+    let started = start_once().await.expect(StatusCode::CREATED, "start");
     let pending = id_of(&started);
     // The client still reaches the store; the services do not.
     assert!(put(&started["upload"], bytes.clone())
@@ -863,6 +908,9 @@ async fn with_the_store_down_the_api_answers_503_and_nothing_half_done_is_visibl
             .await,
         "create",
     );
+    // A retry of a create that succeeded is answered as the first time.
+    let retried = start_once().await.expect(StatusCode::CREATED, "retried");
+    assert_eq!(retried, started);
     unavailable(&ctx.complete(&ann, task, pending).await, "complete");
     let d = ctx.download(&ann, task, done).await;
     assert_eq!(d.status(), StatusCode::SERVICE_UNAVAILABLE);

@@ -125,8 +125,17 @@ pub async fn create_attachment(
             "the file is larger than one attachment may be",
         ));
     }
-    // Nothing is recorded while the store cannot take the upload.
-    state.store.probe().await.map_err(store_problem)?;
+    // Nothing is recorded while the store cannot take the upload (a retry
+    // of a create that succeeded is answered as before, store or not).
+    let replay = match &write.idempotency {
+        Some(scope) => crate::idempotency::is_recorded(&state.pool, scope)
+            .await
+            .map_err(|e| Problem::from(tasks::WriteError::from(e)))?,
+        None => false,
+    };
+    if !replay {
+        state.store.probe().await.map_err(store_problem)?;
+    }
     let attachment_id = Uuid::now_v7();
     let key = attachments::object_key(write.id, attachment_id);
     let presigned = state
@@ -151,7 +160,8 @@ pub async fn create_attachment(
         content_type,
         size: body.size,
         sha256,
-        expires_at: presigned.expires_at,
+        settles_at: presigned.expires_at
+            + chrono::Duration::from_std(limits.upload_grace).unwrap_or_default(),
         max_per_task: limits.max_per_task,
         max_bytes_per_user: limits.max_bytes_per_user,
         max_pending_per_user: limits.max_pending_per_user,
@@ -219,13 +229,11 @@ pub async fn complete_attachment(
     };
     let command = write.command(Action::CompleteAttachment(Some(added)));
     if !row.completed {
-        if let Err(store_says) = verify_upload(&state, &row).await {
-            // Access comes first: a caller who may no longer write the task
-            // (removed from its project, say) gets its 404 or 403, never
-            // news of the store. (On success the write below decides it.)
-            tasks::check(&state.pool, &command).await?;
-            return Err(store_says);
-        }
+        // Access first: a caller who may no longer write the task (removed
+        // from its project, say) gets its 404 or 403, and no call to the
+        // store is made for them.
+        tasks::check(&state.pool, &command).await?;
+        verify_upload(&state, &row).await?;
     }
     run(&state, command, move |w| {
         responses::attachment_completed(w, attachment_id)
@@ -263,16 +271,7 @@ pub async fn delete_attachment(
     WriteRequest(write, NoBody): WriteRequest<NoBody>,
 ) -> Result<Response, Problem> {
     let attachment_id = write.attachment_id.ok_or_else(Problem::internal)?;
-    let pending = attachments::find(&state.pool, write.id, attachment_id)
-        .await
-        .map_err(|e| Problem::from(tasks::WriteError::from(e)))?
-        .is_some_and(|r| !r.completed);
-    let action = if pending {
-        Action::CancelUpload(attachment_id)
-    } else {
-        Action::RemoveAttachment(attachment_id)
-    };
-    let command = write.command(action);
+    let command = write.command(Action::RemoveAttachment(attachment_id));
     run(&state, command, |w| {
         let mut r = responses::deleted(w);
         r.status = StatusCode::NO_CONTENT.as_u16();
