@@ -818,20 +818,26 @@ infra_go() {
   fi
 }
 
-# Built from source with `go install` (the module proxy), once per version,
-# into the cache; the module and build caches live there too.
-infra_mailpit_install() {
-  local go log t0=$EPOCHREALTIME
-  [[ -x "$TS_MAILPIT_BIN" ]] && return 0
-  go="$(infra_go)" || infra_die "no go command to build Mailpit with"
-  mkdir -p "$(dirname "$TS_MAILPIT_BIN")"
-  log="$(dirname "$(dirname "$TS_MAILPIT_BIN")")/go-install.log"
-  infra_log "building Mailpit $TS_MAILPIT_VERSION with $("$go" version | awk '{ print $3 }') (log: $log)"
-  if ! GOPATH="$TS_CACHE/go" GOBIN="$(dirname "$TS_MAILPIT_BIN")" GOCACHE="$TS_CACHE/go/build-cache" \
-    GOFLAGS=-mod=mod "$go" install "github.com/axllent/mailpit@$TS_MAILPIT_VERSION" >"$log" 2>&1; then
-    infra_fail_with_log mailpit "go install github.com/axllent/mailpit@$TS_MAILPIT_VERSION failed" "$log"
+# infra_go_install NAME LABEL PACKAGE@VERSION BIN: builds a Go program from
+# source with `go install` (the module proxy) into BIN's directory, once per
+# version; the module and build caches live in the cache too.
+infra_go_install() {
+  local name=$1 label=$2 package=$3 bin=$4 go log t0=$EPOCHREALTIME
+  [[ -x "$bin" ]] && return 0
+  go="$(infra_go)" || infra_die "no go command to build $label with"
+  mkdir -p "$(dirname "$bin")"
+  log="$(dirname "$(dirname "$bin")")/go-install.log"
+  infra_log "building $label with $("$go" version | awk '{ print $3 }') (log: $log)"
+  if ! GOPATH="$TS_CACHE/go" GOBIN="$(dirname "$bin")" GOCACHE="$TS_CACHE/go/build-cache" \
+    GOFLAGS=-mod=mod "$go" install "$package" >"$log" 2>&1; then
+    infra_fail_with_log "$name" "go install $package failed" "$log"
   fi
-  infra_log "Mailpit ready in $(infra_elapsed "$t0")"
+  infra_log "$label ready in $(infra_elapsed "$t0")"
+}
+
+infra_mailpit_install() {
+  infra_go_install mailpit "Mailpit $TS_MAILPIT_VERSION" \
+    "github.com/axllent/mailpit@$TS_MAILPIT_VERSION" "$TS_MAILPIT_BIN"
 }
 
 infra_mailpit_pid() {
@@ -868,20 +874,10 @@ infra_mailpit_stop() {
 
 # ---------------------------------------------------------------- versitygw (S3)
 
-# Built from source with `go install` like Mailpit, once per version, into
-# the cache (shared module and build caches under $TS_CACHE/go).
+# Built from source like Mailpit (shared module and build caches).
 infra_s3_install() {
-  local go log t0=$EPOCHREALTIME
-  [[ -x "$TS_VERSITYGW_BIN" ]] && return 0
-  go="$(infra_go)" || infra_die "no go command to build versitygw with"
-  mkdir -p "$(dirname "$TS_VERSITYGW_BIN")"
-  log="$(dirname "$(dirname "$TS_VERSITYGW_BIN")")/go-install.log"
-  infra_log "building versitygw $TS_VERSITYGW_VERSION with $("$go" version | awk '{ print $3 }') (log: $log)"
-  if ! GOPATH="$TS_CACHE/go" GOBIN="$(dirname "$TS_VERSITYGW_BIN")" GOCACHE="$TS_CACHE/go/build-cache" \
-    GOFLAGS=-mod=mod "$go" install "github.com/versity/versitygw/cmd/versitygw@$TS_VERSITYGW_VERSION" >"$log" 2>&1; then
-    infra_fail_with_log s3 "go install github.com/versity/versitygw/cmd/versitygw@$TS_VERSITYGW_VERSION failed" "$log"
-  fi
-  infra_log "versitygw ready in $(infra_elapsed "$t0")"
+  infra_go_install s3 "versitygw $TS_VERSITYGW_VERSION" \
+    "github.com/versity/versitygw/cmd/versitygw@$TS_VERSITYGW_VERSION" "$TS_VERSITYGW_BIN"
 }
 
 infra_s3_pid() {
