@@ -33,6 +33,7 @@ pub const DEFAULT_MAX_BYTES_PER_USER: u64 = 1024 * 1024 * 1024;
 pub const DEFAULT_MAX_PENDING_PER_USER: u32 = 20;
 pub const DEFAULT_UPLOAD_TTL: Duration = Duration::from_secs(3600);
 pub const DEFAULT_UPLOAD_GRACE: Duration = Duration::from_secs(900);
+pub const DEFAULT_SWEEP_EVERY: Duration = Duration::from_secs(3600);
 /// Allowed unless configured otherwise: documents, images, archives and
 /// logs. HTML and SVG are allowed because downloads are always served as
 /// attachments (`Content-Disposition: attachment`), never rendered inline.
@@ -74,6 +75,8 @@ pub struct Limits {
     /// accepted just before the expiry finishing later, or the store's
     /// clock behind ours. An upload settles at its URL's expiry plus this.
     pub upload_grace: Duration,
+    /// How often the bucket is swept for objects no row names.
+    pub sweep_every: Duration,
 }
 
 impl Default for Limits {
@@ -89,6 +92,7 @@ impl Default for Limits {
                 .collect(),
             upload_ttl: DEFAULT_UPLOAD_TTL,
             upload_grace: DEFAULT_UPLOAD_GRACE,
+            sweep_every: DEFAULT_SWEEP_EVERY,
         }
     }
 }
@@ -444,6 +448,101 @@ async fn delete_queued(pool: &PgPool, store: &ObjectStore) -> Result<(), sqlx::E
     Ok(())
 }
 
+/// Until `shutdown`, every `every`: [`sweep_orphans`], logging what it
+/// found or why it could not run (the next round tries again).
+pub async fn sweep_orphans_until(
+    pool: PgPool,
+    store: ObjectStore,
+    every: Duration,
+    settle: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        match sweep_orphans(&pool, &store, settle, &shutdown).await {
+            Ok(0) => {}
+            Ok(found) => tracing::info!(found, "attachments: orphaned objects queued for deletion"),
+            Err(e) => tracing::warn!(error = %e, "attachments: could not sweep the bucket"),
+        }
+    }
+}
+
+/// Why a sweep stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum SweepError {
+    #[error(transparent)]
+    Store(#[from] objects::StoreError),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// The attachment `{task}/{attachment}` a key names, in the one form
+/// [`objects::attachment_key`] makes (anything else is not ours).
+fn attachment_of(key: &str) -> Option<Uuid> {
+    let (task, attachment) = key.strip_prefix("tasks/")?.split_once('/')?;
+    let (task, attachment) = (
+        Uuid::parse_str(task).ok()?,
+        Uuid::parse_str(attachment).ok()?,
+    );
+    (objects::attachment_key(task, attachment) == key).then_some(attachment)
+}
+
+/// Queues for deletion every object under `tasks/` that no attachment row
+/// names and that is older than `settle` (the URL lifetime plus the
+/// grace: no upload can still be arriving). Whatever path left it behind
+/// (a PUT that landed after its object was deleted, a store that kept an
+/// object its DELETE answered for), nothing else would ever remove it.
+/// Page by page; returns how many it queued.
+pub async fn sweep_orphans(
+    pool: &PgPool,
+    store: &ObjectStore,
+    settle: Duration,
+    shutdown: &CancellationToken,
+) -> Result<u64, SweepError> {
+    let Some(cutoff) = chrono::Duration::from_std(settle)
+        .ok()
+        .and_then(|settle| Utc::now().checked_sub_signed(settle))
+    else {
+        return Ok(0); // Nothing can be that old.
+    };
+    let mut continuation: Option<String> = None;
+    let mut queued = 0;
+    loop {
+        let (page, next) = store.list_page("tasks/", continuation.as_deref()).await?;
+        let (keys, ids): (Vec<String>, Vec<Uuid>) = page
+            .into_iter()
+            .filter(|o| o.last_modified.is_some_and(|t| t < cutoff))
+            .filter_map(|o| attachment_of(&o.key).map(|id| (o.key, id)))
+            .unzip();
+        if !keys.is_empty() {
+            let done = sqlx::query(
+                "INSERT INTO attachment_gc (object_key)
+                 SELECT o.k FROM unnest($1::text[], $2::uuid[]) AS o(k, id)
+                  WHERE NOT EXISTS (SELECT 1 FROM attachments a WHERE a.attachment_id = o.id)
+                 ON CONFLICT (object_key) DO NOTHING",
+            )
+            .bind(&keys)
+            .bind(&ids)
+            .execute(pool)
+            .await?;
+            queued += done.rows_affected();
+        }
+        match next {
+            Some(token) if !shutdown.is_cancelled() => continuation = Some(token),
+            _ => break,
+        }
+    }
+    if queued > 0 {
+        metrics::counter!("attachment_orphans_queued_total").increment(queued);
+    }
+    Ok(queued)
+}
+
 /// Until `shutdown` or success: creates the bucket if it is missing, so a
 /// fresh store needs no manual step (retried while the store is down).
 pub async fn ensure_bucket_until(store: ObjectStore, shutdown: CancellationToken) {
@@ -463,6 +562,23 @@ pub async fn ensure_bucket_until(store: ObjectStore, shutdown: CancellationToken
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_keys_in_the_one_form_name_an_attachment() {
+        let (task, attachment) = (Uuid::now_v7(), Uuid::now_v7());
+        let key = objects::attachment_key(task, attachment);
+        assert_eq!(attachment_of(&key), Some(attachment));
+        for other in [
+            format!("raw/{task}/{attachment}"),
+            format!("tasks/{task}"),
+            format!("tasks/{task}/{attachment}/x"),
+            format!("tasks/{task}/{}", attachment.simple()),
+            format!("tasks/{}/{attachment}", task.to_string().to_uppercase()),
+            "tasks/a/b".to_owned(),
+        ] {
+            assert_eq!(attachment_of(&other), None, "{other}");
+        }
+    }
 
     #[test]
     fn filenames_are_checked() {

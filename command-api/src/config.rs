@@ -46,8 +46,9 @@ pub struct Config {
     /// `_MAX_BYTES_PER_USER` (1 GiB, pending uploads included),
     /// `_MAX_PENDING_PER_USER` (20), `_CONTENT_TYPES` (comma-separated allowlist) and
     /// `_UPLOAD_TTL_SECONDS` (3600: an upload never completed is removed)
-    /// and `_UPLOAD_GRACE_SECONDS` (900: how long after its URL expired an
-    /// upload may still land).
+    /// `_UPLOAD_GRACE_SECONDS` (900: how long after its URL expired an
+    /// upload may still land) and `_SWEEP_SECONDS` (3600: how often the
+    /// bucket is swept for objects no row names).
     pub attachments: crate::attachments::Limits,
     /// `COMMAND_API_HTTP_*`: connection and body timeouts, connection cap;
     /// `COMMAND_API_TRUSTED_PROXIES`: the proxies whose `X-Forwarded-For`
@@ -95,6 +96,7 @@ const ATTACHMENT_MAX_PENDING_PER_USER: &str = "ATTACHMENT_MAX_PENDING_PER_USER";
 const ATTACHMENT_CONTENT_TYPES: &str = "ATTACHMENT_CONTENT_TYPES";
 const ATTACHMENT_UPLOAD_TTL_SECONDS: &str = "ATTACHMENT_UPLOAD_TTL_SECONDS";
 const ATTACHMENT_UPLOAD_GRACE_SECONDS: &str = "ATTACHMENT_UPLOAD_GRACE_SECONDS";
+const ATTACHMENT_SWEEP_SECONDS: &str = "ATTACHMENT_SWEEP_SECONDS";
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -176,6 +178,13 @@ fn attachment_limits() -> Result<crate::attachments::Limits, ConfigError> {
             &own(ATTACHMENT_UPLOAD_GRACE_SECONDS),
             d.upload_grace.as_secs() as u32,
         )?)),
+        sweep_every: std::time::Duration::from_secs(u64::from(
+            env_or(
+                &own(ATTACHMENT_SWEEP_SECONDS),
+                NonZeroU32::new(d.sweep_every.as_secs() as u32).expect("non-zero"),
+            )?
+            .get(),
+        )),
     })
 }
 
@@ -206,6 +215,7 @@ impl ServiceConfig for Config {
         ATTACHMENT_CONTENT_TYPES,
         ATTACHMENT_UPLOAD_TTL_SECONDS,
         ATTACHMENT_UPLOAD_GRACE_SECONDS,
+        ATTACHMENT_SWEEP_SECONDS,
     ];
     const DEPENDENCY_VARS: &'static [fn(&str) -> Vec<String>] = &[
         PostgresSettings::vars,
@@ -255,6 +265,10 @@ impl ServiceConfig for Config {
             (
                 ATTACHMENT_UPLOAD_GRACE_SECONDS,
                 self.attachments.upload_grace.as_secs().to_string(),
+            ),
+            (
+                ATTACHMENT_SWEEP_SECONDS,
+                self.attachments.sweep_every.as_secs().to_string(),
             ),
         ]
     }

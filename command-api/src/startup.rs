@@ -52,6 +52,10 @@ pub struct Application {
     cleanup_pool: PgPool,
     store: objects::ObjectStore,
     upload_ttl: std::time::Duration,
+    sweep_every: std::time::Duration,
+    /// An object older than this with no row is an orphan: the URL
+    /// lifetime plus the grace.
+    settle: std::time::Duration,
 }
 
 impl Application {
@@ -126,6 +130,8 @@ impl Application {
             cleanup_pool,
             store,
             upload_ttl: config.attachments.upload_ttl,
+            sweep_every: config.attachments.sweep_every,
+            settle: config.s3.presign_expiry + config.attachments.upload_grace,
         })
     }
 
@@ -144,6 +150,13 @@ impl Application {
         // only attachments answer 503; these loops wait for it.
         let bucket = tokio::spawn(crate::attachments::ensure_bucket_until(
             self.store.clone(),
+            shutdown.clone(),
+        ));
+        let sweep = tokio::spawn(crate::attachments::sweep_orphans_until(
+            self.cleanup_pool.clone(),
+            self.store.clone(),
+            self.sweep_every,
+            self.settle,
             shutdown.clone(),
         ));
         let attachments = tokio::spawn(crate::attachments::clean_up_until(
@@ -167,6 +180,7 @@ impl Application {
         let _ = cleanup.await;
         let _ = bucket.await;
         let _ = attachments.await;
+        let _ = sweep.await;
         served
     }
 }

@@ -88,6 +88,14 @@ pub enum Hashed {
     Sha256(String),
 }
 
+/// An object as a listing shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub key: String,
+    /// `None` when the store gave no instant this code can read.
+    pub last_modified: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 /// A presigned upload: the client sends `method` to `url` with exactly
 /// `headers` and the bytes, before `expires_at`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -336,10 +344,26 @@ impl ObjectStore {
         }
     }
 
-    /// The keys under `prefix` (at most 1,000: for tests and operators).
+    /// The keys under `prefix` (the first page, at most 1,000: for tests
+    /// and operators).
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let (page, _) = self.list_page(prefix, None).await?;
+        Ok(page.into_iter().map(|o| o.key).collect())
+    }
+
+    /// One page (at most 1,000) of the objects under `prefix`, from
+    /// `continuation` (the token a previous page gave); with the token of
+    /// the next page, if there is one.
+    pub async fn list_page(
+        &self,
+        prefix: &str,
+        continuation: Option<&str>,
+    ) -> Result<(Vec<Listed>, Option<String>), StoreError> {
         let mut list = ListObjectsV2::new(&self.internal, Some(&self.credentials));
         list.with_prefix(prefix);
+        if let Some(token) = continuation {
+            list.with_continuation_token(token);
+        }
         let url = list.sign(OWN_CALL_EXPIRY);
         let r = self.send(self.http.get(url)).await?;
         if !r.status().is_success() {
@@ -348,7 +372,17 @@ impl ObjectStore {
         let body = r.text().await.map_err(StoreError::from_reqwest)?;
         let parsed = ListObjectsV2::parse_response(&body)
             .map_err(|e| StoreError::Refused(format!("list: {e}")))?;
-        Ok(parsed.contents.into_iter().map(|o| o.key).collect())
+        let page = parsed
+            .contents
+            .into_iter()
+            .map(|o| Listed {
+                last_modified: chrono::DateTime::parse_from_rfc3339(&o.last_modified)
+                    .ok()
+                    .map(|t| t.with_timezone(&chrono::Utc)),
+                key: o.key,
+            })
+            .collect();
+        Ok((page, parsed.next_continuation_token))
     }
 
     /// A PUT signed for the service's own address (benchmarks, tests),

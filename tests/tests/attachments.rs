@@ -790,7 +790,10 @@ async fn a_pending_upload_can_be_cancelled_and_no_one_holds_a_tasks_slots_for_lo
 async fn abandoned_uploads_and_the_objects_of_deleted_attachments_tasks_and_projects_leave_the_bucket(
 ) {
     let ctx = setup_with(Options {
-        command: Box::new(|c| c.attachments.upload_ttl = Duration::from_secs(1)),
+        command: Box::new(|c| {
+            c.attachments.upload_ttl = Duration::from_secs(1);
+            c.attachments.sweep_every = Duration::from_secs(1);
+        }),
         presign: Duration::from_secs(2),
         ..Options::default()
     })
@@ -863,6 +866,32 @@ async fn abandoned_uploads_and_the_objects_of_deleted_attachments_tasks_and_proj
     let r = ctx.projects(&ann).delete_project(team).await;
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{r:?}");
     gone(in_team, "the deleted project's objects to go").await;
+
+    // An object no row names (say, a PUT that landed after its object was
+    // deleted) is swept once no upload can still be arriving; a completed
+    // attachment's object, and keys that are not attachments', stay.
+    let task = ctx.task(&ann).await;
+    let (kept, _) = ctx.attached(&ann, task, "kept.txt", &bytes).await;
+    let orphan = objects::attachment_key(task, Uuid::now_v7());
+    let foreign = format!("notes/{}", Uuid::now_v7());
+    for key in [&orphan, &foreign] {
+        let r = raw_http()
+            .put(ctx.store.presign_put_internal(key, None))
+            .body(bytes.clone())
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.status());
+    }
+    eventually(
+        "the orphan to be swept",
+        Duration::from_secs(20),
+        || async {
+            (ctx.objects_of(task).await == vec![objects::attachment_key(task, kept)]).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(ctx.store.list("notes/").await.unwrap(), vec![foreign]);
 }
 
 #[tokio::test]
