@@ -101,8 +101,11 @@ impl Sender for WebhookSender {
         let Target::Webhook { url, secret, .. } = &job.target else {
             return failed(None, "not a webhook delivery".into(), true);
         };
+        // A URL that does not parse, or names a non-public address
+        // literally, fails the same way on every retry: given up on at once
+        // (the endpoint is disabled and its owner told, to fix it).
         if let Some(reason) = self.refusal(url) {
-            return failed(None, reason, false);
+            return failed(None, reason, true);
         }
         let body = payload(&job.notification);
         let timestamp = chrono::Utc::now().timestamp();
@@ -381,9 +384,14 @@ mod tests {
             } => assert!(reason.len() < 300, "{} bytes", reason.len()),
             other => panic!("a 500: {other:?}"),
         }
-        // Refused by the guard before any connection.
+        // Refused by the guard before any connection, for good: a literal
+        // address does not change on a retry.
         match sender(false).send(&job(format!("{base}/ok"))).await {
-            Outcome::Failed { reason, .. } => {
+            Outcome::Failed {
+                reason,
+                permanent: true,
+                ..
+            } => {
                 assert!(reason.contains("127.0.0.1"), "{reason}")
             }
             other => panic!("loopback: {other:?}"),
