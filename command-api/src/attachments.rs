@@ -75,8 +75,9 @@ pub struct Limits {
     /// accepted just before the expiry finishing later, or the store's
     /// clock behind ours. An upload settles at its URL's expiry plus this.
     pub upload_grace: Duration,
-    /// How often the bucket is swept for objects no row names.
-    pub sweep_every: Duration,
+    /// How often the bucket is swept for objects no row names; `None`:
+    /// never (a bucket shared with another deployment must not be swept).
+    pub sweep_every: Option<Duration>,
 }
 
 impl Default for Limits {
@@ -92,7 +93,7 @@ impl Default for Limits {
                 .collect(),
             upload_ttl: DEFAULT_UPLOAD_TTL,
             upload_grace: DEFAULT_UPLOAD_GRACE,
-            sweep_every: DEFAULT_SWEEP_EVERY,
+            sweep_every: Some(DEFAULT_SWEEP_EVERY),
         }
     }
 }
@@ -472,6 +473,10 @@ pub async fn sweep_orphans_until(
     }
 }
 
+/// Pages of 1,000 keys one sweep reads at most (the rest waits for the
+/// next round).
+const MAX_SWEEP_PAGES: usize = 10_000;
+
 /// Why a sweep stopped early.
 #[derive(Debug, thiserror::Error)]
 pub enum SweepError {
@@ -494,7 +499,8 @@ fn attachment_of(key: &str) -> Option<Uuid> {
 
 /// Queues for deletion every object under `tasks/` that no attachment row
 /// names and that is older than `settle` (the URL lifetime plus the
-/// grace: no upload can still be arriving). Whatever path left it behind
+/// grace: no upload can still be arriving). The bucket must be this
+/// deployment's alone: another database's objects are named by no row here. Whatever path left it behind
 /// (a PUT that landed after its object was deleted, a store that kept an
 /// object its DELETE answered for), nothing else would ever remove it.
 /// Page by page; returns how many it queued.
@@ -512,7 +518,7 @@ pub async fn sweep_orphans(
     };
     let mut continuation: Option<String> = None;
     let mut queued = 0;
-    loop {
+    for _ in 0..MAX_SWEEP_PAGES {
         let (page, next) = store.list_page("tasks/", continuation.as_deref()).await?;
         let (keys, ids): (Vec<String>, Vec<Uuid>) = page
             .into_iter()
@@ -533,7 +539,10 @@ pub async fn sweep_orphans(
             queued += done.rows_affected();
         }
         match next {
-            Some(token) if !shutdown.is_cancelled() => continuation = Some(token),
+            // A store that hands back the token it was given would loop.
+            Some(token) if !shutdown.is_cancelled() && continuation.as_ref() != Some(&token) => {
+                continuation = Some(token)
+            }
             _ => break,
         }
     }

@@ -48,7 +48,7 @@ pub struct Config {
     /// `_UPLOAD_TTL_SECONDS` (3600: an upload never completed is removed)
     /// `_UPLOAD_GRACE_SECONDS` (900: how long after its URL expired an
     /// upload may still land) and `_SWEEP_SECONDS` (3600: how often the
-    /// bucket is swept for objects no row names).
+    /// bucket is swept for objects no row names; 0: never).
     pub attachments: crate::attachments::Limits,
     /// `COMMAND_API_HTTP_*`: connection and body timeouts, connection cap;
     /// `COMMAND_API_TRUSTED_PROXIES`: the proxies whose `X-Forwarded-For`
@@ -178,13 +178,13 @@ fn attachment_limits() -> Result<crate::attachments::Limits, ConfigError> {
             &own(ATTACHMENT_UPLOAD_GRACE_SECONDS),
             d.upload_grace.as_secs() as u32,
         )?)),
-        sweep_every: std::time::Duration::from_secs(u64::from(
-            env_or(
-                &own(ATTACHMENT_SWEEP_SECONDS),
-                NonZeroU32::new(d.sweep_every.as_secs() as u32).expect("non-zero"),
-            )?
-            .get(),
-        )),
+        sweep_every: match env_or::<u32>(
+            &own(ATTACHMENT_SWEEP_SECONDS),
+            d.sweep_every.map_or(0, |every| every.as_secs() as u32),
+        )? {
+            0 => None,
+            seconds => Some(std::time::Duration::from_secs(u64::from(seconds))),
+        },
     })
 }
 
@@ -268,7 +268,10 @@ impl ServiceConfig for Config {
             ),
             (
                 ATTACHMENT_SWEEP_SECONDS,
-                self.attachments.sweep_every.as_secs().to_string(),
+                self.attachments
+                    .sweep_every
+                    .map_or(0, |every| every.as_secs())
+                    .to_string(),
             ),
         ]
     }

@@ -52,7 +52,7 @@ pub struct Application {
     cleanup_pool: PgPool,
     store: objects::ObjectStore,
     upload_ttl: std::time::Duration,
-    sweep_every: std::time::Duration,
+    sweep_every: Option<std::time::Duration>,
     /// An object older than this with no row is an orphan: the URL
     /// lifetime plus the grace.
     settle: std::time::Duration,
@@ -152,13 +152,15 @@ impl Application {
             self.store.clone(),
             shutdown.clone(),
         ));
-        let sweep = tokio::spawn(crate::attachments::sweep_orphans_until(
-            self.cleanup_pool.clone(),
-            self.store.clone(),
-            self.sweep_every,
-            self.settle,
-            shutdown.clone(),
-        ));
+        let sweep = self.sweep_every.map(|every| {
+            tokio::spawn(crate::attachments::sweep_orphans_until(
+                self.cleanup_pool.clone(),
+                self.store.clone(),
+                every,
+                self.settle,
+                shutdown.clone(),
+            ))
+        });
         let attachments = tokio::spawn(crate::attachments::clean_up_until(
             self.cleanup_pool,
             self.store,
@@ -180,7 +182,9 @@ impl Application {
         let _ = cleanup.await;
         let _ = bucket.await;
         let _ = attachments.await;
-        let _ = sweep.await;
+        if let Some(sweep) = sweep {
+            let _ = sweep.await;
+        }
         served
     }
 }

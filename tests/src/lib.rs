@@ -224,7 +224,14 @@ impl Deployment {
             max_live_tasks: std::num::NonZeroU32::MAX,
             projects: Default::default(),
             s3: self.s3(),
-            attachments: Default::default(),
+            // No sweep: tests share a bucket with one another (and with a
+            // dev stack), so every deployment's objects are ones this
+            // database does not name. A test of the sweep uses a bucket of
+            // its own and turns it on.
+            attachments: command_api::attachments::Limits {
+                sweep_every: None,
+                ..Default::default()
+            },
             http: test_http_limits(),
         }
     }

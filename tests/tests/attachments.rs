@@ -792,7 +792,7 @@ async fn abandoned_uploads_and_the_objects_of_deleted_attachments_tasks_and_proj
     let ctx = setup_with(Options {
         command: Box::new(|c| {
             c.attachments.upload_ttl = Duration::from_secs(1);
-            c.attachments.sweep_every = Duration::from_secs(1);
+            c.attachments.sweep_every = Some(Duration::from_secs(1));
         }),
         presign: Duration::from_secs(2),
         ..Options::default()
