@@ -266,6 +266,7 @@ pub(crate) fn documented_routes(
             crate::webhooks::api::delete_webhook
         ))
         .routes(routes!(crate::webhooks::api::list_deliveries))
+        .routes(routes!(crate::webhooks::api::retry_delivery))
         .merge(service::health::documented_routes(readiness))
         .split_for_parts();
     let doc = service::openapi::finish_document(

@@ -303,6 +303,17 @@ async fn every_documented_example_answers_its_documented_status() {
             .await
             .expect(reqwest::StatusCode::OK, "me"),
     );
+    // An endpoint of theirs that nothing answers at (the deliveries fail
+    // and are retried), to be told of the same notification.
+    let notifier = query_client.api().clone();
+    let delivery_webhook = id_of(
+        &notifier
+            .request(reqwest::Method::POST, "/webhooks")
+            .json(&json!({ "url": "http://127.0.0.1:9/hook", "events": ["project_member_added"] }))
+            .await
+            .expect(reqwest::StatusCode::CREATED, "create a webhook"),
+    )
+    .to_string();
     let admin_projects = ProjectCommands::new(&api, &admin_token);
     let shared = admin_projects.created_project("Shared with the user").await;
     admin_projects.added(shared, me, "member").await;
@@ -380,6 +391,35 @@ async fn every_documented_example_answers_its_documented_status() {
         .await
         .expect(reqwest::StatusCode::OK, "the attachment listed");
 
+    // That endpoint disabled while its delivery waits for a retry: the
+    // delivery is `skipped`; enabled again, the page sends it again.
+    let set_enabled = |enabled: bool| {
+        notifier
+            .request(
+                reqwest::Method::PATCH,
+                &format!("/webhooks/{delivery_webhook}"),
+            )
+            .json(&json!({ "enabled": enabled }))
+    };
+    set_enabled(false)
+        .await
+        .expect(reqwest::StatusCode::OK, "disable the webhook");
+    let delivery = query_client
+        .eventually(
+            "the delivery to be skipped",
+            Duration::from_secs(30),
+            &format!("/webhooks/{delivery_webhook}/deliveries"),
+            |r| {
+                (r.status == 200 && r.body["items"][0]["state"] == "skipped")
+                    .then(|| r.body["items"][0]["id"].as_str().map(str::to_owned))
+                    .flatten()
+            },
+        )
+        .await;
+    set_enabled(true)
+        .await
+        .expect(reqwest::StatusCode::OK, "enable the webhook");
+
     // One of the user's own webhook endpoints (the page creates others).
     let webhook = query_client
         .api()
@@ -409,6 +449,8 @@ async fn every_documented_example_answers_its_documented_status() {
         ("MEMBER_ID", member_id),
         ("NOTIFICATION", notification),
         ("WEBHOOK", webhook),
+        ("DELIVERY_WEBHOOK", delivery_webhook),
+        ("DELIVERY", delivery),
     ];
     let mut failures = Vec::new();
     for example in &examples {

@@ -232,6 +232,19 @@ async fn an_endpoint_failing_past_the_retry_window_is_disabled_and_its_owner_tol
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(receiver.received().len(), before);
 
+    // A failed delivery is sent again on request, but not to a disabled
+    // endpoint.
+    let failed_id = d["id"].as_str().unwrap().to_owned();
+    let retry = |who: &Person, delivery: &str| {
+        who.notifier.request(
+            Method::POST,
+            &format!("/webhooks/{hook}/deliveries/{delivery}/retry"),
+        )
+    };
+    let r = retry(&t.bob, &failed_id).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{r:?}");
+    assert!(r.problem_type().ends_with("webhook-disabled"), "{r:?}");
+
     // Enabled again by its owner: the reason is cleared, and it receives.
     let enabled = t
         .bob
@@ -246,6 +259,37 @@ async fn an_endpoint_failing_past_the_retry_window_is_disabled_and_its_owner_tol
     receiver.otherwise(Reply::Status(204));
     assign(&t, project, "after enabling").await;
     receiver.wait_for(before + 1, WAIT).await;
+
+    // Now the failed delivery goes again: the same webhook-id, a new retry
+    // window, delivered. Only its endpoint's managers may ask, and only
+    // for a delivery that failed.
+    for (who, delivery) in [
+        (&t.cat, failed_id.as_str()),
+        (&t.bob, "01a2366c-0000-7000-8000-000000000000"),
+    ] {
+        let r = retry(who, delivery).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{r:?}");
+    }
+    let queued = retry(&t.bob, &failed_id)
+        .await
+        .expect(StatusCode::ACCEPTED, "retry a failed delivery");
+    assert_eq!(queued["id"], failed_id.as_str());
+    assert_eq!(queued["state"], "pending");
+    receiver.wait_for(before + 2, WAIT).await;
+    let again: Vec<_> = receiver
+        .received()
+        .into_iter()
+        .filter(|r| r.id == failed_id)
+        .collect();
+    assert!(again.len() >= 2, "sent before and again: {again:?}");
+    assert_all_verified(&receiver.received());
+    delivery_until(&t.bob, &hook, "the retried delivery to arrive", |d| {
+        d["id"] == failed_id.as_str() && d["state"] == "delivered"
+    })
+    .await;
+    let r = retry(&t.bob, &failed_id).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{r:?}");
+    assert!(r.problem_type().ends_with("delivery-not-failed"), "{r:?}");
     let notices = t
         .bob
         .all()

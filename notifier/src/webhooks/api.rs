@@ -1,5 +1,6 @@
 //! The webhooks API: `POST|GET /webhooks`, `GET|PATCH|DELETE
-//! /webhooks/{id}`, `GET /webhooks/{id}/deliveries`. An endpoint is a
+//! /webhooks/{id}`, `GET /webhooks/{id}/deliveries`, `POST
+//! /webhooks/{id}/deliveries/{delivery_id}/retry`. An endpoint is a
 //! user's own or a project's (managed by its owners and admins); one the
 //! caller may not manage is the same 404 as one that never existed.
 
@@ -571,6 +572,58 @@ pub async fn list_deliveries(
         next_cursor,
     })
     .into_response())
+}
+
+/// Deliver a failed or skipped delivery again.
+///
+/// It becomes `pending`, due now, with the same `webhook-id` and body
+/// (receivers that saw it already can tell), and a new retry window. Only
+/// a delivery that was given up on (`failed`) or not sent because its
+/// endpoint was disabled (`skipped`) is sent again, and only to an enabled
+/// endpoint.
+#[utoipa::path(
+    post,
+    path = "/webhooks/{id}/deliveries/{delivery_id}/retry",
+    tag = "webhooks",
+    params(
+        ("id" = Uuid, Path, description = "Webhook id"),
+        ("delivery_id" = Uuid, Path, description = "Delivery id (its `webhook-id`)"),
+    ),
+    responses(
+        (status = 202, description = "Queued: the delivery, pending again", body = WebhookDeliveryResource),
+        (status = 401, description = "Missing or invalid bearer token, or a deactivated account", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such delivery to an endpoint the caller manages", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The endpoint is disabled (`webhook-disabled`: enable it first), or the delivery is not `failed` or `skipped` (`delivery-not-failed`)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unreachable", body = Problem, content_type = "application/problem+json", headers(
+            ("Retry-After" = u64, description = "Seconds to wait before retrying"),
+        )),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn retry_delivery(
+    user: AuthUser,
+    State(state): State<AppState>,
+    Path((id, delivery_id)): Path<(Uuid, Uuid)>,
+) -> Result<Response, Problem> {
+    let redelivery = super::redeliver(&state.pool, user.id, id, delivery_id)
+        .await
+        .map_err(db_problem("deliver a webhook again"))?;
+    match redelivery {
+        super::Redelivery::Queued(row) => Ok((
+            StatusCode::ACCEPTED,
+            axum::Json(WebhookDeliveryResource::from(row)),
+        )
+            .into_response()),
+        super::Redelivery::NotFound => Err(Problem::not_found("no such delivery of this webhook")),
+        super::Redelivery::EndpointDisabled => Err(Problem::conflict(
+            "webhook-disabled",
+            "the endpoint is disabled: enable it (PATCH {\"enabled\": true}) first",
+        )),
+        super::Redelivery::NotFailed(state) => Err(Problem::conflict(
+            "delivery-not-failed",
+            format!("the delivery is `{state}`: only a `failed` or `skipped` one is sent again"),
+        )),
+    }
 }
 
 fn not_found() -> Problem {

@@ -264,6 +264,14 @@ pub struct DeliveryRow {
     pub created_at: DateTime<Utc>,
 }
 
+/// The columns of a [`DeliveryRow`], from `notifier_deliveries d` joined
+/// with `notifier_notifications n`.
+const DELIVERY_FROM: &str = "SELECT d.id, d.notification_id, n.kind, d.state, d.attempts,
+                d.last_status, d.last_error, d.next_attempt_at, d.first_attempt_at,
+                d.last_attempt_at, d.delivered_at, d.created_at
+           FROM notifier_deliveries d
+           JOIN notifier_notifications n ON n.id = d.notification_id";
+
 /// Up to `limit` deliveries to `endpoint`, newest first, after `after`.
 pub async fn deliveries(
     pool: &PgPool,
@@ -272,21 +280,76 @@ pub async fn deliveries(
     limit: i64,
 ) -> Result<Vec<DeliveryRow>, sqlx::Error> {
     let (at, id) = after.unzip();
-    sqlx::query_as(
-        "SELECT d.id, d.notification_id, n.kind, d.state, d.attempts, d.last_status,
-                d.last_error, d.next_attempt_at, d.first_attempt_at, d.last_attempt_at,
-                d.delivered_at, d.created_at
-           FROM notifier_deliveries d
-           JOIN notifier_notifications n ON n.id = d.notification_id
+    sqlx::query_as(&format!(
+        "{DELIVERY_FROM}
           WHERE d.webhook_id = $1
             AND ($2::timestamptz IS NULL OR (d.created_at, d.id) < ($2, $3))
           ORDER BY d.created_at DESC, d.id DESC
-          LIMIT $4",
-    )
+          LIMIT $4"
+    ))
     .bind(endpoint)
     .bind(at)
     .bind(id)
     .bind(limit)
     .fetch_all(pool)
     .await
+}
+
+/// What asking to deliver again found.
+#[derive(Debug)]
+pub enum Redelivery {
+    /// Pending again, due now: the same `webhook-id` and body, a new retry
+    /// window.
+    Queued(DeliveryRow),
+    /// No such delivery to an endpoint the caller manages.
+    NotFound,
+    /// The endpoint is disabled: enable it first.
+    EndpointDisabled,
+    /// Only a `failed` or `skipped` delivery is sent again (`state`).
+    NotFailed(String),
+}
+
+/// Makes delivery `delivery` of endpoint `endpoint` (which `user` must
+/// manage) pending again when it was `failed` or `skipped` and the
+/// endpoint is enabled: in one statement, so the endpoint cannot be
+/// disabled or the delivery attempted in between. The attempt count goes
+/// on (it is the guard of every outcome's write); the retry window starts
+/// again at the next attempt.
+pub async fn redeliver(
+    pool: &PgPool,
+    user: Uuid,
+    endpoint: Uuid,
+    delivery: Uuid,
+) -> Result<Redelivery, sqlx::Error> {
+    let found: Option<(bool, bool, String)> = sqlx::query_as(&format!(
+        "WITH w AS (SELECT w.id, w.enabled FROM notifier_webhooks w
+                     WHERE w.id = $1 AND {VISIBLE} FOR SHARE),
+              again AS (
+           UPDATE notifier_deliveries d
+              SET state = 'pending', next_attempt_at = now(), first_attempt_at = NULL
+             FROM w
+            WHERE d.id = $3 AND d.webhook_id = w.id AND w.enabled
+              AND d.state IN ('failed', 'skipped')
+           RETURNING d.id)
+         SELECT w.enabled, EXISTS (SELECT 1 FROM again), d.state
+           FROM w JOIN notifier_deliveries d ON d.id = $3 AND d.webhook_id = w.id"
+    ))
+    .bind(endpoint)
+    .bind(user)
+    .bind(delivery)
+    .fetch_optional(pool)
+    .await?;
+    Ok(match found {
+        None => Redelivery::NotFound,
+        Some((false, _, _)) => Redelivery::EndpointDisabled,
+        Some((true, false, state)) => Redelivery::NotFailed(state),
+        Some((true, true, _)) => {
+            let row: Option<DeliveryRow> =
+                sqlx::query_as(&format!("{DELIVERY_FROM} WHERE d.id = $1"))
+                    .bind(delivery)
+                    .fetch_optional(pool)
+                    .await?;
+            row.map_or(Redelivery::NotFound, Redelivery::Queued)
+        }
+    })
 }
