@@ -231,18 +231,20 @@ async fn schemathesis_finds_no_server_error_or_contract_violation() {
                 }
             })
         };
-        // A crash inside schemathesis itself (its coverage phase has raised
-        // "AST constructor recursion depth mismatch" here: Python 3.11's
-        // parser, re-entered from two worker threads) is not a finding
-        // about the API: run once more, with one worker, where it does not
-        // happen. Findings are reported as "Failures" and are never retried.
-        let mut out = run("2").await.expect("join");
+        // One worker: with two, schemathesis's coverage phase crashes more
+        // often than not here ("AST constructor recursion depth mismatch":
+        // Python 3.11's parser, re-entered from two threads), and one
+        // worker is no slower on two cores the system under test shares
+        // (124 s against 130–150 s). A crash inside schemathesis itself is
+        // not a finding about the API: it runs once more. Findings are
+        // reported as "Failures" and are never retried.
+        let mut out = run("1").await.expect("join");
         let crashed = |o: &std::process::Output| {
             let text = String::from_utf8_lossy(&o.stdout);
             !o.status.success() && text.contains("Runtime Error") && !text.contains("Failures:")
         };
         if crashed(&out) {
-            eprintln!("schemathesis crashed against {name}; running it once more, one worker");
+            eprintln!("schemathesis crashed against {name}; running it once more");
             out = run("1").await.expect("join");
         }
         let stdout = String::from_utf8_lossy(&out.stdout);
