@@ -39,7 +39,7 @@ pub enum NotificationKind {
     ProjectMemberAdded,
     /// Someone else changed the user's role in a project.
     ProjectRoleChanged,
-    /// One of the user's webhook endpoints kept failing and was disabled.
+    /// One of the user's webhook endpoints failed (for longer than the retry window, or in a way no retry can mend) and was disabled.
     WebhookDisabled,
 }
 

@@ -592,12 +592,12 @@ pub async fn record(
             )
             .await?;
             if let (Recorded::Failed, Target::Webhook { endpoint, .. }) = (recorded, &job.target) {
-                crate::webhooks::disable(
-                    &mut tx,
-                    *endpoint,
-                    &format!("deliveries failed for longer than the retry window: {reason}"),
-                )
-                .await?;
+                let why = if *permanent {
+                    format!("a delivery failed in a way no retry can mend: {reason}")
+                } else {
+                    format!("deliveries failed for longer than the retry window: {reason}")
+                };
+                crate::webhooks::disable(&mut tx, *endpoint, &why).await?;
             }
             tx.commit().await?;
             recorded

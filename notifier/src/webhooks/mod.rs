@@ -62,8 +62,9 @@ pub async fn disable(
         project_id: project,
         title: "A webhook was disabled".to_owned(),
         body: format!(
-            "Deliveries to your endpoint at {host} kept failing, so it was disabled. \
-             Fix it, then enable it again with PATCH /webhooks/{endpoint}."
+            "Deliveries to your endpoint at {host} failed, so it was disabled (the reason \
+             is in this notice's data and on the endpoint). Fix it, then enable it again \
+             with PATCH /webhooks/{endpoint}."
         ),
         data: serde_json::json!({ "webhook_id": endpoint, "host": host, "reason": reason }),
         late: false,
@@ -311,45 +312,61 @@ pub enum Redelivery {
 
 /// Makes delivery `delivery` of endpoint `endpoint` (which `user` must
 /// manage) pending again when it was `failed` or `skipped` and the
-/// endpoint is enabled: in one statement, so the endpoint cannot be
-/// disabled or the delivery attempted in between. The attempt count goes
-/// on (it is the guard of every outcome's write); the retry window starts
-/// again at the next attempt.
+/// endpoint is enabled, in one transaction that holds the endpoint (`FOR
+/// SHARE`: no disable, change or delete meanwhile) and the delivery (`FOR
+/// UPDATE`: a concurrent retry waits and then sees `pending`; the
+/// dispatcher skips a locked row). The answer is the row as committed. The
+/// attempt count goes on (it is the guard of every outcome's write, and
+/// the backoff continues from it); the retry window starts again at the
+/// next attempt. A delivery its endpoint no longer wants (a kind it
+/// unsubscribed from, say) is claimed and skipped again, with the reason.
 pub async fn redeliver(
     pool: &PgPool,
     user: Uuid,
     endpoint: Uuid,
     delivery: Uuid,
 ) -> Result<Redelivery, sqlx::Error> {
-    let found: Option<(bool, bool, String)> = sqlx::query_as(&format!(
-        "WITH w AS (SELECT w.id, w.enabled FROM notifier_webhooks w
-                     WHERE w.id = $1 AND {VISIBLE} FOR SHARE),
-              again AS (
-           UPDATE notifier_deliveries d
-              SET state = 'pending', next_attempt_at = now(), first_attempt_at = NULL
-             FROM w
-            WHERE d.id = $3 AND d.webhook_id = w.id AND w.enabled
-              AND d.state IN ('failed', 'skipped')
-           RETURNING d.id)
-         SELECT w.enabled, EXISTS (SELECT 1 FROM again), d.state
-           FROM w JOIN notifier_deliveries d ON d.id = $3 AND d.webhook_id = w.id"
+    let mut tx = pool.begin().await?;
+    let enabled: Option<bool> = sqlx::query_scalar(&format!(
+        "SELECT w.enabled FROM notifier_webhooks w WHERE w.id = $1 AND {VISIBLE} FOR SHARE"
     ))
     .bind(endpoint)
     .bind(user)
-    .bind(delivery)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *tx)
     .await?;
-    Ok(match found {
-        None => Redelivery::NotFound,
-        Some((false, _, _)) => Redelivery::EndpointDisabled,
-        Some((true, false, state)) => Redelivery::NotFailed(state),
-        Some((true, true, _)) => {
-            let row: Option<DeliveryRow> =
-                sqlx::query_as(&format!("{DELIVERY_FROM} WHERE d.id = $1"))
-                    .bind(delivery)
-                    .fetch_optional(pool)
-                    .await?;
-            row.map_or(Redelivery::NotFound, Redelivery::Queued)
+    let state: Option<String> = match enabled {
+        None => None,
+        Some(_) => {
+            sqlx::query_scalar(
+                "SELECT state FROM notifier_deliveries
+                  WHERE id = $1 AND webhook_id = $2 FOR UPDATE",
+            )
+            .bind(delivery)
+            .bind(endpoint)
+            .fetch_optional(&mut *tx)
+            .await?
         }
-    })
+    };
+    let answer = match (enabled, state) {
+        (Some(true), Some(state)) if state == "failed" || state == "skipped" => {
+            sqlx::query(
+                "UPDATE notifier_deliveries
+                    SET state = 'pending', next_attempt_at = now(), first_attempt_at = NULL
+                  WHERE id = $1",
+            )
+            .bind(delivery)
+            .execute(&mut *tx)
+            .await?;
+            let row: DeliveryRow = sqlx::query_as(&format!("{DELIVERY_FROM} WHERE d.id = $1"))
+                .bind(delivery)
+                .fetch_one(&mut *tx)
+                .await?;
+            Redelivery::Queued(row)
+        }
+        (Some(true), Some(state)) => Redelivery::NotFailed(state),
+        (Some(false), Some(_)) => Redelivery::EndpointDisabled,
+        _ => Redelivery::NotFound,
+    };
+    tx.commit().await?;
+    Ok(answer)
 }
