@@ -57,6 +57,14 @@ pub struct Config {
     /// longer than the maximum, with jitter.
     pub retry_base: Duration,
     pub retry_max_delay: Duration,
+    /// `NOTIFIER_RETENTION_DAYS` (default 90, at most 3650): how long
+    /// notifications (with their deliveries) and finished schedule rows
+    /// are kept. Longer than the catch-up window plus the longest retry
+    /// window, so that nothing deleted can be caused again.
+    pub retention: Duration,
+    /// `NOTIFIER_RETENTION_SWEEP_SECONDS` (default 3600): how often what
+    /// is past the retention is deleted.
+    pub retention_sweep: Duration,
 }
 
 /// E-mail over SMTP.
@@ -137,6 +145,10 @@ const WEBHOOK_PER_ENDPOINT: &str = "WEBHOOK_PER_ENDPOINT";
 const WEBHOOK_RETRY_WINDOW_SECONDS: &str = "WEBHOOK_RETRY_WINDOW_SECONDS";
 const WEBHOOK_MAX_RESPONSE_BYTES: &str = "WEBHOOK_MAX_RESPONSE_BYTES";
 const WEBHOOK_ALLOW_PRIVATE: &str = "WEBHOOK_ALLOW_PRIVATE";
+const RETENTION_DAYS: &str = "RETENTION_DAYS";
+const RETENTION_SWEEP_SECONDS: &str = "RETENTION_SWEEP_SECONDS";
+
+const DAY: u64 = 86_400;
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -167,6 +179,25 @@ impl Config {
             });
         }
         let hooks = WebhookSettings::default();
+        let email_retry_window: u64 = env_or(&own(EMAIL_RETRY_WINDOW_SECONDS), 259_200u64)?;
+        let webhook_retry_window: u64 = env_or(
+            &own(WEBHOOK_RETRY_WINDOW_SECONDS),
+            hooks.retry_window.as_secs(),
+        )?;
+        let retention_days: u64 = env_or(&own(RETENTION_DAYS), 90u64)?;
+        let needed = catch_up
+            .saturating_add(email_retry_window.max(webhook_retry_window))
+            .div_ceil(DAY)
+            .saturating_add(1);
+        if !(needed..=3650).contains(&retention_days) {
+            return Err(ConfigError {
+                var: own(RETENTION_DAYS),
+                reason: format!(
+                    "must be from {needed} (the catch-up window plus the longest retry \
+                     window, and a day) to 3650"
+                ),
+            });
+        }
         Ok(Config {
             listen_addr: env_or(&own(LISTEN_ADDR), SocketAddr::from(([127, 0, 0, 1], 8085)))?,
             postgres: PostgresSettings::from_env(PREFIX)?,
@@ -193,10 +224,7 @@ impl Config {
                 )?),
                 concurrency: positive(EMAIL_CONCURRENCY, env_or(&own(EMAIL_CONCURRENCY), 4u64)?)?
                     as usize,
-                retry_window: Duration::from_secs(env_or(
-                    &own(EMAIL_RETRY_WINDOW_SECONDS),
-                    259_200u64,
-                )?),
+                retry_window: Duration::from_secs(email_retry_window),
             },
             webhooks: WebhookSettings {
                 timeout: Duration::from_millis(positive(
@@ -211,10 +239,7 @@ impl Config {
                     WEBHOOK_PER_ENDPOINT,
                     env_or(&own(WEBHOOK_PER_ENDPOINT), hooks.per_endpoint as u64)?,
                 )? as usize,
-                retry_window: Duration::from_secs(env_or(
-                    &own(WEBHOOK_RETRY_WINDOW_SECONDS),
-                    hooks.retry_window.as_secs(),
-                )?),
+                retry_window: Duration::from_secs(webhook_retry_window),
                 max_response_bytes: positive(
                     WEBHOOK_MAX_RESPONSE_BYTES,
                     env_or(
@@ -231,6 +256,11 @@ impl Config {
             retry_max_delay: Duration::from_secs(positive(
                 RETRY_MAX_DELAY_SECONDS,
                 env_or(&own(RETRY_MAX_DELAY_SECONDS), 3_600u64)?,
+            )?),
+            retention: Duration::from_secs(retention_days * DAY),
+            retention_sweep: Duration::from_secs(positive(
+                RETENTION_SWEEP_SECONDS,
+                env_or(&own(RETENTION_SWEEP_SECONDS), 3_600u64)?,
             )?),
         })
     }
@@ -258,6 +288,8 @@ impl ServiceConfig for Config {
         WEBHOOK_RETRY_WINDOW_SECONDS,
         WEBHOOK_MAX_RESPONSE_BYTES,
         WEBHOOK_ALLOW_PRIVATE,
+        RETENTION_DAYS,
+        RETENTION_SWEEP_SECONDS,
     ];
     const DEPENDENCY_VARS: &'static [fn(&str) -> Vec<String>] = &[
         PostgresSettings::vars,
@@ -305,6 +337,11 @@ impl ServiceConfig for Config {
                 WEBHOOK_ALLOW_PRIVATE,
                 self.webhooks.allow_private.to_string(),
             ),
+            (RETENTION_DAYS, (self.retention.as_secs() / DAY).to_string()),
+            (
+                RETENTION_SWEEP_SECONDS,
+                self.retention_sweep.as_secs().to_string(),
+            ),
         ]
     }
 
@@ -328,6 +365,21 @@ mod tests {
         assert_eq!(config.late_after, Duration::from_secs(60));
         assert_eq!(config.catch_up, Duration::from_secs(86_400));
         assert_eq!(config.min_lead_seconds, 60);
+        assert_eq!(config.retention, Duration::from_secs(90 * DAY));
+
+        // A day of catch-up and three days of e-mail retries: a retention of
+        // four days could delete what a replay would still cause.
+        let (read, _) = read_from(&[kv("NOTIFIER_RETENTION_DAYS", 4)], Config::from_env);
+        assert_eq!(
+            read.expect_err("too short").to_string(),
+            "configuration: NOTIFIER_RETENTION_DAYS: must be from 5 (the catch-up window \
+             plus the longest retry window, and a day) to 3650"
+        );
+        let (read, _) = read_from(&[kv("NOTIFIER_RETENTION_DAYS", 5)], Config::from_env);
+        assert_eq!(
+            read.expect("5 days").retention,
+            Duration::from_secs(5 * DAY)
+        );
 
         let (read, _) = read_from(&[kv("NOTIFIER_TICK_MS", 0)], Config::from_env);
         assert_eq!(
@@ -348,6 +400,7 @@ mod tests {
             kv("NOTIFIER_LATE_AFTER_SECONDS", 2),
             kv("NOTIFIER_MIN_LEAD_SECONDS", 1),
             kv("NOTIFIER_GROUP_ID", "g"),
+            kv("NOTIFIER_RETENTION_DAYS", 30),
         ];
         let (read, _) = read_from(&vars, Config::from_env);
         let written = read.expect("config").to_env();

@@ -4,11 +4,15 @@
 //! Notifications an event causes (assignments, project membership) are
 //! written only for events at most the catch-up grace old.
 //!
-//! Task and user rows are version-guarded: an event applies only when its
-//! stream version is above the row's, so a redelivery changes nothing.
-//! Project events change nothing but the schedule and inbox, and both are
-//! idempotent (cancelling twice is cancelling; notification ids derive
-//! from the event id).
+//! Task, project and user rows are version-guarded: an event applies only
+//! when its stream version is above the row's, so a redelivery changes
+//! nothing (notification ids derive from the event id besides).
+//!
+//! The three streams come from three topics, so their events are read in
+//! no fixed order across streams. A project's deletion is therefore kept
+//! on the project, not copied onto its tasks: a task whose `task.moved`
+//! out of it is read after the `project.deleted` is scheduled under its
+//! new project, and one whose `task.created` is read after it never is.
 
 use events::{Event, EventEnvelope, ProjectEvent, StreamType, TaskEvent, TaskStatus, UserEvent};
 use serde_json::json;
@@ -85,6 +89,7 @@ async fn apply_task(
                 status: c.status,
                 due_at: c.due_at,
                 deleted: false,
+                project_deleted: false,
                 version,
             },
         ),
@@ -159,14 +164,29 @@ async fn apply_project(
     catch_up: chrono::Duration,
 ) -> Result<Applied, sqlx::Error> {
     let project = env.stream_id;
-    let mut applied = Applied::default();
-    let telling = matches!(
-        event,
-        ProjectEvent::MemberAdded(_) | ProjectEvent::MemberRoleChanged(_)
-    );
-    if telling && !is_news(conn, env, catch_up).await? {
-        return Ok(applied);
+    let version = i64::try_from(env.version).unwrap_or(i64::MAX);
+    let deleted = matches!(event, ProjectEvent::Deleted(_));
+    if !store::advance_project(conn, project, version, deleted).await? {
+        return Ok(Applied {
+            duplicate: true,
+            ..Applied::default()
+        });
     }
+    // The schedule first, whatever the event's age: it is a view of the
+    // log. A member added (back) is told about the project's tasks they
+    // own or are assigned to again; one removed about none of them.
+    match event {
+        ProjectEvent::MemberAdded(m) => {
+            store::reschedule_user(conn, m.user_id, Some(project), env.occurred_at, catch_up)
+                .await?;
+        }
+        ProjectEvent::MemberRemoved(m) => {
+            store::cancel_for_user(conn, m.user_id, Some(project)).await?;
+        }
+        ProjectEvent::Deleted(_) => store::cancel_project_tasks(conn, project).await?,
+        _ => {}
+    }
+    let mut applied = Applied::default();
     let notification = match event {
         ProjectEvent::MemberAdded(m) if m.user_id != env.actor => {
             let by = actor_name(conn, env.actor).await?;
@@ -200,18 +220,10 @@ async fn apply_project(
                 late: false,
             })
         }
-        ProjectEvent::MemberRemoved(m) => {
-            store::cancel_for_user(conn, m.user_id, Some(project)).await?;
-            None
-        }
-        ProjectEvent::Deleted(_) => {
-            store::delete_project_tasks(conn, project).await?;
-            None
-        }
         _ => None,
     };
     if let Some(n) = notification {
-        if store::insert_notification(conn, &n).await? {
+        if is_news(conn, env, catch_up).await? && store::insert_notification(conn, &n).await? {
             applied.created.push(n.kind);
         }
     }
@@ -278,7 +290,7 @@ async fn apply_user(
         Some(false) => {
             store::cancel_for_user(conn, user, None).await?;
         }
-        Some(true) => store::reschedule_user(conn, user, env.occurred_at, catch_up).await?,
+        Some(true) => store::reschedule_user(conn, user, None, env.occurred_at, catch_up).await?,
         None => {}
     }
     Ok(Applied::default())

@@ -8,7 +8,8 @@
 //! notifications events cause (assignments, project membership). The
 //! `scheduler` fires due schedule rows into the inbox, re-checking each
 //! against the task as it is then. `api` serves the inbox and the settings. `delivery` sends each
-//! notification out by e-mail and to `webhooks` endpoints.
+//! notification out by e-mail and to `webhooks` endpoints. `retention`
+//! deletes what is older than the retention.
 
 mod api;
 pub mod config;
@@ -18,6 +19,7 @@ mod email;
 mod fold;
 mod page;
 pub mod rebuild;
+mod retention;
 mod schedule;
 mod scheduler;
 mod startup;

@@ -54,11 +54,13 @@ async fn rebuild() -> anyhow::Result<()> {
     let report = notifier::rebuild::rebuild(&config).await?;
     eprintln!(
         "rebuild: group {} rewound on {} partitions ({} events to re-read); \
-         removed {} tasks, {} users, {} schedule rows; start the notifier to rebuild",
+         removed {} tasks, {} projects, {} users, {} schedule rows; \
+         start the notifier to rebuild",
         config.group_id,
         report.partitions,
         report.events,
         report.tasks,
+        report.projects,
         report.users,
         report.schedule
     );

@@ -1,5 +1,5 @@
-//! `notifier rebuild`: the notifier's folded state (tasks, users) and its
-//! schedule rebuilt from the first event of the log.
+//! `notifier rebuild`: the notifier's folded state (tasks, projects, users)
+//! and its schedule rebuilt from the first event of the log.
 //!
 //! The schedule is a view of the log; the inbox and the deliveries are not
 //! (they record what was sent) and are kept. The rebuild:
@@ -8,8 +8,8 @@
 //!    notifier would keep writing the state being reset);
 //! 2. commits the group's offsets at the beginning of every partition of
 //!    the task, project and user topics;
-//! 3. empties `notifier_tasks`, `notifier_users` and `notifier_schedule` in
-//!    one transaction.
+//! 3. empties `notifier_tasks`, `notifier_projects`, `notifier_users` and
+//!    `notifier_schedule` in one transaction.
 //!
 //! The notifier started next folds the whole log again, its inbox API
 //! serving as usual meanwhile. Nothing is sent twice: a schedule row or an
@@ -42,6 +42,7 @@ pub struct Report {
     pub events: i64,
     /// Rows removed from the folded tables and the schedule.
     pub tasks: u64,
+    pub projects: u64,
     pub users: u64,
     pub schedule: u64,
 }
@@ -59,6 +60,7 @@ pub async fn rebuild(config: &Config) -> anyhow::Result<Report> {
     for (table, count) in [
         ("notifier_schedule", &mut report.schedule),
         ("notifier_tasks", &mut report.tasks),
+        ("notifier_projects", &mut report.projects),
         ("notifier_users", &mut report.users),
     ] {
         *count = sqlx::query(&format!("DELETE FROM {table}"))

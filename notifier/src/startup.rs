@@ -25,6 +25,7 @@ use crate::config::Config;
 use crate::consumer::EventLoop;
 use crate::delivery::{DispatchSettings, Dispatcher, RetryPolicy};
 use crate::email::EmailSender;
+use crate::retention::Retention;
 use crate::scheduler::Scheduler;
 use crate::webhooks::sender::WebhookSender;
 
@@ -46,9 +47,9 @@ impl FromRef<AppState> for TokenVerifier {
     }
 }
 
-/// Whether each background loop (consumer, scheduler, dispatchers) still
-/// runs: a loop only ends on shutdown, so one that ended otherwise (a
-/// panic) makes `/readyz` fail, naming it.
+/// Whether each background loop (consumer, scheduler, dispatchers,
+/// retention) still runs: a loop only ends on shutdown, so one that ended
+/// otherwise (a panic) makes `/readyz` fail, naming it.
 #[derive(Clone, Default)]
 struct Loops(Arc<Mutex<Vec<&'static str>>>);
 
@@ -87,6 +88,7 @@ pub struct Application {
     scheduler: Scheduler,
     email: Dispatcher<EmailSender>,
     webhooks: Dispatcher<WebhookSender>,
+    retention: Retention,
 }
 
 impl Application {
@@ -178,6 +180,11 @@ impl Application {
             router,
             http_limits: config.http,
             events,
+            retention: Retention {
+                pool: pool.clone(),
+                keep: config.retention,
+                every: config.retention_sweep,
+            },
             scheduler: Scheduler {
                 pool,
                 tick: config.tick,
@@ -202,6 +209,7 @@ impl Application {
         let firing = loops.spawn("scheduler", self.scheduler.run(shutdown.clone()));
         let emailing = loops.spawn("e-mail dispatcher", self.email.run(shutdown.clone()));
         let posting = loops.spawn("webhook dispatcher", self.webhooks.run(shutdown.clone()));
+        let sweeping = loops.spawn("retention", self.retention.run(shutdown.clone()));
         let served = service::http::serve_with(
             self.listener,
             self.router,
@@ -215,6 +223,7 @@ impl Application {
             ("scheduler", firing),
             ("e-mail dispatcher", emailing),
             ("webhook dispatcher", posting),
+            ("retention", sweeping),
         ] {
             // A panic was logged and noted by `Loops::spawn`.
             if task.await.is_err() {

@@ -89,6 +89,9 @@ pub struct TaskRow {
     pub status: TaskStatus,
     pub due_at: Option<DateTime<Utc>>,
     pub deleted: bool,
+    /// Its project is deleted (read with the row, never saved: a
+    /// `task.moved` out of the project brings the task back).
+    pub project_deleted: bool,
     pub version: i64,
 }
 
@@ -100,7 +103,7 @@ impl TaskRow {
             assignee_ids: self.assignee_ids.clone(),
             status: self.status,
             due_at: self.due_at,
-            deleted: self.deleted,
+            deleted: self.deleted || self.project_deleted,
         }
     }
 }
@@ -111,8 +114,11 @@ pub async fn task_for_update(
     task_id: Uuid,
 ) -> Result<Option<TaskRow>, sqlx::Error> {
     let row = sqlx::query(
-        "SELECT owner_id, project_id, assignee_ids, title, status, due_at, deleted, version
-           FROM notifier_tasks WHERE task_id = $1 FOR UPDATE",
+        "SELECT t.owner_id, t.project_id, t.assignee_ids, t.title, t.status, t.due_at,
+                t.deleted, t.version,
+                EXISTS (SELECT 1 FROM notifier_projects p
+                         WHERE p.project_id = t.project_id AND p.deleted) AS project_deleted
+           FROM notifier_tasks t WHERE t.task_id = $1 FOR UPDATE OF t",
     )
     .bind(task_id)
     .fetch_optional(conn)
@@ -130,6 +136,7 @@ pub async fn task_for_update(
         status: status.parse().unwrap_or(TaskStatus::Done),
         due_at: row.try_get("due_at")?,
         deleted: row.try_get("deleted")?,
+        project_deleted: row.try_get("project_deleted")?,
         version: row.try_get("version")?,
     }))
 }
@@ -247,21 +254,27 @@ pub async fn reschedule_task(
     Ok(())
 }
 
-/// Reschedules every pending task `user` is told about (after a change of
-/// their lead times, or their reactivation).
+/// Reschedules every pending task `user` is told about, on every task or
+/// on `project`'s (after a change of their lead times, their reactivation,
+/// or their joining the project again).
 pub async fn reschedule_user(
     conn: &mut PgConnection,
     user: Uuid,
+    project: Option<Uuid>,
     scheduled_at: DateTime<Utc>,
     catch_up: chrono::Duration,
 ) -> Result<(), sqlx::Error> {
     let tasks: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT task_id FROM notifier_tasks
-          WHERE NOT deleted AND due_at IS NOT NULL AND status IN ('todo', 'in_progress')
-            AND ($1 = ANY(assignee_ids) OR (cardinality(assignee_ids) = 0 AND owner_id = $1))
-          ORDER BY task_id",
+        "SELECT t.task_id FROM notifier_tasks t
+          WHERE NOT t.deleted AND t.due_at IS NOT NULL AND t.status IN ('todo', 'in_progress')
+            AND ($1 = ANY(t.assignee_ids) OR (cardinality(t.assignee_ids) = 0 AND t.owner_id = $1))
+            AND ($2::uuid IS NULL OR t.project_id = $2)
+            AND NOT EXISTS (SELECT 1 FROM notifier_projects p
+                             WHERE p.project_id = t.project_id AND p.deleted)
+          ORDER BY t.task_id",
     )
     .bind(user)
+    .bind(project)
     .fetch_all(&mut *conn)
     .await?;
     for task in tasks {
@@ -289,15 +302,38 @@ pub async fn cancel_for_user(
     Ok(done.rows_affected())
 }
 
-/// A deleted project takes its tasks with it (no task event says so).
-pub async fn delete_project_tasks(
+/// Records a project event at `version` (and, for `project.deleted`, the
+/// deletion). False when the project's row is already at or above it: the
+/// event was applied before and changes nothing now.
+pub async fn advance_project(
+    conn: &mut PgConnection,
+    project: Uuid,
+    version: i64,
+    deleted: bool,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "INSERT INTO notifier_projects (project_id, version, deleted) VALUES ($1, $2, $3)
+         ON CONFLICT (project_id) DO UPDATE
+            SET version = EXCLUDED.version,
+                deleted = notifier_projects.deleted OR EXCLUDED.deleted
+          WHERE notifier_projects.version < EXCLUDED.version",
+    )
+    .bind(project)
+    .bind(version)
+    .bind(deleted)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// A deleted project takes its tasks with it (no task event says so):
+/// what is pending for them is cancelled, and [`advance_project`] has
+/// recorded the deletion, which keeps them from being scheduled again
+/// unless a `task.moved` takes one out.
+pub async fn cancel_project_tasks(
     conn: &mut PgConnection,
     project: Uuid,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE notifier_tasks SET deleted = TRUE WHERE project_id = $1")
-        .bind(project)
-        .execute(&mut *conn)
-        .await?;
     sqlx::query(
         "UPDATE notifier_schedule SET state = 'cancelled'
           WHERE state = 'pending'
@@ -662,7 +698,7 @@ pub async fn put_settings(
     .fetch_one(&mut *tx)
     .await?;
     let now = now(&mut tx).await?;
-    reschedule_user(&mut tx, user, now, catch_up).await?;
+    reschedule_user(&mut tx, user, None, now, catch_up).await?;
     tx.commit().await?;
     Ok(SettingsRow {
         leads: leads.to_vec(),

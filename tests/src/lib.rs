@@ -353,6 +353,8 @@ impl Deployment {
             },
             retry_base: Duration::from_millis(200),
             retry_max_delay: Duration::from_secs(2),
+            retention: Duration::from_secs(90 * 86_400),
+            retention_sweep: Duration::from_secs(3600),
         }
     }
 

@@ -799,46 +799,12 @@ async fn the_schedule_is_rebuilt_from_the_log_and_nothing_is_sent_twice() {
 
 #[tokio::test]
 async fn an_event_that_cannot_apply_is_set_aside_and_stalls_no_one() {
-    use events::kafka::EnvelopeRecord;
-    use events::{EventEnvelope, EventMeta, Priority, TaskCreated, TaskEvent, TaskStatus};
-
     let t = Team::start().await;
     let project = t.project().await;
     // A creation Postgres refuses to store (a NUL in the title), as a
     // buggy or hostile producer could publish it.
-    let poison: events::Event = TaskEvent::Created(TaskCreated {
-        owner_id: t.ann.id,
-        project_id: None,
-        assignee_ids: vec![],
-        title: "nul \u{0} byte".into(),
-        description: String::new(),
-        status: TaskStatus::Todo,
-        priority: Priority::Medium,
-        due_at: None,
-        tags: vec![],
-    })
-    .into();
-    let env = EventEnvelope::new(
-        Uuid::now_v7(),
-        1,
-        &poison,
-        EventMeta {
-            actor: t.ann.id,
-            correlation_id: Uuid::now_v7(),
-            causation_id: None,
-            occurred_at: Utc::now(),
-        },
-    );
-    let topics = events::topics::Topics::with_prefix(t.sys.deployment.topic_prefix.clone());
-    let producer = events::kafka::producer(&tests::servers().kafka_brokers).expect("producer");
-    producer
-        .send(
-            EnvelopeRecord::new(&topics, &env).as_future_record(),
-            Duration::from_secs(10),
-        )
-        .await
-        .map_err(|(e, _)| e)
-        .expect("produce");
+    let poison = created(t.ann.id, None, "nul \u{0} byte", None);
+    publish(&t, Uuid::now_v7(), 1, poison).await;
 
     // What comes after it is applied and notified.
     let task = t
@@ -876,4 +842,316 @@ async fn an_event_that_cannot_apply_is_set_aside_and_stalls_no_one() {
         tests::process::metric(&metrics, "notifier_dead_letters_total"),
         Some(1.0)
     );
+}
+
+/// Publishes `event` as version `version` of `stream`, straight to its
+/// topic, as the relay would (a test's way to choose the order in which
+/// the notifier reads events of different topics, or to publish what no
+/// command would).
+async fn publish(t: &Team, stream: Uuid, version: u64, event: events::Event) {
+    use events::kafka::EnvelopeRecord;
+    let env = events::EventEnvelope::new(
+        stream,
+        version,
+        &event,
+        events::EventMeta {
+            actor: t.ann.id,
+            correlation_id: Uuid::now_v7(),
+            causation_id: None,
+            occurred_at: Utc::now(),
+        },
+    );
+    let topics = events::topics::Topics::with_prefix(t.sys.deployment.topic_prefix.clone());
+    let producer = events::kafka::producer(&tests::servers().kafka_brokers).expect("producer");
+    producer
+        .send(
+            EnvelopeRecord::new(&topics, &env).as_future_record(),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .expect("produce");
+}
+
+/// A `task.created` of an unassigned task `owner` owns.
+fn created(
+    owner: Uuid,
+    project: Option<Uuid>,
+    title: &str,
+    due_at: Option<DateTime<Utc>>,
+) -> events::Event {
+    events::TaskEvent::Created(events::TaskCreated {
+        owner_id: owner,
+        project_id: project,
+        assignee_ids: vec![],
+        title: title.into(),
+        description: String::new(),
+        status: events::TaskStatus::Todo,
+        priority: events::Priority::Medium,
+        due_at,
+        tags: vec![],
+    })
+    .into()
+}
+
+/// Waits until `task` has `n` pending schedule rows.
+async fn wait_pending(pool: &sqlx::PgPool, task: Uuid, n: i64, what: &str) {
+    eventually(what, WAIT, || {
+        let pool = pool.clone();
+        async move {
+            let pending: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM notifier_schedule WHERE task_id = $1 AND state = 'pending'",
+            )
+            .bind(task)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            (pending == n).then_some(())
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_member_added_back_is_reminded_again_and_a_stale_removal_changes_nothing() {
+    let t = Team::start().await;
+    let project = t.project().await;
+    t.bob.set_leads(&[2]).await;
+    let task = t
+        .bob
+        .task(json!({ "title": "bob's own", "project_id": project, "due_at": in_secs(20) }))
+        .await;
+    let pool = sqlx::PgPool::connect(&t.sys.deployment.database_url)
+        .await
+        .unwrap();
+    wait_pending(
+        &pool,
+        task,
+        2,
+        "bob's reminder and overdue notice scheduled",
+    )
+    .await;
+
+    // bob leaves: nothing is pending for him; he is added back: his
+    // task's reminders are pending again.
+    let path = format!("/projects/{project}/members/{}", t.bob.id);
+    let r = t.ann.commands.request(Method::DELETE, &path).await;
+    assert!(r.status.is_success(), "remove bob: {r:?}");
+    wait_pending(&pool, task, 0, "bob's reminders cancelled").await;
+    t.ann.add(project, &t.bob, "member").await;
+    wait_pending(&pool, task, 2, "bob's reminders pending again").await;
+
+    // His removal delivered again (version 4 of the project: created, bob
+    // and cat added, bob removed) is passed over. The role change after it
+    // on the same partition shows when it has been read.
+    let removal =
+        events::ProjectEvent::MemberRemoved(events::ProjectMemberRemoved { user_id: t.bob.id });
+    publish(&t, project, 4, removal.into()).await;
+    t.ann
+        .write(
+            Method::PATCH,
+            &format!("/projects/{project}/members/{}", t.cat.id),
+            json!({ "role": "admin" }),
+        )
+        .await
+        .expect(StatusCode::OK, "change cat's role");
+    t.cat.wait_for("project_role_changed", project).await;
+    let kept: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM notifier_schedule WHERE task_id = $1 AND state <> 'cancelled'",
+    )
+    .bind(task)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(kept, 2, "a stale removal cancelled bob's reminders");
+
+    let overdue = t.bob.wait_for("overdue", task).await;
+    assert_eq!(overdue.len(), 1, "{overdue:?}");
+    assert_eq!(t.bob.about("reminder", task).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_task_moved_out_of_a_project_is_reminded_whenever_the_deletion_is_read() {
+    let t = Team::start().await;
+    t.ann.set_leads(&[2]).await;
+    let kept = t.ann.project("kept").await;
+    let pool = sqlx::PgPool::connect(&t.sys.deployment.database_url)
+        .await
+        .unwrap();
+    // The order the notifier may read three topics in: a task created in a
+    // project, the project's deletion, then the task's move out of it
+    // (which happened before the deletion, on another topic).
+    let (gone, moved, stayed) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let due = Utc::now() + chrono::Duration::seconds(12);
+    publish(
+        &t,
+        moved,
+        1,
+        created(t.ann.id, Some(gone), "moved", Some(due)),
+    )
+    .await;
+    wait_pending(&pool, moved, 2, "the moved task scheduled").await;
+    publish(
+        &t,
+        gone,
+        7,
+        events::ProjectEvent::Deleted(events::ProjectDeleted {}).into(),
+    )
+    .await;
+    wait_pending(&pool, moved, 0, "its reminders cancelled with the project").await;
+    // A task of the deleted project whose creation is read only now is
+    // never scheduled.
+    publish(
+        &t,
+        stayed,
+        1,
+        created(t.ann.id, Some(gone), "stayed", Some(due)),
+    )
+    .await;
+    let moved_out = events::TaskEvent::Moved(events::TaskMoved {
+        from: Some(gone),
+        to: Some(kept),
+    });
+    publish(&t, moved, 2, moved_out.into()).await;
+
+    let overdue = t.ann.wait_for("overdue", moved).await;
+    assert_eq!(overdue.len(), 1, "{overdue:?}");
+    assert_eq!(t.ann.about("reminder", moved).await.len(), 1);
+    for kind in ["reminder", "overdue"] {
+        assert!(t.ann.about(kind, stayed).await.is_empty(), "{kind}");
+    }
+    let stayed_rows: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM notifier_schedule WHERE task_id = $1")
+            .bind(stayed)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(stayed_rows, 0);
+}
+
+#[tokio::test]
+async fn what_is_past_the_retention_is_deleted_unless_still_being_delivered() {
+    let sys =
+        tests::System::start_with_notifier(|c| c.retention_sweep = Duration::from_secs(1)).await;
+    let t = Team::of(sys).await;
+    let project = t.project().await;
+    t.bob.set_leads(&[60]).await;
+    let due = in_secs(3600);
+    let mut tasks = Vec::new();
+    for title in ["old", "retrying", "recent"] {
+        let task = t
+            .ann
+            .task(json!({ "title": title, "project_id": project, "assignee_ids": [t.bob.id], "due_at": due }))
+            .await;
+        t.bob.wait_for("assigned", task).await;
+        tasks.push(task);
+    }
+    let [old, retrying, recent] = tasks[..] else {
+        unreachable!()
+    };
+    let pool = sqlx::PgPool::connect(&t.sys.deployment.database_url)
+        .await
+        .unwrap();
+    // Every e-mail of the three sent (Mailpit is up).
+    eventually("the e-mails sent", WAIT, || {
+        let pool = pool.clone();
+        async move {
+            let unsent: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM notifier_deliveries WHERE state IN ('pending', 'sending')",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            (unsent == 0).then_some(())
+        }
+    })
+    .await;
+    // The old task is deleted: its reminders are cancelled.
+    let r = t
+        .ann
+        .commands
+        .request(Method::DELETE, &format!("/tasks/{old}"))
+        .await;
+    assert!(r.status.is_success(), "delete: {r:?}");
+    wait_pending(&pool, old, 0, "the old task's reminders cancelled").await;
+
+    // Ninety-one days pass for the old and the retrying task's notices
+    // and for the old task's schedule; the retrying one's e-mail is being
+    // retried still.
+    for sql in [
+        "UPDATE notifier_notifications SET created_at = created_at - interval '91 days'
+          WHERE task_id = ANY($1)",
+        "UPDATE notifier_schedule SET fire_at = fire_at - interval '91 days'
+          WHERE task_id = ANY($1) AND state <> 'pending'",
+    ] {
+        sqlx::query(sql)
+            .bind(vec![old, retrying])
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    sqlx::query(
+        "UPDATE notifier_deliveries SET state = 'pending', next_attempt_at = now() + interval '1 hour'
+          WHERE notification_id IN (SELECT id FROM notifier_notifications WHERE task_id = $1)",
+    )
+    .bind(retrying)
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    let count = |sql: &'static str, task: Uuid| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(sql)
+                .bind(task)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    const NOTICES: &str = "SELECT count(*) FROM notifier_notifications WHERE task_id = $1";
+    const DELIVERIES: &str = "SELECT count(*) FROM notifier_deliveries d
+          JOIN notifier_notifications n ON n.id = d.notification_id WHERE n.task_id = $1";
+    const SCHEDULE: &str = "SELECT count(*) FROM notifier_schedule WHERE task_id = $1";
+    let old_deliveries: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT d.id FROM notifier_deliveries d
+           JOIN notifier_notifications n ON n.id = d.notification_id WHERE n.task_id = $1",
+    )
+    .bind(old)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(!old_deliveries.is_empty(), "the old notice was e-mailed");
+    eventually("the old task's notice and schedule deleted", WAIT, || {
+        let count = &count;
+        async move {
+            (count(NOTICES, old).await == 0 && count(SCHEDULE, old).await == 0).then_some(())
+        }
+    })
+    .await;
+    let left: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM notifier_deliveries WHERE id = ANY($1)")
+            .bind(&old_deliveries)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(left, 0, "deliveries go with their notification");
+    assert!(t.bob.about("assigned", old).await.is_empty());
+    // The notice whose e-mail is being retried stays, with its delivery;
+    // the recent one, and the pending schedule, are untouched.
+    assert_eq!(count(NOTICES, retrying).await, 1);
+    assert_eq!(count(DELIVERIES, retrying).await, 1);
+    assert_eq!(t.bob.about("assigned", recent).await.len(), 1);
+    assert_eq!(count(SCHEDULE, recent).await, 2);
+    let metrics = reqwest::get(t.sys.notifier.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let deleted = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"notifier_retention_deleted_total{table="notifications"} "#))
+        .and_then(|v| v.parse::<f64>().ok());
+    assert!(deleted >= Some(1.0), "{metrics}");
 }
