@@ -118,6 +118,9 @@ async fn apply_task(
         TaskEvent::Moved(m) => task.project_id = m.to,
         TaskEvent::AttachmentAdded(_) | TaskEvent::AttachmentRemoved(_) => reschedule = false,
     }
+    if matches!(event, TaskEvent::Created(_) | TaskEvent::Moved(_)) {
+        task.project_deleted = store::project_is_deleted(conn, task.project_id).await?;
+    }
     store::save_task(conn, &task).await?;
     if reschedule {
         store::reschedule_task(conn, task.task_id, None, env.occurred_at, catch_up).await?;
@@ -129,7 +132,8 @@ async fn apply_task(
         .filter(|u| !before.contains(u) && **u != env.actor)
         .copied()
         .collect();
-    let open = !task.deleted && matches!(task.status, TaskStatus::Todo | TaskStatus::InProgress);
+    let open =
+        !task.facts().deleted && matches!(task.status, TaskStatus::Todo | TaskStatus::InProgress);
     if matches!(
         event,
         TaskEvent::Created(_) | TaskEvent::AssigneesChanged(_)

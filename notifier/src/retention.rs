@@ -44,7 +44,7 @@ impl Retention {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(self.every) => {}
             }
-            match sweep(&self.pool, self.keep).await {
+            match sweep(&self.pool, self.keep, &shutdown).await {
                 Ok(swept) => {
                     metrics::counter!("notifier_retention_deleted_total", "table" => "notifications")
                         .increment(swept.notifications);
@@ -69,31 +69,51 @@ impl Retention {
 
 /// Deletes, in batches, the notifications older than `keep` whose
 /// deliveries are all finished, and the sent or cancelled schedule rows
-/// whose time is older than `keep`.
-pub async fn sweep(pool: &PgPool, keep: Duration) -> Result<Swept, sqlx::Error> {
+/// whose time is older than `keep`; stops early on `shutdown`.
+///
+/// A notification is locked before it is deleted (skipping any a webhook
+/// retry holds), and its deliveries are checked again after the lock: a
+/// delivery made pending by a retry that committed meanwhile keeps it.
+pub async fn sweep(
+    pool: &PgPool,
+    keep: Duration,
+    shutdown: &CancellationToken,
+) -> Result<Swept, sqlx::Error> {
     let keep = keep.as_secs_f64();
     let mut swept = Swept::default();
-    loop {
-        let n = sqlx::query(
-            "DELETE FROM notifier_notifications WHERE id IN (
-                 SELECT n.id FROM notifier_notifications n
-                  WHERE n.created_at < now() - make_interval(secs => $1)
-                    AND NOT EXISTS (SELECT 1 FROM notifier_deliveries d
-                                     WHERE d.notification_id = n.id
-                                       AND d.state IN ('pending', 'sending'))
-                  LIMIT $2)",
+    while !shutdown.is_cancelled() {
+        let mut tx = pool.begin().await?;
+        let ids: Vec<uuid::Uuid> = sqlx::query_scalar(
+            "SELECT n.id FROM notifier_notifications n
+              WHERE n.created_at < now() - make_interval(secs => $1)
+                AND NOT EXISTS (SELECT 1 FROM notifier_deliveries d
+                                 WHERE d.notification_id = n.id
+                                   AND d.state IN ('pending', 'sending'))
+              LIMIT $2
+              FOR UPDATE OF n SKIP LOCKED",
         )
         .bind(keep)
         .bind(BATCH)
-        .execute(pool)
+        .fetch_all(&mut *tx)
+        .await?;
+        let deleted = sqlx::query(
+            "DELETE FROM notifier_notifications n
+              WHERE n.id = ANY($1)
+                AND NOT EXISTS (SELECT 1 FROM notifier_deliveries d
+                                 WHERE d.notification_id = n.id
+                                   AND d.state IN ('pending', 'sending'))",
+        )
+        .bind(&ids)
+        .execute(&mut *tx)
         .await?
         .rows_affected();
-        swept.notifications += n;
-        if n < BATCH as u64 {
+        tx.commit().await?;
+        swept.notifications += deleted;
+        if (ids.len() as i64) < BATCH {
             break;
         }
     }
-    loop {
+    while !shutdown.is_cancelled() {
         let n = sqlx::query(
             "DELETE FROM notifier_schedule WHERE id IN (
                  SELECT id FROM notifier_schedule

@@ -326,6 +326,22 @@ pub async fn advance_project(
     Ok(done.rows_affected() == 1)
 }
 
+/// Whether `project` (a task's, if any) is deleted.
+pub async fn project_is_deleted(
+    conn: &mut PgConnection,
+    project: Option<Uuid>,
+) -> Result<bool, sqlx::Error> {
+    let Some(project) = project else {
+        return Ok(false);
+    };
+    let deleted: Option<bool> =
+        sqlx::query_scalar("SELECT deleted FROM notifier_projects WHERE project_id = $1")
+            .bind(project)
+            .fetch_optional(conn)
+            .await?;
+    Ok(deleted.unwrap_or(false))
+}
+
 /// A deleted project takes its tasks with it (no task event says so):
 /// what is pending for them is cancelled, and [`advance_project`] has
 /// recorded the deletion, which keeps them from being scheduled again
@@ -414,6 +430,8 @@ pub async fn fire_due(
                      (SELECT max(e.version) FROM events e WHERE e.stream_id = s.user_id), 0))
                     AS caught_up,
                 (t.task_id IS NOT NULL AND NOT t.deleted
+                 AND NOT EXISTS (SELECT 1 FROM notifier_projects p
+                                  WHERE p.project_id = t.project_id AND p.deleted)
                  AND s.fire_at >= now() - make_interval(secs => $3)
                  AND (s.kind = 'overdue' OR s.due_at > now())
                  AND (t.project_id IS NULL OR EXISTS (

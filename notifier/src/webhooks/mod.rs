@@ -337,6 +337,18 @@ pub async fn redeliver(
     let state: Option<String> = match enabled {
         None => None,
         Some(_) => {
+            // The notification first, so that retention cannot delete it
+            // (and the delivery with it) once the delivery is pending again.
+            sqlx::query(
+                "SELECT 1 FROM notifier_notifications
+                  WHERE id = (SELECT notification_id FROM notifier_deliveries
+                               WHERE id = $1 AND webhook_id = $2)
+                  FOR KEY SHARE",
+            )
+            .bind(delivery)
+            .bind(endpoint)
+            .execute(&mut *tx)
+            .await?;
             sqlx::query_scalar(
                 "SELECT state FROM notifier_deliveries
                   WHERE id = $1 AND webhook_id = $2 FOR UPDATE",
