@@ -78,6 +78,12 @@ pub async fn now(conn: &mut PgConnection) -> Result<DateTime<Utc>, sqlx::Error> 
     sqlx::query_scalar("SELECT now()").fetch_one(conn).await
 }
 
+/// SQL: the project of the task `t` is deleted. A deleted project's tasks
+/// are not marked deleted themselves (a `task.moved` out of it may be read
+/// later); every query that asks whether a task is live asks this too.
+const PROJECT_DELETED: &str = "EXISTS (SELECT 1 FROM notifier_projects p
+                 WHERE p.project_id = t.project_id AND p.deleted)";
+
 /// A task row as the notifier keeps it.
 #[derive(Debug, Clone)]
 pub struct TaskRow {
@@ -113,13 +119,11 @@ pub async fn task_for_update(
     conn: &mut PgConnection,
     task_id: Uuid,
 ) -> Result<Option<TaskRow>, sqlx::Error> {
-    let row = sqlx::query(
+    let row = sqlx::query(&format!(
         "SELECT t.owner_id, t.project_id, t.assignee_ids, t.title, t.status, t.due_at,
-                t.deleted, t.version,
-                EXISTS (SELECT 1 FROM notifier_projects p
-                         WHERE p.project_id = t.project_id AND p.deleted) AS project_deleted
-           FROM notifier_tasks t WHERE t.task_id = $1 FOR UPDATE OF t",
-    )
+                t.deleted, t.version, {PROJECT_DELETED} AS project_deleted
+           FROM notifier_tasks t WHERE t.task_id = $1 FOR UPDATE OF t"
+    ))
     .bind(task_id)
     .fetch_optional(conn)
     .await?;
@@ -264,15 +268,14 @@ pub async fn reschedule_user(
     scheduled_at: DateTime<Utc>,
     catch_up: chrono::Duration,
 ) -> Result<(), sqlx::Error> {
-    let tasks: Vec<Uuid> = sqlx::query_scalar(
+    let tasks: Vec<Uuid> = sqlx::query_scalar(&format!(
         "SELECT t.task_id FROM notifier_tasks t
-          WHERE NOT t.deleted AND t.due_at IS NOT NULL AND t.status IN ('todo', 'in_progress')
+          WHERE NOT t.deleted AND NOT {PROJECT_DELETED}
+            AND t.due_at IS NOT NULL AND t.status IN ('todo', 'in_progress')
             AND ($1 = ANY(t.assignee_ids) OR (cardinality(t.assignee_ids) = 0 AND t.owner_id = $1))
             AND ($2::uuid IS NULL OR t.project_id = $2)
-            AND NOT EXISTS (SELECT 1 FROM notifier_projects p
-                             WHERE p.project_id = t.project_id AND p.deleted)
-          ORDER BY t.task_id",
-    )
+          ORDER BY t.task_id"
+    ))
     .bind(user)
     .bind(project)
     .fetch_all(&mut *conn)
@@ -421,7 +424,7 @@ pub async fn fire_due(
         .bind(&tasks)
         .execute(&mut *tx)
         .await?;
-    let rows = sqlx::query(
+    let rows = sqlx::query(&format!(
         "SELECT s.id, s.task_id, s.user_id, s.kind, s.due_at, s.fire_at, s.lead_seconds,
                 EXTRACT(EPOCH FROM (now() - s.fire_at))::float8 AS lag,
                 (COALESCE(t.version, 0) >= COALESCE(
@@ -430,8 +433,7 @@ pub async fn fire_due(
                      (SELECT max(e.version) FROM events e WHERE e.stream_id = s.user_id), 0))
                     AS caught_up,
                 (t.task_id IS NOT NULL AND NOT t.deleted
-                 AND NOT EXISTS (SELECT 1 FROM notifier_projects p
-                                  WHERE p.project_id = t.project_id AND p.deleted)
+                 AND NOT {PROJECT_DELETED}
                  AND s.fire_at >= now() - make_interval(secs => $3)
                  AND (s.kind = 'overdue' OR s.due_at > now())
                  AND (t.project_id IS NULL OR EXISTS (
@@ -450,8 +452,8 @@ pub async fn fire_due(
           WHERE s.state = 'pending' AND s.fire_at <= now() AND s.task_id = ANY($2)
           ORDER BY s.fire_at
           LIMIT $1
-          FOR UPDATE OF s SKIP LOCKED",
-    )
+          FOR UPDATE OF s SKIP LOCKED"
+    ))
     .bind(batch)
     .bind(&tasks)
     .bind(catch_up.as_secs_f64())

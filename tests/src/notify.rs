@@ -116,6 +116,16 @@ impl Person {
         .await
         .expect(StatusCode::CREATED, "add a member");
     }
+
+    pub async fn set_role(&self, project: Uuid, who: &Person, role: &str) {
+        self.write(
+            Method::PATCH,
+            &format!("/projects/{project}/members/{}", who.id),
+            json!({ "role": role }),
+        )
+        .await
+        .expect(StatusCode::OK, "change a member's role");
+    }
 }
 
 pub struct Team {

@@ -169,14 +169,7 @@ async fn being_added_to_a_project_or_given_another_role_notifies() {
     let added = t.bob.wait_for("project_member_added", project).await;
     assert_eq!(added.len(), 1);
     assert_eq!(added[0]["data"]["role"], "member");
-    t.ann
-        .write(
-            Method::PATCH,
-            &format!("/projects/{project}/members/{}", t.bob.id),
-            json!({ "role": "admin" }),
-        )
-        .await
-        .expect(StatusCode::OK, "change bob's role");
+    t.ann.set_role(project, &t.bob, "admin").await;
     let changed = t.bob.wait_for("project_role_changed", project).await;
     assert_eq!(
         (
@@ -832,14 +825,12 @@ async fn an_event_that_cannot_apply_is_set_aside_and_stalls_no_one() {
         error.unwrap().contains("0x00"),
         "the database's reason is kept"
     );
-    let metrics = reqwest::get(t.sys.notifier.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
     assert_eq!(
-        tests::process::metric(&metrics, "notifier_dead_letters_total"),
+        tests::metric_at(
+            &t.sys.notifier.url("/metrics"),
+            "notifier_dead_letters_total"
+        )
+        .await,
         Some(1.0)
     );
 }
@@ -961,14 +952,7 @@ async fn a_member_added_back_is_reminded_again_and_a_stale_removal_changes_nothi
     let removal =
         events::ProjectEvent::MemberRemoved(events::ProjectMemberRemoved { user_id: t.bob.id });
     Log::of(&t).publish(project, 4, removal.into()).await;
-    t.ann
-        .write(
-            Method::PATCH,
-            &format!("/projects/{project}/members/{}", t.cat.id),
-            json!({ "role": "admin" }),
-        )
-        .await
-        .expect(StatusCode::OK, "change cat's role");
+    t.ann.set_role(project, &t.cat, "admin").await;
     t.cat.wait_for("project_role_changed", project).await;
     let kept: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM notifier_schedule WHERE task_id = $1 AND state <> 'cancelled'",
@@ -1158,15 +1142,10 @@ async fn what_is_past_the_retention_is_deleted_unless_still_being_delivered() {
     assert_eq!(count(DELIVERIES, retrying).await, 1);
     assert_eq!(t.bob.about("assigned", recent).await.len(), 1);
     assert_eq!(count(SCHEDULE, recent).await, 2);
-    let metrics = reqwest::get(t.sys.notifier.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let deleted = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(r#"notifier_retention_deleted_total{table="notifications"} "#))
-        .and_then(|v| v.parse::<f64>().ok());
-    assert!(deleted >= Some(1.0), "{metrics}");
+    let deleted = tests::metric_at(
+        &t.sys.notifier.url("/metrics"),
+        r#"notifier_retention_deleted_total{table="notifications"}"#,
+    )
+    .await;
+    assert!(deleted >= Some(1.0), "{deleted:?}");
 }

@@ -606,14 +606,7 @@ async fn endpoints_are_their_owners_and_project_endpoints_their_admins() {
     assert_ne!(own[0].id, got[0].id);
 
     // Made an admin, cat manages it.
-    t.ann
-        .write(
-            Method::PATCH,
-            &format!("/projects/{project}/members/{}", t.cat.id),
-            json!({ "role": "admin" }),
-        )
-        .await
-        .expect(StatusCode::OK, "cat becomes an admin");
+    t.ann.set_role(project, &t.cat, "admin").await;
     let cats = eventually("cat to see the project's endpoint", WAIT, || async {
         let list = t
             .cat
